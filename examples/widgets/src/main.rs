@@ -1,0 +1,2 @@
+//! The widgets example application.
+fn main() {}
