@@ -3,10 +3,12 @@
 //! Everything of Geo for Rust that touches a database. Add this crate beside the `diesel` your
 //! models already use; it re-exports the [`replicable`] attribute and [`geo_core`].
 
+pub mod db;
 pub mod types;
 
 pub use geo_core;
 pub use geo_macros::replicable;
+pub use db::{AsDbConn, DbConn, DbPool, PooledConn};
 pub use types::{UtcDateTime, sql_types};
 
 /// Re-exports used by code that `#[replicable]` generates. Not public API.

@@ -1,0 +1,213 @@
+//! One code base for both backends: a borrowed connection as an enum, a pool of either kind,
+//! and the `with_conn!` macro that compiles the same query code once per backend.
+
+use diesel::SqliteConnection;
+use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
+use geo_core::Backend;
+
+#[cfg(feature = "postgres")]
+use diesel::PgConnection;
+
+/// A mutable borrow of a connection of either backend.
+pub enum DbConn<'a> {
+    /// SQLite.
+    Sqlite(&'a mut SqliteConnection),
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Pg(&'a mut PgConnection),
+}
+
+impl DbConn<'_> {
+    /// The backend of this connection.
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbConn::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            DbConn::Pg(_) => Backend::Postgres,
+        }
+    }
+}
+
+/// Anything that can lend a [`DbConn`]: a connection of either backend or a pooled one.
+pub trait AsDbConn {
+    /// Borrows the connection.
+    fn db(&mut self) -> DbConn<'_>;
+}
+
+impl AsDbConn for SqliteConnection {
+    fn db(&mut self) -> DbConn<'_> {
+        DbConn::Sqlite(self)
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl AsDbConn for PgConnection {
+    fn db(&mut self) -> DbConn<'_> {
+        DbConn::Pg(self)
+    }
+}
+
+impl AsDbConn for DbConn<'_> {
+    fn db(&mut self) -> DbConn<'_> {
+        match self {
+            DbConn::Sqlite(c) => DbConn::Sqlite(c),
+            #[cfg(feature = "postgres")]
+            DbConn::Pg(c) => DbConn::Pg(c),
+        }
+    }
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection (`&mut SqliteConnection` or
+/// `&mut PgConnection`), so query code written once type-checks against each backend.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! with_conn {
+    ($db:expr, $c:ident => $body:expr) => {
+        match $crate::db::AsDbConn::db($db) {
+            $crate::db::DbConn::Sqlite($c) => $body,
+            #[cfg(feature = "postgres")]
+            $crate::db::DbConn::Pg($c) => $body,
+        }
+    };
+}
+
+/// Errors opening a database or a pool.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The URL names a backend this build does not support.
+    #[error("unsupported database URL {0:?}: use a SQLite file path (or sqlite://PATH) or postgres://…")]
+    Unsupported(String),
+    /// The pool could not be built (the first connection failed).
+    #[error("cannot connect to {url}: {source}")]
+    Pool {
+        /// The URL, with any password removed.
+        url: String,
+        /// The cause.
+        source: diesel::r2d2::PoolError,
+    },
+}
+
+/// Applies the SQLite settings every Geo connection uses: WAL, a 30 s busy timeout,
+/// foreign keys on, `synchronous = NORMAL`.
+#[derive(Debug, Clone, Copy)]
+pub struct SqliteSettings;
+
+impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSettings {
+    fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
+        use diesel::connection::SimpleConnection;
+        conn.batch_execute(
+            "PRAGMA busy_timeout = 30000; PRAGMA journal_mode = WAL; \
+             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+        )
+        .map_err(diesel::r2d2::Error::QueryError)
+    }
+}
+
+/// A connection pool of either backend.
+#[derive(Clone)]
+pub enum DbPool {
+    /// SQLite file.
+    Sqlite(Pool<ConnectionManager<SqliteConnection>>),
+    /// PostgreSQL server.
+    #[cfg(feature = "postgres")]
+    Pg(Pool<ConnectionManager<PgConnection>>),
+}
+
+impl std::fmt::Debug for DbPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DbPool({})", self.backend())
+    }
+}
+
+/// A connection checked out of a [`DbPool`].
+pub enum PooledConn {
+    /// SQLite.
+    Sqlite(PooledConnection<ConnectionManager<SqliteConnection>>),
+    /// PostgreSQL.
+    #[cfg(feature = "postgres")]
+    Pg(PooledConnection<ConnectionManager<PgConnection>>),
+}
+
+impl AsDbConn for PooledConn {
+    fn db(&mut self) -> DbConn<'_> {
+        match self {
+            PooledConn::Sqlite(c) => DbConn::Sqlite(c),
+            #[cfg(feature = "postgres")]
+            PooledConn::Pg(c) => DbConn::Pg(c),
+        }
+    }
+}
+
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl DbPool {
+    /// Opens a pool for `url`: `postgres://…`/`postgresql://…` (with the `postgres` feature), or a
+    /// SQLite file path (optionally `sqlite://PATH`), created if missing.
+    pub fn connect(url: &str, max_size: u32) -> Result<Self, ConnectError> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            #[cfg(feature = "postgres")]
+            {
+                let manager = ConnectionManager::<PgConnection>::new(url);
+                return Pool::builder()
+                    .max_size(max_size)
+                    .build(manager)
+                    .map(DbPool::Pg)
+                    .map_err(|source| ConnectError::Pool { url: redact(url), source });
+            }
+            #[cfg(not(feature = "postgres"))]
+            return Err(ConnectError::Unsupported(redact(url)));
+        }
+        let path = url.strip_prefix("sqlite://").unwrap_or(url);
+        if path.contains("://") {
+            return Err(ConnectError::Unsupported(redact(url)));
+        }
+        let manager = ConnectionManager::<SqliteConnection>::new(path);
+        Pool::builder()
+            .max_size(max_size)
+            .connection_customizer(Box::new(SqliteSettings))
+            .build(manager)
+            .map(DbPool::Sqlite)
+            .map_err(|source| ConnectError::Pool { url: redact(url), source })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbPool::Sqlite(_) => Backend::Sqlite,
+            #[cfg(feature = "postgres")]
+            DbPool::Pg(_) => Backend::Postgres,
+        }
+    }
+
+    /// Checks out a connection.
+    pub fn get(&self) -> Result<PooledConn, diesel::r2d2::PoolError> {
+        Ok(match self {
+            DbPool::Sqlite(p) => PooledConn::Sqlite(p.get()?),
+            #[cfg(feature = "postgres")]
+            DbPool::Pg(p) => PooledConn::Pg(p.get()?),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_password_only() {
+        assert_eq!(redact("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("/tmp/x.sqlite3"), "/tmp/x.sqlite3");
+    }
+}
