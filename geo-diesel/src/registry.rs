@@ -1,0 +1,544 @@
+//! The secondary's registry queries: one set of set-based statements for every registered
+//! replicable, run against its `<name>_registry` table in the tracking database.
+//!
+//! State changes are compare-and-set on the `state` column, so a sync that finishes after a newer
+//! event moved the row back to `pending` changes nothing and the row is synced again.
+
+use chrono::{DateTime, Duration, Utc};
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::{BigInt, Binary, Bool, Nullable, SmallInt, Text};
+use geo_core::ReplicableDescriptor;
+
+use crate::db::AsDbConn;
+use crate::primary::c_backend;
+use crate::sql::{IdRow, id_list, ident, placeholders};
+use crate::types::UtcDateTime;
+use crate::types::sql_types::GeoTimestamp;
+use crate::with_conn;
+
+/// A registry query failed.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} in {registry}: {source}")]
+pub struct RegistryError {
+    /// What was being done.
+    pub what: &'static str,
+    /// The registry table.
+    pub registry: &'static str,
+    /// The database error.
+    #[source]
+    pub source: diesel::result::Error,
+}
+
+impl From<RegistryError> for diesel::result::Error {
+    fn from(e: RegistryError) -> Self {
+        e.source
+    }
+}
+
+fn q(what: &'static str, d: &ReplicableDescriptor) -> impl FnOnce(diesel::result::Error) -> RegistryError {
+    let registry = d.tables.registry;
+    move |source| RegistryError { what, registry, source }
+}
+
+fn names(d: &ReplicableDescriptor) -> (String, String) {
+    (ident(d.tables.registry), ident(d.tables.registry_model_id))
+}
+
+const PENDING_SET: &str = "state = 0, retry_count = 0, retry_at = NULL, last_synced_at = NULL, \
+    last_sync_failure = NULL, missing_on_primary = FALSE, verification_state = 0, \
+    verification_started_at = NULL, verification_retry_count = 0, verification_retry_at = NULL, \
+    verification_failure = NULL, checksum_mismatch = FALSE, verification_checksum_mismatched = NULL";
+
+/// Creates registry rows for `ids` as `pending`, or moves existing rows back to `pending`
+/// (a `created`/`updated` event: the next sync starts after the change). Set-based, in chunks.
+pub fn upsert_pending(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: &[i64]) -> Result<usize, RegistryError> {
+    let mut ids = ids.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    let (t, k) = names(d);
+    let mut n = 0;
+    for chunk in ids.chunks(1000) {
+        let values = chunk.iter().map(|id| format!("({id})")).collect::<Vec<_>>().join(",");
+        let sql = format!(
+            "INSERT INTO {t} ({k}) VALUES {values} ON CONFLICT ({k}) DO UPDATE SET {}",
+            PENDING_SET
+        );
+        n += with_conn!(conn, c => sql_query(&sql).execute(c).map_err(q("marking rows pending", d))?);
+    }
+    Ok(n)
+}
+
+/// Inserts registry rows for `ids` that have none (the backfill); existing rows are untouched.
+pub fn insert_missing(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: &[i64]) -> Result<usize, RegistryError> {
+    let (t, k) = names(d);
+    let mut n = 0;
+    for chunk in ids.chunks(5000) {
+        let values = chunk.iter().map(|id| format!("({id})")).collect::<Vec<_>>().join(",");
+        let sql = format!("INSERT INTO {t} ({k}) VALUES {values} ON CONFLICT ({k}) DO NOTHING");
+        n += with_conn!(conn, c => sql_query(&sql).execute(c).map_err(q("inserting missing rows", d))?);
+    }
+    Ok(n)
+}
+
+/// Deletes the registry rows of `ids`.
+pub fn delete_rows(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: &[i64]) -> Result<usize, RegistryError> {
+    let (t, k) = names(d);
+    let mut n = 0;
+    for chunk in ids.chunks(1000) {
+        let sql = format!("DELETE FROM {t} WHERE {k} IN ({})", id_list(chunk));
+        n += with_conn!(conn, c => sql_query(&sql).execute(c).map_err(q("deleting rows", d))?);
+    }
+    Ok(n)
+}
+
+/// The model ids tracked in `[from, to]`, ascending.
+pub fn tracked_ids(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, from: i64, to: i64) -> Result<Vec<i64>, RegistryError> {
+    let (t, k) = names(d);
+    let sql = format!("SELECT {k} AS id FROM {t} WHERE {k} BETWEEN ? AND ? ORDER BY {k}");
+    let rows: Vec<IdRow> = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+        .bind::<BigInt, _>(from)
+        .bind::<BigInt, _>(to)
+        .load(c)
+        .map_err(q("reading tracked ids", d))?);
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// The largest tracked model id.
+pub fn max_tracked_id(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<Option<i64>, RegistryError> {
+    let (t, k) = names(d);
+    let sql = format!("SELECT MAX({k}) AS n FROM {t}");
+    let rows: Vec<crate::sql::MaybeCount> =
+        with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("reading the max id", d))?);
+    Ok(rows.first().and_then(|r| r.n))
+}
+
+/// After a primary `checksum_succeeded`: rows already synced with a local checksum equal to the
+/// primary's become `succeeded` at once (no re-read of the file); other synced rows become
+/// verification `pending`. Returns (verified, pending).
+pub fn on_checksum_succeeded(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    id: i64,
+    checksum: Option<&[u8]>,
+    now: DateTime<Utc>,
+) -> Result<(usize, usize), RegistryError> {
+    let (t, k) = names(d);
+    let mut verified = 0;
+    if let Some(sum) = checksum {
+        let sql = format!(
+            "UPDATE {t} SET verification_state = 2, verified_at = ?, verification_failure = NULL, \
+             verification_retry_count = 0, verification_retry_at = NULL, checksum_mismatch = FALSE, \
+             verification_checksum_mismatched = NULL \
+             WHERE {k} = ? AND state = 2 AND verification_checksum = ? AND verification_state <> 1"
+        );
+        verified = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+            .bind::<GeoTimestamp, _>(UtcDateTime(now))
+            .bind::<BigInt, _>(id)
+            .bind::<Binary, _>(sum)
+            .execute(c)
+            .map_err(q("verifying from the event", d))?);
+    }
+    if verified > 0 {
+        return Ok((verified, 0));
+    }
+    let sql = format!("UPDATE {t} SET verification_state = 0 WHERE {k} = ? AND state = 2");
+    let pending = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+        .bind::<BigInt, _>(id)
+        .execute(c)
+        .map_err(q("marking verification pending", d))?);
+    Ok((0, pending))
+}
+
+/// Claims up to `limit` rows to sync: never-synced `pending` rows first, then `failed` rows whose
+/// retry is due (oldest retry first). They become `started` with `last_synced_at = now`.
+/// PostgreSQL uses `FOR UPDATE SKIP LOCKED`, so concurrent schedulers claim disjoint rows.
+pub fn claim_sync(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, limit: i64, now: DateTime<Utc>) -> Result<Vec<i64>, RegistryError> {
+    let (t, k) = names(d);
+    let mut out: Vec<i64> = Vec::new();
+    for (filter, order, binds_now) in [
+        ("state = 0", "id", false),
+        ("state = 3 AND (retry_at IS NULL OR retry_at <= ?)", "retry_at IS NOT NULL, retry_at, id", true),
+    ] {
+        let remaining = limit - out.len() as i64;
+        if remaining <= 0 {
+            break;
+        }
+        let rows: Vec<IdRow> = with_conn!(conn, c => {
+            let lock = match c_backend(c) {
+                geo_core::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+                geo_core::Backend::Sqlite => "",
+            };
+            let sql = format!(
+                "UPDATE {t} SET state = 1, last_synced_at = ? WHERE id IN \
+                 (SELECT id FROM {t} WHERE {filter} ORDER BY {order} LIMIT ?{lock}) RETURNING {k} AS id"
+            );
+            let query = sql_query(placeholders(&sql, c_backend(c)).as_ref()).bind::<GeoTimestamp, _>(UtcDateTime(now));
+            if binds_now {
+                query.bind::<GeoTimestamp, _>(UtcDateTime(now)).bind::<BigInt, _>(remaining).load(c)
+            } else {
+                query.bind::<BigInt, _>(remaining).load(c)
+            }
+            .map_err(q("claiming rows to sync", d))?
+        });
+        out.extend(rows.into_iter().map(|r| r.id));
+    }
+    Ok(out)
+}
+
+/// Moves specific rows to `started` if they are `pending` or `failed` (a manual resync, or a sync
+/// requested for one record). Returns the ids claimed.
+pub fn claim_ids(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>, RegistryError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (t, k) = names(d);
+    let sql = format!(
+        "UPDATE {t} SET state = 1, last_synced_at = ? WHERE {k} IN ({}) AND state IN (0, 3) RETURNING {k} AS id",
+        id_list(ids)
+    );
+    let rows: Vec<IdRow> = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+        .bind::<GeoTimestamp, _>(UtcDateTime(now))
+        .load(c)
+        .map_err(q("claiming rows", d))?);
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// The outcome of one download, to be recorded on its registry row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncOutcome {
+    /// The file is in place. `local` is the checksum computed while writing it; `primary` the
+    /// primary's checksum if the primary has verified the record (then they matched).
+    Synced {
+        /// Checksum of the file written.
+        local: Vec<u8>,
+        /// The primary's checksum, when known.
+        primary: Option<Vec<u8>>,
+    },
+    /// The sync failed.
+    Failed {
+        /// `last_sync_failure` (cut to 255 characters).
+        message: String,
+        /// The file is missing on the primary (backoff cap 4 h).
+        missing_on_primary: bool,
+    },
+}
+
+/// Records the outcome of a sync — only if the row is still `started` (compare-and-set); a row a
+/// newer event moved back to `pending` stays pending. `retry_at(n)` gives the next retry time for
+/// the n-th failure. Returns whether the row changed.
+pub fn record_sync(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    id: i64,
+    outcome: &SyncOutcome,
+    retry_at: &dyn Fn(i16, bool) -> DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, RegistryError> {
+    let (t, k) = names(d);
+    match outcome {
+        SyncOutcome::Synced { local, primary } => {
+            let matched = primary.as_deref() == Some(local.as_slice());
+            // Verified while downloading: the streamed hash equals the primary's checksum.
+            let (vstate, verified_at) = if matched { (2i16, Some(UtcDateTime(now))) } else { (4i16, None) };
+            let sql = format!(
+                "UPDATE {t} SET state = 2, retry_count = 0, retry_at = NULL, last_sync_failure = NULL, \
+                 missing_on_primary = FALSE, verification_state = ?, verification_checksum = ?, verified_at = ?, \
+                 verification_started_at = NULL, verification_failure = NULL, \
+                 verification_retry_count = CASE WHEN ? = 2 THEN 0 ELSE verification_retry_count END, \
+                 verification_retry_at = NULL, checksum_mismatch = CASE WHEN ? = 2 THEN FALSE ELSE checksum_mismatch END \
+                 WHERE {k} = ? AND state = 1"
+            );
+            let n = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+                .bind::<SmallInt, _>(vstate)
+                .bind::<Binary, _>(local.as_slice())
+                .bind::<Nullable<GeoTimestamp>, _>(verified_at)
+                .bind::<SmallInt, _>(vstate)
+                .bind::<SmallInt, _>(vstate)
+                .bind::<BigInt, _>(id)
+                .execute(c)
+                .map_err(q("marking a row synced", d))?);
+            Ok(n == 1)
+        }
+        SyncOutcome::Failed { message, missing_on_primary } => {
+            #[derive(QueryableByName)]
+            struct Row {
+                #[diesel(sql_type = SmallInt)]
+                retry_count: i16,
+            }
+            let message = crate::truncate_failure(message);
+            with_conn!(conn, c => c.transaction::<bool, diesel::result::Error, _>(|c| {
+                let rows: Vec<Row> = sql_query(placeholders(&format!("SELECT retry_count FROM {t} WHERE {k} = ? AND state = 1"), c_backend(c)).as_ref())
+                    .bind::<BigInt, _>(id)
+                    .load(c)?;
+                let Some(row) = rows.first() else { return Ok(false) };
+                let count = row.retry_count.saturating_add(1);
+                let sql = format!(
+                    "UPDATE {t} SET state = 3, retry_count = ?, retry_at = ?, last_sync_failure = ?, missing_on_primary = ? \
+                     WHERE {k} = ? AND state = 1"
+                );
+                let n = sql_query(placeholders(&sql, c_backend(c)).as_ref())
+                    .bind::<SmallInt, _>(count)
+                    .bind::<GeoTimestamp, _>(UtcDateTime(retry_at(count, *missing_on_primary)))
+                    .bind::<Text, _>(&message)
+                    .bind::<Bool, _>(*missing_on_primary)
+                    .bind::<BigInt, _>(id)
+                    .execute(c)?;
+                Ok(n == 1)
+            }).map_err(q("marking a row failed", d)))
+        }
+    }
+}
+
+/// Rows `started` for longer than `timeout` become failed ("Sync timed out after …") with
+/// `retry_count = 1` and `retry_at = retry_at`.
+pub fn fail_sync_timeouts(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    timeout: Duration,
+    retry_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<usize, RegistryError> {
+    let (t, _) = names(d);
+    let message = format!("Sync timed out after {}", crate::primary::human_duration(timeout));
+    let sql = format!(
+        "UPDATE {t} SET state = 3, last_sync_failure = ?, retry_count = 1, retry_at = ? \
+         WHERE state = 1 AND last_synced_at < ?"
+    );
+    with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+        .bind::<Text, _>(&message)
+        .bind::<GeoTimestamp, _>(UtcDateTime(retry_at))
+        .bind::<GeoTimestamp, _>(UtcDateTime(now - timeout))
+        .execute(c)
+        .map_err(q("failing sync timeouts", d)))
+}
+
+/// Claims up to `limit` synced rows for secondary verification: verification `pending`, then
+/// verification `failed` whose retry is due. They become verification `started`.
+pub fn claim_verification(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, limit: i64, now: DateTime<Utc>) -> Result<Vec<i64>, RegistryError> {
+    let (t, k) = names(d);
+    let rows: Vec<IdRow> = with_conn!(conn, c => {
+        let lock = match c_backend(c) {
+            geo_core::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            geo_core::Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE {t} SET verification_state = 1, verification_started_at = ? WHERE id IN \
+             (SELECT id FROM {t} WHERE state = 2 AND (verification_state = 0 OR (verification_state = 3 AND \
+             (verification_retry_at IS NULL OR verification_retry_at <= ?))) \
+             ORDER BY verification_state, verified_at IS NOT NULL, verified_at, id LIMIT ?{lock}) RETURNING {k} AS id"
+        );
+        sql_query(placeholders(&sql, c_backend(c)).as_ref())
+            .bind::<GeoTimestamp, _>(UtcDateTime(now))
+            .bind::<GeoTimestamp, _>(UtcDateTime(now))
+            .bind::<BigInt, _>(limit)
+            .load(c)
+            .map_err(q("claiming rows to verify", d))?
+    });
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}
+
+/// The result of re-hashing a synced file on a secondary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    /// The local checksum equals the primary's.
+    Matched(Vec<u8>),
+    /// The primary has not verified the record yet: verification `disabled` until its
+    /// `checksum_succeeded` event arrives.
+    PrimaryNotVerified,
+    /// The local file differs from the primary's: record the mismatch and resync with backoff.
+    Mismatch(Vec<u8>),
+    /// The file could not be read (e.g. it is gone): verification failed, and the row is resynced.
+    Error(String),
+}
+
+/// Records a secondary verification result on a row that is verification `started` and synced.
+/// A mismatch or an unreadable file also moves the row to replication `failed` with
+/// `retry_count = verification_retry_count`, so the scheduler downloads it again with growing
+/// backoff (GitLab #301244).
+pub fn record_verification(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    id: i64,
+    outcome: &VerifyOutcome,
+    retry_at: &dyn Fn(i16) -> DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, RegistryError> {
+    let (t, k) = names(d);
+    let guard = format!("WHERE {k} = ? AND state = 2 AND verification_state = 1");
+    match outcome {
+        VerifyOutcome::Matched(sum) => {
+            let sql = format!(
+                "UPDATE {t} SET verification_state = 2, verification_checksum = ?, verified_at = ?, \
+                 verification_failure = NULL, verification_retry_count = 0, verification_retry_at = NULL, \
+                 checksum_mismatch = FALSE, verification_checksum_mismatched = NULL {guard}"
+            );
+            Ok(with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+                .bind::<Binary, _>(sum.as_slice())
+                .bind::<GeoTimestamp, _>(UtcDateTime(now))
+                .bind::<BigInt, _>(id)
+                .execute(c)
+                .map_err(q("recording verification", d))?) == 1)
+        }
+        VerifyOutcome::PrimaryNotVerified => {
+            let sql = format!("UPDATE {t} SET verification_state = 4, verification_started_at = NULL {guard}");
+            Ok(with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+                .bind::<BigInt, _>(id)
+                .execute(c)
+                .map_err(q("disabling verification", d))?) == 1)
+        }
+        VerifyOutcome::Mismatch(_) | VerifyOutcome::Error(_) => {
+            #[derive(QueryableByName)]
+            struct Row {
+                #[diesel(sql_type = SmallInt)]
+                verification_retry_count: i16,
+            }
+            let (failure, local, mismatch) = match outcome {
+                VerifyOutcome::Mismatch(sum) => ("Checksum does not match the primary checksum".to_string(), Some(sum.as_slice()), true),
+                VerifyOutcome::Error(e) => (crate::truncate_failure(&format!("Error during verification: {e}")), None, false),
+                _ => unreachable!("matched above"),
+            };
+            let sync_failure = crate::truncate_failure(&format!("Verification failed with: {failure}"));
+            with_conn!(conn, c => c.transaction::<bool, diesel::result::Error, _>(|c| {
+                let rows: Vec<Row> = sql_query(placeholders(&format!("SELECT verification_retry_count FROM {t} {guard}"), c_backend(c)).as_ref())
+                    .bind::<BigInt, _>(id)
+                    .load(c)?;
+                let Some(row) = rows.first() else { return Ok(false) };
+                let count = row.verification_retry_count.saturating_add(1);
+                let when = UtcDateTime(retry_at(count));
+                let sql = format!(
+                    "UPDATE {t} SET verification_state = 3, verification_retry_count = ?, verification_retry_at = ?, \
+                     verified_at = ?, verification_failure = ?, verification_checksum = ?, \
+                     verification_checksum_mismatched = ?, checksum_mismatch = ?, \
+                     state = 3, retry_count = ?, retry_at = ?, last_sync_failure = ? {guard}"
+                );
+                let n = sql_query(placeholders(&sql, c_backend(c)).as_ref())
+                    .bind::<SmallInt, _>(count)
+                    .bind::<GeoTimestamp, _>(when)
+                    .bind::<GeoTimestamp, _>(UtcDateTime(now))
+                    .bind::<Text, _>(&failure)
+                    .bind::<Nullable<Binary>, _>(local)
+                    .bind::<Nullable<Binary>, _>(if mismatch { local } else { None })
+                    .bind::<Bool, _>(mismatch)
+                    .bind::<SmallInt, _>(count)
+                    .bind::<GeoTimestamp, _>(when)
+                    .bind::<Text, _>(&sync_failure)
+                    .bind::<BigInt, _>(id)
+                    .execute(c)?;
+                Ok(n == 1)
+            }).map_err(q("recording a verification failure", d)))
+        }
+    }
+}
+
+/// Rows verification-`started` for longer than `timeout` become verification failed.
+pub fn fail_verification_timeouts(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    timeout: Duration,
+    retry_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<usize, RegistryError> {
+    let (t, _) = names(d);
+    let message = format!("Verification timed out after {}", crate::primary::human_duration(timeout));
+    let sql = format!(
+        "UPDATE {t} SET verification_state = 3, verification_failure = ?, verification_retry_count = 1, \
+         verification_retry_at = ? WHERE verification_state = 1 AND verification_started_at < ?"
+    );
+    with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+        .bind::<Text, _>(&message)
+        .bind::<GeoTimestamp, _>(UtcDateTime(retry_at))
+        .bind::<GeoTimestamp, _>(UtcDateTime(now - timeout))
+        .execute(c)
+        .map_err(q("failing verification timeouts", d)))
+}
+
+/// Manual resync (GitLab's `resync`): rows become `pending` (all rows when `ids` is `None`).
+pub fn resync(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: Option<&[i64]>) -> Result<usize, RegistryError> {
+    let (t, k) = names(d);
+    let filter = match ids {
+        Some(ids) if ids.is_empty() => return Ok(0),
+        Some(ids) => format!("{k} IN ({}) AND state <> 1", id_list(ids)),
+        None => "state <> 1".to_string(),
+    };
+    let sql = format!("UPDATE {t} SET {PENDING_SET} WHERE {filter}");
+    with_conn!(conn, c => sql_query(&sql).execute(c).map_err(q("resyncing", d)))
+}
+
+/// Manual reverify: synced rows become verification `pending`.
+pub fn reverify(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: Option<&[i64]>) -> Result<usize, RegistryError> {
+    let (t, k) = names(d);
+    let filter = match ids {
+        Some(ids) if ids.is_empty() => return Ok(0),
+        Some(ids) => format!("{k} IN ({}) AND state = 2 AND verification_state <> 1", id_list(ids)),
+        None => "state = 2 AND verification_state <> 1".to_string(),
+    };
+    let sql = format!("UPDATE {t} SET verification_state = 0 WHERE {filter}");
+    with_conn!(conn, c => sql_query(&sql).execute(c).map_err(q("reverifying", d)))
+}
+
+/// Counts of one registry by state, from one grouped query.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistryCounts {
+    /// All rows.
+    pub registry: i64,
+    /// `state = 0`.
+    pub pending: i64,
+    /// `state = 1`.
+    pub started: i64,
+    /// `state = 2`.
+    pub synced: i64,
+    /// `state = 3`.
+    pub failed: i64,
+    /// Rows with `verification_state <> 4`.
+    pub verification_total: i64,
+    /// Synced rows with verification `succeeded`.
+    pub verified: i64,
+    /// Rows with verification `failed`.
+    pub verification_failed: i64,
+    /// Rows with `missing_on_primary`.
+    pub missing_on_primary: i64,
+}
+
+/// Counts one registry's rows by state (set-based: one grouped query).
+pub fn counts(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<RegistryCounts, RegistryError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SmallInt)]
+        state: i16,
+        #[diesel(sql_type = SmallInt)]
+        verification_state: i16,
+        #[diesel(sql_type = BigInt)]
+        missing: i64,
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let (t, _) = names(d);
+    let sql = format!(
+        "SELECT state, verification_state, CAST(SUM(CASE WHEN missing_on_primary THEN 1 ELSE 0 END) AS BIGINT) AS missing, \
+         CAST(COUNT(*) AS BIGINT) AS n FROM {t} GROUP BY state, verification_state"
+    );
+    let rows: Vec<Row> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("counting", d))?);
+    let mut out = RegistryCounts::default();
+    for r in rows {
+        out.registry += r.n;
+        out.missing_on_primary += r.missing;
+        match r.state {
+            0 => out.pending += r.n,
+            1 => out.started += r.n,
+            2 => out.synced += r.n,
+            3 => out.failed += r.n,
+            _ => {}
+        }
+        if r.verification_state != 4 {
+            out.verification_total += r.n;
+        }
+        if r.state == 2 && r.verification_state == 2 {
+            out.verified += r.n;
+        }
+        if r.verification_state == 3 {
+            out.verification_failed += r.n;
+        }
+    }
+    Ok(out)
+}
