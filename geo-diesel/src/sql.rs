@@ -70,6 +70,16 @@ pub fn placeholders(sql: &str, backend: geo_core::Backend) -> std::borrow::Cow<'
     }
 }
 
+/// A timestamp as an SQL literal for `backend` (our own formatting of a UTC time, so it is safe to
+/// inline): `'2026-11-27T22:27:26.123Z'` on SQLite, the same cast to `timestamptz` on PostgreSQL.
+pub fn timestamp_literal(backend: geo_core::Backend, t: chrono::DateTime<chrono::Utc>) -> String {
+    let text = crate::types::UtcDateTime(t).to_sqlite_text();
+    match backend {
+        geo_core::Backend::Sqlite => format!("'{text}'"),
+        geo_core::Backend::Postgres => format!("CAST('{text}' AS TIMESTAMPTZ)"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,310 @@
+//! The secondary's log cursor: reads the primary's events in batches and applies each batch and
+//! the cursor position in one tracking-database transaction, with durable gap tracking.
+//!
+//! Beyond GitLab: gaps live in `geo_event_log_gaps` (not Redis) and are written in the same
+//! transaction as the cursor, so a crash never forgets one; a gap is re-checked on every pass
+//! (no 10-minute grace); gaps that never fill are dropped after `gap_timeout` and counted; an
+//! unknown replicable name or a malformed payload is counted, logged and skipped — the cursor
+//! never stalls on a bad event.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Duration, Utc};
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::BigInt;
+use geo_core::blob_store::BlobStore;
+use geo_core::event::{Event, EventName, ParsedEvent, parse_event};
+use geo_core::{ReplicableDescriptor, find_replicable};
+
+use crate::db::{AsDbConn, DbPool};
+use crate::primary::c_backend;
+use crate::sql::{IdRow, MaybeCount, id_list, placeholders};
+use crate::types::UtcDateTime;
+use crate::types::sql_types::GeoTimestamp;
+use crate::with_conn;
+
+/// Counters of what the cursor did since it was created.
+#[derive(Debug, Default)]
+pub struct CursorCounters {
+    /// Events applied.
+    pub applied: AtomicU64,
+    /// Events skipped because their replicable name is not registered here.
+    pub skipped_unknown_replicable: AtomicU64,
+    /// Events skipped because their name or payload is malformed.
+    pub skipped_malformed: AtomicU64,
+    /// Events skipped because the type's replication feature flag is off.
+    pub skipped_disabled: AtomicU64,
+    /// Gaps detected.
+    pub gaps_detected: AtomicU64,
+    /// Gaps whose event arrived late and was applied.
+    pub gaps_filled: AtomicU64,
+    /// Gaps dropped after `gap_timeout` without their event appearing (a rolled-back
+    /// transaction, usually).
+    pub gaps_expired: AtomicU64,
+}
+
+impl CursorCounters {
+    /// Total skipped events.
+    pub fn skipped(&self) -> u64 {
+        self.skipped_unknown_replicable.load(Ordering::Relaxed)
+            + self.skipped_malformed.load(Ordering::Relaxed)
+            + self.skipped_disabled.load(Ordering::Relaxed)
+    }
+}
+
+/// What one pass of the cursor did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CursorPass {
+    /// Events read (new and late).
+    pub read: usize,
+    /// Events applied.
+    pub applied: usize,
+    /// Events skipped (unknown replicable, malformed, flag off).
+    pub skipped: usize,
+    /// Late events applied from gaps.
+    pub gaps_filled: usize,
+    /// New gaps recorded.
+    pub gaps_detected: usize,
+    /// Gaps dropped after the timeout.
+    pub gaps_expired: usize,
+    /// The cursor after the pass.
+    pub cursor: i64,
+}
+
+/// The cursor's position and open gaps as stored in the tracking database.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CursorState {
+    /// The last event id processed (0 before the first event).
+    pub last_event_id: i64,
+    /// Event ids skipped so far and still awaited.
+    pub gaps: Vec<i64>,
+}
+
+impl CursorState {
+    /// GitLab's `cursor_last_event_id`: the lowest open gap minus one, or the last processed id.
+    pub fn safe_position(&self) -> i64 {
+        self.gaps.first().map_or(self.last_event_id, |g| (g - 1).min(self.last_event_id))
+    }
+}
+
+/// Reads the cursor position and gaps.
+pub fn load_state(conn: &mut impl AsDbConn) -> Result<CursorState, diesel::result::Error> {
+    let pos: Vec<MaybeCount> = with_conn!(conn, c => sql_query("SELECT MAX(event_id) AS n FROM geo_event_log_states WHERE id = 0").load(c)?);
+    let gaps: Vec<IdRow> =
+        with_conn!(conn, c => sql_query("SELECT event_id AS id FROM geo_event_log_gaps ORDER BY event_id").load(c)?);
+    Ok(CursorState {
+        last_event_id: pos.first().and_then(|r| r.n).unwrap_or(0),
+        gaps: gaps.into_iter().map(|r| r.id).collect(),
+    })
+}
+
+/// Largest number of ids one jump may add as gaps; a larger jump (a sequence reset, a restore)
+/// records only the newest ids of the jump and logs a warning.
+pub const MAX_GAP_PER_JUMP: i64 = 10_000;
+
+/// Everything an event batch does to the registries, grouped per replicable so each effect is
+/// one set-based statement.
+#[derive(Default)]
+struct Effects {
+    pending: BTreeMap<&'static str, BTreeSet<i64>>,
+    deleted: BTreeMap<&'static str, BTreeMap<i64, Option<geo_core::blob_store::BlobPath>>>,
+    checksum: BTreeMap<&'static str, BTreeMap<i64, Option<Vec<u8>>>>,
+}
+
+/// The log cursor of one secondary.
+pub struct LogCursor {
+    /// Events read per pass (GitLab: 50; we batch more since a batch is one transaction).
+    pub batch_size: usize,
+    /// How long a gap is awaited before it is dropped (GitLab: 1 h).
+    pub gap_timeout: Duration,
+    /// Counters since creation.
+    pub counters: CursorCounters,
+}
+
+impl Default for LogCursor {
+    fn default() -> Self {
+        LogCursor { batch_size: 1000, gap_timeout: Duration::hours(1), counters: CursorCounters::default() }
+    }
+}
+
+/// Errors from a cursor pass.
+#[derive(Debug, thiserror::Error)]
+pub enum CursorError {
+    /// The tracking database failed.
+    #[error("tracking database: {0}")]
+    Db(#[from] diesel::result::Error),
+    /// The connection pool failed.
+    #[error("tracking database pool: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    /// Reading events from the primary failed.
+    #[error("reading events from the primary: {0}")]
+    Source(String),
+}
+
+impl LogCursor {
+    /// Runs one pass: re-checks open gaps, reads up to `batch_size` new events, applies them and
+    /// advances the cursor in one transaction. `flag` says whether a type's replication is on.
+    pub fn pass(
+        &self,
+        tracking: &DbPool,
+        read_after: &dyn Fn(i64, usize) -> Result<Vec<Event>, String>,
+        read_ids: &dyn Fn(&[i64]) -> Result<Vec<Event>, String>,
+        store: &dyn BlobStore,
+        flag: &dyn Fn(&'static ReplicableDescriptor) -> bool,
+        now: DateTime<Utc>,
+    ) -> Result<CursorPass, CursorError> {
+        let mut conn = tracking.get()?;
+        let state = load_state(&mut conn)?;
+        let late = if state.gaps.is_empty() { Vec::new() } else { read_ids(&state.gaps).map_err(CursorError::Source)? };
+        let fresh = read_after(state.last_event_id, self.batch_size).map_err(CursorError::Source)?;
+
+        // New gaps: ids skipped between the cursor and each new event.
+        let mut new_gaps = Vec::new();
+        let mut prev = state.last_event_id;
+        for e in &fresh {
+            if e.id > prev + 1 {
+                let from = (prev + 1).max(e.id - MAX_GAP_PER_JUMP);
+                if from > prev + 1 {
+                    tracing::warn!(from = prev + 1, to = e.id - 1, "event id jump larger than {MAX_GAP_PER_JUMP}; tracking only the newest ids as gaps");
+                }
+                new_gaps.extend(from..e.id);
+            }
+            prev = prev.max(e.id);
+        }
+        let cursor = prev;
+        let filled: Vec<i64> = late.iter().map(|e| e.id).collect();
+
+        let mut pass = CursorPass { read: late.len() + fresh.len(), cursor, ..CursorPass::default() };
+        let effects = self.plan(late.iter().chain(fresh.iter()), flag, &mut pass);
+
+        // Files of deleted records go first, outside the transaction; re-applying a delete after a
+        // crash is harmless.
+        for (name, rows) in &effects.deleted {
+            for (id, path) in rows {
+                if let Some(path) = path {
+                    match store.delete(path) {
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(replicable = name, id, error = %e, "could not delete the file of a deleted record"),
+                    }
+                }
+            }
+        }
+
+        let expire_before = now - self.gap_timeout;
+        let expired = with_conn!(&mut conn, c => c.transaction::<usize, diesel::result::Error, _>(|c| {
+            for (name, ids) in &effects.pending {
+                let d = find_replicable(name).expect("planned only for registered replicables");
+                crate::registry::upsert_pending(c, d, &ids.iter().copied().collect::<Vec<_>>())?;
+            }
+            for (name, rows) in &effects.deleted {
+                let d = find_replicable(name).expect("planned only for registered replicables");
+                crate::registry::delete_rows(c, d, &rows.keys().copied().collect::<Vec<_>>())?;
+            }
+            for (name, rows) in &effects.checksum {
+                let d = find_replicable(name).expect("planned only for registered replicables");
+                for (id, sum) in rows {
+                    crate::registry::on_checksum_succeeded(c, d, *id, sum.as_deref(), now)?;
+                }
+            }
+            if !filled.is_empty() {
+                sql_query(format!("DELETE FROM geo_event_log_gaps WHERE event_id IN ({})", id_list(&filled))).execute(c)?;
+            }
+            let ts = crate::sql::timestamp_literal(c_backend(c), now);
+            for chunk in new_gaps.chunks(1000) {
+                let sql = format!(
+                    "INSERT INTO geo_event_log_gaps (event_id, detected_at) VALUES {} ON CONFLICT (event_id) DO NOTHING",
+                    chunk.iter().map(|id| format!("({id}, {ts})")).collect::<Vec<_>>().join(",")
+                );
+                sql_query(sql).execute(c)?;
+            }
+            let expired = sql_query(placeholders("DELETE FROM geo_event_log_gaps WHERE detected_at < ?", c_backend(c)).as_ref())
+                .bind::<GeoTimestamp, _>(UtcDateTime(expire_before))
+                .execute(c)?;
+            sql_query(placeholders(
+                "INSERT INTO geo_event_log_states (id, event_id, updated_at) VALUES (0, ?, ?) \
+                 ON CONFLICT (id) DO UPDATE SET event_id = excluded.event_id, updated_at = excluded.updated_at",
+                c_backend(c),
+            ).as_ref())
+            .bind::<BigInt, _>(cursor)
+            .bind::<GeoTimestamp, _>(UtcDateTime(now))
+            .execute(c)?;
+            Ok(expired)
+        }))?;
+
+        pass.gaps_filled = filled.len();
+        pass.gaps_detected = new_gaps.len();
+        pass.gaps_expired = expired;
+        if expired > 0 {
+            tracing::warn!(expired, "dropped event-log gaps that never filled; the backfill covers their records");
+        }
+        let c = &self.counters;
+        c.applied.fetch_add(pass.applied as u64, Ordering::Relaxed);
+        c.gaps_detected.fetch_add(pass.gaps_detected as u64, Ordering::Relaxed);
+        c.gaps_filled.fetch_add(pass.gaps_filled as u64, Ordering::Relaxed);
+        c.gaps_expired.fetch_add(expired as u64, Ordering::Relaxed);
+        Ok(pass)
+    }
+
+    /// Validates events and folds them into per-type effects: the last structural event of a
+    /// record wins; `checksum_succeeded` counts only when no structural event follows it.
+    fn plan<'e>(
+        &self,
+        events: impl Iterator<Item = &'e Event>,
+        flag: &dyn Fn(&'static ReplicableDescriptor) -> bool,
+        pass: &mut CursorPass,
+    ) -> Effects {
+        let mut ordered: Vec<(&'static ReplicableDescriptor, ParsedEvent)> = Vec::new();
+        for e in events {
+            let Some(d) = find_replicable(&e.replicable_name) else {
+                self.counters.skipped_unknown_replicable.fetch_add(1, Ordering::Relaxed);
+                pass.skipped += 1;
+                tracing::warn!(event_id = e.id, replicable = %e.replicable_name, "skipping an event for an unknown replicable");
+                continue;
+            };
+            let parsed = match parse_event(e) {
+                Ok(p) => p,
+                Err(err) => {
+                    self.counters.skipped_malformed.fetch_add(1, Ordering::Relaxed);
+                    pass.skipped += 1;
+                    tracing::warn!(event_id = e.id, replicable = d.name, error = %err, "skipping a malformed event");
+                    continue;
+                }
+            };
+            if !flag(d) {
+                self.counters.skipped_disabled.fetch_add(1, Ordering::Relaxed);
+                pass.skipped += 1;
+                tracing::debug!(event_id = e.id, replicable = d.name, "skipping an event: replication disabled by feature flag");
+                continue;
+            }
+            ordered.push((d, parsed));
+        }
+        ordered.sort_by_key(|(_, p)| p.id);
+        let mut fx = Effects::default();
+        for (d, p) in ordered {
+            pass.applied += 1;
+            let id = p.model_record_id;
+            match p.name {
+                EventName::Created | EventName::Updated => {
+                    fx.deleted.entry(d.name).or_default().remove(&id);
+                    fx.checksum.entry(d.name).or_default().remove(&id);
+                    fx.pending.entry(d.name).or_default().insert(id);
+                }
+                EventName::Deleted => {
+                    fx.pending.entry(d.name).or_default().remove(&id);
+                    fx.checksum.entry(d.name).or_default().remove(&id);
+                    fx.deleted.entry(d.name).or_default().insert(id, p.blob_path);
+                }
+                EventName::ChecksumSucceeded => {
+                    let structural = fx.pending.get(d.name).is_some_and(|s| s.contains(&id))
+                        || fx.deleted.get(d.name).is_some_and(|s| s.contains_key(&id));
+                    if !structural {
+                        fx.checksum.entry(d.name).or_default().insert(id, p.checksum.map(|c| c.to_vec()));
+                    }
+                }
+            }
+        }
+        fx
+    }
+}
