@@ -1,0 +1,204 @@
+//! Naming rules: snake case, Diesel's default table name, English plurals, SQL identifier checks,
+//! index names, and "did you mean" suggestions. Plain functions, unit-tested here.
+
+use heck::ToSnakeCase;
+
+/// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1`).
+pub(crate) const MAX_IDENT_LEN: usize = 63;
+
+/// The replicable name derived from a struct name: `PackageFile` → `package_file`.
+pub(crate) fn snake_name(struct_name: &str) -> String {
+    struct_name.to_snake_case()
+}
+
+/// Diesel's default table name for a struct without `#[diesel(table_name = ...)]`, exactly as
+/// diesel_derives computes it: each upper-case letter after the first becomes `_` + lower case,
+/// then `s` is appended (`PackageFile` → `package_files`, `HTTPLog` → `h_t_t_p_logs`).
+pub(crate) fn diesel_table_name(struct_name: &str) -> String {
+    let mut chars = struct_name.chars();
+    let mut out = String::with_capacity(struct_name.len() + 4);
+    if let Some(first) = chars.next() {
+        out.extend(first.to_lowercase());
+    }
+    for c in chars {
+        if c.is_uppercase() {
+            out.push('_');
+            out.extend(c.to_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out.push('s');
+    out
+}
+
+/// The English plural of a snake-case name, inflecting its last word:
+/// `widget` → `widgets`, `box` → `boxes`, `category` → `categories`,
+/// `package_file` → `package_files`.
+pub(crate) fn plural(name: &str) -> String {
+    let vowel = |c: char| matches!(c, 'a' | 'e' | 'i' | 'o' | 'u');
+    if let Some(stem) = name.strip_suffix('y') {
+        if stem.chars().last().is_some_and(|c| !vowel(c) && c != '_') {
+            return format!("{stem}ies");
+        }
+    }
+    if ["s", "x", "z", "ch", "sh"]
+        .iter()
+        .any(|s| name.ends_with(s))
+    {
+        return format!("{name}es");
+    }
+    format!("{name}s")
+}
+
+/// Why `ident` is not a plain SQL identifier, or `None` when it is one: `[a-z_][a-z0-9_]*`,
+/// at most 63 bytes.
+pub(crate) fn sql_identifier_problem(ident: &str) -> Option<String> {
+    let first_ok = ident
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_');
+    let rest_ok = ident
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+    if ident.is_empty() {
+        Some("it is empty".to_owned())
+    } else if !first_ok || !rest_ok {
+        Some(
+            "only lower-case ASCII letters, digits and `_` are allowed, not starting with a digit \
+             (`[a-z_][a-z0-9_]*`)"
+                .to_owned(),
+        )
+    } else if ident.len() > MAX_IDENT_LEN {
+        Some(format!(
+            "it is {} bytes long; SQL identifiers are limited to {MAX_IDENT_LEN} bytes",
+            ident.len()
+        ))
+    } else {
+        None
+    }
+}
+
+/// A stable 32-bit FNV-1a hash (the same on every platform and compiler version).
+fn fnv1a(text: &str) -> u32 {
+    let mut hash: u32 = 0x811c_9dc5;
+    for b in text.bytes() {
+        hash ^= u32::from(b);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    hash
+}
+
+/// An index name `index_<table>_<suffix>`, cut to 63 bytes with a stable 8-hex-digit hash of the
+/// full name appended when it is longer.
+pub(crate) fn index_name(table: &str, suffix: &str) -> String {
+    let full = format!("index_{table}_{suffix}");
+    if full.len() <= MAX_IDENT_LEN {
+        return full;
+    }
+    let hash = format!("{:08x}", fnv1a(&full));
+    // Identifiers are validated ASCII, so any byte offset is a char boundary; stay safe anyway.
+    let mut cut = MAX_IDENT_LEN - hash.len() - 1;
+    while !full.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}_{hash}", &full[..cut])
+}
+
+/// Levenshtein edit distance.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let sub = prev[j] + usize::from(ca != *cb);
+            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The closest of `candidates` to `input`, if it is close enough to be a likely typo.
+pub(crate) fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let lower = input.to_ascii_lowercase();
+    candidates
+        .iter()
+        .map(|c| (edit_distance(&lower, c), *c))
+        .filter(|(d, c)| *d <= (c.len() / 3).max(1) || (lower.len() >= 3 && c.starts_with(&lower)))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plurals() {
+        for (one, many) in [
+            ("widget", "widgets"),
+            ("box", "boxes"),
+            ("category", "categories"),
+            ("package_file", "package_files"),
+            ("key", "keys"),
+            ("branch", "branches"),
+            ("status", "statuses"),
+            ("lfs_object", "lfs_objects"),
+        ] {
+            assert_eq!(plural(one), many, "{one}");
+        }
+    }
+
+    #[test]
+    fn diesel_rule() {
+        assert_eq!(diesel_table_name("Widget"), "widgets");
+        assert_eq!(diesel_table_name("PackageFile"), "package_files");
+        assert_eq!(diesel_table_name("HTTPLog"), "h_t_t_p_logs");
+        assert_eq!(snake_name("HTTPLog"), "http_log");
+    }
+
+    #[test]
+    fn identifiers() {
+        assert_eq!(sql_identifier_problem("widget_registry"), None);
+        assert_eq!(sql_identifier_problem("_x9"), None);
+        assert!(sql_identifier_problem("Widget").is_some());
+        assert!(sql_identifier_problem("9lives").is_some());
+        assert!(sql_identifier_problem("a-b").is_some());
+        assert!(sql_identifier_problem("").is_some());
+        assert!(sql_identifier_problem(&"a".repeat(64)).is_some());
+        assert_eq!(sql_identifier_problem(&"a".repeat(63)), None);
+    }
+
+    #[test]
+    fn index_names_are_cut_stably() {
+        assert_eq!(
+            index_name("widget_registry", "on_state"),
+            "index_widget_registry_on_state"
+        );
+        let long = "a".repeat(60);
+        let cut = index_name(&long, "pending_verification");
+        assert_eq!(cut.len(), 63);
+        assert!(cut.starts_with("index_aaaa"));
+        assert_eq!(cut, index_name(&long, "pending_verification"));
+        assert_ne!(cut, index_name(&long, "failed_verification"));
+        assert_eq!(fnv1a(""), 0x811c_9dc5);
+        assert_eq!(fnv1a("a"), 0xe40c_292c);
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(
+            did_you_mean("stratgy", &["strategy", "name"]),
+            Some("strategy")
+        );
+        assert_eq!(did_you_mean("fil", &["file", "id"]), Some("file"));
+        assert_eq!(did_you_mean("blop", &["blob"]), Some("blob"));
+        assert_eq!(
+            did_you_mean("inlined", &["separate", "inline", "none"]),
+            Some("inline")
+        );
+        assert_eq!(did_you_mean("zzzzzz", &["file", "id"]), None);
+    }
+}
