@@ -584,3 +584,30 @@ pub fn human_duration(d: Duration) -> String {
     };
     format!("{n} {unit}{}", if n == 1 { "" } else { "s" })
 }
+
+/// Number of model records.
+pub fn count_records(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<u64, PrimaryError> {
+    let sql = format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {}", ident(d.tables.model));
+    let rows: Vec<crate::sql::Count> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("counting records", d))?);
+    Ok(rows.first().map_or(0, |r| r.n.max(0) as u64))
+}
+
+/// Verification-state rows grouped by state: `(state, count)`.
+pub fn verification_groups(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<Vec<(i16, u64)>, PrimaryError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SmallInt)]
+        state: i16,
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let Some((table, _)) = d.tables.verification else {
+        return Ok(Vec::new());
+    };
+    let sql = format!(
+        "SELECT verification_state AS state, CAST(COUNT(*) AS BIGINT) AS n FROM {} GROUP BY verification_state",
+        ident(table)
+    );
+    let rows: Vec<Row> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("counting verification states", d))?);
+    Ok(rows.into_iter().map(|r| (r.state, r.n.max(0) as u64)).collect())
+}

@@ -542,3 +542,34 @@ pub fn counts(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Res
     }
     Ok(out)
 }
+
+/// Row counts grouped by `(state, verification_state)`, as [`geo_core::status::ReplicableStatus::secondary`]
+/// takes them.
+pub fn state_groups(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<Vec<(i16, i16, u64)>, RegistryError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = SmallInt)]
+        state: i16,
+        #[diesel(sql_type = SmallInt)]
+        verification_state: i16,
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+    let (t, _) = names(d);
+    let sql = format!("SELECT state, verification_state, CAST(COUNT(*) AS BIGINT) AS n FROM {t} GROUP BY state, verification_state");
+    let rows: Vec<Row> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("counting", d))?);
+    Ok(rows.into_iter().map(|r| (r.state, r.verification_state, r.n.max(0) as u64)).collect())
+}
+
+/// Moves rows left `started` (sync or verification) back to `pending`; for a restart of a
+/// single secondary process, whose earlier run was interrupted.
+pub fn reclaim_started(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<usize, RegistryError> {
+    let (t, _) = names(d);
+    let a = with_conn!(conn, c => sql_query(format!("UPDATE {t} SET state = 0, last_synced_at = NULL WHERE state = 1"))
+        .execute(c)
+        .map_err(q("reclaiming interrupted syncs", d))?);
+    let b = with_conn!(conn, c => sql_query(format!("UPDATE {t} SET verification_state = 0, verification_started_at = NULL WHERE verification_state = 1"))
+        .execute(c)
+        .map_err(q("reclaiming interrupted verifications", d))?);
+    Ok(a + b)
+}

@@ -1,0 +1,177 @@
+//! The direct [`PrimarySource`]: a secondary that reads the primary's database (or its read
+//! replica) and blob store itself. This is the embedded single-machine mode, and the
+//! PostgreSQL-streaming-replica deployment GitLab uses.
+
+use std::collections::BTreeMap;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+
+use diesel::prelude::*;
+use diesel::sql_query;
+use diesel::sql_types::BigInt;
+use geo_core::ReplicableDescriptor;
+use geo_core::blob_store::{BlobPath, BlobStore};
+use geo_core::checksum::{Checksum, ChecksumAlgorithm};
+use geo_core::event::Event;
+use geo_core::source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
+
+use crate::db::DbPool;
+use crate::primary::c_backend;
+use crate::schema::geo_events;
+use crate::sql::{IdRow, MaybeCount, ident, placeholders};
+use crate::with_conn;
+
+/// Reads a primary directly: its database pool and its blob store.
+#[derive(Clone)]
+pub struct DirectSource {
+    db: DbPool,
+    store: Arc<dyn BlobStore>,
+}
+
+impl std::fmt::Debug for DirectSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DirectSource").field("db", &self.db).finish_non_exhaustive()
+    }
+}
+
+fn transient(what: &str) -> impl FnOnce(diesel::result::Error) -> SourceError + '_ {
+    move |e| SourceError::transient(what.to_string(), e)
+}
+
+fn lookup(name: &str) -> Result<&'static ReplicableDescriptor, SourceError> {
+    geo_core::find_replicable(name).ok_or_else(|| SourceError::UnknownReplicable { replicable: name.to_string() })
+}
+
+type EventRow = (i64, String, String, i64, crate::json::JsonValue, crate::types::UtcDateTime);
+
+fn to_event(r: EventRow) -> Event {
+    Event {
+        id: r.0,
+        replicable_name: r.1,
+        event_name: r.2,
+        model_record_id: r.3,
+        payload: r.4.into_inner(),
+        created_at: r.5.get(),
+    }
+}
+
+impl DirectSource {
+    /// A source reading the primary database through `db` and its files through `store`.
+    pub fn new(db: DbPool, store: Arc<dyn BlobStore>) -> Self {
+        DirectSource { db, store }
+    }
+
+    fn conn(&self) -> Result<crate::db::PooledConn, SourceError> {
+        self.db.get().map_err(|e| SourceError::transient("connecting to the primary database", e))
+    }
+}
+
+impl PrimarySource for DirectSource {
+    fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError> {
+        let mut conn = self.conn()?;
+        let rows: Vec<EventRow> = with_conn!(&mut conn, c => geo_events::table
+            .filter(geo_events::id.gt(after_id))
+            .order(geo_events::id)
+            .limit(limit as i64)
+            .load(c)
+            .map_err(transient("reading events"))?);
+        Ok(rows.into_iter().map(to_event).collect())
+    }
+
+    fn events_by_ids(&self, ids: &[i64]) -> Result<Vec<Event>, SourceError> {
+        let mut conn = self.conn()?;
+        let mut out = Vec::new();
+        for chunk in ids.chunks(1000) {
+            let rows: Vec<EventRow> = with_conn!(&mut conn, c => geo_events::table
+                .filter(geo_events::id.eq_any(chunk))
+                .order(geo_events::id)
+                .load(c)
+                .map_err(transient("reading events by id"))?);
+            out.extend(rows.into_iter().map(to_event));
+        }
+        Ok(out)
+    }
+
+    fn max_event_id(&self) -> Result<Option<i64>, SourceError> {
+        let mut conn = self.conn()?;
+        let rows: Vec<MaybeCount> = with_conn!(&mut conn, c => sql_query("SELECT MAX(id) AS n FROM geo_events")
+            .load(c)
+            .map_err(transient("reading the last event id"))?);
+        Ok(rows.first().and_then(|r| r.n))
+    }
+
+    fn model_ids(&self, replicable: &str, range: RangeInclusive<i64>) -> Result<Vec<i64>, SourceError> {
+        let d = lookup(replicable)?;
+        let id = ident(d.tables.model_id);
+        let sql = format!(
+            "SELECT CAST({id} AS BIGINT) AS id FROM {t} WHERE {id} BETWEEN ? AND ? ORDER BY {id}",
+            t = ident(d.tables.model)
+        );
+        let mut conn = self.conn()?;
+        let rows: Vec<IdRow> = with_conn!(&mut conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+            .bind::<BigInt, _>(*range.start())
+            .bind::<BigInt, _>(*range.end())
+            .load(c)
+            .map_err(transient("reading model ids"))?);
+        Ok(rows.into_iter().map(|r| r.id).collect())
+    }
+
+    fn max_model_id(&self, replicable: &str) -> Result<Option<i64>, SourceError> {
+        let d = lookup(replicable)?;
+        let sql = format!(
+            "SELECT CAST(MAX({id}) AS BIGINT) AS n FROM {t}",
+            id = ident(d.tables.model_id),
+            t = ident(d.tables.model)
+        );
+        let mut conn = self.conn()?;
+        let rows: Vec<MaybeCount> =
+            with_conn!(&mut conn, c => sql_query(&sql).load(c).map_err(transient("reading the max model id"))?);
+        Ok(rows.first().and_then(|r| r.n))
+    }
+
+    fn primary_checksums(&self, replicable: &str, ids: &[i64]) -> Result<BTreeMap<i64, PrimaryChecksum>, SourceError> {
+        let d = lookup(replicable)?;
+        let mut conn = self.conn()?;
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(1000) {
+            let rows = crate::primary::primary_checksums(&mut conn, d, chunk)
+                .map_err(|e| SourceError::transient("reading primary checksums", e))?;
+            for r in rows {
+                let checksum = r.checksum.as_deref().and_then(|b| Checksum::from_bytes(b).ok());
+                out.insert(r.id, PrimaryChecksum { state: r.state, algorithm: ChecksumAlgorithm::Blake3, checksum, verified_at: None });
+            }
+        }
+        Ok(out)
+    }
+
+    fn blob_path(&self, replicable: &str, id: i64) -> Result<Option<String>, SourceError> {
+        let d = lookup(replicable)?;
+        let mut conn = self.conn()?;
+        let rows = crate::primary::blob_paths(&mut conn, d, &[id])
+            .map_err(|e| SourceError::transient("reading a blob path", e))?;
+        Ok(rows.into_iter().next().map(|(_, p)| p))
+    }
+
+    fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError> {
+        let Some(path) = self.blob_path(replicable, id)? else {
+            return Err(SourceError::RecordNotFound { replicable: replicable.to_string(), id });
+        };
+        let path = BlobPath::new(&path).map_err(|e| SourceError::other(format!("{replicable} {id} has a bad blob path"), e))?;
+        match self.store.open(&path) {
+            Ok(blob) => Ok(BlobStream { reader: blob.reader, size: Some(blob.size), checksum: None }),
+            Err(e) if e.is_not_found() => Err(SourceError::MissingOnPrimary { replicable: replicable.to_string(), id }),
+            Err(e) => Err(SourceError::transient(format!("opening the file of {replicable} {id}"), e)),
+        }
+    }
+}
+
+/// Reads `file` column values of many records at once (used by verification on secondaries).
+pub fn blob_paths_of(source: &dyn PrimarySource, d: &'static ReplicableDescriptor, ids: &[i64]) -> Result<BTreeMap<i64, String>, SourceError> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        if let Some(p) = source.blob_path(d.name, *id)? {
+            out.insert(*id, p);
+        }
+    }
+    Ok(out)
+}
