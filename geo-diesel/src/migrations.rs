@@ -1,0 +1,563 @@
+//! The framework migrations and the embedded migration runner.
+//!
+//! A database plays one [`Role`]: the primary's main database or a secondary's tracking
+//! database. Its migration plan is the framework migration for that role (`geo_framework_<role>`)
+//! followed by every registered replicable's migration (`<name>_<role>`) in name order.
+//! [`run_migrations`] applies what the ledger `geo_schema_migrations` does not record yet, each
+//! migration in its own transaction, so running it again is a no-op; [`revert_migrations`] runs
+//! the downs in reverse order. [`write_diesel_cli_migrations`] writes the same plan as
+//! diesel_cli migration folders for applications that manage their schema with diesel_cli.
+//!
+//! On the primary, a replicable's migration refers to its model table: run the application's
+//! own migrations first.
+//!
+//! Each role expects its own database. Both roles in one database work for applying, but the
+//! framework `down` of either role drops the shared `geo_feature_flags` table.
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use geo_core::{
+    Backend, Migration, ReplicableDescriptor, Role, check_replicables,
+    replicable::RegistryConflict, replicables,
+};
+
+use crate::connection::GeoConnection;
+
+/// The ledger name prefix of the framework migrations: `geo_framework_primary`,
+/// `geo_framework_secondary`. No replicable may be named `geo_framework`.
+pub const FRAMEWORK_MIGRATION_PREFIX: &str = "geo_framework";
+
+/// The diesel_cli version of the framework migration. Replicable migrations get a version
+/// starting with `9` (see [`NamedMigration::version`]).
+pub const FRAMEWORK_VERSION: &str = "00000000000001";
+
+/// The DDL of the runner's ledger in one dialect (timestamp type, current-time default).
+macro_rules! ledger_sql {
+    ($ts:literal, $now:literal) => {
+        concat!(
+            r#"CREATE TABLE IF NOT EXISTS "geo_schema_migrations" (
+    "name" VARCHAR(255) NOT NULL PRIMARY KEY,
+    "applied_at" "#,
+            $ts,
+            " NOT NULL DEFAULT ",
+            $now,
+            "\n);"
+        )
+    };
+}
+
+const SQLITE_LEDGER: &str = ledger_sql!("TEXT", "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))");
+const POSTGRES_LEDGER: &str = ledger_sql!("TIMESTAMPTZ", "now()");
+
+/// Defines the framework SQL of one backend from its dialect pieces, so the two backends can't
+/// drift apart in table or column names.
+macro_rules! framework_sql {
+    (id = $id:literal, ts = $ts:literal, now = $now:literal, json = $json:literal) => {
+        (
+            // primary up
+            concat!(
+                ledger_sql!($ts, $now),
+                "\n",
+                r#"CREATE TABLE IF NOT EXISTS "geo_feature_flags" (
+    "name" VARCHAR(255) NOT NULL PRIMARY KEY,
+    "enabled" BOOLEAN NOT NULL,
+    "updated_at" "#,
+                $ts,
+                " NOT NULL DEFAULT ",
+                $now,
+                r#"
+);
+CREATE TABLE IF NOT EXISTS "geo_events" (
+    "id" "#,
+                $id,
+                r#",
+    "replicable_name" VARCHAR(255) NOT NULL,
+    "event_name" VARCHAR(255) NOT NULL,
+    "model_record_id" BIGINT NOT NULL,
+    "payload" "#,
+                $json,
+                r#",
+    "created_at" "#,
+                $ts,
+                " NOT NULL DEFAULT ",
+                $now,
+                r#"
+);
+CREATE INDEX IF NOT EXISTS "index_geo_events_on_replicable_name_and_model_record_id"
+    ON "geo_events" ("replicable_name", "model_record_id");
+"#
+            ),
+            // primary down
+            r#"DROP TABLE IF EXISTS "geo_events";
+DROP TABLE IF EXISTS "geo_feature_flags";
+"#,
+            // secondary up
+            concat!(
+                ledger_sql!($ts, $now),
+                "\n",
+                r#"CREATE TABLE IF NOT EXISTS "geo_feature_flags" (
+    "name" VARCHAR(255) NOT NULL PRIMARY KEY,
+    "enabled" BOOLEAN NOT NULL,
+    "updated_at" "#,
+                $ts,
+                " NOT NULL DEFAULT ",
+                $now,
+                r#"
+);
+CREATE TABLE IF NOT EXISTS "geo_event_log_states" (
+    "id" SMALLINT NOT NULL PRIMARY KEY DEFAULT 0 CHECK ("id" >= 0),
+    "event_id" BIGINT NOT NULL,
+    "updated_at" "#,
+                $ts,
+                " NOT NULL DEFAULT ",
+                $now,
+                r#"
+);
+CREATE TABLE IF NOT EXISTS "geo_event_log_gaps" (
+    "event_id" BIGINT NOT NULL PRIMARY KEY,
+    "detected_at" "#,
+                $ts,
+                " NOT NULL DEFAULT ",
+                $now,
+                r#"
+);
+CREATE INDEX IF NOT EXISTS "index_geo_event_log_gaps_on_detected_at"
+    ON "geo_event_log_gaps" ("detected_at");
+"#
+            ),
+            // secondary down
+            r#"DROP TABLE IF EXISTS "geo_event_log_gaps";
+DROP TABLE IF EXISTS "geo_event_log_states";
+DROP TABLE IF EXISTS "geo_feature_flags";
+"#,
+        )
+    };
+}
+
+const SQLITE: (&str, &str, &str, &str) = framework_sql!(
+    id = "INTEGER PRIMARY KEY AUTOINCREMENT",
+    ts = "TEXT",
+    now = "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+    json = "TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(\"payload\"))"
+);
+
+const POSTGRES: (&str, &str, &str, &str) = framework_sql!(
+    id = "BIGSERIAL PRIMARY KEY",
+    ts = "TIMESTAMPTZ",
+    now = "now()",
+    json = "JSONB NOT NULL DEFAULT '{}'::jsonb"
+);
+
+/// The framework migration (Geo's own tables) for `backend` and `role`.
+///
+/// Primary: `geo_events`, `geo_feature_flags`; secondary: `geo_event_log_states`,
+/// `geo_event_log_gaps`, `geo_feature_flags`. Both create the ledger `geo_schema_migrations`
+/// (their `down` leaves it to the runner, which drops it once it records nothing).
+pub const fn framework_migration(backend: Backend, role: Role) -> Migration {
+    let (pu, pd, su, sd) = match backend {
+        Backend::Sqlite => SQLITE,
+        Backend::Postgres => POSTGRES,
+    };
+    match role {
+        Role::Primary => Migration { up: pu, down: pd },
+        Role::Secondary => Migration { up: su, down: sd },
+    }
+}
+
+/// The DDL creating the ledger `geo_schema_migrations` on `backend`.
+pub const fn ledger_ddl(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => SQLITE_LEDGER,
+        Backend::Postgres => POSTGRES_LEDGER,
+    }
+}
+
+/// One step of a migration plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedMigration {
+    /// Ledger name: `geo_framework_<role>` or `<replicable name>_<role>`.
+    pub name: String,
+    /// diesel_cli version (14 digits): [`FRAMEWORK_VERSION`] for the framework; for a
+    /// replicable `9` followed by 13 digits of a stable hash of its name. Stable, so adding a
+    /// replicable never renumbers an existing folder, and starting with `9` so that diesel_cli
+    /// applies it after the application's own timestamped migrations (which create the model
+    /// tables the primary migration refers to).
+    pub version: String,
+    /// Statements that apply it.
+    pub up: &'static str,
+    /// Statements that revert it.
+    pub down: &'static str,
+}
+
+impl NamedMigration {
+    /// The diesel_cli folder name: `<version>_<name>`.
+    pub fn folder_name(&self) -> String {
+        format!("{}_{}", self.version, self.name)
+    }
+}
+
+/// The migrations for `backend` and `role`, in the order they are applied: the framework, then
+/// every registered replicable in name order.
+pub fn migration_plan(backend: Backend, role: Role) -> Vec<NamedMigration> {
+    plan_for(&replicables(), backend, role)
+}
+
+/// [`migration_plan`] for an explicit list of replicables (already sorted by name).
+pub fn plan_for(
+    descriptors: &[&'static ReplicableDescriptor],
+    backend: Backend,
+    role: Role,
+) -> Vec<NamedMigration> {
+    let framework = framework_migration(backend, role);
+    let mut plan = vec![NamedMigration {
+        name: format!("{FRAMEWORK_MIGRATION_PREFIX}_{role}"),
+        version: FRAMEWORK_VERSION.to_owned(),
+        up: framework.up,
+        down: framework.down,
+    }];
+    plan.extend(descriptors.iter().map(|d| {
+        let m = d.migration(backend, role);
+        NamedMigration {
+            name: format!("{}_{role}", d.name),
+            version: replicable_version(d.name),
+            up: m.up,
+            down: m.down,
+        }
+    }));
+    plan
+}
+
+/// `9` followed by 13 decimal digits of the 64-bit FNV-1a hash of `name`: stable across Rust
+/// versions and platforms (unlike `std`'s hasher).
+fn replicable_version(name: &str) -> String {
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("9{:013}", hash % 10_u64.pow(13))
+}
+
+/// What [`run_migrations`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationReport {
+    /// The backend migrated.
+    pub backend: Backend,
+    /// The role migrated.
+    pub role: Role,
+    /// Migrations applied by this run, in order.
+    pub applied: Vec<String>,
+    /// Migrations the ledger already recorded, left alone.
+    pub already_applied: Vec<String>,
+}
+
+impl MigrationReport {
+    /// True when this run applied nothing: the database was already up to date.
+    pub fn is_up_to_date(&self) -> bool {
+        self.applied.is_empty()
+    }
+}
+
+impl fmt::Display for MigrationReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.applied.is_empty() {
+            write!(
+                f,
+                "{} {} database is up to date ({} migrations already applied)",
+                self.backend,
+                self.role,
+                self.already_applied.len()
+            )
+        } else {
+            write!(
+                f,
+                "{} {} database: applied {} ({} already applied)",
+                self.backend,
+                self.role,
+                self.applied.join(", "),
+                self.already_applied.len()
+            )
+        }
+    }
+}
+
+/// What [`revert_migrations`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevertReport {
+    /// The backend reverted.
+    pub backend: Backend,
+    /// The role reverted.
+    pub role: Role,
+    /// Migrations reverted by this run, in order.
+    pub reverted: Vec<String>,
+    /// Migrations of the plan the ledger did not record, left alone.
+    pub not_applied: Vec<String>,
+    /// Whether the ledger was dropped because it recorded nothing any more.
+    pub dropped_ledger: bool,
+}
+
+impl fmt::Display for RevertReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.reverted.is_empty() {
+            write!(
+                f,
+                "{} {} database: nothing to revert",
+                self.backend, self.role
+            )
+        } else {
+            write!(
+                f,
+                "{} {} database: reverted {}",
+                self.backend,
+                self.role,
+                self.reverted.join(", ")
+            )
+        }
+    }
+}
+
+/// Why migrating failed. Every migration runs in its own transaction, so the database is left
+/// with the migrations before the failing one applied and recorded, and none of the failing one.
+#[derive(Debug, thiserror::Error)]
+pub enum MigrationError {
+    /// Two registered replicables collide.
+    #[error("cannot migrate: {0}")]
+    Conflict(#[from] RegistryConflict),
+    /// A replicable uses the name reserved for the framework migrations.
+    #[error(
+        "replicable `{0}` uses the name reserved for Geo's framework migrations; give it another `name`"
+    )]
+    ReservedName(&'static str),
+    /// The ledger `geo_schema_migrations` could not be created, read or dropped.
+    #[error("the migration ledger geo_schema_migrations failed on {backend}: {source}")]
+    Ledger {
+        /// The backend.
+        backend: Backend,
+        /// The database error.
+        #[source]
+        source: diesel::result::Error,
+    },
+    /// Applying a migration failed; it was rolled back.
+    #[error("applying migration `{name}` on {backend} failed: {source}")]
+    Apply {
+        /// The migration's ledger name, e.g. `widget_primary`.
+        name: String,
+        /// The backend.
+        backend: Backend,
+        /// The database error.
+        #[source]
+        source: diesel::result::Error,
+    },
+    /// Reverting a migration failed; it was rolled back.
+    #[error("reverting migration `{name}` on {backend} failed: {source}")]
+    Revert {
+        /// The migration's ledger name.
+        name: String,
+        /// The backend.
+        backend: Backend,
+        /// The database error.
+        #[source]
+        source: diesel::result::Error,
+    },
+}
+
+/// Checks the registered replicables and returns them with the plan for `backend` and `role`.
+fn checked_plan(backend: Backend, role: Role) -> Result<Vec<NamedMigration>, MigrationError> {
+    let all = replicables();
+    check_replicables(&all)?;
+    if let Some(d) = all.iter().find(|d| d.name == FRAMEWORK_MIGRATION_PREFIX) {
+        return Err(MigrationError::ReservedName(d.name));
+    }
+    Ok(plan_for(&all, backend, role))
+}
+
+/// Runs `sql` unless it holds no statement (a replicable without verification has no primary
+/// migration, for example).
+fn execute<C: GeoConnection>(conn: &mut C, sql: &str) -> diesel::QueryResult<()> {
+    if sql.trim().is_empty() {
+        Ok(())
+    } else {
+        conn.batch_execute(sql)
+    }
+}
+
+/// Brings the database behind `conn` up to date for `role`: creates the ledger, then applies
+/// every migration of [`migration_plan`] the ledger does not record, each in its own
+/// transaction. Running it again applies nothing.
+///
+/// Fails before touching the database when two registered replicables collide
+/// ([`geo_core::check_replicables`]).
+pub fn run_migrations<C: GeoConnection>(
+    conn: &mut C,
+    role: Role,
+) -> Result<MigrationReport, MigrationError> {
+    let backend = conn.backend();
+    let plan = checked_plan(backend, role)?;
+    conn.migration_transaction(|c| c.batch_execute(ledger_ddl(backend)))
+        .map_err(|source| MigrationError::Ledger { backend, source })?;
+
+    let mut report = MigrationReport {
+        backend,
+        role,
+        applied: Vec::new(),
+        already_applied: Vec::new(),
+    };
+    for m in plan {
+        let applied = conn
+            .migration_transaction(|c| {
+                if c.migration_applied(&m.name)? {
+                    return Ok(false);
+                }
+                execute(c, m.up)?;
+                c.record_migration(&m.name)?;
+                Ok(true)
+            })
+            .map_err(|source| MigrationError::Apply {
+                name: m.name.clone(),
+                backend,
+                source,
+            })?;
+        if applied {
+            tracing::info!(migration = %m.name, %backend, %role, "applied migration");
+            report.applied.push(m.name);
+        } else {
+            report.already_applied.push(m.name);
+        }
+    }
+    Ok(report)
+}
+
+/// Reverts what [`run_migrations`] applied for `role`: runs the `down` of every recorded
+/// migration of the plan in reverse order, each in its own transaction, and drops the ledger
+/// once it records nothing. Migrations of replicables no longer compiled in are left alone
+/// (and keep the ledger alive).
+pub fn revert_migrations<C: GeoConnection>(
+    conn: &mut C,
+    role: Role,
+) -> Result<RevertReport, MigrationError> {
+    let backend = conn.backend();
+    let plan = checked_plan(backend, role)?;
+    let ledger = |source| MigrationError::Ledger { backend, source };
+    conn.migration_transaction(|c| c.batch_execute(ledger_ddl(backend)))
+        .map_err(ledger)?;
+
+    let mut report = RevertReport {
+        backend,
+        role,
+        reverted: Vec::new(),
+        not_applied: Vec::new(),
+        dropped_ledger: false,
+    };
+    for m in plan.into_iter().rev() {
+        let reverted = conn
+            .migration_transaction(|c| {
+                if !c.migration_applied(&m.name)? {
+                    return Ok(false);
+                }
+                execute(c, m.down)?;
+                c.forget_migration(&m.name)?;
+                Ok(true)
+            })
+            .map_err(|source| MigrationError::Revert {
+                name: m.name.clone(),
+                backend,
+                source,
+            })?;
+        if reverted {
+            tracing::info!(migration = %m.name, %backend, %role, "reverted migration");
+            report.reverted.push(m.name);
+        } else {
+            report.not_applied.push(m.name);
+        }
+    }
+    report.dropped_ledger = conn
+        .migration_transaction(|c| {
+            if c.recorded_migration_count()? == 0 {
+                c.batch_execute(r#"DROP TABLE IF EXISTS "geo_schema_migrations""#)?;
+                Ok(true)
+            } else {
+                Ok(false)
+            }
+        })
+        .map_err(ledger)?;
+    Ok(report)
+}
+
+/// Writes [`migration_plan`] as diesel_cli migration folders `<dir>/<version>_<name>/` with
+/// `up.sql` and `down.sql`, creating `dir` if needed, and returns the folders in plan order.
+///
+/// The output is byte-identical between runs and stable when replicables are added (see
+/// [`NamedMigration::version`]). A replicable with no SQL for this role gets no folder.
+/// Existing files of the same names are overwritten; nothing else in `dir` is touched.
+///
+/// Fails with [`io::ErrorKind::InvalidInput`] when registered replicables collide.
+pub fn write_diesel_cli_migrations(
+    dir: &Path,
+    backend: Backend,
+    role: Role,
+) -> io::Result<Vec<PathBuf>> {
+    let plan =
+        checked_plan(backend, role).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut written = Vec::new();
+    for m in plan {
+        if m.up.trim().is_empty() && m.down.trim().is_empty() {
+            continue;
+        }
+        let folder = dir.join(m.folder_name());
+        std::fs::create_dir_all(&folder)?;
+        for (file, sql) in [("up.sql", m.up), ("down.sql", m.down)] {
+            let mut text = format!(
+                "-- {} ({backend}, {role}), generated by geo-diesel; do not edit.\n{sql}",
+                m.name
+            );
+            if !text.ends_with('\n') {
+                text.push('\n');
+            }
+            std::fs::write(folder.join(file), text)?;
+        }
+        written.push(folder);
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framework_plan_comes_first_with_role_names() {
+        for backend in Backend::ALL {
+            for role in Role::ALL {
+                let plan = plan_for(&[], backend, role);
+                assert_eq!(plan.len(), 1);
+                assert_eq!(plan[0].name, format!("geo_framework_{role}"));
+                assert_eq!(
+                    plan[0].folder_name(),
+                    format!("00000000000001_geo_framework_{role}")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn replicable_versions_are_stable_and_sort_after_timestamps() {
+        // FNV-1a 64 of "widget" is 0xc07f0119e3154625 (computed with an independent Python
+        // implementation); the version keeps its last 13 decimal digits.
+        let v = replicable_version("widget");
+        assert_eq!(v, "96588020049445");
+        assert_eq!(v.len(), 14);
+        assert!(v.as_str() > "20991231235959");
+        assert_ne!(replicable_version("gadget"), v);
+    }
+
+    #[test]
+    fn sqlite_framework_sql_has_the_contract_columns() {
+        let p = framework_migration(Backend::Sqlite, Role::Primary);
+        assert!(p.up.contains(r#""id" INTEGER PRIMARY KEY AUTOINCREMENT"#));
+        assert!(p.up.contains(r#""payload" TEXT NOT NULL DEFAULT '{}'"#));
+        assert!(p.up.contains(r#"CREATE TABLE IF NOT EXISTS "geo_schema_migrations""#));
+        let s = framework_migration(Backend::Postgres, Role::Secondary);
+        assert!(s.up.contains(r#""detected_at" TIMESTAMPTZ NOT NULL DEFAULT now()"#));
+        assert!(!s.up.contains("geo_events"));
+    }
+}

@@ -1,0 +1,88 @@
+//! The framework tables as Diesel `table!`s, one definition for SQLite and PostgreSQL.
+//!
+//! The DDL that creates them is in [`crate::migrations`]; the column contract is
+//! `docs/SCHEMA.md` ("Framework tables").
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::sql_types::GeoTimestamp;
+    use crate::json::GeoJson;
+
+    /// Primary role: the event log, written in the same transaction as the model change.
+    ///
+    /// `id` never repeats, even after pruning (`AUTOINCREMENT` on SQLite, a sequence on
+    /// PostgreSQL), so the secondaries' cursor only moves forward.
+    geo_events (id) {
+        /// Event id, assigned by the database.
+        id -> BigInt,
+        /// The replicable name (`ReplicableDescriptor::name`), e.g. `widget`.
+        replicable_name -> Text,
+        /// The event, e.g. `created`, `updated`, `deleted`, `checksum_succeeded`.
+        event_name -> Text,
+        /// The model record's id.
+        model_record_id -> BigInt,
+        /// Event-specific data (`jsonb` on PostgreSQL, JSON text on SQLite).
+        payload -> GeoJson,
+        /// When the event was written.
+        created_at -> GeoTimestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::sql_types::GeoTimestamp;
+
+    /// Secondary role: the log cursor's position (one row per cursor, normally id 0).
+    geo_event_log_states (id) {
+        /// Cursor number; `0` for the single log cursor.
+        id -> SmallInt,
+        /// The last `geo_events.id` the cursor processed.
+        event_id -> BigInt,
+        /// When the cursor last moved.
+        updated_at -> GeoTimestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::sql_types::GeoTimestamp;
+
+    /// Secondary role: event ids the cursor skipped over, to replay when they appear late.
+    /// Written in the same transaction as the cursor.
+    geo_event_log_gaps (event_id) {
+        /// The missing `geo_events.id`.
+        event_id -> BigInt,
+        /// When the gap was first seen.
+        detected_at -> GeoTimestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::sql_types::GeoTimestamp;
+
+    /// Both roles: persisted feature flags such as `geo_widget_replication`.
+    geo_feature_flags (name) {
+        /// Flag name.
+        name -> Text,
+        /// Whether the flag is on.
+        enabled -> Bool,
+        /// When the flag was last changed.
+        updated_at -> GeoTimestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::sql_types::GeoTimestamp;
+
+    /// Both roles: the migration runner's ledger, one row per applied migration.
+    geo_schema_migrations (name) {
+        /// Migration name, e.g. `geo_framework_primary` or `widget_secondary`.
+        name -> Text,
+        /// When it was applied.
+        applied_at -> GeoTimestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(geo_event_log_states, geo_event_log_gaps);
