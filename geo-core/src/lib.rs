@@ -10,6 +10,16 @@ pub mod replicator;
 pub mod state;
 pub mod verification;
 
+pub mod backoff;
+pub mod blob_store;
+pub mod checksum;
+pub mod clock;
+pub mod event;
+pub mod flags;
+pub mod source;
+pub mod status;
+pub mod transitions;
+
 pub use replicable::{
     Backend, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
     VerificationMode, check_replicables, find_replicable, replicables,
@@ -17,6 +27,21 @@ pub use replicable::{
 pub use replicator::{BlobReplicator, Replicable, Replicator};
 pub use state::{ReplicationState, VerificationState};
 pub use verification::{VerificationFields, VerificationRecord};
+
+pub use backoff::{BackoffCap, next_retry_time};
+pub use blob_store::{BlobError, BlobPath, BlobStore, LocalBlobStore};
+pub use checksum::{
+    Checksum, ChecksumAlgorithm, ChecksumWriter, checksum_bytes, checksum_file, checksum_reader,
+};
+pub use clock::{Clock, Env, ManualClock, RandomSource, SystemClock};
+pub use event::{BadEvent, Event, EventName, EventPayload, ParsedEvent, parse_event};
+pub use flags::FeatureFlags;
+pub use source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
+pub use status::ReplicableStatus;
+pub use transitions::{
+    PrimaryVerification, RegistryChange, RegistryFields, SyncFailure, TransitionError,
+    VerificationChange, truncate_failure,
+};
 
 /// Re-exports used by code that `#[replicable]` generates. Not public API.
 #[doc(hidden)]

@@ -1,0 +1,292 @@
+//! [`PrimarySource`]: everything a secondary needs to read from its primary.
+//!
+//! Two implementations are planned: a direct one in geo-diesel (a Diesel connection to the
+//! primary database or a read replica, plus the primary's blob store: the embedded
+//! single-machine mode) and an HTTP one in geo-node. The trait is synchronous because geo-diesel
+//! is; the HTTP implementation blocks on its runtime. Calls that matter for throughput take many
+//! ids at once ([`events_by_ids`](PrimarySource::events_by_ids),
+//! [`primary_checksums`](PrimarySource::primary_checksums)).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+use std::ops::RangeInclusive;
+
+use chrono::{DateTime, Utc};
+
+use crate::checksum::{Checksum, ChecksumAlgorithm};
+use crate::event::Event;
+use crate::state::VerificationState;
+
+/// Boxed error carried by [`SourceError::Transient`] and [`SourceError::Other`].
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A failed call to a primary. The variants decide what the secondary does next.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// The primary does not know this replicable name (a newer or older build).
+    #[error("the primary does not replicate {replicable:?}")]
+    UnknownReplicable {
+        /// The replicable name asked for.
+        replicable: String,
+    },
+    /// The model record does not exist on the primary (deleted since the event); the registry
+    /// row is an orphan that the backfill removes.
+    #[error("{replicable} {id} does not exist on the primary")]
+    RecordNotFound {
+        /// The replicable name.
+        replicable: String,
+        /// The model record id.
+        id: i64,
+    },
+    /// The record exists but its file is gone on the primary (GitLab's `FILE_NOT_FOUND`): mark
+    /// the registry failed with `missing_on_primary` (4 h backoff cap).
+    #[error("the file of {replicable} {id} is missing on the primary")]
+    MissingOnPrimary {
+        /// The replicable name.
+        replicable: String,
+        /// The model record id.
+        id: i64,
+    },
+    /// The primary refused our credentials.
+    #[error("the primary refused the request: {message}")]
+    Unauthorized {
+        /// What the primary said.
+        message: String,
+    },
+    /// A failure that may go away by itself (network, timeout, database busy): retry later.
+    #[error("{what}: {source}")]
+    Transient {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+    /// Any other failure (bad data from the primary, a bug).
+    #[error("{what}: {source}")]
+    Other {
+        /// What was being done.
+        what: String,
+        /// The cause.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl SourceError {
+    /// A [`SourceError::Transient`].
+    pub fn transient(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        SourceError::Transient {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// A [`SourceError::Other`].
+    pub fn other(what: impl Into<String>, source: impl Into<BoxError>) -> Self {
+        SourceError::Other {
+            what: what.into(),
+            source: source.into(),
+        }
+    }
+
+    /// Whether the file is missing on the primary (sets the registry's `missing_on_primary`).
+    pub fn is_missing_on_primary(&self) -> bool {
+        matches!(self, SourceError::MissingOnPrimary { .. })
+    }
+
+    /// Whether retrying soon may succeed.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, SourceError::Transient { .. })
+    }
+}
+
+/// The primary's verification state of one record, with its checksum and algorithm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrimaryChecksum {
+    /// The primary's verification state of the record.
+    pub state: VerificationState,
+    /// The algorithm the checksum was made with.
+    pub algorithm: ChecksumAlgorithm,
+    /// The checksum, present when `state` is `succeeded`.
+    pub checksum: Option<Checksum>,
+    /// When the primary verified it.
+    pub verified_at: Option<DateTime<Utc>>,
+}
+
+impl PrimaryChecksum {
+    /// The checksum when the primary has verified the record, `None` otherwise (the secondary
+    /// then sets its verification to `disabled`).
+    pub fn verified_checksum(&self) -> Option<&Checksum> {
+        match self.state {
+            VerificationState::Succeeded => self.checksum.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// A blob being read from the primary.
+pub struct BlobStream {
+    /// The bytes.
+    pub reader: Box<dyn Read + Send>,
+    /// The size, when the primary announced it.
+    pub size: Option<u64>,
+    /// The checksum, when the primary sent it along (compare it before renaming into place).
+    pub checksum: Option<Checksum>,
+}
+
+impl fmt::Debug for BlobStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BlobStream")
+            .field("size", &self.size)
+            .field("checksum", &self.checksum)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a secondary reads from its primary. Blocking; implementations must be shareable
+/// between worker threads.
+pub trait PrimarySource: Send + Sync {
+    /// Up to `limit` events with `id > after_id`, in id order.
+    fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError>;
+
+    /// The events among `ids` that exist now, in id order (gap filling). Ids that do not exist
+    /// are simply absent.
+    fn events_by_ids(&self, ids: &[i64]) -> Result<Vec<Event>, SourceError>;
+
+    /// The highest event id, or `None` when the log is empty (a new cursor starts there).
+    fn max_event_id(&self) -> Result<Option<i64>, SourceError>;
+
+    /// The ids of `replicable`'s records within `range`, ascending (backfill).
+    fn model_ids(
+        &self,
+        replicable: &str,
+        range: RangeInclusive<i64>,
+    ) -> Result<Vec<i64>, SourceError>;
+
+    /// The highest record id of `replicable`, or `None` when it has no records.
+    fn max_model_id(&self, replicable: &str) -> Result<Option<i64>, SourceError>;
+
+    /// The primary's verification state and checksum of one record; `None` when the record
+    /// has no verification state (not yet created, or the type does not verify).
+    fn primary_checksum(
+        &self,
+        replicable: &str,
+        id: i64,
+    ) -> Result<Option<PrimaryChecksum>, SourceError> {
+        Ok(self.primary_checksums(replicable, &[id])?.remove(&id))
+    }
+
+    /// The primary's verification state of many records at once, keyed by id; ids without a
+    /// state are absent.
+    fn primary_checksums(
+        &self,
+        replicable: &str,
+        ids: &[i64],
+    ) -> Result<BTreeMap<i64, PrimaryChecksum>, SourceError>;
+
+    /// The record's blob path relative to the primary's blob store root; `None` when the record
+    /// does not exist.
+    fn blob_path(&self, replicable: &str, id: i64) -> Result<Option<String>, SourceError>;
+
+    /// Opens the record's blob. Fails with [`SourceError::RecordNotFound`] when the record is
+    /// gone and [`SourceError::MissingOnPrimary`] when the record exists but its file does not.
+    fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::checksum::checksum_bytes;
+
+    #[test]
+    fn verified_checksum_only_when_succeeded() {
+        let sum = checksum_bytes(b"x");
+        let mut p = PrimaryChecksum {
+            state: VerificationState::Succeeded,
+            algorithm: ChecksumAlgorithm::Blake3,
+            checksum: Some(sum),
+            verified_at: None,
+        };
+        assert_eq!(p.verified_checksum(), Some(&sum));
+        p.state = VerificationState::Failed;
+        assert_eq!(p.verified_checksum(), None);
+    }
+
+    #[test]
+    fn error_classification() {
+        let missing = SourceError::MissingOnPrimary {
+            replicable: "widget".into(),
+            id: 3,
+        };
+        assert!(missing.is_missing_on_primary() && !missing.is_transient());
+        assert_eq!(
+            missing.to_string(),
+            "the file of widget 3 is missing on the primary"
+        );
+        let t = SourceError::transient("GET /events", std::io::Error::other("reset"));
+        assert!(t.is_transient() && !t.is_missing_on_primary());
+        assert_eq!(t.to_string(), "GET /events: reset");
+    }
+
+    /// A source whose only real method is `primary_checksums`, to check the default
+    /// single-record method delegates to it.
+    struct Checksums;
+
+    impl PrimarySource for Checksums {
+        fn events_after(&self, _: i64, _: usize) -> Result<Vec<Event>, SourceError> {
+            Ok(vec![])
+        }
+        fn events_by_ids(&self, _: &[i64]) -> Result<Vec<Event>, SourceError> {
+            Ok(vec![])
+        }
+        fn max_event_id(&self) -> Result<Option<i64>, SourceError> {
+            Ok(None)
+        }
+        fn model_ids(&self, _: &str, _: RangeInclusive<i64>) -> Result<Vec<i64>, SourceError> {
+            Ok(vec![])
+        }
+        fn max_model_id(&self, _: &str) -> Result<Option<i64>, SourceError> {
+            Ok(None)
+        }
+        fn primary_checksums(
+            &self,
+            _: &str,
+            ids: &[i64],
+        ) -> Result<BTreeMap<i64, PrimaryChecksum>, SourceError> {
+            Ok(ids
+                .iter()
+                .filter(|id| **id % 2 == 0)
+                .map(|id| {
+                    (
+                        *id,
+                        PrimaryChecksum {
+                            state: VerificationState::Succeeded,
+                            algorithm: ChecksumAlgorithm::Blake3,
+                            checksum: Some(checksum_bytes(&id.to_le_bytes())),
+                            verified_at: None,
+                        },
+                    )
+                })
+                .collect())
+        }
+        fn blob_path(&self, _: &str, _: i64) -> Result<Option<String>, SourceError> {
+            Ok(None)
+        }
+        fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError> {
+            Err(SourceError::RecordNotFound {
+                replicable: replicable.into(),
+                id,
+            })
+        }
+    }
+
+    #[test]
+    fn single_checksum_delegates_to_batch() {
+        let s: &dyn PrimarySource = &Checksums;
+        let two = s.primary_checksum("w", 2).unwrap().unwrap();
+        assert_eq!(two.checksum, Some(checksum_bytes(&2i64.to_le_bytes())));
+        assert_eq!(s.primary_checksum("w", 3).unwrap(), None);
+    }
+}
