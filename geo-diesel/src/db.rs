@@ -59,14 +59,26 @@ impl AsDbConn for DbConn<'_> {
 
 /// Runs `$body` with `$c` bound to the concrete connection (`&mut SqliteConnection` or
 /// `&mut PgConnection`), so query code written once type-checks against each backend.
+#[cfg(feature = "postgres")]
 #[macro_export]
-#[doc(hidden)]
 macro_rules! with_conn {
     ($db:expr, $c:ident => $body:expr) => {
         match $crate::db::AsDbConn::db($db) {
             $crate::db::DbConn::Sqlite($c) => $body,
-            #[cfg(feature = "postgres")]
             $crate::db::DbConn::Pg($c) => $body,
+        }
+    };
+}
+
+/// Runs `$body` with `$c` bound to the concrete connection (`&mut SqliteConnection`; with the
+/// `postgres` feature also `&mut PgConnection`), so query code written once type-checks against
+/// each backend.
+#[cfg(not(feature = "postgres"))]
+#[macro_export]
+macro_rules! with_conn {
+    ($db:expr, $c:ident => $body:expr) => {
+        match $crate::db::AsDbConn::db($db) {
+            $crate::db::DbConn::Sqlite($c) => $body,
         }
     };
 }

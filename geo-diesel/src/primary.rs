@@ -611,3 +611,14 @@ pub fn verification_groups(conn: &mut impl AsDbConn, d: &'static ReplicableDescr
     let rows: Vec<Row> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("counting verification states", d))?);
     Ok(rows.into_iter().map(|r| (r.state, r.n.max(0) as u64)).collect())
 }
+
+/// Every model id, ascending.
+pub fn all_ids(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<Vec<i64>, PrimaryError> {
+    let sql = format!(
+        "SELECT CAST({id} AS BIGINT) AS id FROM {t} ORDER BY {id}",
+        id = ident(d.tables.model_id),
+        t = ident(d.tables.model)
+    );
+    let rows: Vec<IdRow> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("reading ids", d))?);
+    Ok(rows.into_iter().map(|r| r.id).collect())
+}

@@ -1,0 +1,122 @@
+//! The application's own schema and record operations on the primary. Every change to a record
+//! publishes its Geo event in the same transaction.
+
+use diesel::connection::SimpleConnection;
+use diesel::prelude::*;
+use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
+use geo_diesel::geo_core::Backend;
+use geo_diesel::{AsDbConn, publish_created, publish_deleted, publish_updated, with_conn};
+
+use crate::{Gadget, Widget, gadgets, widgets};
+
+/// The application's own migration (run before Geo's primary migrations).
+pub fn app_schema_sql(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => {
+            "CREATE TABLE IF NOT EXISTS \"widgets\" (\"id\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \
+             \"file_path\" TEXT NOT NULL, \"name\" TEXT NOT NULL);\n\
+             CREATE TABLE IF NOT EXISTS \"gadgets\" (\"id\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \
+             \"blob_key\" TEXT NOT NULL, \"label\" TEXT NOT NULL);"
+        }
+        Backend::Postgres => {
+            "CREATE TABLE IF NOT EXISTS \"widgets\" (\"id\" BIGSERIAL PRIMARY KEY, \
+             \"file_path\" TEXT NOT NULL, \"name\" TEXT NOT NULL);\n\
+             CREATE TABLE IF NOT EXISTS \"gadgets\" (\"id\" BIGSERIAL PRIMARY KEY, \
+             \"blob_key\" TEXT NOT NULL, \"label\" TEXT NOT NULL);"
+        }
+    }
+}
+
+/// Creates the application's tables.
+pub fn create_app_schema(conn: &mut impl AsDbConn) -> QueryResult<()> {
+    let backend = conn.db().backend();
+    with_conn!(conn, c => c.batch_execute(app_schema_sql(backend)))
+}
+
+/// Errors from the application's operations.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// Database.
+    #[error(transparent)]
+    Db(#[from] diesel::result::Error),
+    /// Publishing the Geo event.
+    #[error(transparent)]
+    Publish(#[from] geo_diesel::primary::PrimaryError),
+    /// Blob store.
+    #[error(transparent)]
+    Blob(#[from] geo_diesel::geo_core::blob_store::BlobError),
+    /// Bad blob path.
+    #[error(transparent)]
+    Path(#[from] geo_diesel::geo_core::blob_store::InvalidBlobPath),
+}
+
+fn path(s: &str) -> Result<BlobPath, AppError> {
+    Ok(BlobPath::new(s)?)
+}
+
+/// Stores `data` as a new widget's file, then inserts the widget and publishes `created` in one
+/// transaction.
+pub fn create_widget(conn: &mut impl AsDbConn, store: &dyn BlobStore, name: &str, file_path: &str, data: &[u8]) -> Result<Widget, AppError> {
+    store.write(&path(file_path)?, &mut &data[..], None)?;
+    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+        let w: Widget = diesel::insert_into(widgets::table)
+            .values((widgets::file_path.eq(file_path), widgets::name.eq(name)))
+            .returning(Widget::as_returning())
+            .get_result(c)?;
+        publish_created(c, &w)?;
+        Ok(w)
+    }))
+}
+
+/// Replaces a widget's file content (atomically, same path) and publishes `updated`.
+pub fn update_widget(conn: &mut impl AsDbConn, store: &dyn BlobStore, w: &Widget, data: &[u8]) -> Result<(), AppError> {
+    store.write(&path(&w.file_path)?, &mut &data[..], None)?;
+    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+        publish_updated(c, w)?;
+        Ok(())
+    }))
+}
+
+/// Deletes a widget and publishes `deleted` in one transaction, then removes its file.
+pub fn delete_widget(conn: &mut impl AsDbConn, store: &dyn BlobStore, w: &Widget) -> Result<(), AppError> {
+    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+        diesel::delete(widgets::table.find(w.id)).execute(c)?;
+        publish_deleted(c, w)?;
+        Ok(())
+    }))?;
+    store.delete(&path(&w.file_path)?)?;
+    Ok(())
+}
+
+/// Stores `data` as a new gadget's file, then inserts the gadget and publishes `created`.
+pub fn create_gadget(conn: &mut impl AsDbConn, store: &dyn BlobStore, label: &str, blob_key: &str, data: &[u8]) -> Result<Gadget, AppError> {
+    store.write(&path(blob_key)?, &mut &data[..], None)?;
+    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+        let g: Gadget = diesel::insert_into(gadgets::table)
+            .values((gadgets::blob_key.eq(blob_key), gadgets::label.eq(label)))
+            .returning(Gadget::as_returning())
+            .get_result(c)?;
+        publish_created(c, &g)?;
+        Ok(g)
+    }))
+}
+
+/// Replaces a gadget's file content and publishes `updated`.
+pub fn update_gadget(conn: &mut impl AsDbConn, store: &dyn BlobStore, g: &Gadget, data: &[u8]) -> Result<(), AppError> {
+    store.write(&path(&g.blob_key)?, &mut &data[..], None)?;
+    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+        publish_updated(c, g)?;
+        Ok(())
+    }))
+}
+
+/// Deletes a gadget and publishes `deleted`, then removes its file.
+pub fn delete_gadget(conn: &mut impl AsDbConn, store: &dyn BlobStore, g: &Gadget) -> Result<(), AppError> {
+    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+        diesel::delete(gadgets::table.find(g.id)).execute(c)?;
+        publish_deleted(c, g)?;
+        Ok(())
+    }))?;
+    store.delete(&path(&g.blob_key)?)?;
+    Ok(())
+}

@@ -1,0 +1,70 @@
+//! The widgets example application: two replicable blob models on a Diesel database.
+//!
+//! `Widget` keeps its verification state in a separate `widget_states` table (the default);
+//! `Gadget` keeps it inline on the `gadgets` table — two types coexisting, each with one
+//! attribute.
+
+use diesel::prelude::*;
+use geo_diesel::replicable;
+
+pub mod app;
+pub mod demo;
+pub mod pg;
+
+/// The application's own tables, as it would write them for Diesel anyway.
+pub mod schema {
+    diesel::table! {
+        /// Widgets: a name and a file.
+        widgets (id) {
+            /// Primary key.
+            id -> BigInt,
+            /// Blob path relative to the blob store root.
+            file_path -> Text,
+            /// Display name.
+            name -> Text,
+        }
+    }
+
+    diesel::table! {
+        /// Gadgets: a label and a file.
+        gadgets (id) {
+            /// Primary key.
+            id -> BigInt,
+            /// Blob path relative to the blob store root.
+            blob_key -> Text,
+            /// Display label.
+            label -> Text,
+        }
+    }
+}
+
+pub use schema::{gadgets, widgets};
+
+/// A widget and its file. Replicated with the blob strategy; verification state in
+/// `widget_states`.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = widgets)]
+#[replicable(strategy = "blob", registry = "widget_registry")]
+pub struct Widget {
+    /// Primary key.
+    pub id: i64,
+    /// Where the blob lives, relative to the blob store root.
+    #[replicable(file)]
+    pub file_path: String,
+    /// Display name.
+    pub name: String,
+}
+
+/// A gadget and its file. Verification columns live inline on `gadgets`.
+#[replicable(strategy = "blob", verification = "inline")]
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable)]
+#[diesel(table_name = gadgets)]
+pub struct Gadget {
+    /// Primary key.
+    pub id: i64,
+    /// Where the blob lives, relative to the blob store root.
+    #[replicable(file)]
+    pub blob_key: String,
+    /// Display label.
+    pub label: String,
+}
