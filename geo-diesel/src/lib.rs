@@ -4,11 +4,18 @@
 //! models already use; it re-exports the [`replicable`] attribute and [`geo_core`].
 
 pub mod connection;
+pub mod cursor;
 pub mod db;
+pub mod direct;
 pub mod json;
 pub mod migrations;
+pub mod primary;
+pub mod registry;
+pub mod secondary;
 pub mod schema;
+pub mod sql;
 pub mod types;
+pub mod verifier;
 
 pub use connection::GeoConnection;
 pub use geo_core;
@@ -19,7 +26,16 @@ pub use migrations::{
 };
 pub use geo_macros::replicable;
 pub use db::{AsDbConn, DbConn, DbPool, PooledConn};
+pub use primary::{publish_created, publish_deleted, publish_updated};
 pub use types::{UtcDateTime, sql_types};
+
+/// Cuts a failure message to 255 characters on a character boundary, as GitLab's columns do.
+pub fn truncate_failure(message: &str) -> String {
+    match message.char_indices().nth(255) {
+        Some((at, _)) => message[..at].to_string(),
+        None => message.to_string(),
+    }
+}
 
 /// Re-exports used by code that `#[replicable]` generates. Not public API.
 #[doc(hidden)]
