@@ -36,7 +36,7 @@ pub use checksum::{
 pub use clock::{Clock, Env, ManualClock, RandomSource, SystemClock};
 pub use event::{BadEvent, Event, EventName, EventPayload, ParsedEvent, parse_event};
 pub use flags::FeatureFlags;
-pub use source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
+pub use source::{BlobStream, PrimaryChecksum, SourceError};
 pub use status::ReplicableStatus;
 pub use transitions::{
     PrimaryVerification, RegistryChange, RegistryFields, SyncFailure, TransitionError,
