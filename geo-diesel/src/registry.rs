@@ -240,7 +240,16 @@ pub fn record_sync(
         SyncOutcome::Synced { local, primary } => {
             let matched = primary.as_deref() == Some(local.as_slice());
             // Verified while downloading: the streamed hash equals the primary's checksum.
-            let (vstate, verified_at) = if matched { (2i16, Some(UtcDateTime(now))) } else { (4i16, None) };
+            // Otherwise verification is `pending`: the verification pass asks the primary again
+            // (it may have verified meanwhile, its `checksum_succeeded` event finding this row
+            // still `started`) and sets `disabled` only if the primary still has no checksum.
+            let (vstate, verified_at) = if matched {
+                (2i16, Some(UtcDateTime(now)))
+            } else if d.verifies() {
+                (0i16, None)
+            } else {
+                (4i16, None)
+            };
             let sql = format!(
                 "UPDATE {t} SET state = 2, retry_count = 0, retry_at = NULL, last_sync_failure = NULL, \
                  missing_on_primary = FALSE, verification_state = ?, verification_checksum = ?, verified_at = ?, \

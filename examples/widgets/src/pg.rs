@@ -29,7 +29,8 @@ pub fn create_demo_databases(url: &str) -> Result<(String, String)> {
     let tracking = format!("geo_demo_tracking_{tag}");
     let mut admin = PgConnection::establish(url).with_context(|| format!("connecting to {}", redact(url)))?;
     for db in [&primary, &tracking] {
-        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\"; CREATE DATABASE \"{db}\";"))?;
+        admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\""))?;
+        admin.batch_execute(&format!("CREATE DATABASE \"{db}\""))?;
     }
     Ok((with_database(url, &primary), with_database(url, &tracking)))
 }
