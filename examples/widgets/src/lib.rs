@@ -8,6 +8,7 @@ use diesel::prelude::*;
 use geo_diesel::replicable;
 
 pub mod app;
+pub mod bench;
 pub mod demo;
 pub mod pg;
 

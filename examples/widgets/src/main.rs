@@ -39,6 +39,36 @@ enum Command {
         #[arg(long, env = "GEO_DATABASE_URL")]
         database_url: Option<String>,
     },
+    /// Measure the runtime against peers (b3sum, sha256sum, rsync) run on the same data.
+    Bench {
+        /// Run only these benchmarks (comma-separated: B1,B2,B3,B5,B6).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<widgets::bench::BenchId>,
+        /// Small sizes and one run: a smoke test in seconds, not a measurement.
+        #[arg(long)]
+        quick: bool,
+        /// Runs of every measurement (the median is reported); default 3, 1 with --quick.
+        #[arg(long)]
+        repeat: Option<usize>,
+        /// B1: number of files (default 8).
+        #[arg(long)]
+        b1_files: Option<usize>,
+        /// B1: size of each file in MiB (default 128).
+        #[arg(long)]
+        b1_mib: Option<u64>,
+        /// Threads for our verification and for b3sum (default: available cores).
+        #[arg(long)]
+        threads: Option<usize>,
+        /// Parent folder of the data (default: /dev/shm when it is tmpfs, else the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Run on PostgreSQL: a server URL; databases are created there.
+        #[arg(long)]
+        database_url: Option<String>,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show or write the migrations Geo applies.
     Migrations {
         #[command(subcommand)]
@@ -140,6 +170,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print!("{}", widgets::demo::render_table(&report));
             }
             Ok(if report.converged { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+        }
+        Command::Bench { only, quick, repeat, b1_files, b1_mib, threads, dir, database_url, json } => {
+            use widgets::bench::{self, BenchOptions, Progress};
+            let mut opts = if quick { BenchOptions::quick() } else { BenchOptions::full() };
+            opts.only = only.into_iter().collect();
+            opts.repeat = repeat.unwrap_or(opts.repeat);
+            opts.sizes.b1_files = b1_files.unwrap_or(opts.sizes.b1_files);
+            opts.sizes.b1_file_bytes = b1_mib.map_or(opts.sizes.b1_file_bytes, |m| m << 20);
+            opts.threads = threads.unwrap_or(opts.threads);
+            opts.dir = dir;
+            opts.database_url = database_url;
+            let report = bench::run_with(&opts, &mut |p| {
+                if json {
+                    return;
+                }
+                match p {
+                    Progress::Started(report) => print!("{}", bench::render_header(report)),
+                    Progress::Finished(r) => print!("{}", bench::render_result(r, opts.quick)),
+                }
+                let _ = std::io::Write::flush(&mut std::io::stdout());
+            })?;
+            if json {
+                println!("{:#}", bench::render_json(&report));
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Command::Migrations { action: MigrationsAction::Print { backend, role, down } } => {
             for m in migration_plan(backend.into(), role.into()) {
