@@ -195,10 +195,9 @@ fn check_generics(
             "#[replicable] does not support generic structs: each replicable is one concrete \
                  model type with its own registry and descriptor",
         );
-        errors.push(if generics.params.is_empty() {
-            err.with_span(&generics.where_clause)
-        } else {
-            err.with_span(generics)
+        errors.push(match generics.params.first() {
+            Some(first) => err.with_span(first),
+            None => err.with_span(&generics.where_clause),
         });
     }
 }

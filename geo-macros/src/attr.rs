@@ -324,6 +324,13 @@ pub(crate) fn parse_field_attr(
             NestedMeta::Meta(Meta::Path(p)) => p,
             NestedMeta::Meta(m) => {
                 let key = key_of(m).unwrap_or_default();
+                // A malformed `file`/`id` still marks the field, so that the one mistake does
+                // not also report "no file field".
+                match key.as_str() {
+                    "file" => opts.file = opts.file.or(Some(m.path().span())),
+                    "id" => opts.id = opts.id.or(Some(m.path().span())),
+                    _ => {}
+                }
                 let msg = if FIELD_KEYS.contains(&key.as_str()) {
                     format!("`{key}` takes no value: write `#[replicable({key})]`")
                 } else if STRUCT_KEYS.contains(&key.as_str()) {

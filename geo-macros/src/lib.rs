@@ -139,6 +139,17 @@ pub(crate) fn expand(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
             return out;
         }
     };
+    match analyze(args, item) {
+        (input, Ok(model)) => expand::expand(&input.stripped, &model),
+        (input, Err(errors)) => fallback::expand(&input, errors.write_errors()),
+    }
+}
+
+/// Parses and validates: the read item, and the model or every error found.
+pub(crate) fn analyze(
+    args: TokenStream2,
+    item: syn::Item,
+) -> (ast::Input, Result<valid::Model, darling::Error>) {
     let mut errors = darling::Error::accumulator();
     let nested = errors
         .handle(NestedMeta::parse_meta_list(args).map_err(darling::Error::from))
@@ -146,12 +157,13 @@ pub(crate) fn expand(args: TokenStream2, item: TokenStream2) -> TokenStream2 {
     let struct_args = attr::parse_struct_args(&nested, &mut errors);
     let input = ast::parse_input(item, &mut errors);
     let model = valid::validate(struct_args, &input, &mut errors);
-    match (errors.finish(), model) {
-        (Ok(()), Some(model)) => expand::expand(&input.stripped, &model),
-        (Err(e), _) => fallback::expand(&input, e.write_errors()),
-        (Ok(()), None) => fallback::expand(
-            &input,
-            darling::Error::custom("#[replicable] could not read this item").write_errors(),
-        ),
-    }
+    let result = match (errors.finish(), model) {
+        (Ok(()), Some(model)) => Ok(model),
+        (Err(e), _) => Err(e),
+        // Validation returns no model only after reporting why; keep a message regardless.
+        (Ok(()), None) => Err(darling::Error::custom(
+            "#[replicable] could not read this item",
+        )),
+    };
+    (input, result)
 }

@@ -1,0 +1,22 @@
+use diesel::prelude::*;
+use geo_diesel::replicable;
+
+diesel::table! {
+    widgets (id) {
+        id -> BigInt,
+        file_path -> Text,
+        name -> Text,
+    }
+}
+
+#[derive(Queryable)]
+#[diesel(table_name = widgets)]
+#[replicable(strategy = "blob")]
+pub struct Widget<T: Into<String>> {
+    pub id: i64,
+    #[replicable(file)]
+    pub file_path: String,
+    pub name: T,
+}
+
+fn main() {}

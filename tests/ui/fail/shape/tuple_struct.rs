@@ -1,0 +1,21 @@
+use diesel::prelude::*;
+use geo_diesel::replicable;
+
+diesel::table! {
+    widgets (id) {
+        id -> BigInt,
+        file_path -> Text,
+        name -> Text,
+    }
+}
+
+#[derive(Queryable)]
+#[diesel(table_name = widgets)]
+#[replicable(strategy = "blob")]
+pub struct Widget(pub i64, pub String, pub String);
+
+fn main() {
+    // The stand-in replicator keeps these uses from adding errors of their own.
+    let _ = WidgetReplicator::MIGRATIONS;
+    let _ = <Widget as geo_diesel::geo_core::Replicable>::DESCRIPTOR;
+}
