@@ -2,9 +2,9 @@
 //! the verification workers that checksum every record's blob.
 
 use chrono::{DateTime, Duration, Utc};
-use diesel::prelude::*;
 #[cfg(feature = "postgres")]
 use diesel::PgConnection;
+use diesel::prelude::*;
 use diesel::sql_query;
 use diesel::sql_types::{BigInt, Binary, Nullable, SmallInt, Text};
 use geo_core::{
@@ -36,9 +36,16 @@ pub enum PrimaryError {
     },
 }
 
-fn q(what: &'static str, d: &ReplicableDescriptor) -> impl FnOnce(diesel::result::Error) -> PrimaryError {
+fn q(
+    what: &'static str,
+    d: &ReplicableDescriptor,
+) -> impl FnOnce(diesel::result::Error) -> PrimaryError {
     let replicable = d.name;
-    move |source| PrimaryError::Query { what, replicable, source }
+    move |source| PrimaryError::Query {
+        what,
+        replicable,
+        source,
+    }
 }
 
 /// The events a replicator publishes.
@@ -176,8 +183,14 @@ pub fn mark_verification_pending(
     let sql = match d.verification {
         VerificationMode::Separate => format!(
             "INSERT INTO {t} ({k}, verification_state) VALUES (?, 0) ON CONFLICT ({k}) DO UPDATE SET {}",
-            set.replace("verification_state = 3", &format!("{t}.verification_state = 3"))
-                .replace("THEN verification_retry", &format!("THEN {t}.verification_retry"))
+            set.replace(
+                "verification_state = 3",
+                &format!("{t}.verification_state = 3")
+            )
+            .replace(
+                "THEN verification_retry",
+                &format!("THEN {t}.verification_retry")
+            )
         ),
         VerificationMode::Inline => format!("UPDATE {t} SET {set} WHERE {k} = ?"),
         VerificationMode::None => return Ok(()),
@@ -202,22 +215,68 @@ where
     for<'a> R::Replicator<'a>: BlobReplicator,
 {
     let d = R::DESCRIPTOR;
-    if !replication_enabled(conn, d).map_err(q("reading the feature flag", d))? {
-        tracing::debug!(replicable = d.name, "replication disabled by feature flag; no event");
-        return Ok(None);
-    }
     let replicator = record.replicator();
     let id = replicator.model_record_id();
     let payload = match kind {
-        EventKind::Deleted => serde_json::json!({"model_record_id": id, "blob_path": replicator.blob_path()}),
+        EventKind::Deleted => {
+            serde_json::json!({"model_record_id": id, "blob_path": replicator.blob_path()})
+        }
         _ => serde_json::json!({"model_record_id": id}),
     };
-    let event_id = insert_event(conn, d, kind, id, &payload, now)?;
+    let Some(event_id) = insert_event_if_enabled(conn, d, kind, id, &payload, now)? else {
+        tracing::debug!(
+            replicable = d.name,
+            "replication disabled by feature flag; no event"
+        );
+        return Ok(None);
+    };
     if matches!(kind, EventKind::Created | EventKind::Updated) {
         mark_verification_pending(conn, d, id)?;
     }
-    tracing::debug!(replicable = d.name, id, event = kind.as_str(), event_id, "published");
+    tracing::debug!(
+        replicable = d.name,
+        id,
+        event = kind.as_str(),
+        event_id,
+        "published"
+    );
     Ok(Some(event_id))
+}
+
+/// Inserts an event unless the type's feature flag is off, in one statement: the first thing a
+/// caller's transaction does is a write, so on SQLite it waits for the write lock instead of
+/// failing with `SQLITE_BUSY_SNAPSHOT`. Returns the event id, or `None` when the flag is off.
+pub fn insert_event_if_enabled(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    kind: EventKind,
+    model_record_id: i64,
+    payload: &serde_json::Value,
+    now: DateTime<Utc>,
+) -> Result<Option<i64>, PrimaryError> {
+    let payload = payload.to_string();
+    let flag = d.feature_flag();
+    let rows: Vec<IdRow> = with_conn!(conn, c => {
+        let (cast, default) = match c_backend(c) {
+            geo_core::Backend::Sqlite => ("?", if d.enabled_by_default { "1" } else { "0" }),
+            geo_core::Backend::Postgres => ("CAST(? AS jsonb)", if d.enabled_by_default { "TRUE" } else { "FALSE" }),
+        };
+        let sql = format!(
+            "INSERT INTO geo_events (replicable_name, event_name, model_record_id, payload, created_at) \
+             SELECT ?, ?, ?, {cast}, ? WHERE COALESCE((SELECT enabled FROM geo_feature_flags WHERE name = ?), {default}) \
+             RETURNING id"
+        );
+        sql_query(placeholders(&sql, c_backend(c)).as_ref())
+            .bind::<Text, _>(d.name)
+            .bind::<Text, _>(kind.as_str())
+            .bind::<BigInt, _>(model_record_id)
+            .bind::<Text, _>(&payload)
+            .bind::<GeoTimestamp, _>(UtcDateTime(now))
+            .bind::<Text, _>(&flag)
+            .load(c)
+            .map_err(q("inserting an event", d))?
+    });
+    Ok(rows.first().map(|r| r.id))
 }
 
 /// Publishes `created` for `record` in the caller's transaction and marks its verification
@@ -277,7 +336,10 @@ pub fn claim_verification_batch(
     let (t, k) = (ident(table), ident(key));
     let mut out = Vec::new();
     for (filter, order) in [
-        ("verification_state = 0", "verified_at IS NOT NULL, verified_at, k"),
+        (
+            "verification_state = 0",
+            "verified_at IS NOT NULL, verified_at, k",
+        ),
         (
             "verification_state = 3 AND (verification_retry_at IS NULL OR verification_retry_at <= ?)",
             "verification_retry_at IS NOT NULL, verification_retry_at, k",
@@ -310,7 +372,10 @@ pub fn claim_verification_batch(
             }
             .map_err(q("claiming a verification batch", d))?
         });
-        out.extend(ids.into_iter().map(|r| Claimed { id: r.id, started_at: now }));
+        out.extend(ids.into_iter().map(|r| Claimed {
+            id: r.id,
+            started_at: now,
+        }));
     }
     Ok(out)
 }
@@ -338,7 +403,8 @@ pub fn blob_paths(
         t = ident(d.tables.model),
         list = id_list(ids)
     );
-    let rows: Vec<Row> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("reading blob paths", d))?);
+    let rows: Vec<Row> =
+        with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("reading blob paths", d))?);
     Ok(rows.into_iter().map(|r| (r.id, r.path)).collect())
 }
 
@@ -362,7 +428,10 @@ pub fn record_verification_success(
         t = ident(table),
         k = ident(key)
     );
-    let hex = checksum.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let hex = checksum
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>();
     let updated = with_conn!(conn, c => {
         c.transaction::<_, PrimaryError, _>(|c| {
             let n = sql_query(placeholders(&sql, c_backend(c)).as_ref())
@@ -408,33 +477,30 @@ pub fn record_verification_failure(
     }
     let (t, k) = (ident(table), ident(key));
     let message = crate::truncate_failure(message);
+    // Write first (SQLite: a deferred transaction that reads before it writes can fail with
+    // SQLITE_BUSY_SNAPSHOT instead of waiting): bump the count, then set the retry time from it.
     let done = with_conn!(conn, c => {
         c.transaction::<_, PrimaryError, _>(|c| {
             let rows: Vec<Row> = sql_query(placeholders(
-                &format!("SELECT verification_retry_count FROM {t} WHERE {k} = ? AND verification_state = 1 AND verification_started_at = ?"),
-                c_backend(c),
-            ).as_ref())
-            .bind::<BigInt, _>(claim.id)
-            .bind::<GeoTimestamp, _>(UtcDateTime(claim.started_at))
-            .load(c)
-            .map_err(q("reading a claimed row", d))?;
-            let Some(row) = rows.first() else { return Ok(false) };
-            let count = row.verification_retry_count.saturating_add(1);
-            let n = sql_query(placeholders(
-                &format!("UPDATE {t} SET verification_state = 3, verification_retry_count = ?, verification_retry_at = ?, \
+                &format!("UPDATE {t} SET verification_state = 3, \
+                          verification_retry_count = CASE WHEN verification_retry_count < 32767 THEN verification_retry_count + 1 ELSE verification_retry_count END, \
                           verified_at = ?, verification_checksum = NULL, verification_failure = ? \
-                          WHERE {k} = ? AND verification_state = 1 AND verification_started_at = ?"),
+                          WHERE {k} = ? AND verification_state = 1 AND verification_started_at = ? RETURNING verification_retry_count"),
                 c_backend(c),
             ).as_ref())
-            .bind::<SmallInt, _>(count)
-            .bind::<GeoTimestamp, _>(UtcDateTime(retry_at(count)))
             .bind::<GeoTimestamp, _>(UtcDateTime(now))
             .bind::<Nullable<Text>, _>(Some(message.as_str()))
             .bind::<BigInt, _>(claim.id)
             .bind::<GeoTimestamp, _>(UtcDateTime(claim.started_at))
-            .execute(c)
+            .load(c)
             .map_err(q("recording a verification failure", d))?;
-            Ok(n == 1)
+            let Some(row) = rows.first() else { return Ok(false) };
+            sql_query(placeholders(&format!("UPDATE {t} SET verification_retry_at = ? WHERE {k} = ?"), c_backend(c)).as_ref())
+                .bind::<GeoTimestamp, _>(UtcDateTime(retry_at(row.verification_retry_count)))
+                .bind::<BigInt, _>(claim.id)
+                .execute(c)
+                .map_err(q("recording a verification retry time", d))?;
+            Ok(true)
         })?
     });
     Ok(done)
@@ -457,11 +523,13 @@ pub fn reverify_due(
         "UPDATE {t} SET verification_state = 0 WHERE {k} IN \
          (SELECT {k} FROM {t} WHERE verification_state = 2 AND verified_at < ? ORDER BY verified_at LIMIT ?)"
     );
-    Ok(with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+    Ok(
+        with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
         .bind::<GeoTimestamp, _>(UtcDateTime(now - interval))
         .bind::<BigInt, _>(limit)
         .execute(c)
-        .map_err(q("scheduling reverification", d))?))
+        .map_err(q("scheduling reverification", d))?),
+    )
 }
 
 /// Marks rows `started` for longer than `timeout` as failed ("Verification timed out after …").
@@ -482,12 +550,14 @@ pub fn fail_verification_timeouts(
          WHERE verification_state = 1 AND verification_started_at < ?",
         t = ident(table)
     );
-    Ok(with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+    Ok(
+        with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
         .bind::<Text, _>(&message)
         .bind::<GeoTimestamp, _>(UtcDateTime(retry_at))
         .bind::<GeoTimestamp, _>(UtcDateTime(now - timeout))
         .execute(c)
-        .map_err(q("failing verification timeouts", d))?))
+        .map_err(q("failing verification timeouts", d))?),
+    )
 }
 
 /// Creates missing `<name>_states` rows (verification pending) for model records that have
@@ -512,10 +582,12 @@ pub fn backfill_verification_states(
         id = ident(d.tables.model_id),
         m = ident(d.tables.model)
     );
-    Ok(with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+    Ok(
+        with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
         .bind::<BigInt, _>(limit)
         .execute(c)
-        .map_err(q("backfilling verification states", d))?))
+        .map_err(q("backfilling verification states", d))?),
+    )
 }
 
 /// The verification state and checksum of records, read from the primary.
@@ -565,7 +637,11 @@ pub fn primary_checksums(
             let state = VerificationState::from_i16(r.state).unwrap_or(VerificationState::Pending);
             PrimaryChecksum {
                 id: r.id,
-                checksum: if state == VerificationState::Succeeded { r.checksum } else { None },
+                checksum: if state == VerificationState::Succeeded {
+                    r.checksum
+                } else {
+                    None
+                },
                 state,
             }
         })
@@ -586,14 +662,24 @@ pub fn human_duration(d: Duration) -> String {
 }
 
 /// Number of model records.
-pub fn count_records(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<u64, PrimaryError> {
-    let sql = format!("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {}", ident(d.tables.model));
-    let rows: Vec<crate::sql::Count> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("counting records", d))?);
+pub fn count_records(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+) -> Result<u64, PrimaryError> {
+    let sql = format!(
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM {}",
+        ident(d.tables.model)
+    );
+    let rows: Vec<crate::sql::Count> =
+        with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("counting records", d))?);
     Ok(rows.first().map_or(0, |r| r.n.max(0) as u64))
 }
 
 /// Verification-state rows grouped by state: `(state, count)`.
-pub fn verification_groups(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<Vec<(i16, u64)>, PrimaryError> {
+pub fn verification_groups(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+) -> Result<Vec<(i16, u64)>, PrimaryError> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = SmallInt)]
@@ -609,16 +695,23 @@ pub fn verification_groups(conn: &mut impl AsDbConn, d: &'static ReplicableDescr
         ident(table)
     );
     let rows: Vec<Row> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("counting verification states", d))?);
-    Ok(rows.into_iter().map(|r| (r.state, r.n.max(0) as u64)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.state, r.n.max(0) as u64))
+        .collect())
 }
 
 /// Every model id, ascending.
-pub fn all_ids(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<Vec<i64>, PrimaryError> {
+pub fn all_ids(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+) -> Result<Vec<i64>, PrimaryError> {
     let sql = format!(
         "SELECT CAST({id} AS BIGINT) AS id FROM {t} ORDER BY {id}",
         id = ident(d.tables.model_id),
         t = ident(d.tables.model)
     );
-    let rows: Vec<IdRow> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("reading ids", d))?);
+    let rows: Vec<IdRow> =
+        with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("reading ids", d))?);
     Ok(rows.into_iter().map(|r| r.id).collect())
 }

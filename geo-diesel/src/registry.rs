@@ -36,14 +36,24 @@ impl From<RegistryError> for diesel::result::Error {
     }
 }
 
-fn q(what: &'static str, d: &ReplicableDescriptor) -> impl FnOnce(diesel::result::Error) -> RegistryError {
+fn q(
+    what: &'static str,
+    d: &ReplicableDescriptor,
+) -> impl FnOnce(diesel::result::Error) -> RegistryError {
     let registry = d.tables.registry;
-    move |source| RegistryError { what, registry, source }
+    move |source| RegistryError {
+        what,
+        registry,
+        source,
+    }
 }
 
 fn names(d: &ReplicableDescriptor) -> (String, String) {
     (ident(d.tables.registry), ident(d.tables.registry_model_id))
 }
+
+/// `retry_count + 1`, saturating at the SMALLINT maximum.
+const INC_RETRY: &str = "CASE WHEN retry_count < 32767 THEN retry_count + 1 ELSE retry_count END";
 
 const PENDING_SET: &str = "state = 0, retry_count = 0, retry_at = NULL, last_synced_at = NULL, \
     last_sync_failure = NULL, missing_on_primary = FALSE, verification_state = 0, \
@@ -52,14 +62,22 @@ const PENDING_SET: &str = "state = 0, retry_count = 0, retry_at = NULL, last_syn
 
 /// Creates registry rows for `ids` as `pending`, or moves existing rows back to `pending`
 /// (a `created`/`updated` event: the next sync starts after the change). Set-based, in chunks.
-pub fn upsert_pending(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: &[i64]) -> Result<usize, RegistryError> {
+pub fn upsert_pending(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    ids: &[i64],
+) -> Result<usize, RegistryError> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
     ids.dedup();
     let (t, k) = names(d);
     let mut n = 0;
     for chunk in ids.chunks(1000) {
-        let values = chunk.iter().map(|id| format!("({id})")).collect::<Vec<_>>().join(",");
+        let values = chunk
+            .iter()
+            .map(|id| format!("({id})"))
+            .collect::<Vec<_>>()
+            .join(",");
         let sql = format!(
             "INSERT INTO {t} ({k}) VALUES {values} ON CONFLICT ({k}) DO UPDATE SET {}",
             PENDING_SET
@@ -70,11 +88,19 @@ pub fn upsert_pending(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor
 }
 
 /// Inserts registry rows for `ids` that have none (the backfill); existing rows are untouched.
-pub fn insert_missing(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: &[i64]) -> Result<usize, RegistryError> {
+pub fn insert_missing(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    ids: &[i64],
+) -> Result<usize, RegistryError> {
     let (t, k) = names(d);
     let mut n = 0;
     for chunk in ids.chunks(5000) {
-        let values = chunk.iter().map(|id| format!("({id})")).collect::<Vec<_>>().join(",");
+        let values = chunk
+            .iter()
+            .map(|id| format!("({id})"))
+            .collect::<Vec<_>>()
+            .join(",");
         let sql = format!("INSERT INTO {t} ({k}) VALUES {values} ON CONFLICT ({k}) DO NOTHING");
         n += with_conn!(conn, c => sql_query(&sql).execute(c).map_err(q("inserting missing rows", d))?);
     }
@@ -82,7 +108,11 @@ pub fn insert_missing(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor
 }
 
 /// Deletes the registry rows of `ids`.
-pub fn delete_rows(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: &[i64]) -> Result<usize, RegistryError> {
+pub fn delete_rows(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    ids: &[i64],
+) -> Result<usize, RegistryError> {
     let (t, k) = names(d);
     let mut n = 0;
     for chunk in ids.chunks(1000) {
@@ -93,7 +123,12 @@ pub fn delete_rows(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, i
 }
 
 /// The model ids tracked in `[from, to]`, ascending.
-pub fn tracked_ids(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, from: i64, to: i64) -> Result<Vec<i64>, RegistryError> {
+pub fn tracked_ids(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    from: i64,
+    to: i64,
+) -> Result<Vec<i64>, RegistryError> {
     let (t, k) = names(d);
     let sql = format!("SELECT {k} AS id FROM {t} WHERE {k} BETWEEN ? AND ? ORDER BY {k}");
     let rows: Vec<IdRow> = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
@@ -105,7 +140,10 @@ pub fn tracked_ids(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, f
 }
 
 /// The largest tracked model id.
-pub fn max_tracked_id(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<Option<i64>, RegistryError> {
+pub fn max_tracked_id(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+) -> Result<Option<i64>, RegistryError> {
     let (t, k) = names(d);
     let sql = format!("SELECT MAX({k}) AS n FROM {t}");
     let rows: Vec<crate::sql::MaybeCount> =
@@ -153,12 +191,21 @@ pub fn on_checksum_succeeded(
 /// Claims up to `limit` rows to sync: never-synced `pending` rows first, then `failed` rows whose
 /// retry is due (oldest retry first). They become `started` with `last_synced_at = now`.
 /// PostgreSQL uses `FOR UPDATE SKIP LOCKED`, so concurrent schedulers claim disjoint rows.
-pub fn claim_sync(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, limit: i64, now: DateTime<Utc>) -> Result<Vec<i64>, RegistryError> {
+pub fn claim_sync(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    limit: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, RegistryError> {
     let (t, k) = names(d);
     let mut out: Vec<i64> = Vec::new();
     for (filter, order, binds_now) in [
         ("state = 0", "id", false),
-        ("state = 3 AND (retry_at IS NULL OR retry_at <= ?)", "retry_at IS NOT NULL, retry_at, id", true),
+        (
+            "state = 3 AND (retry_at IS NULL OR retry_at <= ?)",
+            "retry_at IS NOT NULL, retry_at, id",
+            true,
+        ),
     ] {
         let remaining = limit - out.len() as i64;
         if remaining <= 0 {
@@ -188,7 +235,12 @@ pub fn claim_sync(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, li
 
 /// Moves specific rows to `started` if they are `pending` or `failed` (a manual resync, or a sync
 /// requested for one record). Returns the ids claimed.
-pub fn claim_ids(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>, RegistryError> {
+pub fn claim_ids(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    ids: &[i64],
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, RegistryError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
@@ -269,31 +321,34 @@ pub fn record_sync(
                 .map_err(q("marking a row synced", d))?);
             Ok(n == 1)
         }
-        SyncOutcome::Failed { message, missing_on_primary } => {
+        SyncOutcome::Failed {
+            message,
+            missing_on_primary,
+        } => {
             #[derive(QueryableByName)]
             struct Row {
                 #[diesel(sql_type = SmallInt)]
                 retry_count: i16,
             }
             let message = crate::truncate_failure(message);
+            // Write first (see `primary::record_verification_failure`): bump the count, then set
+            // the retry time from it.
             with_conn!(conn, c => c.transaction::<bool, diesel::result::Error, _>(|c| {
-                let rows: Vec<Row> = sql_query(placeholders(&format!("SELECT retry_count FROM {t} WHERE {k} = ? AND state = 1"), c_backend(c)).as_ref())
-                    .bind::<BigInt, _>(id)
-                    .load(c)?;
-                let Some(row) = rows.first() else { return Ok(false) };
-                let count = row.retry_count.saturating_add(1);
                 let sql = format!(
-                    "UPDATE {t} SET state = 3, retry_count = ?, retry_at = ?, last_sync_failure = ?, missing_on_primary = ? \
-                     WHERE {k} = ? AND state = 1"
+                    "UPDATE {t} SET state = 3, retry_count = {INC_RETRY}, last_sync_failure = ?, missing_on_primary = ? \
+                     WHERE {k} = ? AND state = 1 RETURNING retry_count"
                 );
-                let n = sql_query(placeholders(&sql, c_backend(c)).as_ref())
-                    .bind::<SmallInt, _>(count)
-                    .bind::<GeoTimestamp, _>(UtcDateTime(retry_at(count, *missing_on_primary)))
+                let rows: Vec<Row> = sql_query(placeholders(&sql, c_backend(c)).as_ref())
                     .bind::<Text, _>(&message)
                     .bind::<Bool, _>(*missing_on_primary)
                     .bind::<BigInt, _>(id)
+                    .load(c)?;
+                let Some(row) = rows.first() else { return Ok(false) };
+                sql_query(placeholders(&format!("UPDATE {t} SET retry_at = ? WHERE {k} = ?"), c_backend(c)).as_ref())
+                    .bind::<GeoTimestamp, _>(UtcDateTime(retry_at(row.retry_count, *missing_on_primary)))
+                    .bind::<BigInt, _>(id)
                     .execute(c)?;
-                Ok(n == 1)
+                Ok(true)
             }).map_err(q("marking a row failed", d)))
         }
     }
@@ -309,7 +364,10 @@ pub fn fail_sync_timeouts(
     now: DateTime<Utc>,
 ) -> Result<usize, RegistryError> {
     let (t, _) = names(d);
-    let message = format!("Sync timed out after {}", crate::primary::human_duration(timeout));
+    let message = format!(
+        "Sync timed out after {}",
+        crate::primary::human_duration(timeout)
+    );
     let sql = format!(
         "UPDATE {t} SET state = 3, last_sync_failure = ?, retry_count = 1, retry_at = ? \
          WHERE state = 1 AND last_synced_at < ?"
@@ -324,7 +382,12 @@ pub fn fail_sync_timeouts(
 
 /// Claims up to `limit` synced rows for secondary verification: verification `pending`, then
 /// verification `failed` whose retry is due. They become verification `started`.
-pub fn claim_verification(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, limit: i64, now: DateTime<Utc>) -> Result<Vec<i64>, RegistryError> {
+pub fn claim_verification(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    limit: i64,
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, RegistryError> {
     let (t, k) = names(d);
     let rows: Vec<IdRow> = with_conn!(conn, c => {
         let lock = match c_backend(c) {
@@ -382,19 +445,27 @@ pub fn record_verification(
                  verification_failure = NULL, verification_retry_count = 0, verification_retry_at = NULL, \
                  checksum_mismatch = FALSE, verification_checksum_mismatched = NULL {guard}"
             );
-            Ok(with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+            Ok(
+                with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
                 .bind::<Binary, _>(sum.as_slice())
                 .bind::<GeoTimestamp, _>(UtcDateTime(now))
                 .bind::<BigInt, _>(id)
                 .execute(c)
-                .map_err(q("recording verification", d))?) == 1)
+                .map_err(q("recording verification", d))?)
+                    == 1,
+            )
         }
         VerifyOutcome::PrimaryNotVerified => {
-            let sql = format!("UPDATE {t} SET verification_state = 4, verification_started_at = NULL {guard}");
-            Ok(with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+            let sql = format!(
+                "UPDATE {t} SET verification_state = 4, verification_started_at = NULL {guard}"
+            );
+            Ok(
+                with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
                 .bind::<BigInt, _>(id)
                 .execute(c)
-                .map_err(q("disabling verification", d))?) == 1)
+                .map_err(q("disabling verification", d))?)
+                    == 1,
+            )
         }
         VerifyOutcome::Mismatch(_) | VerifyOutcome::Error(_) => {
             #[derive(QueryableByName)]
@@ -403,38 +474,52 @@ pub fn record_verification(
                 verification_retry_count: i16,
             }
             let (failure, local, mismatch) = match outcome {
-                VerifyOutcome::Mismatch(sum) => ("Checksum does not match the primary checksum".to_string(), Some(sum.as_slice()), true),
-                VerifyOutcome::Error(e) => (crate::truncate_failure(&format!("Error during verification: {e}")), None, false),
+                VerifyOutcome::Mismatch(sum) => (
+                    "Checksum does not match the primary checksum".to_string(),
+                    Some(sum.as_slice()),
+                    true,
+                ),
+                VerifyOutcome::Error(e) => (
+                    crate::truncate_failure(&format!("Error during verification: {e}")),
+                    None,
+                    false,
+                ),
                 _ => unreachable!("matched above"),
             };
-            let sync_failure = crate::truncate_failure(&format!("Verification failed with: {failure}"));
+            let sync_failure =
+                crate::truncate_failure(&format!("Verification failed with: {failure}"));
+            // Write first, then set the retry times from the new count; the registry's
+            // retry_count follows verification_retry_count so the resync backs off too.
             with_conn!(conn, c => c.transaction::<bool, diesel::result::Error, _>(|c| {
-                let rows: Vec<Row> = sql_query(placeholders(&format!("SELECT verification_retry_count FROM {t} {guard}"), c_backend(c)).as_ref())
-                    .bind::<BigInt, _>(id)
-                    .load(c)?;
-                let Some(row) = rows.first() else { return Ok(false) };
-                let count = row.verification_retry_count.saturating_add(1);
-                let when = UtcDateTime(retry_at(count));
                 let sql = format!(
-                    "UPDATE {t} SET verification_state = 3, verification_retry_count = ?, verification_retry_at = ?, \
+                    "UPDATE {t} SET verification_state = 3, \
+                     verification_retry_count = CASE WHEN verification_retry_count < 32767 THEN verification_retry_count + 1 ELSE verification_retry_count END, \
                      verified_at = ?, verification_failure = ?, verification_checksum = ?, \
                      verification_checksum_mismatched = ?, checksum_mismatch = ?, \
-                     state = 3, retry_count = ?, retry_at = ?, last_sync_failure = ? {guard}"
+                     state = 3, last_sync_failure = ? {guard} RETURNING verification_retry_count"
                 );
-                let n = sql_query(placeholders(&sql, c_backend(c)).as_ref())
-                    .bind::<SmallInt, _>(count)
-                    .bind::<GeoTimestamp, _>(when)
+                let rows: Vec<Row> = sql_query(placeholders(&sql, c_backend(c)).as_ref())
                     .bind::<GeoTimestamp, _>(UtcDateTime(now))
                     .bind::<Text, _>(&failure)
                     .bind::<Nullable<Binary>, _>(local)
                     .bind::<Nullable<Binary>, _>(if mismatch { local } else { None })
                     .bind::<Bool, _>(mismatch)
-                    .bind::<SmallInt, _>(count)
-                    .bind::<GeoTimestamp, _>(when)
                     .bind::<Text, _>(&sync_failure)
                     .bind::<BigInt, _>(id)
-                    .execute(c)?;
-                Ok(n == 1)
+                    .load(c)?;
+                let Some(row) = rows.first() else { return Ok(false) };
+                let count = row.verification_retry_count;
+                let when = UtcDateTime(retry_at(count));
+                sql_query(placeholders(
+                    &format!("UPDATE {t} SET verification_retry_at = ?, retry_count = ?, retry_at = ? WHERE {k} = ?"),
+                    c_backend(c),
+                ).as_ref())
+                .bind::<GeoTimestamp, _>(when)
+                .bind::<SmallInt, _>(count)
+                .bind::<GeoTimestamp, _>(when)
+                .bind::<BigInt, _>(id)
+                .execute(c)?;
+                Ok(true)
             }).map_err(q("recording a verification failure", d)))
         }
     }
@@ -449,7 +534,10 @@ pub fn fail_verification_timeouts(
     now: DateTime<Utc>,
 ) -> Result<usize, RegistryError> {
     let (t, _) = names(d);
-    let message = format!("Verification timed out after {}", crate::primary::human_duration(timeout));
+    let message = format!(
+        "Verification timed out after {}",
+        crate::primary::human_duration(timeout)
+    );
     let sql = format!(
         "UPDATE {t} SET verification_state = 3, verification_failure = ?, verification_retry_count = 1, \
          verification_retry_at = ? WHERE verification_state = 1 AND verification_started_at < ?"
@@ -463,7 +551,11 @@ pub fn fail_verification_timeouts(
 }
 
 /// Manual resync (GitLab's `resync`): rows become `pending` (all rows when `ids` is `None`).
-pub fn resync(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: Option<&[i64]>) -> Result<usize, RegistryError> {
+pub fn resync(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    ids: Option<&[i64]>,
+) -> Result<usize, RegistryError> {
     let (t, k) = names(d);
     let filter = match ids {
         Some(ids) if ids.is_empty() => return Ok(0),
@@ -475,11 +567,18 @@ pub fn resync(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: O
 }
 
 /// Manual reverify: synced rows become verification `pending`.
-pub fn reverify(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor, ids: Option<&[i64]>) -> Result<usize, RegistryError> {
+pub fn reverify(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    ids: Option<&[i64]>,
+) -> Result<usize, RegistryError> {
     let (t, k) = names(d);
     let filter = match ids {
         Some(ids) if ids.is_empty() => return Ok(0),
-        Some(ids) => format!("{k} IN ({}) AND state = 2 AND verification_state <> 1", id_list(ids)),
+        Some(ids) => format!(
+            "{k} IN ({}) AND state = 2 AND verification_state <> 1",
+            id_list(ids)
+        ),
         None => "state = 2 AND verification_state <> 1".to_string(),
     };
     let sql = format!("UPDATE {t} SET verification_state = 0 WHERE {filter}");
@@ -510,7 +609,10 @@ pub struct RegistryCounts {
 }
 
 /// Counts one registry's rows by state (set-based: one grouped query).
-pub fn counts(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<RegistryCounts, RegistryError> {
+pub fn counts(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+) -> Result<RegistryCounts, RegistryError> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = SmallInt)]
@@ -554,7 +656,10 @@ pub fn counts(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Res
 
 /// Row counts grouped by `(state, verification_state)`, as [`geo_core::status::ReplicableStatus::secondary`]
 /// takes them.
-pub fn state_groups(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<Vec<(i16, i16, u64)>, RegistryError> {
+pub fn state_groups(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+) -> Result<Vec<(i16, i16, u64)>, RegistryError> {
     #[derive(QueryableByName)]
     struct Row {
         #[diesel(sql_type = SmallInt)]
@@ -565,14 +670,22 @@ pub fn state_groups(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) 
         n: i64,
     }
     let (t, _) = names(d);
-    let sql = format!("SELECT state, verification_state, CAST(COUNT(*) AS BIGINT) AS n FROM {t} GROUP BY state, verification_state");
+    let sql = format!(
+        "SELECT state, verification_state, CAST(COUNT(*) AS BIGINT) AS n FROM {t} GROUP BY state, verification_state"
+    );
     let rows: Vec<Row> = with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("counting", d))?);
-    Ok(rows.into_iter().map(|r| (r.state, r.verification_state, r.n.max(0) as u64)).collect())
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.state, r.verification_state, r.n.max(0) as u64))
+        .collect())
 }
 
 /// Moves rows left `started` (sync or verification) back to `pending`; for a restart of a
 /// single secondary process, whose earlier run was interrupted.
-pub fn reclaim_started(conn: &mut impl AsDbConn, d: &'static ReplicableDescriptor) -> Result<usize, RegistryError> {
+pub fn reclaim_started(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+) -> Result<usize, RegistryError> {
     let (t, _) = names(d);
     let a = with_conn!(conn, c => sql_query(format!("UPDATE {t} SET state = 0, last_synced_at = NULL WHERE state = 1"))
         .execute(c)
