@@ -85,15 +85,16 @@ pub struct CursorState {
 impl CursorState {
     /// GitLab's `cursor_last_event_id`: the lowest open gap minus one, or the last processed id.
     pub fn safe_position(&self) -> i64 {
-        self.gaps.first().map_or(self.last_event_id, |g| (g - 1).min(self.last_event_id))
+        self.gaps
+            .first()
+            .map_or(self.last_event_id, |g| (g - 1).min(self.last_event_id))
     }
 }
 
 /// Reads the cursor position and gaps.
 pub fn load_state(conn: &mut impl AsDbConn) -> Result<CursorState, diesel::result::Error> {
     let pos: Vec<MaybeCount> = with_conn!(conn, c => sql_query("SELECT MAX(event_id) AS n FROM geo_event_log_states WHERE id = 0").load(c)?);
-    let gaps: Vec<IdRow> =
-        with_conn!(conn, c => sql_query("SELECT event_id AS id FROM geo_event_log_gaps ORDER BY event_id").load(c)?);
+    let gaps: Vec<IdRow> = with_conn!(conn, c => sql_query("SELECT event_id AS id FROM geo_event_log_gaps ORDER BY event_id").load(c)?);
     Ok(CursorState {
         last_event_id: pos.first().and_then(|r| r.n).unwrap_or(0),
         gaps: gaps.into_iter().map(|r| r.id).collect(),
@@ -125,7 +126,11 @@ pub struct LogCursor {
 
 impl Default for LogCursor {
     fn default() -> Self {
-        LogCursor { batch_size: 1000, gap_timeout: Duration::hours(1), counters: CursorCounters::default() }
+        LogCursor {
+            batch_size: 1000,
+            gap_timeout: Duration::hours(1),
+            counters: CursorCounters::default(),
+        }
     }
 }
 
@@ -157,8 +162,13 @@ impl LogCursor {
     ) -> Result<CursorPass, CursorError> {
         let mut conn = tracking.get()?;
         let state = load_state(&mut conn)?;
-        let late = if state.gaps.is_empty() { Vec::new() } else { read_ids(&state.gaps).map_err(CursorError::Source)? };
-        let fresh = read_after(state.last_event_id, self.batch_size).map_err(CursorError::Source)?;
+        let late = if state.gaps.is_empty() {
+            Vec::new()
+        } else {
+            read_ids(&state.gaps).map_err(CursorError::Source)?
+        };
+        let fresh =
+            read_after(state.last_event_id, self.batch_size).map_err(CursorError::Source)?;
 
         // New gaps: ids skipped between the cursor and each new event.
         let mut new_gaps = Vec::new();
@@ -167,7 +177,11 @@ impl LogCursor {
             if e.id > prev + 1 {
                 let from = (prev + 1).max(e.id - MAX_GAP_PER_JUMP);
                 if from > prev + 1 {
-                    tracing::warn!(from = prev + 1, to = e.id - 1, "event id jump larger than {MAX_GAP_PER_JUMP}; tracking only the newest ids as gaps");
+                    tracing::warn!(
+                        from = prev + 1,
+                        to = e.id - 1,
+                        "event id jump larger than {MAX_GAP_PER_JUMP}; tracking only the newest ids as gaps"
+                    );
                 }
                 new_gaps.extend(from..e.id);
             }
@@ -176,7 +190,11 @@ impl LogCursor {
         let cursor = prev;
         let filled: Vec<i64> = late.iter().map(|e| e.id).collect();
 
-        let mut pass = CursorPass { read: late.len() + fresh.len(), cursor, ..CursorPass::default() };
+        let mut pass = CursorPass {
+            read: late.len() + fresh.len(),
+            cursor,
+            ..CursorPass::default()
+        };
         let effects = self.plan(late.iter().chain(fresh.iter()), flag, &mut pass);
 
         // Files of deleted records go first, outside the transaction; re-applying a delete after a
@@ -186,7 +204,9 @@ impl LogCursor {
                 if let Some(path) = path {
                     match store.delete(path) {
                         Ok(_) => {}
-                        Err(e) => tracing::warn!(replicable = name, id, error = %e, "could not delete the file of a deleted record"),
+                        Err(e) => {
+                            tracing::warn!(replicable = name, id, error = %e, "could not delete the file of a deleted record")
+                        }
                     }
                 }
             }
@@ -237,12 +257,17 @@ impl LogCursor {
         pass.gaps_detected = new_gaps.len();
         pass.gaps_expired = expired;
         if expired > 0 {
-            tracing::warn!(expired, "dropped event-log gaps that never filled; the backfill covers their records");
+            tracing::warn!(
+                expired,
+                "dropped event-log gaps that never filled; the backfill covers their records"
+            );
         }
         let c = &self.counters;
         c.applied.fetch_add(pass.applied as u64, Ordering::Relaxed);
-        c.gaps_detected.fetch_add(pass.gaps_detected as u64, Ordering::Relaxed);
-        c.gaps_filled.fetch_add(pass.gaps_filled as u64, Ordering::Relaxed);
+        c.gaps_detected
+            .fetch_add(pass.gaps_detected as u64, Ordering::Relaxed);
+        c.gaps_filled
+            .fetch_add(pass.gaps_filled as u64, Ordering::Relaxed);
         c.gaps_expired.fetch_add(expired as u64, Ordering::Relaxed);
         Ok(pass)
     }
@@ -258,7 +283,9 @@ impl LogCursor {
         let mut ordered: Vec<(&'static ReplicableDescriptor, ParsedEvent)> = Vec::new();
         for e in events {
             let Some(d) = find_replicable(&e.replicable_name) else {
-                self.counters.skipped_unknown_replicable.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .skipped_unknown_replicable
+                    .fetch_add(1, Ordering::Relaxed);
                 pass.skipped += 1;
                 tracing::warn!(event_id = e.id, replicable = %e.replicable_name, "skipping an event for an unknown replicable");
                 continue;
@@ -266,16 +293,24 @@ impl LogCursor {
             let parsed = match parse_event(e) {
                 Ok(p) => p,
                 Err(err) => {
-                    self.counters.skipped_malformed.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .skipped_malformed
+                        .fetch_add(1, Ordering::Relaxed);
                     pass.skipped += 1;
                     tracing::warn!(event_id = e.id, replicable = d.name, error = %err, "skipping a malformed event");
                     continue;
                 }
             };
             if !flag(d) {
-                self.counters.skipped_disabled.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .skipped_disabled
+                    .fetch_add(1, Ordering::Relaxed);
                 pass.skipped += 1;
-                tracing::debug!(event_id = e.id, replicable = d.name, "skipping an event: replication disabled by feature flag");
+                tracing::debug!(
+                    event_id = e.id,
+                    replicable = d.name,
+                    "skipping an event: replication disabled by feature flag"
+                );
                 continue;
             }
             ordered.push((d, parsed));
@@ -294,13 +329,19 @@ impl LogCursor {
                 EventName::Deleted => {
                     fx.pending.entry(d.name).or_default().remove(&id);
                     fx.checksum.entry(d.name).or_default().remove(&id);
-                    fx.deleted.entry(d.name).or_default().insert(id, p.blob_path);
+                    fx.deleted
+                        .entry(d.name)
+                        .or_default()
+                        .insert(id, p.blob_path);
                 }
                 EventName::ChecksumSucceeded => {
                     let structural = fx.pending.get(d.name).is_some_and(|s| s.contains(&id))
                         || fx.deleted.get(d.name).is_some_and(|s| s.contains_key(&id));
                     if !structural {
-                        fx.checksum.entry(d.name).or_default().insert(id, p.checksum.map(|c| c.to_vec()));
+                        fx.checksum
+                            .entry(d.name)
+                            .or_default()
+                            .insert(id, p.checksum.map(|c| c.to_vec()));
                     }
                 }
             }

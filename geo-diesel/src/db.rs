@@ -87,7 +87,9 @@ macro_rules! with_conn {
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     /// The URL names a backend this build does not support.
-    #[error("unsupported database URL {0:?}: use a SQLite file path (or sqlite://PATH) or postgres://…")]
+    #[error(
+        "unsupported database URL {0:?}: use a SQLite file path (or sqlite://PATH) or postgres://…"
+    )]
     Unsupported(String),
     /// The pool could not be built (the first connection failed).
     #[error("cannot connect to {url}: {source}")]
@@ -175,7 +177,10 @@ impl DbPool {
                     .max_size(max_size)
                     .build(manager)
                     .map(DbPool::Pg)
-                    .map_err(|source| ConnectError::Pool { url: redact(url), source });
+                    .map_err(|source| ConnectError::Pool {
+                        url: redact(url),
+                        source,
+                    });
             }
             #[cfg(not(feature = "postgres"))]
             return Err(ConnectError::Unsupported(redact(url)));
@@ -190,7 +195,10 @@ impl DbPool {
             .connection_customizer(Box::new(SqliteSettings))
             .build(manager)
             .map(DbPool::Sqlite)
-            .map_err(|source| ConnectError::Pool { url: redact(url), source })
+            .map_err(|source| ConnectError::Pool {
+                url: redact(url),
+                source,
+            })
     }
 
     /// The backend.
@@ -218,7 +226,10 @@ mod tests {
 
     #[test]
     fn redact_hides_password_only() {
-        assert_eq!(redact("postgres://u:secret@h:5/db"), "postgres://u:***@h:5/db");
+        assert_eq!(
+            redact("postgres://u:secret@h:5/db"),
+            "postgres://u:***@h:5/db"
+        );
         assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
         assert_eq!(redact("/tmp/x.sqlite3"), "/tmp/x.sqlite3");
     }

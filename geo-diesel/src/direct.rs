@@ -30,7 +30,9 @@ pub struct DirectSource {
 
 impl std::fmt::Debug for DirectSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DirectSource").field("db", &self.db).finish_non_exhaustive()
+        f.debug_struct("DirectSource")
+            .field("db", &self.db)
+            .finish_non_exhaustive()
     }
 }
 
@@ -39,10 +41,19 @@ fn transient(what: &str) -> impl FnOnce(diesel::result::Error) -> SourceError + 
 }
 
 fn lookup(name: &str) -> Result<&'static ReplicableDescriptor, SourceError> {
-    geo_core::find_replicable(name).ok_or_else(|| SourceError::UnknownReplicable { replicable: name.to_string() })
+    geo_core::find_replicable(name).ok_or_else(|| SourceError::UnknownReplicable {
+        replicable: name.to_string(),
+    })
 }
 
-type EventRow = (i64, String, String, i64, crate::json::JsonValue, crate::types::UtcDateTime);
+type EventRow = (
+    i64,
+    String,
+    String,
+    i64,
+    crate::json::JsonValue,
+    crate::types::UtcDateTime,
+);
 
 fn to_event(r: EventRow) -> Event {
     Event {
@@ -62,7 +73,9 @@ impl DirectSource {
     }
 
     fn conn(&self) -> Result<crate::db::PooledConn, SourceError> {
-        self.db.get().map_err(|e| SourceError::transient("connecting to the primary database", e))
+        self.db
+            .get()
+            .map_err(|e| SourceError::transient("connecting to the primary database", e))
     }
 }
 
@@ -100,7 +113,11 @@ impl PrimarySource for DirectSource {
         Ok(rows.first().and_then(|r| r.n))
     }
 
-    fn model_ids(&self, replicable: &str, range: RangeInclusive<i64>) -> Result<Vec<i64>, SourceError> {
+    fn model_ids(
+        &self,
+        replicable: &str,
+        range: RangeInclusive<i64>,
+    ) -> Result<Vec<i64>, SourceError> {
         let d = lookup(replicable)?;
         let id = ident(d.tables.model_id);
         let sql = format!(
@@ -124,12 +141,15 @@ impl PrimarySource for DirectSource {
             t = ident(d.tables.model)
         );
         let mut conn = self.conn()?;
-        let rows: Vec<MaybeCount> =
-            with_conn!(&mut conn, c => sql_query(&sql).load(c).map_err(transient("reading the max model id"))?);
+        let rows: Vec<MaybeCount> = with_conn!(&mut conn, c => sql_query(&sql).load(c).map_err(transient("reading the max model id"))?);
         Ok(rows.first().and_then(|r| r.n))
     }
 
-    fn primary_checksums(&self, replicable: &str, ids: &[i64]) -> Result<BTreeMap<i64, PrimaryChecksum>, SourceError> {
+    fn primary_checksums(
+        &self,
+        replicable: &str,
+        ids: &[i64],
+    ) -> Result<BTreeMap<i64, PrimaryChecksum>, SourceError> {
         let d = lookup(replicable)?;
         let mut conn = self.conn()?;
         let mut out = BTreeMap::new();
@@ -137,8 +157,19 @@ impl PrimarySource for DirectSource {
             let rows = crate::primary::primary_checksums(&mut conn, d, chunk)
                 .map_err(|e| SourceError::transient("reading primary checksums", e))?;
             for r in rows {
-                let checksum = r.checksum.as_deref().and_then(|b| Checksum::from_bytes(b).ok());
-                out.insert(r.id, PrimaryChecksum { state: r.state, algorithm: ChecksumAlgorithm::Blake3, checksum, verified_at: None });
+                let checksum = r
+                    .checksum
+                    .as_deref()
+                    .and_then(|b| Checksum::from_bytes(b).ok());
+                out.insert(
+                    r.id,
+                    PrimaryChecksum {
+                        state: r.state,
+                        algorithm: ChecksumAlgorithm::Blake3,
+                        checksum,
+                        verified_at: None,
+                    },
+                );
             }
         }
         Ok(out)
@@ -154,19 +185,37 @@ impl PrimarySource for DirectSource {
 
     fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError> {
         let Some(path) = self.blob_path(replicable, id)? else {
-            return Err(SourceError::RecordNotFound { replicable: replicable.to_string(), id });
+            return Err(SourceError::RecordNotFound {
+                replicable: replicable.to_string(),
+                id,
+            });
         };
-        let path = BlobPath::new(&path).map_err(|e| SourceError::other(format!("{replicable} {id} has a bad blob path"), e))?;
+        let path = BlobPath::new(&path)
+            .map_err(|e| SourceError::other(format!("{replicable} {id} has a bad blob path"), e))?;
         match self.store.open(&path) {
-            Ok(blob) => Ok(BlobStream { reader: blob.reader, size: Some(blob.size), checksum: None }),
-            Err(e) if e.is_not_found() => Err(SourceError::MissingOnPrimary { replicable: replicable.to_string(), id }),
-            Err(e) => Err(SourceError::transient(format!("opening the file of {replicable} {id}"), e)),
+            Ok(blob) => Ok(BlobStream {
+                reader: blob.reader,
+                size: Some(blob.size),
+                checksum: None,
+            }),
+            Err(e) if e.is_not_found() => Err(SourceError::MissingOnPrimary {
+                replicable: replicable.to_string(),
+                id,
+            }),
+            Err(e) => Err(SourceError::transient(
+                format!("opening the file of {replicable} {id}"),
+                e,
+            )),
         }
     }
 }
 
 /// Reads `file` column values of many records at once (used by verification on secondaries).
-pub fn blob_paths_of(source: &dyn PrimarySource, d: &'static ReplicableDescriptor, ids: &[i64]) -> Result<BTreeMap<i64, String>, SourceError> {
+pub fn blob_paths_of(
+    source: &dyn PrimarySource,
+    d: &'static ReplicableDescriptor,
+    ids: &[i64],
+) -> Result<BTreeMap<i64, String>, SourceError> {
     let mut out = BTreeMap::new();
     for id in ids {
         if let Some(p) = source.blob_path(d.name, *id)? {

@@ -11,21 +11,21 @@ pub mod json;
 pub mod migrations;
 pub mod primary;
 pub mod registry;
-pub mod secondary;
 pub mod schema;
+pub mod secondary;
 pub mod sql;
 pub mod types;
 pub mod verifier;
 
 pub use connection::GeoConnection;
+pub use db::{AsDbConn, DbConn, DbPool, PooledConn};
 pub use geo_core;
+pub use geo_macros::replicable;
 pub use json::{GeoJson, JsonValue};
 pub use migrations::{
     MigrationError, MigrationReport, NamedMigration, RevertReport, migration_plan,
     revert_migrations, run_migrations, write_diesel_cli_migrations,
 };
-pub use geo_macros::replicable;
-pub use db::{AsDbConn, DbConn, DbPool, PooledConn};
 pub use primary::{publish_created, publish_deleted, publish_updated};
 pub use types::{UtcDateTime, sql_types};
 

@@ -129,16 +129,38 @@ pub struct Secondary {
 
 impl std::fmt::Debug for Secondary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secondary").field("tracking", &self.tracking).field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Secondary")
+            .field("tracking", &self.tracking)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl Secondary {
     /// A secondary tracking its registries in `tracking` (migrated with `Role::Secondary`),
     /// reading its primary through `source` and writing files into `store`.
-    pub fn new(tracking: DbPool, source: Arc<dyn PrimarySource>, store: Arc<dyn BlobStore>, env: Env, config: SecondaryConfig) -> Self {
-        let cursor = LogCursor { batch_size: config.cursor_batch, gap_timeout: config.gap_timeout, ..LogCursor::default() };
-        Secondary { tracking, source, store, env, config, cursor, backfill_pos: Mutex::new(BTreeMap::new()), counters: SecondaryCounters::default() }
+    pub fn new(
+        tracking: DbPool,
+        source: Arc<dyn PrimarySource>,
+        store: Arc<dyn BlobStore>,
+        env: Env,
+        config: SecondaryConfig,
+    ) -> Self {
+        let cursor = LogCursor {
+            batch_size: config.cursor_batch,
+            gap_timeout: config.gap_timeout,
+            ..LogCursor::default()
+        };
+        Secondary {
+            tracking,
+            source,
+            store,
+            env,
+            config,
+            cursor,
+            backfill_pos: Mutex::new(BTreeMap::new()),
+            counters: SecondaryCounters::default(),
+        }
     }
 
     /// The tracking database pool.
@@ -186,14 +208,18 @@ impl Secondary {
             n += registry::reclaim_started(&mut conn, d)?;
         }
         if n > 0 {
-            tracing::info!(rows = n, "reclaimed syncs and verifications interrupted by the last stop");
+            tracing::info!(
+                rows = n,
+                "reclaimed syncs and verifications interrupted by the last stop"
+            );
         }
         Ok(n)
     }
 
     /// One log-cursor pass.
     pub fn cursor_pass(&self) -> Result<CursorPass, SecondaryError> {
-        let flags: BTreeSet<&'static str> = self.enabled_types()?.into_iter().map(|d| d.name).collect();
+        let flags: BTreeSet<&'static str> =
+            self.enabled_types()?.into_iter().map(|d| d.name).collect();
         let src = &self.source;
         Ok(self.cursor.pass(
             &self.tracking,
@@ -207,7 +233,10 @@ impl Secondary {
 
     /// Claims up to `sync_batch` rows fairly across the enabled types: each type gets an equal
     /// share, and shares a type cannot use go to the others.
-    fn claim_fair(&self, types: &[&'static ReplicableDescriptor]) -> Result<Vec<(&'static ReplicableDescriptor, i64)>, SecondaryError> {
+    fn claim_fair(
+        &self,
+        types: &[&'static ReplicableDescriptor],
+    ) -> Result<Vec<(&'static ReplicableDescriptor, i64)>, SecondaryError> {
         let mut conn = self.tracking.get()?;
         let now = self.now();
         let total = self.config.sync_batch.max(self.config.sync_capacity) as i64;
@@ -235,11 +264,13 @@ impl Secondary {
             open = still_open;
         }
         // Interleave types so that downloads alternate between them.
-        let mut by_type: BTreeMap<&'static str, Vec<(&'static ReplicableDescriptor, i64)>> = BTreeMap::new();
+        let mut by_type: BTreeMap<&'static str, Vec<(&'static ReplicableDescriptor, i64)>> =
+            BTreeMap::new();
         for c in claimed {
             by_type.entry(c.0.name).or_default().push(c);
         }
-        let mut queues: Vec<std::vec::IntoIter<_>> = by_type.into_values().map(|v| v.into_iter()).collect();
+        let mut queues: Vec<std::vec::IntoIter<_>> =
+            by_type.into_values().map(|v| v.into_iter()).collect();
         let mut out = Vec::new();
         loop {
             let before = out.len();
@@ -255,8 +286,18 @@ impl Secondary {
         Ok(out)
     }
 
-    fn download(&self, d: &'static ReplicableDescriptor, id: i64, primary: Option<Checksum>) -> Done {
-        let failed = |message: String, missing_on_primary: bool| Done::Outcome(SyncOutcome::Failed { message, missing_on_primary });
+    fn download(
+        &self,
+        d: &'static ReplicableDescriptor,
+        id: i64,
+        primary: Option<Checksum>,
+    ) -> Done {
+        let failed = |message: String, missing_on_primary: bool| {
+            Done::Outcome(SyncOutcome::Failed {
+                message,
+                missing_on_primary,
+            })
+        };
         let path = match self.source.blob_path(d.name, id) {
             Ok(Some(p)) => p,
             Ok(None) | Err(SourceError::RecordNotFound { .. }) => return Done::Orphan,
@@ -271,7 +312,10 @@ impl Secondary {
             Ok(b) => b,
             Err(SourceError::RecordNotFound { .. }) => return Done::Orphan,
             Err(SourceError::MissingOnPrimary { .. }) => {
-                return failed("The file is missing on the Geo primary site".to_string(), true);
+                return failed(
+                    "The file is missing on the Geo primary site".to_string(),
+                    true,
+                );
             }
             Err(e) => return failed(format!("Error downloading file: {e}"), false),
         };
@@ -279,18 +323,37 @@ impl Secondary {
         match self.store.write(&path, &mut blob.reader, expected.as_ref()) {
             Ok(w) => {
                 self.counters.bytes.fetch_add(w.bytes, Ordering::Relaxed);
-                tracing::debug!(replicable = d.name, id, bytes = w.bytes, elapsed_ms = started.elapsed().as_millis() as u64, "blob download");
-                Done::Outcome(SyncOutcome::Synced { local: w.checksum.to_vec(), primary: expected.map(|c| c.to_vec()) })
+                tracing::debug!(
+                    replicable = d.name,
+                    id,
+                    bytes = w.bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "blob download"
+                );
+                Done::Outcome(SyncOutcome::Synced {
+                    local: w.checksum.to_vec(),
+                    primary: expected.map(|c| c.to_vec()),
+                })
             }
-            Err(BlobError::ChecksumMismatch { expected, actual, .. }) => {
-                failed(format!("Downloaded file checksum mismatch: expected {expected}, got {actual}"), false)
-            }
+            Err(BlobError::ChecksumMismatch {
+                expected, actual, ..
+            }) => failed(
+                format!("Downloaded file checksum mismatch: expected {expected}, got {actual}"),
+                false,
+            ),
             Err(e) => failed(format!("Error downloading file: {e}"), false),
         }
     }
 
     fn retry_at(&self, now: DateTime<Utc>) -> impl Fn(i16, bool) -> DateTime<Utc> + '_ {
-        move |n, missing| next_retry_time(now, i64::from(n), BackoffCap::for_missing_on_primary(missing), self.env.rng.as_ref())
+        move |n, missing| {
+            next_retry_time(
+                now,
+                i64::from(n),
+                BackoffCap::for_missing_on_primary(missing),
+                self.env.rng.as_ref(),
+            )
+        }
     }
 
     /// One scheduler pass: claims due rows (never-synced first, then failed with a due retry,
@@ -307,9 +370,14 @@ impl Secondary {
         }
         // The primary's checksums, one query per type.
         let mut expected: BTreeMap<(&'static str, i64), Checksum> = BTreeMap::new();
-        let mut by_type: BTreeMap<&'static str, (&'static ReplicableDescriptor, Vec<i64>)> = BTreeMap::new();
+        let mut by_type: BTreeMap<&'static str, (&'static ReplicableDescriptor, Vec<i64>)> =
+            BTreeMap::new();
         for (d, id) in &claimed {
-            by_type.entry(d.name).or_insert_with(|| (d, Vec::new())).1.push(*id);
+            by_type
+                .entry(d.name)
+                .or_insert_with(|| (d, Vec::new()))
+                .1
+                .push(*id);
         }
         for (d, ids) in by_type.values() {
             if !d.verifies() {
@@ -323,19 +391,29 @@ impl Secondary {
                         }
                     }
                 }
-                Err(e) => tracing::warn!(replicable = d.name, error = %e, "could not read the primary's checksums; syncing without them"),
+                Err(e) => {
+                    tracing::warn!(replicable = d.name, error = %e, "could not read the primary's checksums; syncing without them")
+                }
             }
         }
         let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Mutex<Vec<(&'static ReplicableDescriptor, i64, Done)>> = Mutex::new(Vec::with_capacity(claimed.len()));
+        let results: Mutex<Vec<(&'static ReplicableDescriptor, i64, Done)>> =
+            Mutex::new(Vec::with_capacity(claimed.len()));
         let workers = self.config.sync_capacity.max(1).min(claimed.len());
         thread::scope(|s| {
             for _ in 0..workers {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some((d, id)) = claimed.get(i).copied() else { break };
-                    let done = self.download(d, id, expected.get(&(d.name, id)).copied());
-                    results.lock().unwrap_or_else(|p| p.into_inner()).push((d, id, done));
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some((d, id)) = claimed.get(i).copied() else {
+                            break;
+                        };
+                        let done = self.download(d, id, expected.get(&(d.name, id)).copied());
+                        results
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .push((d, id, done));
+                    }
                 });
             }
         });
@@ -379,14 +457,25 @@ impl Secondary {
         let mut conn = self.tracking.get()?;
         let (mut created, mut removed, mut finished) = (0, 0, 0);
         for d in self.enabled_types()? {
-            let from = *self.backfill_pos.lock().unwrap_or_else(|p| p.into_inner()).get(d.name).unwrap_or(&1);
-            let max = self.source.max_model_id(d.name)?.max(registry::max_tracked_id(&mut conn, d)?);
+            let from = *self
+                .backfill_pos
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(d.name)
+                .unwrap_or(&1);
+            let max = self
+                .source
+                .max_model_id(d.name)?
+                .max(registry::max_tracked_id(&mut conn, d)?);
             let Some(max) = max else {
                 finished += 1;
                 continue;
             };
             if from > max {
-                self.backfill_pos.lock().unwrap_or_else(|p| p.into_inner()).insert(d.name, 1);
+                self.backfill_pos
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(d.name, 1);
                 finished += 1;
                 continue;
             }
@@ -398,14 +487,28 @@ impl Secondary {
                 Ok((registry::insert_missing(c, d, &missing)?, registry::delete_rows(c, d, &orphans)?))
             }))?;
             if c > 0 || r > 0 {
-                tracing::info!(replicable = d.name, from, to, created = c, removed = r, "backfill");
+                tracing::info!(
+                    replicable = d.name,
+                    from,
+                    to,
+                    created = c,
+                    removed = r,
+                    "backfill"
+                );
             }
             created += c;
             removed += r;
-            self.backfill_pos.lock().unwrap_or_else(|p| p.into_inner()).insert(d.name, to.saturating_add(1));
+            self.backfill_pos
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(d.name, to.saturating_add(1));
         }
-        self.counters.backfill_created.fetch_add(created as u64, Ordering::Relaxed);
-        self.counters.backfill_removed.fetch_add(removed as u64, Ordering::Relaxed);
+        self.counters
+            .backfill_created
+            .fetch_add(created as u64, Ordering::Relaxed);
+        self.counters
+            .backfill_removed
+            .fetch_add(removed as u64, Ordering::Relaxed);
         Ok((created, removed, finished))
     }
 
@@ -413,7 +516,10 @@ impl Secondary {
     pub fn backfill_all(&self) -> Result<(usize, usize), SecondaryError> {
         let types = self.enabled_types()?.len();
         let (mut created, mut removed) = (0, 0);
-        self.backfill_pos.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        self.backfill_pos
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         loop {
             let (c, r, finished) = self.backfill_pass()?;
             created += c;
@@ -432,7 +538,12 @@ impl Secondary {
         let mut processed = 0;
         for d in self.enabled_types()?.into_iter().filter(|d| d.verifies()) {
             let mut conn = self.tracking.get()?;
-            let ids = registry::claim_verification(&mut conn, d, self.config.verification_batch as i64, now)?;
+            let ids = registry::claim_verification(
+                &mut conn,
+                d,
+                self.config.verification_batch as i64,
+                now,
+            )?;
             drop(conn);
             if ids.is_empty() {
                 continue;
@@ -442,23 +553,37 @@ impl Secondary {
             let results: Mutex<Vec<(i64, VerifyOutcome)>> = Mutex::new(Vec::new());
             thread::scope(|s| {
                 for _ in 0..self.config.verification_threads.max(1).min(ids.len()) {
-                    s.spawn(|| loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(&id) = ids.get(i) else { break };
-                        let outcome = match sums.get(&id).and_then(|p| p.verified_checksum()) {
-                            None => VerifyOutcome::PrimaryNotVerified,
-                            Some(primary) => match self.local_checksum(d, id) {
-                                Ok(local) if &local == primary => VerifyOutcome::Matched(local.to_vec()),
-                                Ok(local) => VerifyOutcome::Mismatch(local.to_vec()),
-                                Err(e) => VerifyOutcome::Error(e),
-                            },
-                        };
-                        results.lock().unwrap_or_else(|p| p.into_inner()).push((id, outcome));
+                    s.spawn(|| {
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(&id) = ids.get(i) else { break };
+                            let outcome = match sums.get(&id).and_then(|p| p.verified_checksum()) {
+                                None => VerifyOutcome::PrimaryNotVerified,
+                                Some(primary) => match self.local_checksum(d, id) {
+                                    Ok(local) if &local == primary => {
+                                        VerifyOutcome::Matched(local.to_vec())
+                                    }
+                                    Ok(local) => VerifyOutcome::Mismatch(local.to_vec()),
+                                    Err(e) => VerifyOutcome::Error(e),
+                                },
+                            };
+                            results
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .push((id, outcome));
+                        }
                     });
                 }
             });
             let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-            let retry = |n: i16| next_retry_time(now, i64::from(n), BackoffCap::Default, self.env.rng.as_ref());
+            let retry = |n: i16| {
+                next_retry_time(
+                    now,
+                    i64::from(n),
+                    BackoffCap::Default,
+                    self.env.rng.as_ref(),
+                )
+            };
             let mut conn = self.tracking.get()?;
             for (id, outcome) in &results {
                 registry::record_verification(&mut conn, d, *id, outcome, &retry, now)?;
@@ -470,7 +595,9 @@ impl Secondary {
                         self.counters.mismatches.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(replicable = d.name, id, local = %hex(local), "Checksum does not match the primary checksum; resyncing");
                     }
-                    VerifyOutcome::Error(e) => tracing::warn!(replicable = d.name, id, error = %e, "verification failed; resyncing"),
+                    VerifyOutcome::Error(e) => {
+                        tracing::warn!(replicable = d.name, id, error = %e, "verification failed; resyncing")
+                    }
                     VerifyOutcome::PrimaryNotVerified => {}
                 }
             }
@@ -479,10 +606,21 @@ impl Secondary {
         Ok(processed)
     }
 
-    fn local_checksum(&self, d: &'static ReplicableDescriptor, id: i64) -> Result<Checksum, String> {
-        let path = self.source.blob_path(d.name, id).map_err(|e| e.to_string())?.ok_or("the record is gone on the primary")?;
+    fn local_checksum(
+        &self,
+        d: &'static ReplicableDescriptor,
+        id: i64,
+    ) -> Result<Checksum, String> {
+        let path = self
+            .source
+            .blob_path(d.name, id)
+            .map_err(|e| e.to_string())?
+            .ok_or("the record is gone on the primary")?;
         let path = BlobPath::new(&path).map_err(|e| e.to_string())?;
-        self.store.checksum(&path).map(|(c, _)| c).map_err(|e| e.to_string())
+        self.store
+            .checksum(&path)
+            .map(|(c, _)| c)
+            .map_err(|e| e.to_string())
     }
 
     /// Fails rows stuck in `started` (sync or verification) for longer than the timeouts.
@@ -493,7 +631,13 @@ impl Secondary {
         let mut n = 0;
         for d in replicables() {
             n += registry::fail_sync_timeouts(&mut conn, d, self.config.sync_timeout, retry, now)?;
-            n += registry::fail_verification_timeouts(&mut conn, d, self.config.verification_timeout, retry, now)?;
+            n += registry::fail_verification_timeouts(
+                &mut conn,
+                d,
+                self.config.verification_timeout,
+                retry,
+                now,
+            )?;
         }
         Ok(n)
     }
@@ -534,7 +678,9 @@ impl Secondary {
     }
 
     /// Per-type status with GitLab's field names, from one grouped query per registry.
-    pub fn status(&self) -> Result<Vec<(&'static ReplicableDescriptor, ReplicableStatus)>, SecondaryError> {
+    pub fn status(
+        &self,
+    ) -> Result<Vec<(&'static ReplicableDescriptor, ReplicableStatus)>, SecondaryError> {
         let mut conn = self.tracking.get()?;
         secondary_status(&mut conn)
     }
@@ -549,11 +695,30 @@ impl Secondary {
         let mut threads = Vec::new();
         type Pass = fn(&Secondary) -> Result<usize, SecondaryError>;
         let loops: [(&str, Pass, std::time::Duration); 5] = [
-            ("geo-log-cursor", |s| s.cursor_pass().map(|p| p.read), self.config.idle_sleep),
+            (
+                "geo-log-cursor",
+                |s| s.cursor_pass().map(|p| p.read),
+                self.config.idle_sleep,
+            ),
             ("geo-sync", Secondary::sync_pass, self.config.idle_sleep),
-            ("geo-verify", Secondary::verification_pass, self.config.idle_sleep),
-            ("geo-backfill", |s| s.backfill_pass().map(|(c, r, f)| if f > 0 && c + r == 0 { 0 } else { 1 }), self.config.idle_sleep * 25),
-            ("geo-timeouts", Secondary::timeouts_pass, std::time::Duration::from_secs(60)),
+            (
+                "geo-verify",
+                Secondary::verification_pass,
+                self.config.idle_sleep,
+            ),
+            (
+                "geo-backfill",
+                |s| {
+                    s.backfill_pass()
+                        .map(|(c, r, f)| if f > 0 && c + r == 0 { 0 } else { 1 })
+                },
+                self.config.idle_sleep * 25,
+            ),
+            (
+                "geo-timeouts",
+                Secondary::timeouts_pass,
+                std::time::Duration::from_secs(60),
+            ),
         ];
         for (name, pass, idle) in loops {
             let me = Arc::clone(self);
@@ -562,7 +727,9 @@ impl Secondary {
                 thread::Builder::new()
                     .name(name.to_string())
                     .spawn(move || worker_loop(name, &stop, idle, || pass(&me)))
-                    .map_err(|e| SecondaryError::Source(SourceError::other("starting a worker thread", e)))?,
+                    .map_err(|e| {
+                        SecondaryError::Source(SourceError::other("starting a worker thread", e))
+                    })?,
             );
         }
         Ok(WorkerHandle { stop, threads })
@@ -574,7 +741,12 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Loops `pass` until `stop`; sleeps `idle` when it did nothing, backs off on errors.
-pub(crate) fn worker_loop<E: std::fmt::Display>(name: &str, stop: &AtomicBool, idle: std::time::Duration, mut pass: impl FnMut() -> Result<usize, E>) {
+pub(crate) fn worker_loop<E: std::fmt::Display>(
+    name: &str,
+    stop: &AtomicBool,
+    idle: std::time::Duration,
+    mut pass: impl FnMut() -> Result<usize, E>,
+) {
     let mut errors = 0u32;
     while !stop.load(Ordering::Relaxed) {
         let sleep = match pass() {
@@ -662,11 +834,16 @@ pub fn diff_sorted(source: &[i64], tracked: &[i64]) -> (Vec<i64>, Vec<i64>) {
 }
 
 /// Per-type status of a secondary's tracking database.
-pub fn secondary_status(conn: &mut impl crate::db::AsDbConn) -> Result<Vec<(&'static ReplicableDescriptor, ReplicableStatus)>, SecondaryError> {
+pub fn secondary_status(
+    conn: &mut impl crate::db::AsDbConn,
+) -> Result<Vec<(&'static ReplicableDescriptor, ReplicableStatus)>, SecondaryError> {
     let mut out = Vec::new();
     for d in replicables() {
         let groups = registry::state_groups(conn, d)?;
-        out.push((d, ReplicableStatus::secondary(d.plural, &groups, d.verifies())));
+        out.push((
+            d,
+            ReplicableStatus::secondary(d.plural, &groups, d.verifies()),
+        ));
     }
     Ok(out)
 }
@@ -677,7 +854,10 @@ mod tests {
 
     #[test]
     fn diff_finds_missing_and_orphans() {
-        assert_eq!(diff_sorted(&[1, 2, 4, 7], &[2, 3, 7, 9]), (vec![1, 4], vec![3, 9]));
+        assert_eq!(
+            diff_sorted(&[1, 2, 4, 7], &[2, 3, 7, 9]),
+            (vec![1, 4], vec![3, 9])
+        );
         assert_eq!(diff_sorted(&[], &[5]), (vec![], vec![5]));
         assert_eq!(diff_sorted(&[5], &[]), (vec![5], vec![]));
     }

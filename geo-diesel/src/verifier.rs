@@ -74,14 +74,25 @@ pub struct PrimaryVerifier {
 
 impl std::fmt::Debug for PrimaryVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PrimaryVerifier").field("db", &self.db).field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("PrimaryVerifier")
+            .field("db", &self.db)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
 impl PrimaryVerifier {
     /// Workers for the primary database `db` (migrated with `Role::Primary`) and its blob store.
     pub fn new(db: DbPool, store: Arc<dyn BlobStore>, env: Env, config: PrimaryConfig) -> Self {
-        PrimaryVerifier { db, store, env, config, checksummed: AtomicU64::new(0), failed: AtomicU64::new(0), bytes: AtomicU64::new(0) }
+        PrimaryVerifier {
+            db,
+            store,
+            env,
+            config,
+            checksummed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        }
     }
 
     /// The primary database pool.
@@ -97,12 +108,20 @@ impl PrimaryVerifier {
         for d in replicables().into_iter().filter(|d| d.verifies()) {
             let now = self.env.now();
             let mut conn = self.db.get()?;
-            let claims = primary::claim_verification_batch(&mut conn, d, self.config.verification_batch, now)?;
+            let claims = primary::claim_verification_batch(
+                &mut conn,
+                d,
+                self.config.verification_batch,
+                now,
+            )?;
             if claims.is_empty() {
                 continue;
             }
             let ids: Vec<i64> = claims.iter().map(|c| c.id).collect();
-            let paths: std::collections::BTreeMap<i64, String> = primary::blob_paths(&mut conn, d, &ids)?.into_iter().collect();
+            let paths: std::collections::BTreeMap<i64, String> =
+                primary::blob_paths(&mut conn, d, &ids)?
+                    .into_iter()
+                    .collect();
             drop(conn);
             let results = self.checksum_all(d, &claims, &paths);
             let mut conn = self.db.get()?;
@@ -114,14 +133,27 @@ impl PrimaryVerifier {
                         if primary::record_verification_success(&mut conn, d, claim, &sum, now)? {
                             self.checksummed.fetch_add(1, Ordering::Relaxed);
                         } else {
-                            tracing::debug!(replicable = d.name, id = claim.id, "record changed during verification; left pending");
+                            tracing::debug!(
+                                replicable = d.name,
+                                id = claim.id,
+                                "record changed during verification; left pending"
+                            );
                         }
                     }
                     Err(message) => {
                         self.failed.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(replicable = d.name, id = claim.id, reason = %message, "verification failed");
-                        let retry = |n: i16| next_retry_time(now, i64::from(n), BackoffCap::Default, self.env.rng.as_ref());
-                        primary::record_verification_failure(&mut conn, d, claim, &message, retry, now)?;
+                        let retry = |n: i16| {
+                            next_retry_time(
+                                now,
+                                i64::from(n),
+                                BackoffCap::Default,
+                                self.env.rng.as_ref(),
+                            )
+                        };
+                        primary::record_verification_failure(
+                            &mut conn, d, claim, &message, retry, now,
+                        )?;
                     }
                 }
             }
@@ -136,28 +168,38 @@ impl PrimaryVerifier {
         claims: &[Claimed],
         paths: &std::collections::BTreeMap<i64, String>,
     ) -> Vec<Result<(Vec<u8>, u64), String>> {
-        let slots: Vec<Mutex<Option<Result<(Vec<u8>, u64), String>>>> = claims.iter().map(|_| Mutex::new(None)).collect();
+        let slots: Vec<Mutex<Option<Result<(Vec<u8>, u64), String>>>> =
+            claims.iter().map(|_| Mutex::new(None)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         thread::scope(|s| {
             for _ in 0..self.config.verification_threads.max(1).min(claims.len()) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(claim) = claims.get(i) else { break };
-                    let result = match paths.get(&claim.id) {
-                        None => Err(format!("Error during verification: {} {} no longer exists", d.name, claim.id)),
-                        Some(p) => BlobPath::new(p)
-                            .map_err(|e| e.to_string())
-                            .and_then(|p| self.store.checksum(&p).map_err(|e| e.to_string()))
-                            .map(|(c, n)| (c.to_vec(), n))
-                            .map_err(|e| format!("Error during verification: {e}")),
-                    };
-                    *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                s.spawn(|| {
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(claim) = claims.get(i) else { break };
+                        let result = match paths.get(&claim.id) {
+                            None => Err(format!(
+                                "Error during verification: {} {} no longer exists",
+                                d.name, claim.id
+                            )),
+                            Some(p) => BlobPath::new(p)
+                                .map_err(|e| e.to_string())
+                                .and_then(|p| self.store.checksum(&p).map_err(|e| e.to_string()))
+                                .map(|(c, n)| (c.to_vec(), n))
+                                .map_err(|e| format!("Error during verification: {e}")),
+                        };
+                        *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
+                    }
                 });
             }
         });
         slots
             .into_iter()
-            .map(|s| s.into_inner().unwrap_or_else(|p| p.into_inner()).unwrap_or_else(|| Err("not checksummed".to_string())))
+            .map(|s| {
+                s.into_inner()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .unwrap_or_else(|| Err("not checksummed".to_string()))
+            })
             .collect()
     }
 
@@ -171,8 +213,20 @@ impl PrimaryVerifier {
         let mut n = 0;
         for d in replicables().into_iter().filter(|d| d.verifies()) {
             n += primary::backfill_verification_states(&mut conn, d, 1000)?;
-            n += primary::reverify_due(&mut conn, d, self.config.reverification_interval, 1000, now)?;
-            n += primary::fail_verification_timeouts(&mut conn, d, self.config.verification_timeout, retry, now)?;
+            n += primary::reverify_due(
+                &mut conn,
+                d,
+                self.config.reverification_interval,
+                1000,
+                now,
+            )?;
+            n += primary::fail_verification_timeouts(
+                &mut conn,
+                d,
+                self.config.verification_timeout,
+                retry,
+                now,
+            )?;
         }
         Ok(n)
     }
@@ -196,13 +250,22 @@ impl PrimaryVerifier {
     }
 
     /// Per-type status of the primary (`<plural>_count`, `_checksummed_count`, …), set-based.
-    pub fn status(&self) -> Result<Vec<(&'static ReplicableDescriptor, ReplicableStatus)>, VerifierError> {
+    pub fn status(
+        &self,
+    ) -> Result<Vec<(&'static ReplicableDescriptor, ReplicableStatus)>, VerifierError> {
         let mut conn = self.db.get()?;
         let mut out = Vec::new();
         for d in replicables() {
             let records = primary::count_records(&mut conn, d)?;
-            let groups = if d.verifies() { Some(primary::verification_groups(&mut conn, d)?) } else { None };
-            out.push((d, ReplicableStatus::primary(d.plural, records, groups.as_deref())));
+            let groups = if d.verifies() {
+                Some(primary::verification_groups(&mut conn, d)?)
+            } else {
+                None
+            };
+            out.push((
+                d,
+                ReplicableStatus::primary(d.plural, records, groups.as_deref()),
+            ));
         }
         Ok(out)
     }
@@ -214,14 +277,24 @@ impl PrimaryVerifier {
         let me = Arc::clone(self);
         let s = Arc::clone(&stop);
         let idle = self.config.idle_sleep;
-        threads.push(thread::Builder::new().name("geo-primary-verify".into()).spawn(move || {
-            worker_loop("geo-primary-verify", &s, idle, || me.verification_pass())
-        })?);
+        threads.push(
+            thread::Builder::new()
+                .name("geo-primary-verify".into())
+                .spawn(move || {
+                    worker_loop("geo-primary-verify", &s, idle, || me.verification_pass())
+                })?,
+        );
         let me = Arc::clone(self);
         let s = Arc::clone(&stop);
-        threads.push(thread::Builder::new().name("geo-primary-maintenance".into()).spawn(move || {
-            worker_loop("geo-primary-maintenance", &s, idle * 10, || me.maintenance_pass())
-        })?);
+        threads.push(
+            thread::Builder::new()
+                .name("geo-primary-maintenance".into())
+                .spawn(move || {
+                    worker_loop("geo-primary-maintenance", &s, idle * 10, || {
+                        me.maintenance_pass()
+                    })
+                })?,
+        );
         Ok(WorkerHandle::new(stop, threads))
     }
 }

@@ -3,8 +3,8 @@
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
-use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
 use geo_diesel::geo_core::Backend;
+use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
 use geo_diesel::{AsDbConn, publish_created, publish_deleted, publish_updated, with_conn};
 
 use crate::{Gadget, Widget, gadgets, widgets};
@@ -56,7 +56,13 @@ fn path(s: &str) -> Result<BlobPath, AppError> {
 
 /// Stores `data` as a new widget's file, then inserts the widget and publishes `created` in one
 /// transaction.
-pub fn create_widget(conn: &mut impl AsDbConn, store: &dyn BlobStore, name: &str, file_path: &str, data: &[u8]) -> Result<Widget, AppError> {
+pub fn create_widget(
+    conn: &mut impl AsDbConn,
+    store: &dyn BlobStore,
+    name: &str,
+    file_path: &str,
+    data: &[u8],
+) -> Result<Widget, AppError> {
     store.write(&path(file_path)?, &mut &data[..], None)?;
     with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
         let w: Widget = diesel::insert_into(widgets::table)
@@ -69,7 +75,12 @@ pub fn create_widget(conn: &mut impl AsDbConn, store: &dyn BlobStore, name: &str
 }
 
 /// Replaces a widget's file content (atomically, same path) and publishes `updated`.
-pub fn update_widget(conn: &mut impl AsDbConn, store: &dyn BlobStore, w: &Widget, data: &[u8]) -> Result<(), AppError> {
+pub fn update_widget(
+    conn: &mut impl AsDbConn,
+    store: &dyn BlobStore,
+    w: &Widget,
+    data: &[u8],
+) -> Result<(), AppError> {
     store.write(&path(&w.file_path)?, &mut &data[..], None)?;
     with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
         publish_updated(c, w)?;
@@ -78,7 +89,11 @@ pub fn update_widget(conn: &mut impl AsDbConn, store: &dyn BlobStore, w: &Widget
 }
 
 /// Deletes a widget and publishes `deleted` in one transaction, then removes its file.
-pub fn delete_widget(conn: &mut impl AsDbConn, store: &dyn BlobStore, w: &Widget) -> Result<(), AppError> {
+pub fn delete_widget(
+    conn: &mut impl AsDbConn,
+    store: &dyn BlobStore,
+    w: &Widget,
+) -> Result<(), AppError> {
     with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
         diesel::delete(widgets::table.find(w.id)).execute(c)?;
         publish_deleted(c, w)?;
@@ -89,7 +104,13 @@ pub fn delete_widget(conn: &mut impl AsDbConn, store: &dyn BlobStore, w: &Widget
 }
 
 /// Stores `data` as a new gadget's file, then inserts the gadget and publishes `created`.
-pub fn create_gadget(conn: &mut impl AsDbConn, store: &dyn BlobStore, label: &str, blob_key: &str, data: &[u8]) -> Result<Gadget, AppError> {
+pub fn create_gadget(
+    conn: &mut impl AsDbConn,
+    store: &dyn BlobStore,
+    label: &str,
+    blob_key: &str,
+    data: &[u8],
+) -> Result<Gadget, AppError> {
     store.write(&path(blob_key)?, &mut &data[..], None)?;
     with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
         let g: Gadget = diesel::insert_into(gadgets::table)
@@ -102,7 +123,12 @@ pub fn create_gadget(conn: &mut impl AsDbConn, store: &dyn BlobStore, label: &st
 }
 
 /// Replaces a gadget's file content and publishes `updated`.
-pub fn update_gadget(conn: &mut impl AsDbConn, store: &dyn BlobStore, g: &Gadget, data: &[u8]) -> Result<(), AppError> {
+pub fn update_gadget(
+    conn: &mut impl AsDbConn,
+    store: &dyn BlobStore,
+    g: &Gadget,
+    data: &[u8],
+) -> Result<(), AppError> {
     store.write(&path(&g.blob_key)?, &mut &data[..], None)?;
     with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
         publish_updated(c, g)?;
@@ -111,7 +137,11 @@ pub fn update_gadget(conn: &mut impl AsDbConn, store: &dyn BlobStore, g: &Gadget
 }
 
 /// Deletes a gadget and publishes `deleted`, then removes its file.
-pub fn delete_gadget(conn: &mut impl AsDbConn, store: &dyn BlobStore, g: &Gadget) -> Result<(), AppError> {
+pub fn delete_gadget(
+    conn: &mut impl AsDbConn,
+    store: &dyn BlobStore,
+    g: &Gadget,
+) -> Result<(), AppError> {
     with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
         diesel::delete(gadgets::table.find(g.id)).execute(c)?;
         publish_deleted(c, g)?;

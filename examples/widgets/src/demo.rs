@@ -55,7 +55,11 @@ pub struct Sites {
 
 /// Opens (creating and migrating) a primary and a secondary under `dir`, or in two PostgreSQL
 /// databases created on the server at `database_url`.
-pub fn open_sites(dir: &Path, database_url: Option<&str>, config: SecondaryConfig) -> Result<Sites> {
+pub fn open_sites(
+    dir: &Path,
+    database_url: Option<&str>,
+    config: SecondaryConfig,
+) -> Result<Sites> {
     let (primary_url, tracking_url) = match database_url {
         None => (
             dir.join("primary.sqlite3").display().to_string(),
@@ -74,10 +78,27 @@ pub fn open_sites(dir: &Path, database_url: Option<&str>, config: SecondaryConfi
     }
     let primary_store = Arc::new(LocalBlobStore::new(dir.join("primary-files"))?);
     let secondary_store = Arc::new(LocalBlobStore::new(dir.join("secondary-files"))?);
-    let verifier = Arc::new(PrimaryVerifier::new(primary_db.clone(), primary_store.clone(), Env::system(), PrimaryConfig::default()));
+    let verifier = Arc::new(PrimaryVerifier::new(
+        primary_db.clone(),
+        primary_store.clone(),
+        Env::system(),
+        PrimaryConfig::default(),
+    ));
     let source = Arc::new(DirectSource::new(primary_db.clone(), primary_store.clone()));
-    let secondary = Arc::new(Secondary::new(tracking, source, secondary_store.clone(), Env::system(), config));
-    Ok(Sites { primary_db, primary_store, verifier, secondary, secondary_store })
+    let secondary = Arc::new(Secondary::new(
+        tracking,
+        source,
+        secondary_store.clone(),
+        Env::system(),
+        config,
+    ));
+    Ok(Sites {
+        primary_db,
+        primary_store,
+        verifier,
+        secondary,
+        secondary_store,
+    })
 }
 
 /// The outcome of the demo.
@@ -137,7 +158,11 @@ pub fn status_rows(sites: &Sites) -> Result<Vec<StatusRow>> {
     Ok(primary
         .into_iter()
         .zip(secondary)
-        .map(|((d, p), (_, s))| StatusRow { descriptor: d, primary: p, secondary: s })
+        .map(|((d, p), (_, s))| StatusRow {
+            descriptor: d,
+            primary: p,
+            secondary: s,
+        })
         .collect())
 }
 
@@ -174,7 +199,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
             tmp.path().to_path_buf()
         }
     };
-    let config = SecondaryConfig { idle_sleep: Duration::from_millis(50), ..SecondaryConfig::default() };
+    let config = SecondaryConfig {
+        idle_sleep: Duration::from_millis(50),
+        ..SecondaryConfig::default()
+    };
     let sites = open_sites(&dir, opts.database_url.as_deref(), config)?;
     let started = Instant::now();
     let primary_workers = sites.verifier.spawn()?;
@@ -187,7 +215,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     let style = ProgressStyle::with_template("{prefix:>18} [{bar:40}] {pos}/{len} {msg}")
         .expect("static template")
         .progress_chars("=> ");
-    let creating = multi.add(ProgressBar::new(opts.count as u64).with_style(style.clone()).with_prefix("created"));
+    let creating = multi.add(
+        ProgressBar::new(opts.count as u64)
+            .with_style(style.clone())
+            .with_prefix("created"),
+    );
 
     // Create records while the secondary replicates; update and delete some along the way.
     let mut rng = rand::rngs::StdRng::seed_from_u64(0x6e0);
@@ -197,9 +229,21 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     for i in 0..opts.count {
         let data = payload(&mut rng, i);
         if i % 3 == 2 {
-            gadgets.push(app::create_gadget(&mut conn, store, &format!("gadget {i}"), &format!("gadgets/{i:06}.bin"), &data)?);
+            gadgets.push(app::create_gadget(
+                &mut conn,
+                store,
+                &format!("gadget {i}"),
+                &format!("gadgets/{i:06}.bin"),
+                &data,
+            )?);
         } else {
-            widgets.push(app::create_widget(&mut conn, store, &format!("widget {i}"), &format!("widgets/{:03}/{i:06}.bin", i % 97), &data)?);
+            widgets.push(app::create_widget(
+                &mut conn,
+                store,
+                &format!("widget {i}"),
+                &format!("widgets/{:03}/{i:06}.bin", i % 97),
+                &data,
+            )?);
         }
         creating.inc(1);
     }
@@ -230,8 +274,16 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     // Watch the secondary converge.
     let mut bars = Vec::new();
     for d in geo_diesel::geo_core::replicables() {
-        let synced = multi.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(format!("{} synced", d.plural)));
-        let verified = multi.add(ProgressBar::new(0).with_style(style.clone()).with_prefix(format!("{} verified", d.plural)));
+        let synced = multi.add(
+            ProgressBar::new(0)
+                .with_style(style.clone())
+                .with_prefix(format!("{} synced", d.plural)),
+        );
+        let verified = multi.add(
+            ProgressBar::new(0)
+                .with_style(style.clone())
+                .with_prefix(format!("{} verified", d.plural)),
+        );
         bars.push((synced, verified));
     }
     let mut converged = false;
@@ -244,7 +296,11 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
             verified.set_length(total);
             verified.set_position(row.secondary.verified_count.unwrap_or(0));
             let failed = row.secondary.failed_count.unwrap_or(0);
-            synced.set_message(if failed > 0 { format!("{failed} failed (retrying)") } else { String::new() });
+            synced.set_message(if failed > 0 {
+                format!("{failed} failed (retrying)")
+            } else {
+                String::new()
+            });
         }
         if rows.iter().all(StatusRow::converged) {
             converged = true;
@@ -260,11 +316,17 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
     primary_workers.stop();
     let rows = status_rows(&sites)?;
     let file_mismatches = compare_files(&sites)?;
-    let converged = converged && rows.iter().all(StatusRow::converged) && file_mismatches.is_empty();
+    let converged =
+        converged && rows.iter().all(StatusRow::converged) && file_mismatches.is_empty();
     if let Some(d) = &opts.dir {
         tracing::info!(dir = %d.display(), "demo data kept");
     }
-    Ok(DemoReport { converged, elapsed: started.elapsed(), rows, file_mismatches })
+    Ok(DemoReport {
+        converged,
+        elapsed: started.elapsed(),
+        rows,
+        file_mismatches,
+    })
 }
 
 /// The status table printed at the end of the demo.
@@ -272,7 +334,15 @@ pub fn render_table(report: &DemoReport) -> String {
     let mut out = String::new();
     out.push_str(&format!(
         "{:<10} {:>8} {:>12} {:>9} {:>8} {:>7} {:>9} {:>8} {:>9}\n",
-        "type", "records", "checksummed", "registry", "synced", "failed", "verified", "synced%", "verified%"
+        "type",
+        "records",
+        "checksummed",
+        "registry",
+        "synced",
+        "failed",
+        "verified",
+        "synced%",
+        "verified%"
     ));
     for row in &report.rows {
         let n = |v: Option<u64>| v.map_or("-".to_string(), |v| v.to_string());
@@ -292,9 +362,17 @@ pub fn render_table(report: &DemoReport) -> String {
     }
     out.push_str(&format!(
         "{} in {:.2}s{}\n",
-        if report.converged { "converged: every record synced and verified" } else { "NOT converged" },
+        if report.converged {
+            "converged: every record synced and verified"
+        } else {
+            "NOT converged"
+        },
         report.elapsed.as_secs_f64(),
-        if report.file_mismatches.is_empty() { String::new() } else { format!("; {} files differ", report.file_mismatches.len()) }
+        if report.file_mismatches.is_empty() {
+            String::new()
+        } else {
+            format!("; {} files differ", report.file_mismatches.len())
+        }
     ));
     out
 }

@@ -13,7 +13,11 @@ use geo_diesel::geo_core::{Backend, Role};
 use geo_diesel::migrations::{migration_plan, write_diesel_cli_migrations};
 
 #[derive(Parser, Debug)]
-#[command(name = "widgets", version, about = "Geo for Rust example: widgets and gadgets replicated between sites")]
+#[command(
+    name = "widgets",
+    version,
+    about = "Geo for Rust example: widgets and gadgets replicated between sites"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -135,7 +139,10 @@ impl From<RoleArg> for Role {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     match run(Cli::parse()) {
@@ -154,7 +161,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         <widgets::Gadget as geo_diesel::geo_core::Replicable>::DESCRIPTOR.name,
     );
     match cli.command {
-        Command::Demo { count, json, dir, timeout_secs, database_url } => {
+        Command::Demo {
+            count,
+            json,
+            dir,
+            timeout_secs,
+            database_url,
+        } => {
             let opts = widgets::demo::DemoOptions {
                 count,
                 dir,
@@ -165,15 +178,36 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let report = widgets::demo::run(&opts)?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&widgets::demo::render_json(&report))?);
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&widgets::demo::render_json(&report))?
+                );
             } else {
                 print!("{}", widgets::demo::render_table(&report));
             }
-            Ok(if report.converged { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+            Ok(if report.converged {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
         }
-        Command::Bench { only, quick, repeat, b1_files, b1_mib, threads, dir, database_url, json } => {
+        Command::Bench {
+            only,
+            quick,
+            repeat,
+            b1_files,
+            b1_mib,
+            threads,
+            dir,
+            database_url,
+            json,
+        } => {
             use widgets::bench::{self, BenchOptions, Progress};
-            let mut opts = if quick { BenchOptions::quick() } else { BenchOptions::full() };
+            let mut opts = if quick {
+                BenchOptions::quick()
+            } else {
+                BenchOptions::full()
+            };
             opts.only = only.into_iter().collect();
             opts.repeat = repeat.unwrap_or(opts.repeat);
             opts.sizes.b1_files = b1_files.unwrap_or(opts.sizes.b1_files);
@@ -196,14 +230,23 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrations { action: MigrationsAction::Print { backend, role, down } } => {
+        Command::Migrations {
+            action:
+                MigrationsAction::Print {
+                    backend,
+                    role,
+                    down,
+                },
+        } => {
             for m in migration_plan(backend.into(), role.into()) {
                 println!("-- {} ({})", m.name, m.version);
                 println!("{}\n", if down { m.down } else { m.up }.trim_end());
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Migrations { action: MigrationsAction::Write { backend, role, dir } } => {
+        Command::Migrations {
+            action: MigrationsAction::Write { backend, role, dir },
+        } => {
             for path in write_diesel_cli_migrations(&dir, backend.into(), role.into())? {
                 println!("{}", path.display());
             }

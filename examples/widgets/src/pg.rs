@@ -27,7 +27,8 @@ pub fn create_demo_databases(url: &str) -> Result<(String, String)> {
     let tag = std::process::id();
     let primary = format!("geo_demo_primary_{tag}");
     let tracking = format!("geo_demo_tracking_{tag}");
-    let mut admin = PgConnection::establish(url).with_context(|| format!("connecting to {}", redact(url)))?;
+    let mut admin =
+        PgConnection::establish(url).with_context(|| format!("connecting to {}", redact(url)))?;
     for db in [&primary, &tracking] {
         admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{db}\""))?;
         admin.batch_execute(&format!("CREATE DATABASE \"{db}\""))?;
@@ -52,9 +53,15 @@ mod tests {
 
     #[test]
     fn database_is_replaced() {
-        assert_eq!(with_database("postgres://u@h:5/postgres", "x"), "postgres://u@h:5/x");
+        assert_eq!(
+            with_database("postgres://u@h:5/postgres", "x"),
+            "postgres://u@h:5/x"
+        );
         assert_eq!(with_database("postgres://u@h:5", "x"), "postgres://u@h:5/x");
-        assert_eq!(with_database("postgres://u@h/p?sslmode=disable", "x"), "postgres://u@h/x?sslmode=disable");
+        assert_eq!(
+            with_database("postgres://u@h/p?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
         assert_eq!(redact("postgres://u:pw@h/db"), "postgres://u:***@h/db");
     }
 }
