@@ -109,6 +109,10 @@ pub const MAX_GAP_PER_JUMP: i64 = 10_000;
 /// one set-based statement.
 #[derive(Default)]
 struct Effects {
+    /// `created`: a row is inserted as pending only if none exists (a replayed or
+    /// backfill-covered create does not reset a row that is syncing or synced).
+    created: BTreeMap<&'static str, BTreeSet<i64>>,
+    /// `updated`: the row is (re)set to pending, so the next sync starts after the change.
     pending: BTreeMap<&'static str, BTreeSet<i64>>,
     deleted: BTreeMap<&'static str, BTreeMap<i64, Option<geo_core::blob_store::BlobPath>>>,
     checksum: BTreeMap<&'static str, BTreeMap<i64, Option<Vec<u8>>>>,
@@ -214,6 +218,10 @@ impl LogCursor {
 
         let expire_before = now - self.gap_timeout;
         let expired = with_conn!(&mut conn, c => c.transaction::<usize, diesel::result::Error, _>(|c| {
+            for (name, ids) in &effects.created {
+                let d = find_replicable(name).expect("planned only for registered replicables");
+                crate::registry::insert_missing(c, d, &ids.iter().copied().collect::<Vec<_>>())?;
+            }
             for (name, ids) in &effects.pending {
                 let d = find_replicable(name).expect("planned only for registered replicables");
                 crate::registry::upsert_pending(c, d, &ids.iter().copied().collect::<Vec<_>>())?;
@@ -321,12 +329,21 @@ impl LogCursor {
             pass.applied += 1;
             let id = p.model_record_id;
             match p.name {
-                EventName::Created | EventName::Updated => {
+                EventName::Created => {
                     fx.deleted.entry(d.name).or_default().remove(&id);
                     fx.checksum.entry(d.name).or_default().remove(&id);
+                    if !fx.pending.get(d.name).is_some_and(|s| s.contains(&id)) {
+                        fx.created.entry(d.name).or_default().insert(id);
+                    }
+                }
+                EventName::Updated => {
+                    fx.deleted.entry(d.name).or_default().remove(&id);
+                    fx.checksum.entry(d.name).or_default().remove(&id);
+                    fx.created.entry(d.name).or_default().remove(&id);
                     fx.pending.entry(d.name).or_default().insert(id);
                 }
                 EventName::Deleted => {
+                    fx.created.entry(d.name).or_default().remove(&id);
                     fx.pending.entry(d.name).or_default().remove(&id);
                     fx.checksum.entry(d.name).or_default().remove(&id);
                     fx.deleted
@@ -336,6 +353,7 @@ impl LogCursor {
                 }
                 EventName::ChecksumSucceeded => {
                     let structural = fx.pending.get(d.name).is_some_and(|s| s.contains(&id))
+                        || fx.created.get(d.name).is_some_and(|s| s.contains(&id))
                         || fx.deleted.get(d.name).is_some_and(|s| s.contains_key(&id));
                     if !structural {
                         fx.checksum

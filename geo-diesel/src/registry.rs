@@ -151,9 +151,11 @@ pub fn max_tracked_id(
     Ok(rows.first().and_then(|r| r.n))
 }
 
-/// After a primary `checksum_succeeded`: rows already synced with a local checksum equal to the
-/// primary's become `succeeded` at once (no re-read of the file); other synced rows become
-/// verification `pending`. Returns (verified, pending).
+/// After a primary `checksum_succeeded`: a synced row whose checksum was computed while
+/// downloading and never compared yet (verification `pending` or `disabled`) becomes `succeeded`
+/// at once when it equals the primary's — no second read of the file. Every other synced row
+/// (including already `succeeded` ones: the primary re-verified, so the secondary re-hashes its
+/// copy and catches bit rot) becomes verification `pending`. Returns (verified, pending).
 pub fn on_checksum_succeeded(
     conn: &mut impl AsDbConn,
     d: &'static ReplicableDescriptor,
@@ -168,7 +170,7 @@ pub fn on_checksum_succeeded(
             "UPDATE {t} SET verification_state = 2, verified_at = ?, verification_failure = NULL, \
              verification_retry_count = 0, verification_retry_at = NULL, checksum_mismatch = FALSE, \
              verification_checksum_mismatched = NULL \
-             WHERE {k} = ? AND state = 2 AND verification_checksum = ? AND verification_state <> 1"
+             WHERE {k} = ? AND state = 2 AND verification_checksum = ? AND verification_state IN (0, 4)"
         );
         verified = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
             .bind::<GeoTimestamp, _>(UtcDateTime(now))
@@ -302,20 +304,22 @@ pub fn record_sync(
             } else {
                 (4i16, None)
             };
+            // A repaired mismatch clears its mismatch columns; otherwise they stay for the
+            // verification pass to judge.
+            let mismatch = if vstate == 2 {
+                "checksum_mismatch = FALSE, verification_checksum_mismatched = NULL, verification_retry_count = 0"
+            } else {
+                "checksum_mismatch = checksum_mismatch"
+            };
             let sql = format!(
                 "UPDATE {t} SET state = 2, retry_count = 0, retry_at = NULL, last_sync_failure = NULL, \
-                 missing_on_primary = FALSE, verification_state = ?, verification_checksum = ?, verified_at = ?, \
-                 verification_started_at = NULL, verification_failure = NULL, \
-                 verification_retry_count = CASE WHEN ? = 2 THEN 0 ELSE verification_retry_count END, \
-                 verification_retry_at = NULL, checksum_mismatch = CASE WHEN ? = 2 THEN FALSE ELSE checksum_mismatch END \
+                 missing_on_primary = FALSE, verification_state = {vstate}, verification_checksum = ?, verified_at = ?, \
+                 verification_started_at = NULL, verification_failure = NULL, verification_retry_at = NULL, {mismatch} \
                  WHERE {k} = ? AND state = 1"
             );
             let n = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
-                .bind::<SmallInt, _>(vstate)
                 .bind::<Binary, _>(local.as_slice())
                 .bind::<Nullable<GeoTimestamp>, _>(verified_at)
-                .bind::<SmallInt, _>(vstate)
-                .bind::<SmallInt, _>(vstate)
                 .bind::<BigInt, _>(id)
                 .execute(c)
                 .map_err(q("marking a row synced", d))?);
@@ -694,4 +698,21 @@ pub fn reclaim_started(
         .execute(c)
         .map_err(q("reclaiming interrupted verifications", d))?);
     Ok(a + b)
+}
+
+/// Releases rows this worker claimed for verification but could not process (back to `pending`).
+pub fn release_verification(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    ids: &[i64],
+) -> Result<usize, RegistryError> {
+    if ids.is_empty() {
+        return Ok(0);
+    }
+    let (t, k) = names(d);
+    let sql = format!(
+        "UPDATE {t} SET verification_state = 0, verification_started_at = NULL WHERE {k} IN ({}) AND verification_state = 1",
+        id_list(ids)
+    );
+    with_conn!(conn, c => sql_query(&sql).execute(c).map_err(q("releasing verification claims", d)))
 }

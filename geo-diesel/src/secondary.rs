@@ -110,7 +110,8 @@ pub struct SecondaryCounters {
 /// The result of syncing one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Done {
-    Outcome(SyncOutcome),
+    /// The outcome, and for a successful write the path it wrote.
+    Outcome(SyncOutcome, Option<BlobPath>),
     /// The record is gone on the primary: drop the row (and the file, when its path is known).
     Orphan,
 }
@@ -293,10 +294,13 @@ impl Secondary {
         primary: Option<Checksum>,
     ) -> Done {
         let failed = |message: String, missing_on_primary: bool| {
-            Done::Outcome(SyncOutcome::Failed {
-                message,
-                missing_on_primary,
-            })
+            Done::Outcome(
+                SyncOutcome::Failed {
+                    message,
+                    missing_on_primary,
+                },
+                None,
+            )
         };
         let path = match self.source.blob_path(d.name, id) {
             Ok(Some(p)) => p,
@@ -330,10 +334,13 @@ impl Secondary {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "blob download"
                 );
-                Done::Outcome(SyncOutcome::Synced {
-                    local: w.checksum.to_vec(),
-                    primary: expected.map(|c| c.to_vec()),
-                })
+                Done::Outcome(
+                    SyncOutcome::Synced {
+                        local: w.checksum.to_vec(),
+                        primary: expected.map(|c| c.to_vec()),
+                    },
+                    Some(path),
+                )
             }
             Err(BlobError::ChecksumMismatch {
                 expected, actual, ..
@@ -421,15 +428,21 @@ impl Secondary {
         let now = self.now();
         let retry_at = self.retry_at(now);
         let mut conn = self.tracking.get()?;
+        let mut stale_files: Vec<BlobPath> = Vec::new();
         crate::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
+            stale_files.clear();
             for (d, id, done) in &results {
                 match done {
-                    Done::Outcome(outcome) => {
+                    Done::Outcome(outcome, path) => {
                         let changed = registry::record_sync(c, d, *id, outcome, &retry_at, now)?;
                         match outcome {
                             SyncOutcome::Synced { .. } => {
                                 self.counters.synced.fetch_add(1, Ordering::Relaxed);
-                                if !changed {
+                                if !changed && registry::tracked_ids(c, d, *id, *id)?.is_empty() {
+                                    // Deleted while downloading: the cursor removed the row (and
+                                    // found no file yet); the file just written must go too.
+                                    stale_files.extend(path.clone());
+                                } else if !changed {
                                     tracing::debug!(replicable = d.name, id, "synced, but a newer event moved the row back to pending; it will sync again");
                                 }
                             }
@@ -447,87 +460,110 @@ impl Secondary {
             }
             Ok(())
         }))?;
+        for path in stale_files {
+            match self.store.delete(&path) {
+                Ok(_) => {
+                    tracing::info!(path = %path, "removed the file of a record deleted during its download")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path, error = %e, "could not remove the file of a record deleted during its download")
+                }
+            }
+        }
         Ok(results.len())
     }
 
     /// One backfill step per enabled type: compares one id range of the primary's model table with
     /// the registry, inserts the missing rows as `pending` and removes orphans. After the last
-    /// range a type starts over from id 1. Returns (rows created, rows removed, finished sweeps).
+    /// range a type starts over from id 1. Returns (rows created, rows removed, types that
+    /// finished a sweep in this pass).
     pub fn backfill_pass(&self) -> Result<(usize, usize, usize), SecondaryError> {
-        let mut conn = self.tracking.get()?;
         let (mut created, mut removed, mut finished) = (0, 0, 0);
         for d in self.enabled_types()? {
-            let from = *self
-                .backfill_pos
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(d.name)
-                .unwrap_or(&1);
-            let max = self
-                .source
-                .max_model_id(d.name)?
-                .max(registry::max_tracked_id(&mut conn, d)?);
-            let Some(max) = max else {
-                finished += 1;
-                continue;
-            };
-            if from > max {
-                self.backfill_pos
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .insert(d.name, 1);
-                finished += 1;
-                continue;
-            }
-            let to = from.saturating_add(self.config.backfill_batch - 1);
-            let source_ids = self.source.model_ids(d.name, from..=to)?;
-            let tracked = registry::tracked_ids(&mut conn, d, from, to)?;
-            let (missing, orphans) = diff_sorted(&source_ids, &tracked);
-            let (c, r) = crate::with_conn!(&mut conn, c => diesel::Connection::transaction::<(usize, usize), SecondaryError, _>(c, |c| {
-                Ok((registry::insert_missing(c, d, &missing)?, registry::delete_rows(c, d, &orphans)?))
-            }))?;
-            if c > 0 || r > 0 {
-                tracing::info!(
-                    replicable = d.name,
-                    from,
-                    to,
-                    created = c,
-                    removed = r,
-                    "backfill"
-                );
-            }
+            let (c, r, done) = self.backfill_step(d)?;
             created += c;
             removed += r;
-            self.backfill_pos
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(d.name, to.saturating_add(1));
+            finished += usize::from(done);
         }
-        self.counters
-            .backfill_created
-            .fetch_add(created as u64, Ordering::Relaxed);
-        self.counters
-            .backfill_removed
-            .fetch_add(removed as u64, Ordering::Relaxed);
         Ok((created, removed, finished))
     }
 
-    /// Runs the backfill over every range of every type once. Returns (created, removed).
-    pub fn backfill_all(&self) -> Result<(usize, usize), SecondaryError> {
-        let types = self.enabled_types()?.len();
-        let (mut created, mut removed) = (0, 0);
-        self.backfill_pos
+    /// One backfill range of one type. Returns (created, removed, whether the sweep finished —
+    /// then the next step starts over from id 1).
+    pub fn backfill_step(
+        &self,
+        d: &'static ReplicableDescriptor,
+    ) -> Result<(usize, usize, bool), SecondaryError> {
+        let pos = |f: &dyn Fn(&mut BTreeMap<&'static str, i64>)| {
+            f(&mut self.backfill_pos.lock().unwrap_or_else(|p| p.into_inner()))
+        };
+        let from = *self
+            .backfill_pos
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        loop {
-            let (c, r, finished) = self.backfill_pass()?;
-            created += c;
-            removed += r;
-            if finished >= types {
-                return Ok((created, removed));
+            .get(d.name)
+            .unwrap_or(&1);
+        let mut conn = self.tracking.get()?;
+        let max = self
+            .source
+            .max_model_id(d.name)?
+            .max(registry::max_tracked_id(&mut conn, d)?);
+        let Some(max) = max.filter(|m| from <= *m) else {
+            pos(&|m| {
+                m.insert(d.name, 1);
+            });
+            return Ok((0, 0, true));
+        };
+        let to = from.saturating_add(self.config.backfill_batch.max(1) - 1);
+        let source_ids = self.source.model_ids(d.name, from..=to)?;
+        let tracked = registry::tracked_ids(&mut conn, d, from, to)?;
+        let (missing, orphans) = diff_sorted(&source_ids, &tracked);
+        let (c, r) = crate::with_conn!(&mut conn, c => diesel::Connection::transaction::<(usize, usize), SecondaryError, _>(c, |c| {
+            Ok((registry::insert_missing(c, d, &missing)?, registry::delete_rows(c, d, &orphans)?))
+        }))?;
+        if c > 0 || r > 0 {
+            tracing::info!(
+                replicable = d.name,
+                from,
+                to,
+                created = c,
+                removed = r,
+                "backfill"
+            );
+        }
+        self.counters
+            .backfill_created
+            .fetch_add(c as u64, Ordering::Relaxed);
+        self.counters
+            .backfill_removed
+            .fetch_add(r as u64, Ordering::Relaxed);
+        let next = to.saturating_add(1);
+        let done = next > max;
+        pos(&|m| {
+            m.insert(d.name, if done { 1 } else { next });
+        });
+        Ok((c, r, done))
+    }
+
+    /// Runs the backfill over every range of every enabled type once, from id 1. Returns
+    /// (created, removed).
+    pub fn backfill_all(&self) -> Result<(usize, usize), SecondaryError> {
+        let (mut created, mut removed) = (0, 0);
+        for d in self.enabled_types()? {
+            self.backfill_pos
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(d.name, 1);
+            loop {
+                let (c, r, done) = self.backfill_step(d)?;
+                created += c;
+                removed += r;
+                if done {
+                    break;
+                }
             }
         }
+        Ok((created, removed))
     }
 
     /// One secondary verification pass: re-hashes synced files whose verification is pending (or
@@ -548,7 +584,14 @@ impl Secondary {
             if ids.is_empty() {
                 continue;
             }
-            let sums = self.source.primary_checksums(d.name, &ids)?;
+            let sums = match self.source.primary_checksums(d.name, &ids) {
+                Ok(sums) => sums,
+                Err(e) => {
+                    let mut conn = self.tracking.get()?;
+                    registry::release_verification(&mut conn, d, &ids)?;
+                    return Err(e.into());
+                }
+            };
             let next = std::sync::atomic::AtomicUsize::new(0);
             let results: Mutex<Vec<(i64, VerifyOutcome)>> = Mutex::new(Vec::new());
             thread::scope(|s| {

@@ -287,7 +287,6 @@ fn file_deleted_on_the_secondary_is_caught_by_verification_and_resynced() {
 
 /// After a mismatch is repaired, the stale mismatching checksum must not stay on the row.
 #[test]
-#[ignore = "BUG: record_sync(Synced) keeps a stale verification_checksum_mismatched after the resync repairs a mismatch"]
 fn repaired_mismatch_clears_the_mismatched_checksum() {
     let s = Sites::open(SecondaryConfig::default(), 0);
     let (w, bytes) = s.widget(5, 2000);
@@ -312,7 +311,6 @@ fn repaired_mismatch_clears_the_mismatched_checksum() {
 /// interval and publishes `checksum_succeeded`; GitLab's secondaries then re-hash their copy),
 /// without an operator asking for reverification.
 #[test]
-#[ignore = "BUG: on_checksum_succeeded marks a synced row verified from its stored checksum without re-reading the file, so secondary bit rot is never detected"]
 fn bit_rot_on_the_secondary_is_found_by_the_reverification_cycle() {
     let s = Sites::open(SecondaryConfig::default(), 0);
     let (w, bytes) = s.widget(6, 4000);
@@ -1543,7 +1541,6 @@ impl PrimarySource for HookSource {
 }
 
 #[test]
-#[ignore = "BUG: a download that finishes after the record's `deleted` event was applied renames its file into place; the file is never removed"]
 fn record_deleted_while_its_download_is_in_flight_leaves_no_file() {
     let hook: Hook = Arc::new(Mutex::new(None));
     let h = Arc::clone(&hook);
@@ -1588,7 +1585,6 @@ fn record_deleted_while_its_download_is_in_flight_leaves_no_file() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-#[ignore = "BUG: a new secondary's cursor starts at event 0 and replays `created` events of records the backfill already synced, so every file is downloaded twice"]
 fn fresh_secondary_does_not_download_again_when_the_backfill_ran_ahead_of_the_cursor() {
     let s = Sites::open(SecondaryConfig::default(), 0);
     for i in 0..5 {
