@@ -182,12 +182,12 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
-    /// Full sizes, three repetitions, every benchmark, SQLite.
+    /// Full sizes, five repetitions, every benchmark, SQLite.
     pub fn full() -> Self {
         BenchOptions {
             only: BTreeSet::new(),
             quick: false,
-            repeat: 3,
+            repeat: 5,
             sizes: Sizes::full(),
             dir: None,
             database_url: None,
@@ -509,6 +509,17 @@ fn writable(dir: &Path) -> bool {
         .is_ok()
 }
 
+/// The 1-minute load average (Linux `/proc/loadavg`); other processes on the machine skew
+/// every figure, so the report says how busy it was.
+pub fn load_average() -> Option<f64> {
+    fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 /// The type of the file system holding `path`, from `/proc/mounts` (Linux); `None` elsewhere.
 pub fn fs_type(path: &Path) -> Option<String> {
     let path = fs::canonicalize(path).ok()?;
@@ -723,7 +734,8 @@ pub fn run_with(
         }
         let dir = tmp.path().join(id.as_str());
         fs::create_dir_all(&dir)?;
-        let result = match id {
+        let load_before = load_average();
+        let mut result = match id {
             BenchId::B1 => bench_primary_verification(opts, &dir),
             BenchId::B2 => bench_sync(
                 opts,
@@ -743,6 +755,12 @@ pub fn run_with(
             BenchId::B6 => bench_cursor(opts, &dir),
         }
         .with_context(|| format!("benchmark {id}"))?;
+        if let (Some(a), Some(b)) = (load_before, load_average()) {
+            result.notes.push(format!(
+                "1-minute load average {a:.2} before, {b:.2} after ({} cores)",
+                report.cores
+            ));
+        }
         // Free the tmpfs space before the next benchmark.
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
         progress(Progress::Finished(&result));
@@ -756,9 +774,9 @@ fn open(opts: &BenchOptions, dir: &Path, config: SecondaryConfig) -> Result<Site
 }
 
 fn size_text(bytes: u64) -> String {
-    if bytes >= MIB && bytes % MIB == 0 {
+    if bytes >= MIB && bytes.is_multiple_of(MIB) {
         format!("{} MiB", bytes / MIB)
-    } else if bytes >= KIB && bytes % KIB == 0 {
+    } else if bytes >= KIB && bytes.is_multiple_of(KIB) {
         format!("{} KiB", bytes / KIB)
     } else {
         format!("{bytes} B")
@@ -805,7 +823,8 @@ fn bench_primary_verification(opts: &BenchOptions, dir: &Path) -> Result<BenchRe
 
     let b3 = lookup_tool("b3sum");
     let sha = lookup_tool("sha256sum");
-    let (mut ours, mut b3_samples, mut sha_samples) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut b3_samples, mut b3_one_samples, mut sha_samples) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut notes = vec![format!(
         "setup (write files, insert rows) {setup:.1} s, not timed"
     )];
@@ -837,6 +856,14 @@ fn bench_primary_verification(opts: &BenchOptions, dir: &Path) -> Result<BenchRe
             if rep == 0 {
                 check_against_b3sum(&sites, &root, &paths, &out)?;
                 notes.push("our checksums equal b3sum's for every file".to_string());
+            }
+            if opts.threads > 1 {
+                let (secs, _) = run_timed(
+                    Command::new(&tool.path)
+                        .args(["--num-threads", "1"])
+                        .args(&files),
+                )?;
+                b3_one_samples.push(secs);
             }
         }
         if let Ok(tool) = &sha {
@@ -877,11 +904,14 @@ fn bench_primary_verification(opts: &BenchOptions, dir: &Path) -> Result<BenchRe
 
 fn tool_peer(tool: Result<Tool, Peer>, figure: impl FnOnce(&Tool) -> Figure) -> Peer {
     match tool {
-        Ok(t) => Peer {
-            kind: PeerKind::Tool,
-            name: t.name.clone(),
-            outcome: PeerOutcome::Measured(figure(&t)),
-        },
+        Ok(t) => {
+            let f = figure(&t);
+            Peer {
+                kind: PeerKind::Tool,
+                name: f.label.clone(),
+                outcome: PeerOutcome::Measured(f),
+            }
+        }
         Err(missing) => missing,
     }
 }
