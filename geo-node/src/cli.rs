@@ -1,0 +1,460 @@
+//! The node commands an application mounts in its own command line:
+//! `primary`, `secondary`, `status` and `keys generate`.
+//!
+//! ```ignore
+//! #[derive(clap::Subcommand)]
+//! enum Command {
+//!     // … the application's own commands …
+//!     #[command(flatten)]
+//!     Node(geo_node::cli::NodeCommand),
+//! }
+//! // in main:
+//! Command::Node(cmd) => cmd.run(&geo_node::cli::App::new().primary_setup(|c| Ok(my_app::create_schema(c)?))),
+//! ```
+//!
+//! Every flag also reads an environment variable (shown by `--help`); secrets are best passed
+//! that way (`GEO_SECRET`), since flags show in the process list. Logs go through `tracing`
+//! (the application installs the subscriber; [`init_tracing`] is one).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use geo_diesel::db::{DbPool, PooledConn};
+use geo_diesel::direct::DirectSource;
+use geo_diesel::geo_core::Role;
+use geo_diesel::geo_core::blob_store::LocalBlobStore;
+use geo_diesel::geo_core::clock::Env;
+use geo_diesel::secondary::{Secondary, SecondaryConfig};
+use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
+use geo_diesel::{run_migrations, with_conn};
+
+use crate::auth::{Credentials, KeyRing};
+use crate::client::{HttpConfig, HttpSource, NodeClient};
+use crate::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
+
+/// Error type of an application's setup hook.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Creates the application's own tables on the primary before Geo's migrations run.
+pub type SetupHook = fn(&mut PooledConn) -> Result<(), BoxError>;
+
+/// What the application contributes to the node commands.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct App {
+    primary_setup: Option<SetupHook>,
+}
+
+impl App {
+    /// No hooks.
+    pub fn new() -> Self {
+        App::default()
+    }
+
+    /// Runs `hook` on the primary database before Geo's primary migrations (which need the
+    /// model tables).
+    pub fn primary_setup(mut self, hook: SetupHook) -> Self {
+        self.primary_setup = Some(hook);
+        self
+    }
+}
+
+/// The node commands. Mount with `#[command(flatten)]` in the application's subcommand enum.
+#[derive(Debug, clap::Subcommand)]
+pub enum NodeCommand {
+    /// Serve a primary site: the Geo HTTP API over its database and files, plus its
+    /// verification workers.
+    Primary(PrimaryArgs),
+    /// Run a secondary site replicating from a primary over HTTP; serves its own status and
+    /// metrics.
+    Secondary(SecondaryArgs),
+    /// Show a site's status (GET /api/geo/status).
+    Status(StatusArgs),
+    /// Manage secondaries' access keys.
+    Keys {
+        /// What to do.
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+}
+
+/// `primary`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PrimaryArgs {
+    /// Address to listen on.
+    #[arg(long, env = "GEO_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The application's database (SQLite path or postgres://…).
+    #[arg(long, env = "GEO_DATABASE_URL")]
+    pub database_url: String,
+    /// The primary's blob store directory.
+    #[arg(long, env = "GEO_BLOB_DIR")]
+    pub blob_dir: PathBuf,
+    /// File of accepted secondary keys: `ACCESS_KEY SECRET [name]` per line.
+    #[arg(long, env = "GEO_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
+    /// Accepted secondary keys as `ACCESS_KEY:SECRET`, comma-separated (prefer the file).
+    #[arg(long, env = "GEO_KEYS", value_delimiter = ',', hide_env_values = true)]
+    pub keys: Vec<String>,
+    /// The site's name (the `name` label of its metrics).
+    #[arg(long, env = "GEO_NODE_NAME", default_value = "primary")]
+    pub name: String,
+    /// Clock leeway for tokens, in seconds.
+    #[arg(long, env = "GEO_TOKEN_LEEWAY_SECS", default_value_t = crate::auth::DEFAULT_LEEWAY)]
+    pub token_leeway_secs: i64,
+    /// Do not run the verification workers (another process runs them).
+    #[arg(long)]
+    pub no_verify: bool,
+    /// HTTP worker threads.
+    #[arg(long, env = "GEO_HTTP_THREADS", default_value_t = 2)]
+    pub http_threads: usize,
+    /// Database connections.
+    #[arg(long, env = "GEO_DB_POOL", default_value_t = 16)]
+    pub db_pool: u32,
+}
+
+/// `secondary`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct SecondaryArgs {
+    /// The primary's base URL.
+    #[arg(long, env = "GEO_PRIMARY_URL")]
+    pub primary: String,
+    /// The tracking database (SQLite path or postgres://…).
+    #[arg(long, env = "GEO_TRACKING_DATABASE_URL")]
+    pub database_url: String,
+    /// The secondary's blob store directory.
+    #[arg(long, env = "GEO_BLOB_DIR")]
+    pub blob_dir: PathBuf,
+    /// This secondary's access key.
+    #[arg(long, env = "GEO_ACCESS_KEY")]
+    pub access_key: String,
+    /// This secondary's secret (prefer the environment variable).
+    #[arg(long, env = "GEO_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Address of the secondary's own status and metrics server.
+    #[arg(long, env = "GEO_LISTEN", default_value = "127.0.0.1:8081")]
+    pub listen: String,
+    /// The site's name (the `name` label of its metrics).
+    #[arg(long, env = "GEO_NODE_NAME", default_value = "secondary")]
+    pub name: String,
+    /// Downloads in flight at once.
+    #[arg(long, env = "GEO_SYNC_CAPACITY", default_value_t = 10)]
+    pub sync_capacity: usize,
+    /// TCP connect timeout to the primary, in seconds.
+    #[arg(long, env = "GEO_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
+    pub connect_timeout_secs: u64,
+    /// Longest wait for an answer, or for each piece of a blob, in seconds.
+    #[arg(long, env = "GEO_READ_TIMEOUT_SECS", default_value_t = 30)]
+    pub read_timeout_secs: u64,
+    /// Sleep between worker passes when idle, in milliseconds.
+    #[arg(long, env = "GEO_IDLE_MS", default_value_t = 200)]
+    pub idle_ms: u64,
+    /// Clock leeway for tokens on the status server, in seconds.
+    #[arg(long, env = "GEO_TOKEN_LEEWAY_SECS", default_value_t = crate::auth::DEFAULT_LEEWAY)]
+    pub token_leeway_secs: i64,
+}
+
+/// `status`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StatusArgs {
+    /// The site's base URL.
+    #[arg(long, env = "GEO_NODE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// An access key the site accepts.
+    #[arg(long, env = "GEO_ACCESS_KEY")]
+    pub access_key: String,
+    /// Its secret (prefer the environment variable).
+    #[arg(long, env = "GEO_SECRET", hide_env_values = true)]
+    pub secret: String,
+    /// Print the raw JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `keys …`.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum KeysAction {
+    /// Print a new access key and secret for a secondary (as `GEO_ACCESS_KEY=…` and
+    /// `GEO_SECRET=…` lines).
+    Generate {
+        /// Also append `ACCESS_KEY SECRET NAME` to this primary keys file (created mode 0600).
+        #[arg(long)]
+        append_to: Option<PathBuf>,
+        /// A name for the key in the keys file.
+        #[arg(long, default_value = "secondary")]
+        name: String,
+    },
+}
+
+/// Installs a `tracing` subscriber writing to stderr, filtered by `RUST_LOG` (default `info`).
+/// Does nothing when one is installed already.
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+impl NodeCommand {
+    /// Runs the command. `primary` and `secondary` run until SIGINT or SIGTERM.
+    pub fn run(self, app: &App) -> Result<ExitCode> {
+        match self {
+            NodeCommand::Primary(args) => run_primary(args, app),
+            NodeCommand::Secondary(args) => run_secondary(args),
+            NodeCommand::Status(args) => run_status(args),
+            NodeCommand::Keys {
+                action: KeysAction::Generate { append_to, name },
+            } => keys_generate(append_to, &name),
+        }
+    }
+}
+
+fn wait_for_signal() -> Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        #[cfg(unix)]
+        {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r,
+                _ = term.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await
+        }
+    })?;
+    tracing::info!("stopping");
+    Ok(())
+}
+
+fn announce(server: &ServerHandle, role: &str) {
+    // One line on stdout, so scripts and tests learn the port when listening on :0.
+    println!("geo-node {role} listening on {}", server.url());
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+}
+
+/// Reads the primary's keys from `--keys-file` and `--keys`.
+pub fn load_keys(file: Option<&std::path::Path>, inline: &[String]) -> Result<KeyRing> {
+    let mut ring = match file {
+        Some(f) => KeyRing::load(f)?,
+        None => KeyRing::new(),
+    };
+    for (i, k) in inline.iter().enumerate() {
+        let (a, s) = k
+            .split_once(':')
+            .with_context(|| format!("--keys entry {} is not ACCESS_KEY:SECRET", i + 1))?;
+        ring.insert(
+            Credentials::new(a.trim(), s.trim())
+                .with_context(|| format!("--keys entry {}", i + 1))?,
+        );
+    }
+    Ok(ring)
+}
+
+/// Opens and migrates the primary database (running the application's setup hook first).
+pub fn open_primary_db(url: &str, pool: u32, app: &App) -> Result<DbPool> {
+    let db = DbPool::connect(url, pool).context("opening the primary database")?;
+    let mut conn = db.get()?;
+    if let Some(hook) = app.primary_setup {
+        hook(&mut conn).map_err(|e| anyhow::anyhow!("application setup: {e}"))?;
+    }
+    let report = with_conn!(&mut conn, c => run_migrations(c, Role::Primary))?;
+    tracing::info!(applied = report.applied.len(), "primary migrations");
+    Ok(db)
+}
+
+fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
+    let keys = load_keys(args.keys_file.as_deref(), &args.keys)?;
+    if keys.is_empty() {
+        bail!("no secondary keys: give --keys-file (see `keys generate --append-to`) or GEO_KEYS");
+    }
+    let db = open_primary_db(&args.database_url, args.db_pool, app)?;
+    let store = Arc::new(
+        LocalBlobStore::new(&args.blob_dir)
+            .with_context(|| format!("opening the blob store {}", args.blob_dir.display()))?,
+    );
+    let verifier = Arc::new(PrimaryVerifier::new(
+        db.clone(),
+        store.clone(),
+        Env::system(),
+        PrimaryConfig::default(),
+    ));
+    let workers = if args.no_verify {
+        None
+    } else {
+        Some(verifier.spawn()?)
+    };
+    let source = Arc::new(DirectSource::new(db, store));
+    let state = NodeState::new(args.name, keys)
+        .with_leeway(args.token_leeway_secs)
+        .with_primary(PrimaryService {
+            source,
+            verifier: Some(verifier),
+        });
+    let server = ServerHandle::start(&args.listen, Arc::new(state), args.http_threads)?;
+    announce(&server, "primary");
+    wait_for_signal()?;
+    server.stop();
+    drop(workers);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
+    let creds = Credentials::new(&args.access_key, &args.secret)
+        .context("--access-key/--secret (GEO_ACCESS_KEY/GEO_SECRET)")?;
+    let tracking =
+        DbPool::connect(&args.database_url, 16).context("opening the tracking database")?;
+    {
+        let mut conn = tracking.get()?;
+        let report = with_conn!(&mut conn, c => run_migrations(c, Role::Secondary))?;
+        tracing::info!(applied = report.applied.len(), "secondary migrations");
+    }
+    let store = Arc::new(
+        LocalBlobStore::new(&args.blob_dir)
+            .with_context(|| format!("opening the blob store {}", args.blob_dir.display()))?,
+    );
+    // Temporary files of downloads interrupted by the last stop (one secondary process per
+    // blob directory).
+    let removed = store.remove_stale_temp_files(Duration::ZERO)?;
+    if removed > 0 {
+        tracing::info!(removed, "removed temporary files of interrupted downloads");
+    }
+    let mut http = HttpConfig::new(&args.primary, creds.clone());
+    http.connect_timeout = Duration::from_secs(args.connect_timeout_secs.max(1));
+    http.read_timeout = Duration::from_secs(args.read_timeout_secs.max(1));
+    let source = Arc::new(HttpSource::new(http));
+    let link = source.stats();
+    let config = SecondaryConfig {
+        sync_capacity: args.sync_capacity.max(1),
+        idle_sleep: Duration::from_millis(args.idle_ms.max(1)),
+        ..SecondaryConfig::default()
+    };
+    let secondary = Arc::new(Secondary::new(
+        tracking,
+        source.clone(),
+        store,
+        Env::system(),
+        config,
+    ));
+    let workers = secondary.spawn()?;
+    let state = NodeState::new(args.name, KeyRing::with([creds]))
+        .with_leeway(args.token_leeway_secs)
+        .with_secondary(SecondaryService {
+            secondary,
+            source,
+            link: Some(link),
+        });
+    let server = ServerHandle::start(&args.listen, Arc::new(state), 1)?;
+    announce(&server, "secondary");
+    wait_for_signal()?;
+    server.stop();
+    workers.stop();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_status(args: StatusArgs) -> Result<ExitCode> {
+    let creds = Credentials::new(&args.access_key, &args.secret)
+        .context("--access-key/--secret (GEO_ACCESS_KEY/GEO_SECRET)")?;
+    let client = NodeClient::new(HttpConfig::new(&args.url, creds));
+    let status = client.status().context("asking the site's status")?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", render_status(&status));
+    }
+    Ok(
+        if status.get("health_status").and_then(|v| v.as_str()) == Some("Healthy") {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        },
+    )
+}
+
+/// A status object as a short table per role.
+pub fn render_status(status: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let s = |k: &str| {
+        status
+            .get(k)
+            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    let _ = writeln!(out, "{} ({}): {}", s("name"), s("role"), s("health"));
+    let names: Vec<String> = status
+        .get("replicables")
+        .and_then(|v| v.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for role in ["primary", "secondary"] {
+        let Some(fields) = status.get(role).and_then(|v| v.as_object()) else {
+            continue;
+        };
+        let _ = writeln!(out, "{role}:");
+        for k in [
+            "last_event_id",
+            "cursor_last_event_id",
+            "open_gaps_count",
+            "cursor_skipped_events_count",
+        ] {
+            if let Some(v) = fields.get(k) {
+                let _ = writeln!(out, "  {k}: {v}");
+            }
+        }
+        let mut keys: Vec<&String> = fields
+            .keys()
+            .filter(|k| k.ends_with("_count") || k.ends_with("_percentage"))
+            .filter(|k| !k.starts_with("open_gaps") && !k.starts_with("cursor_"))
+            .collect();
+        keys.sort();
+        for k in keys {
+            if !fields[k].is_null() {
+                let _ = writeln!(out, "  {k}: {}", fields[k]);
+            }
+        }
+    }
+    if !names.is_empty() {
+        let _ = writeln!(out, "replicables: {}", names.join(", "));
+    }
+    out
+}
+
+fn keys_generate(append_to: Option<PathBuf>, name: &str) -> Result<ExitCode> {
+    let creds = Credentials::generate();
+    if let Some(path) = append_to {
+        use std::io::Write as _;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.create(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts
+            .open(&path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        writeln!(
+            f,
+            "{} {} {}",
+            creds.access_key,
+            creds.secret.expose(),
+            name.split_whitespace().collect::<Vec<_>>().join("_")
+        )?;
+        eprintln!("appended the key to {}", path.display());
+    }
+    println!("GEO_ACCESS_KEY={}", creds.access_key);
+    println!("GEO_SECRET={}", creds.secret.expose());
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,19 @@
+//! # geo-node
+//!
+//! The network face of a Geo site: the HTTP API a primary serves to its secondaries
+//! ([`server`]), authentication between sites as GitLab Geo does it ([`auth`]), the HTTP
+//! [`PrimarySource`](geo_diesel::geo_core::source::PrimarySource) a secondary replicates
+//! through ([`client::HttpSource`]), status and Prometheus metrics ([`metrics`]), and the
+//! `primary` / `secondary` / `status` / `keys` commands an application mounts in its own CLI
+//! ([`cli`]).
+
+pub mod api;
+pub mod auth;
+pub mod cli;
+pub mod client;
+pub mod metrics;
+pub mod server;
+
+pub use auth::{AccessKey, Credentials, KeyRing, Secret};
+pub use client::{HttpConfig, HttpSource, NodeClient};
+pub use server::{NodeState, PrimaryService, SecondaryService, ServerHandle, router};
