@@ -63,6 +63,12 @@ pub struct CursorPass {
     pub applied: usize,
     /// Events skipped (unknown replicable, malformed, flag off).
     pub skipped: usize,
+    /// Of which: unknown replicable name.
+    pub skipped_unknown_replicable: u64,
+    /// Of which: malformed name or payload.
+    pub skipped_malformed: u64,
+    /// Of which: the type's replication flag is off.
+    pub skipped_disabled: u64,
     /// Late events applied from gaps.
     pub gaps_filled: usize,
     /// New gaps recorded.
@@ -71,6 +77,9 @@ pub struct CursorPass {
     pub gaps_expired: usize,
     /// The cursor after the pass.
     pub cursor: i64,
+    /// Another log cursor on the same tracking database advanced first; this pass applied
+    /// nothing (its reads are redone by the next pass).
+    pub raced: bool,
 }
 
 /// The cursor's position and open gaps as stored in the tracking database.
@@ -217,14 +226,31 @@ impl LogCursor {
         }
 
         let expire_before = now - self.gap_timeout;
-        let expired = with_conn!(&mut conn, c => c.transaction::<usize, diesel::result::Error, _>(|c| {
+        let raced = std::cell::Cell::new(false);
+        let result = with_conn!(&mut conn, c => c.transaction::<usize, diesel::result::Error, _>(|c| {
+            // Compare-and-set on the cursor: lock its row (a write first, so SQLite takes the
+            // write lock; FOR UPDATE on PostgreSQL), re-read position and gaps, and give up if
+            // another cursor moved them since this pass read its events.
+            sql_query(placeholders(
+                "INSERT INTO geo_event_log_states (id, event_id, updated_at) VALUES (0, 0, ?) ON CONFLICT (id) DO NOTHING",
+                c_backend(c),
+            ).as_ref())
+            .bind::<GeoTimestamp, _>(UtcDateTime(now))
+            .execute(c)?;
+            if c_backend(c) == geo_core::Backend::Postgres {
+                sql_query("SELECT event_id AS id FROM geo_event_log_states WHERE id = 0 FOR UPDATE").load::<IdRow>(c)?;
+            }
+            if load_state(c)? != state {
+                raced.set(true);
+                return Err(diesel::result::Error::RollbackTransaction);
+            }
             for (name, ids) in &effects.created {
                 let d = find_replicable(name).expect("planned only for registered replicables");
                 crate::registry::insert_missing(c, d, &ids.iter().copied().collect::<Vec<_>>())?;
             }
             for (name, ids) in &effects.pending {
                 let d = find_replicable(name).expect("planned only for registered replicables");
-                crate::registry::upsert_pending(c, d, &ids.iter().copied().collect::<Vec<_>>())?;
+                crate::registry::upsert_pending_at(c, d, &ids.iter().copied().collect::<Vec<_>>(), now)?;
             }
             for (name, rows) in &effects.deleted {
                 let d = find_replicable(name).expect("planned only for registered replicables");
@@ -259,7 +285,19 @@ impl LogCursor {
             .bind::<GeoTimestamp, _>(UtcDateTime(now))
             .execute(c)?;
             Ok(expired)
-        }))?;
+        }));
+        let expired = match result {
+            Ok(expired) => expired,
+            Err(diesel::result::Error::RollbackTransaction) if raced.get() => {
+                tracing::debug!("another log cursor advanced first; this pass applied nothing");
+                return Ok(CursorPass {
+                    cursor: state.last_event_id,
+                    raced: true,
+                    ..CursorPass::default()
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
 
         pass.gaps_filled = filled.len();
         pass.gaps_detected = new_gaps.len();
@@ -272,6 +310,12 @@ impl LogCursor {
         }
         let c = &self.counters;
         c.applied.fetch_add(pass.applied as u64, Ordering::Relaxed);
+        c.skipped_unknown_replicable
+            .fetch_add(pass.skipped_unknown_replicable, Ordering::Relaxed);
+        c.skipped_malformed
+            .fetch_add(pass.skipped_malformed, Ordering::Relaxed);
+        c.skipped_disabled
+            .fetch_add(pass.skipped_disabled, Ordering::Relaxed);
         c.gaps_detected
             .fetch_add(pass.gaps_detected as u64, Ordering::Relaxed);
         c.gaps_filled
@@ -291,9 +335,7 @@ impl LogCursor {
         let mut ordered: Vec<(&'static ReplicableDescriptor, ParsedEvent)> = Vec::new();
         for e in events {
             let Some(d) = find_replicable(&e.replicable_name) else {
-                self.counters
-                    .skipped_unknown_replicable
-                    .fetch_add(1, Ordering::Relaxed);
+                pass.skipped_unknown_replicable += 1;
                 pass.skipped += 1;
                 tracing::warn!(event_id = e.id, replicable = %e.replicable_name, "skipping an event for an unknown replicable");
                 continue;
@@ -301,18 +343,14 @@ impl LogCursor {
             let parsed = match parse_event(e) {
                 Ok(p) => p,
                 Err(err) => {
-                    self.counters
-                        .skipped_malformed
-                        .fetch_add(1, Ordering::Relaxed);
+                    pass.skipped_malformed += 1;
                     pass.skipped += 1;
                     tracing::warn!(event_id = e.id, replicable = d.name, error = %err, "skipping a malformed event");
                     continue;
                 }
             };
             if !flag(d) {
-                self.counters
-                    .skipped_disabled
-                    .fetch_add(1, Ordering::Relaxed);
+                pass.skipped_disabled += 1;
                 pass.skipped += 1;
                 tracing::debug!(
                     event_id = e.id,

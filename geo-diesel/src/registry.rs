@@ -61,11 +61,26 @@ const PENDING_SET: &str = "state = 0, retry_count = 0, retry_at = NULL, last_syn
     verification_failure = NULL, checksum_mismatch = FALSE, verification_checksum_mismatched = NULL";
 
 /// Creates registry rows for `ids` as `pending`, or moves existing rows back to `pending`
-/// (a `created`/`updated` event: the next sync starts after the change). Set-based, in chunks.
+/// (an `updated` event: the next sync starts after the change). Set-based, in chunks. Uses the
+/// system clock; see [`upsert_pending_at`].
 pub fn upsert_pending(
     conn: &mut impl AsDbConn,
     d: &'static ReplicableDescriptor,
     ids: &[i64],
+) -> Result<usize, RegistryError> {
+    upsert_pending_at(conn, d, ids, Utc::now())
+}
+
+/// [`upsert_pending`] at time `now`. A row whose download is in flight (`started`) stays
+/// `started` — so no second worker claims it and two downloads of one record never race — but
+/// its claim token (`last_synced_at`) moves to `now`: the running download's compare-and-set then
+/// fails and [`record_sync_claimed`] sends the row back to `pending`, so it syncs again after the
+/// change.
+pub fn upsert_pending_at(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    ids: &[i64],
+    now: DateTime<Utc>,
 ) -> Result<usize, RegistryError> {
     let mut ids = ids.to_vec();
     ids.sort_unstable();
@@ -78,11 +93,23 @@ pub fn upsert_pending(
             .map(|id| format!("({id})"))
             .collect::<Vec<_>>()
             .join(",");
-        let sql = format!(
-            "INSERT INTO {t} ({k}) VALUES {values} ON CONFLICT ({k}) DO UPDATE SET {}",
-            PENDING_SET
-        );
-        n += with_conn!(conn, c => sql_query(&sql).execute(c).map_err(q("marking rows pending", d))?);
+        n += with_conn!(conn, c => {
+            // The new token must differ from the running claim's, even when both were taken at
+            // the same instant (a manual clock): one millisecond earlier in that case.
+            let ts = crate::sql::timestamp_literal(c_backend(c), now);
+            let before = crate::sql::timestamp_literal(c_backend(c), now - Duration::milliseconds(1));
+            let set = PENDING_SET
+                .replace("state = 0,", &format!("state = CASE WHEN {t}.state = 1 THEN 1 ELSE 0 END,"))
+                .replace(
+                    "last_synced_at = NULL,",
+                    &format!(
+                        "last_synced_at = CASE WHEN {t}.state <> 1 THEN NULL \
+                         WHEN {t}.last_synced_at = {ts} THEN {before} ELSE {ts} END,"
+                    ),
+                );
+            let sql = format!("INSERT INTO {t} ({k}) VALUES {values} ON CONFLICT ({k}) DO UPDATE SET {set}");
+            sql_query(&sql).execute(c).map_err(q("marking rows pending", d))?
+        });
     }
     Ok(n)
 }
@@ -280,7 +307,8 @@ pub enum SyncOutcome {
 
 /// Records the outcome of a sync — only if the row is still `started` (compare-and-set); a row a
 /// newer event moved back to `pending` stays pending. `retry_at(n)` gives the next retry time for
-/// the n-th failure. Returns whether the row changed.
+/// the n-th failure. Returns whether the row changed. Prefer [`record_sync_claimed`], which also
+/// checks the claim token.
 pub fn record_sync(
     conn: &mut impl AsDbConn,
     d: &'static ReplicableDescriptor,
@@ -289,7 +317,54 @@ pub fn record_sync(
     retry_at: &dyn Fn(i16, bool) -> DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<bool, RegistryError> {
+    record_sync_inner(conn, d, id, None, outcome, retry_at, now)
+}
+
+/// Records the outcome of a sync claimed at `claimed_at` (the `now` given to [`claim_sync`]): a
+/// compare-and-set on `state = started` **and** the claim token `last_synced_at = claimed_at`.
+/// When an `updated` event arrived during the download (the token moved), nothing is recorded and
+/// the row goes back to `pending`, so the record syncs again with its new content. Returns
+/// whether the outcome was recorded.
+pub fn record_sync_claimed(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    id: i64,
+    claimed_at: DateTime<Utc>,
+    outcome: &SyncOutcome,
+    retry_at: &dyn Fn(i16, bool) -> DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, RegistryError> {
+    if record_sync_inner(conn, d, id, Some(claimed_at), outcome, retry_at, now)? {
+        return Ok(true);
+    }
     let (t, k) = names(d);
+    let sql = format!(
+        "UPDATE {t} SET state = 0, last_synced_at = NULL WHERE {k} = ? AND state = 1 AND last_synced_at <> ?"
+    );
+    with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+        .bind::<BigInt, _>(id)
+        .bind::<GeoTimestamp, _>(UtcDateTime(claimed_at))
+        .execute(c)
+        .map_err(q("re-queueing a row changed during its download", d))?);
+    Ok(false)
+}
+
+fn record_sync_inner(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    id: i64,
+    claimed_at: Option<DateTime<Utc>>,
+    outcome: &SyncOutcome,
+    retry_at: &dyn Fn(i16, bool) -> DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<bool, RegistryError> {
+    let (t, k) = names(d);
+    let token = claimed_at.map(UtcDateTime);
+    let guard = if token.is_some() {
+        "AND last_synced_at = ?"
+    } else {
+        ""
+    };
     match outcome {
         SyncOutcome::Synced { local, primary } => {
             let matched = primary.as_deref() == Some(local.as_slice());
@@ -315,13 +390,18 @@ pub fn record_sync(
                 "UPDATE {t} SET state = 2, retry_count = 0, retry_at = NULL, last_sync_failure = NULL, \
                  missing_on_primary = FALSE, verification_state = {vstate}, verification_checksum = ?, verified_at = ?, \
                  verification_started_at = NULL, verification_failure = NULL, verification_retry_at = NULL, {mismatch} \
-                 WHERE {k} = ? AND state = 1"
+                 WHERE {k} = ? AND state = 1 {guard}"
             );
-            let n = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
-                .bind::<Binary, _>(local.as_slice())
-                .bind::<Nullable<GeoTimestamp>, _>(verified_at)
-                .bind::<BigInt, _>(id)
-                .execute(c)
+            let n = with_conn!(conn, c => {
+                let q1 = sql_query(placeholders(&sql, c_backend(c)).as_ref())
+                    .bind::<Binary, _>(local.as_slice())
+                    .bind::<Nullable<GeoTimestamp>, _>(verified_at)
+                    .bind::<BigInt, _>(id);
+                match token {
+                    Some(tok) => q1.bind::<GeoTimestamp, _>(tok).execute(c),
+                    None => q1.execute(c),
+                }
+            }
                 .map_err(q("marking a row synced", d))?);
             Ok(n == 1)
         }
@@ -340,13 +420,16 @@ pub fn record_sync(
             with_conn!(conn, c => c.transaction::<bool, diesel::result::Error, _>(|c| {
                 let sql = format!(
                     "UPDATE {t} SET state = 3, retry_count = {INC_RETRY}, last_sync_failure = ?, missing_on_primary = ? \
-                     WHERE {k} = ? AND state = 1 RETURNING retry_count"
+                     WHERE {k} = ? AND state = 1 {guard} RETURNING retry_count"
                 );
-                let rows: Vec<Row> = sql_query(placeholders(&sql, c_backend(c)).as_ref())
+                let q1 = sql_query(placeholders(&sql, c_backend(c)).as_ref())
                     .bind::<Text, _>(&message)
                     .bind::<Bool, _>(*missing_on_primary)
-                    .bind::<BigInt, _>(id)
-                    .load(c)?;
+                    .bind::<BigInt, _>(id);
+                let rows: Vec<Row> = match token {
+                    Some(tok) => q1.bind::<GeoTimestamp, _>(tok).load(c)?,
+                    None => q1.load(c)?,
+                };
                 let Some(row) = rows.first() else { return Ok(false) };
                 sql_query(placeholders(&format!("UPDATE {t} SET retry_at = ? WHERE {k} = ?"), c_backend(c)).as_ref())
                     .bind::<GeoTimestamp, _>(UtcDateTime(retry_at(row.retry_count, *missing_on_primary)))

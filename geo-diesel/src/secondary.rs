@@ -237,9 +237,9 @@ impl Secondary {
     fn claim_fair(
         &self,
         types: &[&'static ReplicableDescriptor],
+        now: DateTime<Utc>,
     ) -> Result<Vec<(&'static ReplicableDescriptor, i64)>, SecondaryError> {
         let mut conn = self.tracking.get()?;
-        let now = self.now();
         let total = self.config.sync_batch.max(self.config.sync_capacity) as i64;
         let mut claimed: Vec<(&'static ReplicableDescriptor, i64)> = Vec::new();
         let mut open: Vec<&'static ReplicableDescriptor> = types.to_vec();
@@ -371,7 +371,9 @@ impl Secondary {
         if types.is_empty() {
             return Ok(0);
         }
-        let claimed = self.claim_fair(&types)?;
+        // The claim time is the claim token: outcomes are recorded only against it.
+        let claimed_at = self.now();
+        let claimed = self.claim_fair(&types, claimed_at)?;
         if claimed.is_empty() {
             return Ok(0);
         }
@@ -434,7 +436,7 @@ impl Secondary {
             for (d, id, done) in &results {
                 match done {
                     Done::Outcome(outcome, path) => {
-                        let changed = registry::record_sync(c, d, *id, outcome, &retry_at, now)?;
+                        let changed = registry::record_sync_claimed(c, d, *id, claimed_at, outcome, &retry_at, now)?;
                         match outcome {
                             SyncOutcome::Synced { .. } => {
                                 self.counters.synced.fetch_add(1, Ordering::Relaxed);

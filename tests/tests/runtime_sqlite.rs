@@ -167,24 +167,38 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
     assert_eq!(claimed, vec![w.id]);
     assert_eq!(s.reg(wd(), w.id).unwrap().state, STARTED);
 
-    // The record changes on the primary; the cursor moves the row back to pending.
+    // The record changes on the primary. The row stays `started` (no second worker may claim
+    // it while the old download runs) but its claim token moves.
     let new = data(2, 7000);
     app::update_widget(&mut s.p(), s.primary_store.as_ref(), &w, &new).unwrap();
     s.secondary.cursor_pass().unwrap();
-    assert_eq!(s.reg(wd(), w.id).unwrap().state, PENDING);
+    let row = s.reg(wd(), w.id).unwrap();
+    assert_eq!(row.state, STARTED);
+    assert!(
+        registry::claim_sync(&mut s.t(), wd(), 10, now)
+            .unwrap()
+            .is_empty(),
+        "a row with a download in flight must not be claimed twice"
+    );
 
-    // The old download finishes: its outcome must not overwrite the newer pending state.
+    // The old download finishes: its outcome is not recorded and the row goes back to pending.
     let retry = |_: i16, _: bool| now + Duration::hours(1);
     let synced = SyncOutcome::Synced {
         local: sum(&old),
         primary: None,
     };
-    assert!(!registry::record_sync(&mut s.t(), wd(), w.id, &synced, &retry, now).unwrap());
+    assert!(
+        !registry::record_sync_claimed(&mut s.t(), wd(), w.id, now, &synced, &retry, now).unwrap()
+    );
+    assert_eq!(s.reg(wd(), w.id).unwrap().state, PENDING);
     let failed = SyncOutcome::Failed {
         message: "late failure".into(),
         missing_on_primary: false,
     };
     assert!(!registry::record_sync(&mut s.t(), wd(), w.id, &failed, &retry, now).unwrap());
+    assert!(
+        !registry::record_sync_claimed(&mut s.t(), wd(), w.id, now, &failed, &retry, now).unwrap()
+    );
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(
         (row.state, row.retry_count, row.last_sync_failure),
