@@ -37,10 +37,10 @@ pub(crate) fn diesel_table_name(struct_name: &str) -> String {
 /// `package_file` → `package_files`.
 pub(crate) fn plural(name: &str) -> String {
     let vowel = |c: char| matches!(c, 'a' | 'e' | 'i' | 'o' | 'u');
-    if let Some(stem) = name.strip_suffix('y') {
-        if stem.chars().last().is_some_and(|c| !vowel(c) && c != '_') {
-            return format!("{stem}ies");
-        }
+    if let Some(stem) = name.strip_suffix('y')
+        && stem.chars().last().is_some_and(|c| !vowel(c) && c != '_')
+    {
+        return format!("{stem}ies");
     }
     if ["s", "x", "z", "ch", "sh"]
         .iter()

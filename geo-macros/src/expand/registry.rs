@@ -86,17 +86,35 @@ pub(crate) mod kinds {
     }
 }
 
+/// What [`table_and_row`] generates: a `table!` module and its row type.
+pub(crate) struct TableSpec<'a> {
+    /// The `table!` module name.
+    pub module: &'a str,
+    /// Doc comment of the table.
+    pub table_doc: &'a str,
+    /// `#[sql_name = "..."]` of the table, when it differs from the module.
+    pub table_sql_name: Option<&'a str>,
+    /// The primary-key column.
+    pub key: &'a str,
+    /// The columns, in order.
+    pub columns: &'a [Column],
+    /// The row type.
+    pub row: &'a Ident,
+    /// Doc comment of the row type.
+    pub row_doc: &'a str,
+}
+
 /// A `table!` module plus a `Queryable + Selectable` row type with one field per column.
-pub(crate) fn table_and_row(
-    model: &Model,
-    module: &str,
-    table_doc: &str,
-    table_sql_name: Option<&str>,
-    key: &str,
-    columns: &[Column],
-    row: &Ident,
-    row_doc: &str,
-) -> TokenStream {
+pub(crate) fn table_and_row(model: &Model, spec: &TableSpec<'_>) -> TokenStream {
+    let TableSpec {
+        module,
+        table_doc,
+        table_sql_name,
+        key,
+        columns,
+        row,
+        row_doc,
+    } = *spec;
     let p = private();
     let vis = &model.vis;
     let module = Ident::new(module, Span::call_site());
@@ -226,12 +244,14 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     );
     table_and_row(
         model,
-        &model.registry,
-        &table_doc,
-        None,
-        "id",
-        &registry_columns(model),
-        &row,
-        &row_doc,
+        &TableSpec {
+            module: &model.registry,
+            table_doc: &table_doc,
+            table_sql_name: None,
+            key: "id",
+            columns: &registry_columns(model),
+            row: &row,
+            row_doc: &row_doc,
+        },
     )
 }

@@ -6,7 +6,7 @@ use proc_macro2::TokenStream;
 use quote::quote;
 
 use super::private;
-use super::registry::{Column, kinds, table_and_row};
+use super::registry::{Column, TableSpec, kinds, table_and_row};
 use crate::attr::VerificationArg;
 use crate::valid::{IdType, Model};
 
@@ -92,13 +92,15 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     );
     let table = table_and_row(
         model,
-        module,
-        &table_doc,
-        sql_name,
-        &model.fk,
-        &columns(model),
-        &row,
-        &row_doc,
+        &TableSpec {
+            module,
+            table_doc: &table_doc,
+            table_sql_name: sql_name,
+            key: &model.fk,
+            columns: &columns(model),
+            row: &row,
+            row_doc: &row_doc,
+        },
     );
     quote! {
         #table
