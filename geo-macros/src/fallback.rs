@@ -42,6 +42,7 @@ fn stub(ident: &Ident, vis: &syn::Visibility) -> TokenStream {
         #[doc = #doc]
         #vis struct #replicator<'a>(::core::marker::PhantomData<&'a #ident>);
 
+        #[automatically_derived]
         impl<'a> #replicator<'a> {
             /// Stand-in (the attribute has errors).
             #vis const DESCRIPTOR: &'static #core::ReplicableDescriptor =
@@ -77,6 +78,7 @@ fn stub(ident: &Ident, vis: &syn::Visibility) -> TokenStream {
             }
         }
 
+        #[automatically_derived]
         impl<'a> #core::Replicator for #replicator<'a> {
             fn descriptor(&self) -> &'static #core::ReplicableDescriptor {
                 Self::DESCRIPTOR
@@ -87,12 +89,14 @@ fn stub(ident: &Ident, vis: &syn::Visibility) -> TokenStream {
             }
         }
 
+        #[automatically_derived]
         impl<'a> #core::BlobReplicator for #replicator<'a> {
             fn blob_path(&self) -> &::core::primitive::str {
                 ::core::unreachable!()
             }
         }
 
+        #[automatically_derived]
         impl #ident {
             /// Stand-in (the attribute has errors).
             #vis fn replicator(&self) -> #replicator<'_> {
@@ -100,6 +104,7 @@ fn stub(ident: &Ident, vis: &syn::Visibility) -> TokenStream {
             }
         }
 
+        #[automatically_derived]
         impl #core::Replicable for #ident {
             const DESCRIPTOR: &'static #core::ReplicableDescriptor =
                 <#replicator<'static>>::DESCRIPTOR;

@@ -1,7 +1,7 @@
 //! The `#[replicable]` attribute of Geo for Rust. Users reach it as `geo_diesel::replicable`,
 //! where its documentation lives; this crate is an implementation detail of `geo-diesel`.
 //!
-//! Structure: [`replicable`] is a thin shell around [`expand`]; `attr`/`ast` parse, `valid`
+//! Structure: [`replicable`] is a thin shell around `expand`; `attr`/`ast` parse, `valid`
 //! validates into a model, `expand::*` generates one artefact each, `fallback` handles errors.
 
 mod ast;

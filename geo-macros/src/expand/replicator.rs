@@ -116,6 +116,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             }
         }
 
+        #[automatically_derived]
         impl<'a> #replicator<'a> {
             #[doc = #doc_descriptor]
             #vis const DESCRIPTOR: &'static #core::ReplicableDescriptor = #descriptor;
@@ -152,6 +153,7 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             }
         }
 
+        #[automatically_derived]
         impl #ident {
             #[doc = #doc_replicator_fn]
             #vis const fn replicator(&self) -> #replicator<'_> {
