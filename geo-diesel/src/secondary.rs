@@ -762,7 +762,18 @@ impl Secondary {
             (
                 "geo-timeouts",
                 Secondary::timeouts_pass,
-                std::time::Duration::from_secs(60),
+                // Every minute (GitLab: every 10), sooner when the timeouts are short.
+                std::time::Duration::from_secs(60)
+                    .min(
+                        (self
+                            .config
+                            .sync_timeout
+                            .min(self.config.verification_timeout)
+                            / 4)
+                        .to_std()
+                        .unwrap_or_default(),
+                    )
+                    .max(self.config.idle_sleep),
             ),
         ];
         for (name, pass, idle) in loops {
