@@ -213,8 +213,25 @@ impl LogCursor {
         // Files of deleted records go first, outside the transaction; re-applying a delete after a
         // crash is harmless.
         for (name, rows) in &effects.deleted {
+            // A `deleted` event normally carries the path; otherwise use the one the sync stored.
+            let d = find_replicable(name).expect("planned only for registered replicables");
+            let unknown: Vec<i64> = rows
+                .iter()
+                .filter(|(_, p)| p.is_none())
+                .map(|(id, _)| *id)
+                .collect();
+            let stored: BTreeMap<i64, geo_core::blob_store::BlobPath> =
+                crate::registry::blob_paths(&mut conn, d, &unknown)
+                    .map_err(diesel::result::Error::from)?
+                    .into_iter()
+                    .filter_map(|(id, p)| {
+                        geo_core::blob_store::BlobPath::new(&p)
+                            .ok()
+                            .map(|p| (id, p))
+                    })
+                    .collect();
             for (id, path) in rows {
-                if let Some(path) = path {
+                if let Some(path) = path.as_ref().or_else(|| stored.get(id)) {
                     match store.delete(path) {
                         Ok(_) => {}
                         Err(e) => {

@@ -799,3 +799,46 @@ pub fn release_verification(
     );
     with_conn!(conn, c => sql_query(&sql).execute(c).map_err(q("releasing verification claims", d)))
 }
+
+/// Stores where a successful sync wrote the record's file.
+pub fn set_blob_path(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    id: i64,
+    path: &str,
+) -> Result<usize, RegistryError> {
+    let (t, k) = names(d);
+    let sql = format!("UPDATE {t} SET blob_path = ? WHERE {k} = ?");
+    with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
+        .bind::<Text, _>(path)
+        .bind::<BigInt, _>(id)
+        .execute(c)
+        .map_err(q("recording a blob path", d)))
+}
+
+/// The stored blob paths of `ids` (rows without one are left out).
+pub fn blob_paths(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    ids: &[i64],
+) -> Result<Vec<(i64, String)>, RegistryError> {
+    #[derive(QueryableByName)]
+    struct Row {
+        #[diesel(sql_type = BigInt)]
+        id: i64,
+        #[diesel(sql_type = Text)]
+        path: String,
+    }
+    let (t, k) = names(d);
+    let mut out = Vec::new();
+    for chunk in ids.chunks(1000) {
+        let sql = format!(
+            "SELECT {k} AS id, blob_path AS path FROM {t} WHERE {k} IN ({}) AND blob_path IS NOT NULL",
+            id_list(chunk)
+        );
+        let rows: Vec<Row> =
+            with_conn!(conn, c => sql_query(&sql).load(c).map_err(q("reading blob paths", d))?);
+        out.extend(rows.into_iter().map(|r| (r.id, r.path)));
+    }
+    Ok(out)
+}

@@ -437,6 +437,9 @@ impl Secondary {
                 match done {
                     Done::Outcome(outcome, path) => {
                         let changed = registry::record_sync_claimed(c, d, *id, claimed_at, outcome, &retry_at, now)?;
+                        if let (true, Some(path)) = (changed, path) {
+                            registry::set_blob_path(c, d, *id, path.as_str())?;
+                        }
                         match outcome {
                             SyncOutcome::Synced { .. } => {
                                 self.counters.synced.fetch_add(1, Ordering::Relaxed);
@@ -455,6 +458,7 @@ impl Secondary {
                         }
                     }
                     Done::Orphan => {
+                        stale_files.extend(registry::blob_paths(c, d, &[*id])?.into_iter().filter_map(|(_, p)| BlobPath::new(&p).ok()));
                         registry::delete_rows(c, d, &[*id])?;
                         tracing::info!(replicable = d.name, id, "record no longer exists on the primary; registry row removed");
                     }
@@ -520,9 +524,22 @@ impl Secondary {
         let source_ids = self.source.model_ids(d.name, from..=to)?;
         let tracked = registry::tracked_ids(&mut conn, d, from, to)?;
         let (missing, orphans) = diff_sorted(&source_ids, &tracked);
+        let mut orphan_files = Vec::new();
         let (c, r) = crate::with_conn!(&mut conn, c => diesel::Connection::transaction::<(usize, usize), SecondaryError, _>(c, |c| {
+            orphan_files = registry::blob_paths(c, d, &orphans)?;
             Ok((registry::insert_missing(c, d, &missing)?, registry::delete_rows(c, d, &orphans)?))
         }))?;
+        for (id, path) in orphan_files {
+            match BlobPath::new(&path)
+                .map_err(BlobError::from)
+                .and_then(|p| self.store.delete(&p))
+            {
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(replicable = d.name, id, path, error = %e, "could not remove an orphan's file")
+                }
+            }
+        }
         if c > 0 || r > 0 {
             tracing::info!(
                 replicable = d.name,

@@ -191,7 +191,8 @@ mod sql {
     "verification_checksum_mismatched" BLOB,
     "checksum_mismatch" BOOLEAN NOT NULL DEFAULT FALSE,
     "verification_failure" VARCHAR(255),
-    "missing_on_primary" BOOLEAN NOT NULL DEFAULT FALSE
+    "missing_on_primary" BOOLEAN NOT NULL DEFAULT FALSE,
+    "blob_path" TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS "index_widget_registry_on_widget_id" ON "widget_registry" ("widget_id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_retry_at" ON "widget_registry" ("retry_at");
@@ -219,7 +220,8 @@ CREATE INDEX IF NOT EXISTS "index_widget_registry_pending_verification" ON "widg
     "verification_checksum_mismatched" BYTEA,
     "checksum_mismatch" BOOLEAN NOT NULL DEFAULT FALSE,
     "verification_failure" VARCHAR(255),
-    "missing_on_primary" BOOLEAN NOT NULL DEFAULT FALSE
+    "missing_on_primary" BOOLEAN NOT NULL DEFAULT FALSE,
+    "blob_path" TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS "index_widget_registry_on_widget_id" ON "widget_registry" ("widget_id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_retry_at" ON "widget_registry" ("retry_at");

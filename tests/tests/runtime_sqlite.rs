@@ -999,6 +999,29 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans() {
     for (id, _, bytes) in &silent {
         assert_synced_verified(&s, wd(), *id, bytes);
     }
+
+    // A record removed on the primary without any event (a lost `deleted`): the backfill
+    // removes its registry row and the file the sync wrote, found through `blob_path`.
+    let (gone_id, gone_path, _) = &silent[2];
+    assert_eq!(
+        registry::blob_paths(&mut s.t(), wd(), &[*gone_id]).unwrap(),
+        vec![(*gone_id, gone_path.clone())]
+    );
+    let mut p = s.p();
+    geo_diesel::with_conn!(&mut p, c => diesel::RunQueryDsl::execute(
+        diesel::sql_query(format!("DELETE FROM widgets WHERE id = {gone_id}")),
+        c
+    ))
+    .unwrap();
+    drop(p);
+    assert_eq!(s.secondary.backfill_all().unwrap(), (0, 1));
+    assert!(s.reg(wd(), *gone_id).is_none());
+    assert_eq!(
+        s.secondary_sum(gone_path),
+        None,
+        "the orphan's file is removed too"
+    );
+    assert!(s.secondary_sum(&silent[3].1).is_some(), "other files stay");
 }
 
 // ---------------------------------------------------------------------------------------------

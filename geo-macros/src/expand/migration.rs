@@ -39,6 +39,7 @@ enum Kind {
     Timestamp,
     Binary,
     Text255,
+    Text,
     Bool,
 }
 
@@ -53,6 +54,7 @@ impl Kind {
             (Kind::Binary, Backend::Sqlite) => "BLOB",
             (Kind::Binary, Backend::Postgres) => "BYTEA",
             (Kind::Text255, _) => "VARCHAR(255)",
+            (Kind::Text, _) => "TEXT",
             (Kind::Bool, _) => "BOOLEAN",
         }
     }
@@ -108,7 +110,7 @@ const VERIFICATION_COLUMNS: [(&str, Kind, Null); 7] = [
 ];
 
 /// The registry columns after `id` and the foreign key, in the order of docs/SCHEMA.md.
-const REGISTRY_COLUMNS: [(&str, Kind, Null); 16] = [
+const REGISTRY_COLUMNS: [(&str, Kind, Null); 17] = [
     ("state", Kind::SmallInt, Null::Default("0")),
     ("retry_count", Kind::SmallInt, Null::Default("0")),
     ("retry_at", Kind::Timestamp, Null::Yes),
@@ -129,6 +131,7 @@ const REGISTRY_COLUMNS: [(&str, Kind, Null); 16] = [
     ("checksum_mismatch", Kind::Bool, Null::Default("FALSE")),
     ("verification_failure", Kind::Text255, Null::Yes),
     ("missing_on_primary", Kind::Bool, Null::Default("FALSE")),
+    ("blob_path", Kind::Text, Null::Yes),
 ];
 
 /// One index: name suffix, unique, column, `NULLS FIRST` on PostgreSQL, partial condition.

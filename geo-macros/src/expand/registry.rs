@@ -223,6 +223,11 @@ pub(crate) fn registry_columns(model: &Model) -> Vec<Column> {
             "missing_on_primary",
             "Whether the primary reported the file missing (longer retry backoff).",
         ),
+        opt_text(
+            "blob_path",
+            "Where the last successful sync put the file, relative to the blob store root \
+             (so an orphan's file can be removed after its record is gone on the primary).",
+        ),
     ]
 }
 
