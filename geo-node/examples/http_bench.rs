@@ -79,6 +79,52 @@ fn rsync_version() -> Option<String> {
     )
 }
 
+/// A secondary reading the primary's database and files directly (the reference).
+fn direct_secondary(dir: &Path, primary: &Primary) -> geo_diesel::secondary::Secondary {
+    use geo_diesel::geo_core::Role;
+    let tracking =
+        geo_diesel::db::DbPool::connect(&dir.join("tracking.sqlite3").display().to_string(), 8)
+            .unwrap();
+    let mut conn = tracking.get().unwrap();
+    geo_diesel::with_conn!(&mut conn, c => geo_diesel::run_migrations(c, Role::Secondary)).unwrap();
+    drop(conn);
+    let store = std::sync::Arc::new(
+        geo_diesel::geo_core::blob_store::LocalBlobStore::new(dir.join("files")).unwrap(),
+    );
+    let source = std::sync::Arc::new(geo_diesel::direct::DirectSource::new(
+        primary.db.clone(),
+        primary.store.clone(),
+    ));
+    geo_diesel::secondary::Secondary::new(
+        tracking,
+        source,
+        store,
+        Env::system(),
+        Default::default(),
+    )
+}
+
+/// Runs the secondary's passes to convergence, timing each phase: cursor, backfill, sync,
+/// verification, then a final idle round.
+fn converge(sec: &geo_diesel::secondary::Secondary) -> [f64; 5] {
+    let mut t = Instant::now();
+    let mut lap = || {
+        let s = t.elapsed().as_secs_f64();
+        t = Instant::now();
+        s
+    };
+    while sec.cursor_pass().unwrap().read >= sec.config().cursor_batch {}
+    let cursor = lap();
+    sec.backfill_all().unwrap();
+    let backfill = lap();
+    while sec.sync_pass().unwrap() > 0 {}
+    let sync = lap();
+    while sec.verification_pass().unwrap() > 0 {}
+    let verify = lap();
+    sec.run_until_idle(50).unwrap();
+    [cursor, backfill, sync, verify, lap()]
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -97,7 +143,7 @@ fn run_sync_bench(
         .tempdir_in(parent)
         .unwrap();
     let t = Instant::now();
-    let primary = Primary::new(tmp.path());
+    let primary = Primary::direct(tmp.path());
     for i in 0..files {
         create_doc(
             &primary.db,
@@ -113,16 +159,19 @@ fn run_sync_bench(
         bytes / 1048576.0,
         t.elapsed().as_secs_f64()
     );
-    let daemon =
-        with_rsync.then(|| RsyncDaemon::start(tmp.path(), &primary.store.root().to_path_buf()));
-    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    let daemon = with_rsync.then(|| RsyncDaemon::start(tmp.path(), primary.store.root()));
+    let (mut ours, mut peer, mut direct) = (Vec::new(), Vec::new(), Vec::new());
     for run in 0..repeat {
         let dir = tmp.path().join(format!("sec-{run}"));
         std::fs::create_dir_all(&dir).unwrap();
         let t = Instant::now();
         let (sec, store) = secondary(&dir, &primary.url(), &primary.creds, Env::system());
-        sec.run_until_idle(50).unwrap();
+        let phases = converge(&sec);
         let secs = t.elapsed().as_secs_f64();
+        println!(
+            "  run {run}: ours {secs:.3}s (cursor {:.3}, backfill {:.3}, sync {:.3}, verify {:.3}, rest {:.3})",
+            phases[0], phases[1], phases[2], phases[3], phases[4]
+        );
         let s = &sec.status().unwrap()[0].1;
         assert_eq!(
             (s.synced_count, s.verified_count),
@@ -131,6 +180,19 @@ fn run_sync_bench(
         );
         assert!(differing(&primary, &store).is_empty(), "{id}: files differ");
         ours.push(secs);
+        drop(sec);
+        std::fs::remove_dir_all(&dir).unwrap();
+        // Reference: the same runtime reading the primary directly (no HTTP).
+        std::fs::create_dir_all(&dir).unwrap();
+        let t = Instant::now();
+        let sec = direct_secondary(&dir, &primary);
+        let phases = converge(&sec);
+        let secs = t.elapsed().as_secs_f64();
+        println!(
+            "  run {run}: direct {secs:.3}s (cursor {:.3}, backfill {:.3}, sync {:.3}, verify {:.3}, rest {:.3})",
+            phases[0], phases[1], phases[2], phases[3], phases[4]
+        );
+        direct.push(secs);
         drop(sec);
         std::fs::remove_dir_all(&dir).unwrap();
         if let Some(d) = &daemon {
@@ -156,6 +218,12 @@ fn run_sync_bench(
         "  ours (HTTP, synced + verified): median {o:.3}s {:.1} MiB/s {:.0} files/s  runs {ours:.3?}",
         bytes / 1048576.0 / o,
         files as f64 / o
+    );
+    let d = median(direct.clone());
+    println!(
+        "  direct mode (no HTTP):          median {d:.3}s {:.1} MiB/s {:.0} files/s",
+        bytes / 1048576.0 / d,
+        files as f64 / d
     );
     if !peer.is_empty() {
         let p = median(peer.clone());
@@ -225,7 +293,7 @@ fn run_rss_bench(parent: &Path, size: usize) {
         .prefix("geo-http-rss-")
         .tempdir_in(parent)
         .unwrap();
-    let primary = Primary::new(tmp.path());
+    let primary = Primary::direct(tmp.path());
     // Written in pieces: the bench itself must not hold the blob in memory either.
     let path = "big/blob.bin";
     {

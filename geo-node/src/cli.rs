@@ -23,7 +23,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use geo_diesel::db::{DbPool, PooledConn};
-use geo_diesel::direct::DirectSource;
 use geo_diesel::geo_core::Role;
 use geo_diesel::geo_core::blob_store::LocalBlobStore;
 use geo_diesel::geo_core::clock::Env;
@@ -294,13 +293,9 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
     } else {
         Some(verifier.spawn()?)
     };
-    let source = Arc::new(DirectSource::new(db, store));
     let state = NodeState::new(args.name, keys)
         .with_leeway(args.token_leeway_secs)
-        .with_primary(PrimaryService {
-            source,
-            verifier: Some(verifier),
-        });
+        .with_primary(PrimaryService::direct(db, store, Some(verifier)));
     let server = ServerHandle::start(&args.listen, Arc::new(state), args.http_threads)?;
     announce(&server, "primary");
     wait_for_signal()?;

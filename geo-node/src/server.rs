@@ -23,9 +23,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use bytes::Bytes;
-use geo_diesel::geo_core::blob_store::{BlobError, BlobPath};
+use geo_diesel::db::DbPool;
+use geo_diesel::direct::DirectSource;
+use geo_diesel::geo_core::blob_store::{BlobError, BlobPath, BlobStore};
 use geo_diesel::geo_core::clock::{Clock, SystemClock};
-use geo_diesel::geo_core::source::{PrimarySource, SourceError};
+use geo_diesel::geo_core::source::{BlobStream, PrimarySource, SourceError};
 use geo_diesel::geo_core::{find_replicable, replicables};
 use geo_diesel::secondary::Secondary;
 use geo_diesel::verifier::PrimaryVerifier;
@@ -53,6 +55,94 @@ pub struct PrimaryService {
     pub source: Arc<dyn PrimarySource>,
     /// The primary's verification workers, for status.
     pub verifier: Option<Arc<PrimaryVerifier>>,
+    /// The primary's database, when local: lets batch answers use set-based queries.
+    pub db: Option<DbPool>,
+    /// The primary's blob store, when local: blobs are opened here once their path is known
+    /// (one query fewer per blob than `source.open_blob`).
+    pub store: Option<Arc<dyn BlobStore>>,
+}
+
+impl PrimaryService {
+    /// Serves a primary's own database and blob store (through geo-diesel's `DirectSource`).
+    pub fn direct(
+        db: DbPool,
+        store: Arc<dyn BlobStore>,
+        verifier: Option<Arc<PrimaryVerifier>>,
+    ) -> Self {
+        PrimaryService {
+            source: Arc::new(DirectSource::new(db.clone(), Arc::clone(&store))),
+            verifier,
+            db: Some(db),
+            store: Some(store),
+        }
+    }
+
+    /// Serves whatever `source` reads (a test double, a proxy).
+    pub fn from_source(
+        source: Arc<dyn PrimarySource>,
+        verifier: Option<Arc<PrimaryVerifier>>,
+    ) -> Self {
+        PrimaryService {
+            source,
+            verifier,
+            db: None,
+            store: None,
+        }
+    }
+
+    fn open(
+        &self,
+        name: &'static str,
+        id: i64,
+        path: &BlobPath,
+    ) -> Result<BlobStream, SourceError> {
+        let Some(store) = &self.store else {
+            return self.source.open_blob(name, id);
+        };
+        match store.open(path) {
+            Ok(b) => Ok(BlobStream {
+                reader: b.reader,
+                size: Some(b.size),
+                checksum: None,
+            }),
+            Err(e) if e.is_not_found() => Err(SourceError::MissingOnPrimary {
+                replicable: name.to_owned(),
+                id,
+            }),
+            Err(e) => Err(SourceError::transient(
+                format!("opening the file of {name} {id}"),
+                e,
+            )),
+        }
+    }
+
+    fn blob_paths(
+        &self,
+        name: &'static str,
+        ids: &[i64],
+    ) -> Result<BTreeMap<i64, String>, ApiError> {
+        if let (Some(db), Some(d)) = (&self.db, find_replicable(name)) {
+            let mut conn = db.get().map_err(|e| {
+                ApiError::from_source(&SourceError::transient("primary database pool", e))
+            })?;
+            return geo_diesel::primary::blob_paths(&mut conn, d, ids)
+                .map(|v| v.into_iter().collect())
+                .map_err(|e| {
+                    ApiError::from_source(&SourceError::transient("reading blob paths", e))
+                });
+        }
+        let mut out = BTreeMap::new();
+        for id in ids {
+            if let Some(p) = self
+                .source
+                .blob_path(name, *id)
+                .map_err(|e| ApiError::from_source(&e))?
+            {
+                out.insert(*id, p);
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// The secondary half of a site's server (status and metrics only).
@@ -332,8 +422,9 @@ async fn retrieve_inner(
     let id = parse_id(id)?;
     state.authorize(headers, &RequestData::blob(replicable, id))?;
     let name = known_replicable(replicable)?;
-    let source = state.primary()?.source.clone();
+    let service = state.primary()?.clone();
     let opened = blocking(move || {
+        let source = &service.source;
         let path = source
             .blob_path(name, id)
             .map_err(|e| ApiError::from_source(&e))?
@@ -343,7 +434,7 @@ async fn retrieve_inner(
                     id,
                 })
             })?;
-        BlobPath::new(&path).map_err(|e| {
+        let path = BlobPath::new(&path).map_err(|e| {
             ApiError::new(StatusCode::FORBIDDEN, geo_code::BLOB_PATH_REFUSED, e.to_string())
         })?;
         let checksum = match source.primary_checksum(name, id) {
@@ -353,8 +444,8 @@ async fn retrieve_inner(
                 None
             }
         };
-        let blob = source
-            .open_blob(name, id)
+        let blob = service
+            .open(name, id, &path)
             .map_err(|e| ApiError::from_source(&e))?;
         let size = blob.size;
         let mut reader: Box<dyn Read + Send> = match size {
@@ -607,21 +698,14 @@ async fn checksums(
         let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
         let name = known_replicable(&replicable)?;
         let ids = api::parse_ids(q.ids.as_deref().unwrap_or("")).map_err(ApiError::bad_request)?;
-        let source = state.primary()?.source.clone();
+        let service = state.primary()?.clone();
         blocking(move || {
-            let sums = source
+            let sums = service
+                .source
                 .primary_checksums(name, &ids)
                 .map_err(|e| ApiError::from_source(&e))?;
-            let mut blob_paths = BTreeMap::new();
-            for id in &ids {
-                // DirectSource reads one path per call; the batch saves network round trips.
-                if let Some(p) = source
-                    .blob_path(name, *id)
-                    .map_err(|e| ApiError::from_source(&e))?
-                {
-                    blob_paths.insert(*id, p);
-                }
-            }
+            // The paths come along so the secondary needs no request per download for them.
+            let blob_paths = service.blob_paths(name, &ids)?;
             to_value(&api::ChecksumsResponse {
                 checksums: sums
                     .iter()

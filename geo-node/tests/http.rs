@@ -17,7 +17,7 @@ use geo_node::server::{NodeState, SecondaryService, ServerHandle};
 #[test]
 fn replicates_over_http_with_status_and_metrics() {
     let tmp = tempfile::tempdir().unwrap();
-    let primary = Primary::new(tmp.path());
+    let primary = Primary::direct(tmp.path());
     for i in 0..60u64 {
         let len = match i % 10 {
             0 => 3 << 20, // larger than one server chunk: streamed through the channel
@@ -230,8 +230,18 @@ fn every_bad_token_is_refused_with_401() {
 
 #[test]
 fn traversal_and_unknown_replicable_are_refused_without_reading_outside() {
+    // Through a generic source and through the direct service the CLI uses.
+    refuses_traversal(false);
+    refuses_traversal(true);
+}
+
+fn refuses_traversal(direct: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let primary = Primary::new(tmp.path());
+    let primary = if direct {
+        Primary::direct(tmp.path())
+    } else {
+        Primary::new(tmp.path())
+    };
     let outside = tmp.path().join("outside.txt");
     std::fs::write(&outside, "OUTSIDE-THE-STORE").unwrap();
     // Records whose stored path tries to leave the store.
@@ -308,8 +318,17 @@ fn traversal_and_unknown_replicable_are_refused_without_reading_outside() {
 
 #[test]
 fn missing_file_and_missing_record_are_told_apart() {
+    missing_file_and_record(false);
+    missing_file_and_record(true);
+}
+
+fn missing_file_and_record(direct: bool) {
     let tmp = tempfile::tempdir().unwrap();
-    let primary = Primary::new(tmp.path());
+    let primary = if direct {
+        Primary::direct(tmp.path())
+    } else {
+        Primary::new(tmp.path())
+    };
     let gone = insert_doc(&primary.db, "never/written.bin");
     let src = HttpSource::new(HttpConfig::new(primary.url(), primary.creds.clone()));
     assert!(

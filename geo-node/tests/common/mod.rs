@@ -236,10 +236,22 @@ pub struct Primary {
     pub source: Arc<FaultySource>,
     pub server: Option<ServerHandle>,
     pub creds: Credentials,
+    /// Serve with `PrimaryService::direct` (as the CLI does) instead of through the
+    /// fault-injecting source.
+    pub direct: bool,
 }
 
 impl Primary {
     pub fn new(dir: &Path) -> Self {
+        Self::with_service(dir, false)
+    }
+
+    /// A primary served as the CLI serves it (database and store fast paths, no faults).
+    pub fn direct(dir: &Path) -> Self {
+        Self::with_service(dir, true)
+    }
+
+    fn with_service(dir: &Path, direct: bool) -> Self {
         doc_name();
         let db = geo_node::cli::open_primary_db(
             &dir.join("primary.sqlite3").display().to_string(),
@@ -267,17 +279,17 @@ impl Primary {
             source,
             server: None,
             creds,
+            direct,
         };
         p.start("127.0.0.1:0");
         p
     }
 
     pub fn start(&mut self, addr: &str) {
-        let state = NodeState::new("test-primary", KeyRing::with([self.creds.clone()]))
-            .with_primary(PrimaryService {
-                source: self.source.clone(),
-                verifier: Some(self.verifier.clone()),
-            });
+        let state =
+            NodeState::new("test-primary", KeyRing::with([self.creds.clone()])).with_primary(
+                PrimaryService::from_source(self.source.clone(), Some(self.verifier.clone())),
+            );
         self.server = Some(ServerHandle::start(addr, Arc::new(state), 2).unwrap());
     }
 
