@@ -51,7 +51,7 @@ enum Command {
         /// Small sizes and one run: a smoke test in seconds, not a measurement.
         #[arg(long)]
         quick: bool,
-        /// Runs of every measurement (the median is reported); default 5, 1 with --quick.
+        /// Runs of every measurement (the median is reported); default 3, 1 with --quick.
         #[arg(long)]
         repeat: Option<usize>,
         /// B1: number of files (default 8).
