@@ -20,9 +20,6 @@ use crate::checksum::{Checksum, ChecksumWriter, checksum_file};
 /// its file name, so cleaning temporary files never removes a blob.
 pub const TEMP_PREFIX: &str = ".tmp_";
 
-/// Copy buffer used when writing a blob.
-const COPY_BUFFER: usize = 1024 * 1024;
-
 /// Why a string is not a valid [`BlobPath`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BlobPathProblem {
@@ -484,9 +481,11 @@ impl BlobStore for LocalBlobStore {
                 path: path.to_string(),
             })?
             .to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| BlobError::io(path, "create directory", e))?;
-        // The directories now exist: check again with every link resolved.
-        self.resolve(path, false)?;
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(|e| BlobError::io(path, "create directory", e))?;
+            // The directories now exist: check again with every link resolved.
+            self.resolve(path, false)?;
+        }
         if fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
             return Err(BlobError::NotAFile {
                 path: path.to_string(),
@@ -495,24 +494,26 @@ impl BlobStore for LocalBlobStore {
 
         let (file, guard) = create_temp_file(&dir, path)?;
         let mut writer = ChecksumWriter::new(file);
-        let mut buf = vec![0u8; COPY_BUFFER];
-        loop {
-            let n = match reader.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(BlobError::Source {
-                        path: path.to_string(),
-                        bytes: writer.bytes_written(),
-                        source: e,
-                    });
-                }
-            };
-            writer
-                .write_all(&buf[..n])
-                .map_err(|e| BlobError::io(path, "write", e))?;
-        }
+        crate::checksum::with_buffer(|buf| {
+            loop {
+                let n = match reader.read(buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(BlobError::Source {
+                            path: path.to_string(),
+                            bytes: writer.bytes_written(),
+                            source: e,
+                        });
+                    }
+                };
+                writer
+                    .write_all(&buf[..n])
+                    .map_err(|e| BlobError::io(path, "write", e))?;
+            }
+            Ok(())
+        })?;
         let (file, checksum, bytes) = writer.finish();
         file.sync_all()
             .map_err(|e| BlobError::io(path, "fsync", e))?;

@@ -193,6 +193,35 @@ pub trait PrimarySource: Send + Sync {
     /// Opens the record's blob. Fails with [`SourceError::RecordNotFound`] when the record is
     /// gone and [`SourceError::MissingOnPrimary`] when the record exists but its file does not.
     fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError>;
+
+    /// The blob paths of many records at once, keyed by id; records that do not exist are
+    /// absent. The default asks [`blob_path`](PrimarySource::blob_path) once per id.
+    fn blob_paths(
+        &self,
+        replicable: &str,
+        ids: &[i64],
+    ) -> Result<BTreeMap<i64, String>, SourceError> {
+        let mut out = BTreeMap::new();
+        for &id in ids {
+            if let Some(path) = self.blob_path(replicable, id)? {
+                out.insert(id, path);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Opens the blob of a record whose path the caller just read with
+    /// [`blob_paths`](PrimarySource::blob_paths), sparing a second lookup where the source can.
+    /// The default calls [`open_blob`](PrimarySource::open_blob).
+    fn open_blob_at(
+        &self,
+        replicable: &str,
+        id: i64,
+        path: &crate::blob_store::BlobPath,
+    ) -> Result<BlobStream, SourceError> {
+        let _ = path;
+        self.open_blob(replicable, id)
+    }
 }
 
 #[cfg(test)]

@@ -183,6 +183,45 @@ impl PrimarySource for DirectSource {
         Ok(rows.into_iter().next().map(|(_, p)| p))
     }
 
+    fn blob_paths(
+        &self,
+        replicable: &str,
+        ids: &[i64],
+    ) -> Result<BTreeMap<i64, String>, SourceError> {
+        let d = lookup(replicable)?;
+        let mut conn = self.conn()?;
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(1000) {
+            let rows = crate::primary::blob_paths(&mut conn, d, chunk)
+                .map_err(|e| SourceError::transient("reading blob paths", e))?;
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
+    fn open_blob_at(
+        &self,
+        replicable: &str,
+        id: i64,
+        path: &BlobPath,
+    ) -> Result<BlobStream, SourceError> {
+        match self.store.open(path) {
+            Ok(blob) => Ok(BlobStream {
+                reader: blob.reader,
+                size: Some(blob.size),
+                checksum: None,
+            }),
+            Err(e) if e.is_not_found() => Err(SourceError::MissingOnPrimary {
+                replicable: replicable.to_string(),
+                id,
+            }),
+            Err(e) => Err(SourceError::transient(
+                format!("opening the file of {replicable} {id}"),
+                e,
+            )),
+        }
+    }
+
     fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError> {
         let Some(path) = self.blob_path(replicable, id)? else {
             return Err(SourceError::RecordNotFound {

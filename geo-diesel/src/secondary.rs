@@ -287,10 +287,13 @@ impl Secondary {
         Ok(out)
     }
 
+    /// Downloads one record. `known` is the blob path from the batch lookup: `Some(Some(p))`
+    /// found, `Some(None)` the record does not exist, `None` not looked up yet.
     fn download(
         &self,
         d: &'static ReplicableDescriptor,
         id: i64,
+        known: Option<Option<String>>,
         primary: Option<Checksum>,
     ) -> Done {
         let failed = |message: String, missing_on_primary: bool| {
@@ -302,17 +305,21 @@ impl Secondary {
                 None,
             )
         };
-        let path = match self.source.blob_path(d.name, id) {
-            Ok(Some(p)) => p,
-            Ok(None) | Err(SourceError::RecordNotFound { .. }) => return Done::Orphan,
-            Err(e) => return failed(format!("Error downloading file: {e}"), false),
+        let path = match known {
+            Some(Some(p)) => p,
+            Some(None) => return Done::Orphan,
+            None => match self.source.blob_path(d.name, id) {
+                Ok(Some(p)) => p,
+                Ok(None) | Err(SourceError::RecordNotFound { .. }) => return Done::Orphan,
+                Err(e) => return failed(format!("Error downloading file: {e}"), false),
+            },
         };
         let path = match BlobPath::new(&path) {
             Ok(p) => p,
             Err(e) => return failed(format!("Error downloading file: {e}"), false),
         };
         let started = std::time::Instant::now();
-        let mut blob = match self.source.open_blob(d.name, id) {
+        let mut blob = match self.source.open_blob_at(d.name, id, &path) {
             Ok(b) => b,
             Err(SourceError::RecordNotFound { .. }) => return Done::Orphan,
             Err(SourceError::MissingOnPrimary { .. }) => {
@@ -388,6 +395,15 @@ impl Secondary {
                 .1
                 .push(*id);
         }
+        // Blob paths, one query per type (`None`: the lookup failed; each download retries it).
+        let mut paths: BTreeMap<&'static str, Option<BTreeMap<i64, String>>> = BTreeMap::new();
+        for (d, ids) in by_type.values() {
+            let found = self.source.blob_paths(d.name, ids);
+            if let Err(e) = &found {
+                tracing::warn!(replicable = d.name, error = %e, "could not read blob paths in a batch; looking them up one by one");
+            }
+            paths.insert(d.name, found.ok());
+        }
         for (d, ids) in by_type.values() {
             if !d.verifies() {
                 continue;
@@ -417,7 +433,12 @@ impl Secondary {
                         let Some((d, id)) = claimed.get(i).copied() else {
                             break;
                         };
-                        let done = self.download(d, id, expected.get(&(d.name, id)).copied());
+                        let known = paths
+                            .get(d.name)
+                            .and_then(Option::as_ref)
+                            .map(|m| m.get(&id).cloned());
+                        let done =
+                            self.download(d, id, known, expected.get(&(d.name, id)).copied());
                         results
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
@@ -599,10 +620,13 @@ impl Secondary {
                 self.config.verification_batch as i64,
                 now,
             )?;
-            drop(conn);
             if ids.is_empty() {
                 continue;
             }
+            let local_paths: BTreeMap<i64, String> = registry::blob_paths(&mut conn, d, &ids)?
+                .into_iter()
+                .collect();
+            drop(conn);
             let sums = match self.source.primary_checksums(d.name, &ids) {
                 Ok(sums) => sums,
                 Err(e) => {
@@ -621,13 +645,15 @@ impl Secondary {
                             let Some(&id) = ids.get(i) else { break };
                             let outcome = match sums.get(&id).and_then(|p| p.verified_checksum()) {
                                 None => VerifyOutcome::PrimaryNotVerified,
-                                Some(primary) => match self.local_checksum(d, id) {
-                                    Ok(local) if &local == primary => {
-                                        VerifyOutcome::Matched(local.to_vec())
+                                Some(primary) => {
+                                    match self.local_checksum(d, id, local_paths.get(&id)) {
+                                        Ok(local) if &local == primary => {
+                                            VerifyOutcome::Matched(local.to_vec())
+                                        }
+                                        Ok(local) => VerifyOutcome::Mismatch(local.to_vec()),
+                                        Err(e) => VerifyOutcome::Error(e),
                                     }
-                                    Ok(local) => VerifyOutcome::Mismatch(local.to_vec()),
-                                    Err(e) => VerifyOutcome::Error(e),
-                                },
+                                }
                             };
                             results
                                 .lock()
@@ -668,16 +694,21 @@ impl Secondary {
         Ok(processed)
     }
 
+    /// Hashes this site's copy: at the path the sync recorded, else where the primary keeps it.
     fn local_checksum(
         &self,
         d: &'static ReplicableDescriptor,
         id: i64,
+        recorded: Option<&String>,
     ) -> Result<Checksum, String> {
-        let path = self
-            .source
-            .blob_path(d.name, id)
-            .map_err(|e| e.to_string())?
-            .ok_or("the record is gone on the primary")?;
+        let path = match recorded {
+            Some(p) => p.clone(),
+            None => self
+                .source
+                .blob_path(d.name, id)
+                .map_err(|e| e.to_string())?
+                .ok_or("the record is gone on the primary")?,
+        };
         let path = BlobPath::new(&path).map_err(|e| e.to_string())?;
         self.store
             .checksum(&path)
