@@ -842,3 +842,71 @@ pub fn blob_paths(
     }
     Ok(out)
 }
+
+/// One successful download, for [`record_synced_batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncedRow {
+    /// The model id.
+    pub id: i64,
+    /// Checksum of the file written.
+    pub local: Vec<u8>,
+    /// The primary's checksum, when known (then they matched).
+    pub primary: Option<Vec<u8>>,
+    /// Where the file was written.
+    pub path: String,
+}
+
+/// Records many successful downloads claimed at `claimed_at` in one statement per 200 rows
+/// (`UPDATE … FROM (VALUES …)`), with the same compare-and-set and effects as
+/// [`record_sync_claimed`] for [`SyncOutcome::Synced`], plus the blob path. Returns the ids
+/// recorded; for the others the caller falls back to [`record_sync_claimed`].
+pub fn record_synced_batch(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    claimed_at: DateTime<Utc>,
+    rows: &[SyncedRow],
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, RegistryError> {
+    let (t, k) = names(d);
+    let mut done = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(200) {
+        let values = vec!["(?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "UPDATE {t} SET state = 2, retry_count = 0, retry_at = NULL, last_sync_failure = NULL, \
+             missing_on_primary = FALSE, verification_state = v.vstate, verification_checksum = v.sum, \
+             verified_at = CASE WHEN v.vstate = 2 THEN ? ELSE NULL END, verification_started_at = NULL, \
+             verification_failure = NULL, verification_retry_at = NULL, \
+             checksum_mismatch = CASE WHEN v.vstate = 2 THEN FALSE ELSE {t}.checksum_mismatch END, \
+             verification_checksum_mismatched = CASE WHEN v.vstate = 2 THEN NULL ELSE {t}.verification_checksum_mismatched END, \
+             verification_retry_count = CASE WHEN v.vstate = 2 THEN 0 ELSE {t}.verification_retry_count END, \
+             blob_path = v.path \
+             FROM (SELECT column1 AS id, column2 AS sum, column3 AS vstate, column4 AS path FROM (VALUES {values}) AS x) AS v \
+             WHERE {t}.{k} = v.id AND {t}.state = 1 AND {t}.last_synced_at = ? RETURNING {t}.{k} AS id"
+        );
+        let ids: Vec<IdRow> = with_conn!(conn, c => {
+            let mut query = sql_query(placeholders(&sql, c_backend(c)).into_owned())
+                .into_boxed()
+                .bind::<GeoTimestamp, _>(UtcDateTime(now));
+            for r in chunk {
+                let vstate: i16 = if r.primary.as_deref() == Some(r.local.as_slice()) {
+                    2
+                } else if d.verifies() {
+                    0
+                } else {
+                    4
+                };
+                query = query
+                    .bind::<BigInt, _>(r.id)
+                    .bind::<Binary, _>(r.local.clone())
+                    .bind::<SmallInt, _>(vstate)
+                    .bind::<Text, _>(r.path.clone());
+            }
+            query
+                .bind::<GeoTimestamp, _>(UtcDateTime(claimed_at))
+                .load(c)
+                .map_err(q("marking rows synced", d))?
+        });
+        done.extend(ids.into_iter().map(|r| r.id));
+    }
+    Ok(done)
+}

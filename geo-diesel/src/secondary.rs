@@ -454,8 +454,30 @@ impl Secondary {
         let mut stale_files: Vec<BlobPath> = Vec::new();
         crate::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
             stale_files.clear();
+            // Successful downloads first, set-based per type; rows the batch did not record (a
+            // newer event moved their token, or they were deleted) go through the per-row path.
+            let mut batch: BTreeMap<&'static str, (&'static ReplicableDescriptor, Vec<registry::SyncedRow>)> = BTreeMap::new();
+            for (d, id, done) in &results {
+                if let Done::Outcome(SyncOutcome::Synced { local, primary }, Some(path)) = done {
+                    batch.entry(d.name).or_insert_with(|| (*d, Vec::new())).1.push(registry::SyncedRow {
+                        id: *id,
+                        local: local.clone(),
+                        primary: primary.clone(),
+                        path: path.as_str().to_string(),
+                    });
+                }
+            }
+            let mut recorded: BTreeSet<(&'static str, i64)> = BTreeSet::new();
+            for (d, rows) in batch.values() {
+                for id in registry::record_synced_batch(c, d, claimed_at, rows, now)? {
+                    recorded.insert((d.name, id));
+                }
+            }
             for (d, id, done) in &results {
                 match done {
+                    Done::Outcome(SyncOutcome::Synced { .. }, _) if recorded.contains(&(d.name, *id)) => {
+                        self.counters.synced.fetch_add(1, Ordering::Relaxed);
+                    }
                     Done::Outcome(outcome, path) => {
                         let changed = registry::record_sync_claimed(c, d, *id, claimed_at, outcome, &retry_at, now)?;
                         if let (true, Some(path)) = (changed, path) {
