@@ -1,4 +1,3 @@
-#![cfg(feature = "pg-suite")]
 //! The runtime on a real PostgreSQL server (`GEO_TEST_DATABASE_URL`; `.ci/run` starts one with
 //! `scripts/pg-test-server`): the same code as on SQLite, with a primary database and a tracking
 //! database per test (two fresh databases on the server), the widgets example's models, and
@@ -15,6 +14,8 @@
 //!    commit out of id order, with the log cursor running all along.
 //! 4. `#[ignore]`d figures: B5 (backfill of 1M rows) and B6 (cursor events/s) on PostgreSQL —
 //!    `cargo test -p geo-tests --features pg-suite --test pg_runtime -- --ignored --nocapture`.
+
+#![cfg(feature = "pg-suite")]
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
