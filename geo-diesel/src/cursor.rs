@@ -161,14 +161,19 @@ pub enum CursorError {
     Source(String),
 }
 
+/// Reads up to `limit` events after an id (the primary's event feed).
+pub type ReadAfter<'a> = dyn Fn(i64, usize) -> Result<Vec<Event>, String> + 'a;
+/// Reads the events with the given ids that exist now (gap filling).
+pub type ReadIds<'a> = dyn Fn(&[i64]) -> Result<Vec<Event>, String> + 'a;
+
 impl LogCursor {
     /// Runs one pass: re-checks open gaps, reads up to `batch_size` new events, applies them and
     /// advances the cursor in one transaction. `flag` says whether a type's replication is on.
     pub fn pass(
         &self,
         tracking: &DbPool,
-        read_after: &dyn Fn(i64, usize) -> Result<Vec<Event>, String>,
-        read_ids: &dyn Fn(&[i64]) -> Result<Vec<Event>, String>,
+        read_after: &ReadAfter<'_>,
+        read_ids: &ReadIds<'_>,
         store: &dyn BlobStore,
         flag: &dyn Fn(&'static ReplicableDescriptor) -> bool,
         now: DateTime<Utc>,

@@ -657,7 +657,7 @@ pub fn resync(
 ) -> Result<usize, RegistryError> {
     let (t, k) = names(d);
     let filter = match ids {
-        Some(ids) if ids.is_empty() => return Ok(0),
+        Some([]) => return Ok(0),
         Some(ids) => format!("{k} IN ({}) AND state <> 1", id_list(ids)),
         None => "state <> 1".to_string(),
     };
@@ -673,7 +673,7 @@ pub fn reverify(
 ) -> Result<usize, RegistryError> {
     let (t, k) = names(d);
     let filter = match ids {
-        Some(ids) if ids.is_empty() => return Ok(0),
+        Some([]) => return Ok(0),
         Some(ids) => format!(
             "{k} IN ({}) AND state = 2 AND verification_state <> 1",
             id_list(ids)

@@ -58,6 +58,9 @@ pub enum VerifierError {
     Db(#[from] diesel::result::Error),
 }
 
+/// A checksum and the bytes hashed, or why hashing failed.
+type Hashed = Result<(Vec<u8>, u64), String>;
+
 /// The primary's verification workers.
 pub struct PrimaryVerifier {
     db: DbPool,
@@ -168,8 +171,7 @@ impl PrimaryVerifier {
         claims: &[Claimed],
         paths: &std::collections::BTreeMap<i64, String>,
     ) -> Vec<Result<(Vec<u8>, u64), String>> {
-        let slots: Vec<Mutex<Option<Result<(Vec<u8>, u64), String>>>> =
-            claims.iter().map(|_| Mutex::new(None)).collect();
+        let slots: Vec<Mutex<Option<Hashed>>> = claims.iter().map(|_| Mutex::new(None)).collect();
         let next = std::sync::atomic::AtomicUsize::new(0);
         thread::scope(|s| {
             for _ in 0..self.config.verification_threads.max(1).min(claims.len()) {
