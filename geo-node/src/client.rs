@@ -343,8 +343,45 @@ struct BodyReader {
     done: bool,
 }
 
+impl BodyReader {
+    /// Takes a frame: `Ok(true)` when data (or trailers) came, `Ok(false)` at the end.
+    fn take(
+        &mut self,
+        frame: Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>,
+    ) -> io::Result<bool> {
+        match frame {
+            None => {
+                self.done = true;
+                match self.expected {
+                    Some(n) if n != self.received => Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the body ended after {} of {n} bytes", self.received),
+                    )),
+                    _ => Ok(false),
+                }
+            }
+            Some(Err(e)) => Err(io::Error::other(e)),
+            Some(Ok(f)) => {
+                if let Ok(d) = f.into_data() {
+                    self.received += d.len() as u64;
+                    self.buf = d;
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    fn copy_out(&mut self, out: &mut [u8]) -> usize {
+        let n = out.len().min(self.buf.len());
+        out[..n].copy_from_slice(&self.buf[..n]);
+        self.buf.advance(n);
+        n
+    }
+}
+
 impl Read for BodyReader {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        use futures_util::FutureExt;
         while self.buf.is_empty() {
             if self.done {
                 return Ok(0);
@@ -356,31 +393,24 @@ impl Read for BodyReader {
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "the primary stopped sending")
                 })?;
-            match frame {
-                None => {
-                    self.done = true;
-                    if let Some(n) = self.expected
-                        && n != self.received
-                    {
-                        return Err(io::Error::new(
-                            io::ErrorKind::UnexpectedEof,
-                            format!("the body ended after {} of {n} bytes", self.received),
-                        ));
-                    }
-                    return Ok(0);
-                }
-                Some(Err(e)) => return Err(io::Error::other(e)),
-                Some(Ok(f)) => {
-                    if let Ok(d) = f.into_data() {
-                        self.received += d.len() as u64;
-                        self.buf = d;
+            self.take(frame)?;
+        }
+        let mut n = self.copy_out(out);
+        // Fill the caller's buffer with frames that have already arrived, without waiting: one
+        // trip through the runtime per read call, not per frame.
+        while n < out.len() && !self.done {
+            if self.buf.is_empty() {
+                match self.body.frame().now_or_never() {
+                    None => break,
+                    Some(frame) => {
+                        if !self.take(frame)? {
+                            break;
+                        }
                     }
                 }
             }
+            n += self.copy_out(&mut out[n..]);
         }
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        self.buf.advance(n);
         Ok(n)
     }
 }

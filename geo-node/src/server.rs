@@ -918,7 +918,10 @@ impl ServerHandle {
             .spawn(move || {
                 rt.block_on(async move {
                     let listener = match tokio::net::TcpListener::from_std(listener) {
-                        Ok(l) => l,
+                        // Small answers go out at once (no Nagle delay behind a delayed ACK).
+                        Ok(l) => axum::serve::ListenerExt::tap_io(l, |tcp| {
+                            let _ = tcp.set_nodelay(true);
+                        }),
                         Err(e) => {
                             tracing::error!(error = %e, "cannot use the listening socket");
                             return;
