@@ -192,6 +192,8 @@ impl DbPool {
         let manager = ConnectionManager::<SqliteConnection>::new(path);
         Pool::builder()
             .max_size(max_size)
+            // A local file never goes stale: skip r2d2's `SELECT 1` on every checkout.
+            .test_on_check_out(false)
             .connection_customizer(Box::new(SqliteSettings))
             .build(manager)
             .map(DbPool::Sqlite)

@@ -175,8 +175,8 @@ pub struct StatusArgs {
 /// `keys …`.
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum KeysAction {
-    /// Print a new access key and secret for a secondary (as `GEO_ACCESS_KEY=…` and
-    /// `GEO_SECRET=…` lines).
+    /// Print a new access key and secret for a secondary (as `export GEO_ACCESS_KEY=…` and
+    /// `export GEO_SECRET=…` lines, ready for `eval`).
     Generate {
         /// Also append `ACCESS_KEY SECRET NAME` to this primary keys file (created mode 0600).
         #[arg(long)]
@@ -449,7 +449,7 @@ fn keys_generate(append_to: Option<PathBuf>, name: &str) -> Result<ExitCode> {
         )?;
         eprintln!("appended the key to {}", path.display());
     }
-    println!("GEO_ACCESS_KEY={}", creds.access_key);
-    println!("GEO_SECRET={}", creds.secret.expose());
+    println!("export GEO_ACCESS_KEY={}", creds.access_key);
+    println!("export GEO_SECRET={}", creds.secret.expose());
     Ok(ExitCode::SUCCESS)
 }

@@ -1008,8 +1008,8 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans() {
         vec![(*gone_id, gone_path.clone())]
     );
     let mut p = s.p();
-    geo_diesel::with_conn!(&mut p, c => diesel::RunQueryDsl::execute(
-        diesel::sql_query(format!("DELETE FROM widgets WHERE id = {gone_id}")),
+    geo_diesel::with_conn!(&mut p, c => RunQueryDsl::execute(
+        sql_query(format!("DELETE FROM widgets WHERE id = {gone_id}")),
         c
     ))
     .unwrap();

@@ -139,7 +139,8 @@ impl StatusRow {
     }
 }
 
-fn payload(rng: &mut impl Rng, i: usize) -> Vec<u8> {
+/// Demo file content: mostly small, some medium, a few large (1–3 MiB).
+pub fn payload(rng: &mut impl Rng, i: usize) -> Vec<u8> {
     // Mixed sizes: mostly small, some medium, a few large.
     let size = match i % 20 {
         0 => rng.random_range(1..4) << 20,
@@ -392,4 +393,70 @@ pub fn render_json(report: &DemoReport) -> serde_json::Value {
         "secondary": secondary,
         "file_mismatches": report.file_mismatches,
     })
+}
+
+/// What `widgets seed` did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SeedReport {
+    /// Records created.
+    pub created: usize,
+    /// Records whose file was replaced.
+    pub updated: usize,
+    /// Records deleted.
+    pub deleted: usize,
+}
+
+/// Creates `count` widgets and gadgets with files of mixed sizes on a primary (its database and
+/// blob folder), then updates and deletes some — the demo's data, for a primary that runs as its
+/// own process (`widgets primary`). Every change publishes its event in the same transaction.
+pub fn seed(database_url: &str, blob_dir: &Path, count: usize, seed: u64) -> Result<SeedReport> {
+    let db = DbPool::connect(database_url, 2).context("opening the primary database")?;
+    let mut conn = db.get()?;
+    app::create_app_schema(&mut conn)?;
+    with_conn!(&mut conn, c => run_migrations(c, Role::Primary))?;
+    let store = LocalBlobStore::new(blob_dir)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let tag = rng.random::<u32>();
+    let mut report = SeedReport::default();
+    let (mut widgets, mut gadgets) = (Vec::new(), Vec::new());
+    for i in 0..count {
+        let data = payload(&mut rng, i);
+        if i % 3 == 2 {
+            gadgets.push(app::create_gadget(
+                &mut conn,
+                &store,
+                &format!("gadget {i}"),
+                &format!("gadgets/{tag:08x}/{i:06}.bin"),
+                &data,
+            )?);
+        } else {
+            widgets.push(app::create_widget(
+                &mut conn,
+                &store,
+                &format!("widget {i}"),
+                &format!("widgets/{tag:08x}/{i:06}.bin"),
+                &data,
+            )?);
+        }
+        report.created += 1;
+    }
+    for (i, w) in widgets.iter().enumerate() {
+        if i % 10 == 3 {
+            app::update_widget(&mut conn, &store, w, &payload(&mut rng, i + 1))?;
+            report.updated += 1;
+        } else if i % 20 == 7 {
+            app::delete_widget(&mut conn, &store, w)?;
+            report.deleted += 1;
+        }
+    }
+    for (i, g) in gadgets.iter().enumerate() {
+        if i % 8 == 1 {
+            app::update_gadget(&mut conn, &store, g, &payload(&mut rng, i + 2))?;
+            report.updated += 1;
+        } else if i % 16 == 5 {
+            app::delete_gadget(&mut conn, &store, g)?;
+            report.deleted += 1;
+        }
+    }
+    Ok(report)
 }

@@ -25,6 +25,25 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Node commands: `primary`, `secondary`, `status`, `keys generate` (geo-node).
+    #[command(flatten)]
+    Node(geo_node::cli::NodeCommand),
+    /// Create demo records with files on a primary's database and blob folder (for a primary
+    /// running as its own process); every change publishes its event.
+    Seed {
+        /// The primary's database (a SQLite file path or postgres://…).
+        #[arg(long, env = "GEO_DATABASE_URL")]
+        database_url: String,
+        /// The primary's blob folder.
+        #[arg(long, env = "GEO_BLOB_DIR")]
+        blob_dir: PathBuf,
+        /// Records to create.
+        #[arg(long, default_value_t = 300)]
+        count: usize,
+        /// Random seed for the file contents.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Run a primary and a secondary on this machine and replicate until converged.
     Demo {
         /// Records to create.
@@ -138,14 +157,21 @@ impl From<RoleArg> for Role {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // Servers log what they do (info); one-shot commands only warnings. RUST_LOG overrides.
+    let default = if matches!(cli.command, Command::Node(_)) {
+        "info"
+    } else {
+        "warn"
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| default.into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    match run(Cli::parse()) {
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -190,6 +216,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 ExitCode::FAILURE
             })
+        }
+        Command::Node(cmd) => cmd.run(
+            &geo_node::cli::App::new().primary_setup(|c| Ok(widgets::app::create_app_schema(c)?)),
+        ),
+        Command::Seed {
+            database_url,
+            blob_dir,
+            count,
+            seed,
+        } => {
+            let r = widgets::demo::seed(&database_url, &blob_dir, count, seed)?;
+            println!(
+                "seeded: {} created, {} updated, {} deleted",
+                r.created, r.updated, r.deleted
+            );
+            Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
             only,
