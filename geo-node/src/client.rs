@@ -21,6 +21,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes};
+use geo_diesel::geo_core::blob_store::BlobPath;
 use geo_diesel::geo_core::checksum::Checksum;
 use geo_diesel::geo_core::event::Event;
 use geo_diesel::geo_core::source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
@@ -40,6 +41,17 @@ const MAX_JSON: usize = 64 * 1024 * 1024;
 
 /// How long a blob path learned from a checksums answer is used instead of asking again.
 const PATH_CACHE_TTL: Duration = Duration::from_secs(10);
+
+/// Most bytes of prefetched blobs held in memory (a batch beyond it leaves the rest to
+/// `retrieve`).
+pub const PREFETCH_LIMIT: usize = 32 * 1024 * 1024;
+
+/// How long a prefetched blob waits for the sync pass that asked for it; after that it is
+/// dropped and the blob is fetched again.
+pub const PREFETCH_TTL: Duration = Duration::from_secs(10);
+
+/// Largest `retrieve_batch` answer accepted.
+const MAX_BATCH_ANSWER: usize = MAX_JSON + api::MAX_BATCH_BYTES as usize;
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -301,6 +313,14 @@ impl NodeClient {
         })
     }
 
+    /// `GET` a whole answer of at most `limit` bytes.
+    pub fn get_bytes(&self, path_and_query: &str, limit: usize) -> Result<Bytes, SourceError> {
+        let data = RequestData::get(path_and_query);
+        let resp = self.get(path_and_query, &data)?;
+        self.collect(resp, limit)
+            .inspect_err(|e| self.stats.failed(e))
+    }
+
     /// `GET` and decode a JSON answer.
     pub fn get_json<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, SourceError> {
         let data = RequestData::get(path_and_query);
@@ -415,10 +435,80 @@ impl Read for BodyReader {
     }
 }
 
+/// What a `retrieve_batch` answer said about one record, kept until its download.
+enum Prefetched {
+    /// The bytes and the checksum they must have.
+    Blob { checksum: Checksum, data: Bytes },
+    /// The file is missing on the primary.
+    Missing,
+}
+
+struct PrefetchEntry {
+    path: String,
+    at: Instant,
+    what: Prefetched,
+}
+
+impl PrefetchEntry {
+    fn bytes(&self) -> usize {
+        match &self.what {
+            Prefetched::Blob { data, .. } => data.len(),
+            Prefetched::Missing => 0,
+        }
+    }
+}
+
+/// Small blobs fetched in a batch, keyed by (replicable, id), bounded by [`PREFETCH_LIMIT`].
+#[derive(Default)]
+struct Prefetch {
+    entries: HashMap<(String, i64), PrefetchEntry>,
+    bytes: usize,
+}
+
+impl Prefetch {
+    fn retain(&mut self, mut keep: impl FnMut(&(String, i64), &PrefetchEntry) -> bool) {
+        let mut freed = 0;
+        self.entries.retain(|k, e| {
+            let kept = keep(k, e);
+            if !kept {
+                freed += e.bytes();
+            }
+            kept
+        });
+        self.bytes -= freed;
+    }
+
+    fn insert(&mut self, name: &str, id: i64, entry: PrefetchEntry) {
+        if self.bytes + entry.bytes() > PREFETCH_LIMIT {
+            return;
+        }
+        self.bytes += entry.bytes();
+        if let Some(old) = self.entries.insert((name.to_owned(), id), entry) {
+            self.bytes -= old.bytes();
+        }
+    }
+
+    /// Takes the entry of (name, id) when it is fresh and, if `path` is given, for that path.
+    fn take(&mut self, name: &str, id: i64, path: Option<&str>) -> Option<PrefetchEntry> {
+        let e = self.entries.remove(&(name.to_owned(), id))?;
+        self.bytes -= e.bytes();
+        (e.at.elapsed() < PREFETCH_TTL && path.is_none_or(|p| p == e.path)).then_some(e)
+    }
+}
+
 /// A [`PrimarySource`] over the primary's HTTP API.
+///
+/// [`blob_paths`](PrimarySource::blob_paths) (one call per type per sync pass) asks
+/// `retrieve_batch` once per [`api::MAX_IDS`] ids: the answer carries the paths and the bytes
+/// of the small blobs, which wait in memory (at most [`PREFETCH_LIMIT`] bytes, at most
+/// [`PREFETCH_TTL`]) for [`open_blob_at`](PrimarySource::open_blob_at) to hand them out once,
+/// with their checksum so the blob store still verifies before renaming. A new `blob_paths`
+/// call for a type drops what an earlier pass left of it. Anything else is fetched with
+/// `retrieve`.
 pub struct HttpSource {
     client: NodeClient,
     paths: Mutex<HashMap<(String, i64), (String, Instant)>>,
+    prefetch: Mutex<Prefetch>,
 }
 
 impl std::fmt::Debug for HttpSource {
@@ -435,6 +525,7 @@ impl HttpSource {
         HttpSource {
             client: NodeClient::new(config),
             paths: Mutex::new(HashMap::new()),
+            prefetch: Mutex::new(Prefetch::default()),
         }
     }
 
@@ -446,6 +537,36 @@ impl HttpSource {
     /// The link's counters.
     pub fn stats(&self) -> Arc<LinkStats> {
         Arc::clone(self.client.stats())
+    }
+
+    /// Bytes of prefetched blobs waiting in memory.
+    pub fn prefetched_bytes(&self) -> usize {
+        self.prefetch_lock().bytes
+    }
+
+    fn prefetch_lock(&self) -> std::sync::MutexGuard<'_, Prefetch> {
+        self.prefetch.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The prefetched blob of (name, id), if any; `path` must match when given.
+    fn prefetched(
+        &self,
+        name: &str,
+        id: i64,
+        path: Option<&str>,
+    ) -> Option<Result<BlobStream, SourceError>> {
+        let e = self.prefetch_lock().take(name, id, path)?;
+        Some(match e.what {
+            Prefetched::Blob { checksum, data } => Ok(BlobStream {
+                size: Some(data.len() as u64),
+                reader: Box::new(data.reader()),
+                checksum: Some(checksum),
+            }),
+            Prefetched::Missing => Err(SourceError::MissingOnPrimary {
+                replicable: name.to_owned(),
+                id,
+            }),
+        })
     }
 
     fn seg(s: &str) -> Result<&str, SourceError> {
@@ -558,8 +679,91 @@ impl PrimarySource for HttpSource {
         Ok(r.blob_path)
     }
 
+    fn blob_paths(
+        &self,
+        replicable: &str,
+        ids: &[i64],
+    ) -> Result<BTreeMap<i64, String>, SourceError> {
+        let name = Self::seg(replicable)?;
+        // A new pass over this type: whatever an earlier one left is not used.
+        self.prefetch_lock()
+            .retain(|(n, _), e| n != name && e.at.elapsed() < PREFETCH_TTL);
+        let mut out = BTreeMap::new();
+        for chunk in ids.chunks(api::MAX_IDS) {
+            let path = format!(
+                "/api/geo/retrieve_batch/{name}?ids={}",
+                api::join_ids(chunk)
+            );
+            let body = self.client.get_bytes(&path, MAX_BATCH_ANSWER)?;
+            let entries = api::batch::decode(body)
+                .map_err(|e| SourceError::other(format!("GET {path}"), e))?;
+            let asked: std::collections::HashSet<i64> = chunk.iter().copied().collect();
+            let now = Instant::now();
+            let mut cache = self.prefetch_lock();
+            for entry in entries {
+                let id = entry.id();
+                if !asked.contains(&id) {
+                    return Err(SourceError::other(
+                        format!("GET {path}"),
+                        format!("the answer holds id {id}, which was not asked"),
+                    ));
+                }
+                let (path, what) = match entry {
+                    api::batch::BatchEntry::RecordNotFound { .. } => continue,
+                    api::batch::BatchEntry::Individual { path, .. } => {
+                        out.insert(id, path);
+                        continue;
+                    }
+                    api::batch::BatchEntry::FileNotFound { path, .. } => {
+                        (path, Prefetched::Missing)
+                    }
+                    api::batch::BatchEntry::Blob {
+                        path,
+                        checksum,
+                        data,
+                        ..
+                    } => (path, Prefetched::Blob { checksum, data }),
+                };
+                out.insert(id, path.clone());
+                cache.insert(
+                    name,
+                    id,
+                    PrefetchEntry {
+                        path,
+                        at: now,
+                        what,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    fn open_blob_at(
+        &self,
+        replicable: &str,
+        id: i64,
+        path: &BlobPath,
+    ) -> Result<BlobStream, SourceError> {
+        let name = Self::seg(replicable)?;
+        match self.prefetched(name, id, Some(path.as_str())) {
+            Some(r) => r,
+            None => self.retrieve(name, id),
+        }
+    }
+
     fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError> {
         let name = Self::seg(replicable)?;
+        match self.prefetched(name, id, None) {
+            Some(r) => r,
+            None => self.retrieve(name, id),
+        }
+    }
+}
+
+impl HttpSource {
+    /// `GET /api/geo/retrieve/{name}/{id}`, streamed.
+    fn retrieve(&self, name: &str, id: i64) -> Result<BlobStream, SourceError> {
         let path = format!("/api/geo/retrieve/{name}/{id}");
         let resp = self.client.get(&path, &RequestData::blob(name, id))?;
         let size = resp

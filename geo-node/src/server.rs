@@ -26,6 +26,7 @@ use bytes::Bytes;
 use geo_diesel::db::DbPool;
 use geo_diesel::direct::DirectSource;
 use geo_diesel::geo_core::blob_store::{BlobError, BlobPath, BlobStore};
+use geo_diesel::geo_core::checksum::checksum_bytes;
 use geo_diesel::geo_core::clock::{Clock, SystemClock};
 use geo_diesel::geo_core::source::{BlobStream, PrimarySource, SourceError};
 use geo_diesel::geo_core::{find_replicable, replicables};
@@ -97,7 +98,7 @@ impl PrimaryService {
         path: &BlobPath,
     ) -> Result<BlobStream, SourceError> {
         let Some(store) = &self.store else {
-            return self.source.open_blob(name, id);
+            return self.source.open_blob_at(name, id, path);
         };
         match store.open(path) {
             Ok(b) => Ok(BlobStream {
@@ -385,6 +386,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route("/api/geo/events/last", get(last_event))
         .route("/api/geo/ids/{replicable}", get(ids))
         .route("/api/geo/checksums/{replicable}", get(checksums))
+        .route("/api/geo/retrieve_batch/{replicable}", get(retrieve_batch))
         .route("/api/geo/status", get(status))
         .route("/metrics", get(metrics))
         .fallback(|| async {
@@ -718,6 +720,122 @@ async fn checksums(
     }
     .await;
     json_response("checksums", &state, r)
+}
+
+/// Query of `/api/geo/retrieve_batch/{replicable}`.
+#[derive(Debug, Deserialize)]
+struct BatchQuery {
+    ids: Option<String>,
+}
+
+async fn retrieve_batch(
+    State(state): State<Arc<NodeState>>,
+    Path(replicable): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+    query: Result<Query<BatchQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let started = Instant::now();
+    let r = async {
+        state.authorize(&headers, &request_data(&uri))?;
+        let Query(q) = query.map_err(|e| ApiError::bad_request(e.body_text()))?;
+        let name = known_replicable(&replicable)?;
+        let ids = api::parse_ids(q.ids.as_deref().unwrap_or("")).map_err(ApiError::bad_request)?;
+        let service = state.primary()?.clone();
+        blocking(move || service.batch(name, &ids)).await
+    }
+    .await;
+    match r {
+        Ok((body, blobs, bytes)) => {
+            state.metrics.request("retrieve_batch", 200);
+            state
+                .metrics
+                .bytes_served
+                .fetch_add(bytes, Ordering::Relaxed);
+            tracing::debug!(replicable = %replicable, blobs, bytes, elapsed_ms = started.elapsed().as_millis() as u64, "retrieve_batch");
+            let mut response = Response::new(Body::from(body));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            response
+        }
+        Err(e) => {
+            state.metrics.request("retrieve_batch", e.status.as_u16());
+            e.into_response()
+        }
+    }
+}
+
+impl PrimaryService {
+    /// The body of a `retrieve_batch` answer for `ids`, the number of blobs whose bytes it
+    /// carries, and those bytes' total. Every path goes through the same checks as `retrieve`
+    /// ([`BlobPath`], the store's link checks); anything refused, unreadable, larger than
+    /// [`api::MAX_BATCH_BLOB`] or past [`api::MAX_BATCH_BYTES`] is left to `retrieve`.
+    fn batch(&self, name: &'static str, ids: &[i64]) -> Result<(Bytes, usize, u64), ApiError> {
+        use api::batch::{BatchEntry, Encoder};
+        let paths = self.blob_paths(name, ids)?;
+        let sums = match self.source.primary_checksums(name, ids) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(replicable = name, error = %e, "no checksums for a retrieve_batch answer");
+                BTreeMap::new()
+            }
+        };
+        let mut enc = Encoder::new();
+        let (mut blobs, mut budget) = (0usize, api::MAX_BATCH_BYTES);
+        for &id in ids {
+            let Some(path) = paths.get(&id) else {
+                enc.push(&BatchEntry::RecordNotFound { id });
+                continue;
+            };
+            let individual = || BatchEntry::Individual {
+                id,
+                path: path.clone(),
+            };
+            let entry = match BlobPath::new(path) {
+                _ if path.len() > usize::from(u16::MAX) || budget == 0 => individual(),
+                Err(_) => individual(),
+                Ok(p) => match self.open(name, id, &p) {
+                    Err(SourceError::MissingOnPrimary { .. }) => BatchEntry::FileNotFound {
+                        id,
+                        path: path.clone(),
+                    },
+                    Err(SourceError::RecordNotFound { .. }) => BatchEntry::RecordNotFound { id },
+                    Err(_) => individual(),
+                    Ok(b) if b.size.is_some_and(|n| n > api::MAX_BATCH_BLOB.min(budget)) => {
+                        individual()
+                    }
+                    Ok(b) => {
+                        let limit = api::MAX_BATCH_BLOB.min(budget);
+                        let mut data = Vec::with_capacity(b.size.unwrap_or(0) as usize);
+                        match b.reader.take(limit + 1).read_to_end(&mut data) {
+                            Ok(n)
+                                if (n as u64) <= limit && b.size.is_none_or(|s| s == n as u64) =>
+                            {
+                                let checksum = sums
+                                    .get(&id)
+                                    .and_then(|c| c.verified_checksum().copied())
+                                    .unwrap_or_else(|| checksum_bytes(&data));
+                                budget -= n as u64;
+                                blobs += 1;
+                                BatchEntry::Blob {
+                                    id,
+                                    path: path.clone(),
+                                    checksum,
+                                    data: Bytes::from(data),
+                                }
+                            }
+                            // Grew, shrank or failed while being read: `retrieve` decides.
+                            _ => individual(),
+                        }
+                    }
+                },
+            };
+            enc.push(&entry);
+        }
+        Ok((enc.finish(), blobs, api::MAX_BATCH_BYTES - budget))
+    }
 }
 
 async fn status(State(state): State<Arc<NodeState>>, uri: Uri, headers: HeaderMap) -> Response {

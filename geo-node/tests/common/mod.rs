@@ -286,10 +286,17 @@ impl Primary {
     }
 
     pub fn start(&mut self, addr: &str) {
-        let state =
-            NodeState::new("test-primary", KeyRing::with([self.creds.clone()])).with_primary(
-                PrimaryService::from_source(self.source.clone(), Some(self.verifier.clone())),
-            );
+        let service = if self.direct {
+            PrimaryService::direct(
+                self.db.clone(),
+                self.store.clone(),
+                Some(self.verifier.clone()),
+            )
+        } else {
+            PrimaryService::from_source(self.source.clone(), Some(self.verifier.clone()))
+        };
+        let state = NodeState::new("test-primary", KeyRing::with([self.creds.clone()]))
+            .with_primary(service);
         self.server = Some(ServerHandle::start(addr, Arc::new(state), 2).unwrap());
     }
 
