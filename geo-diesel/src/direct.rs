@@ -231,21 +231,7 @@ impl PrimarySource for DirectSource {
         };
         let path = BlobPath::new(&path)
             .map_err(|e| SourceError::other(format!("{replicable} {id} has a bad blob path"), e))?;
-        match self.store.open(&path) {
-            Ok(blob) => Ok(BlobStream {
-                reader: blob.reader,
-                size: Some(blob.size),
-                checksum: None,
-            }),
-            Err(e) if e.is_not_found() => Err(SourceError::MissingOnPrimary {
-                replicable: replicable.to_string(),
-                id,
-            }),
-            Err(e) => Err(SourceError::transient(
-                format!("opening the file of {replicable} {id}"),
-                e,
-            )),
-        }
+        self.open_blob_at(replicable, id, &path)
     }
 }
 

@@ -9,6 +9,7 @@ pub mod db;
 pub mod direct;
 pub mod json;
 pub mod migrations;
+pub mod parallel;
 pub mod primary;
 pub mod registry;
 pub mod schema;

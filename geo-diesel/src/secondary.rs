@@ -18,6 +18,7 @@ use geo_core::{ReplicableDescriptor, replicables};
 
 use crate::cursor::{CursorError, CursorPass, LogCursor};
 use crate::db::DbPool;
+use crate::parallel::parallel_map;
 use crate::registry::{self, SyncOutcome, VerifyOutcome};
 
 /// Tunables of a secondary. Defaults follow GitLab where it has a value.
@@ -421,33 +422,18 @@ impl Secondary {
                 }
             }
         }
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        let results: Mutex<Vec<(&'static ReplicableDescriptor, i64, Done)>> =
-            Mutex::new(Vec::with_capacity(claimed.len()));
-        let workers = self.config.sync_capacity.max(1).min(claimed.len());
-        thread::scope(|s| {
-            for _ in 0..workers {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some((d, id)) = claimed.get(i).copied() else {
-                            break;
-                        };
-                        let known = paths
-                            .get(d.name)
-                            .and_then(Option::as_ref)
-                            .map(|m| m.get(&id).cloned());
-                        let done =
-                            self.download(d, id, known, expected.get(&(d.name, id)).copied());
-                        results
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .push((d, id, done));
-                    }
-                });
-            }
-        });
-        let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+        let results: Vec<(&'static ReplicableDescriptor, i64, Done)> =
+            parallel_map(&claimed, self.config.sync_capacity, |&(d, id)| {
+                let known = paths
+                    .get(d.name)
+                    .and_then(Option::as_ref)
+                    .map(|m| m.get(&id).cloned());
+                (
+                    d,
+                    id,
+                    self.download(d, id, known, expected.get(&(d.name, id)).copied()),
+                )
+            });
         let now = self.now();
         let retry_at = self.retry_at(now);
         let mut conn = self.tracking.get()?;
@@ -657,35 +643,20 @@ impl Secondary {
                     return Err(e.into());
                 }
             };
-            let next = std::sync::atomic::AtomicUsize::new(0);
-            let results: Mutex<Vec<(i64, VerifyOutcome)>> = Mutex::new(Vec::new());
-            thread::scope(|s| {
-                for _ in 0..self.config.verification_threads.max(1).min(ids.len()) {
-                    s.spawn(|| {
-                        loop {
-                            let i = next.fetch_add(1, Ordering::Relaxed);
-                            let Some(&id) = ids.get(i) else { break };
-                            let outcome = match sums.get(&id).and_then(|p| p.verified_checksum()) {
-                                None => VerifyOutcome::PrimaryNotVerified,
-                                Some(primary) => {
-                                    match self.local_checksum(d, id, local_paths.get(&id)) {
-                                        Ok(local) if &local == primary => {
-                                            VerifyOutcome::Matched(local.to_vec())
-                                        }
-                                        Ok(local) => VerifyOutcome::Mismatch(local.to_vec()),
-                                        Err(e) => VerifyOutcome::Error(e),
-                                    }
-                                }
-                            };
-                            results
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .push((id, outcome));
-                        }
-                    });
-                }
-            });
-            let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+            let results: Vec<(i64, VerifyOutcome)> =
+                parallel_map(&ids, self.config.verification_threads, |&id| {
+                    let outcome = match sums.get(&id).and_then(|p| p.verified_checksum()) {
+                        None => VerifyOutcome::PrimaryNotVerified,
+                        Some(primary) => match self.local_checksum(d, id, local_paths.get(&id)) {
+                            Ok(local) if &local == primary => {
+                                VerifyOutcome::Matched(local.to_vec())
+                            }
+                            Ok(local) => VerifyOutcome::Mismatch(local.to_vec()),
+                            Err(e) => VerifyOutcome::Error(e),
+                        },
+                    };
+                    (id, outcome)
+                });
             let retry = |n: i16| {
                 next_retry_time(
                     now,

@@ -2,8 +2,8 @@
 //! record with compare-and-set, publish `checksum_succeeded`), reverification, timeouts and the
 //! verification-state backfill.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 
 use chrono::Duration;
@@ -14,6 +14,7 @@ use geo_core::status::ReplicableStatus;
 use geo_core::{ReplicableDescriptor, replicables};
 
 use crate::db::DbPool;
+use crate::parallel::parallel_map;
 use crate::primary::{self, Claimed, PrimaryError};
 use crate::secondary::{WorkerHandle, worker_loop};
 
@@ -170,39 +171,22 @@ impl PrimaryVerifier {
         d: &'static ReplicableDescriptor,
         claims: &[Claimed],
         paths: &std::collections::BTreeMap<i64, String>,
-    ) -> Vec<Result<(Vec<u8>, u64), String>> {
-        let slots: Vec<Mutex<Option<Hashed>>> = claims.iter().map(|_| Mutex::new(None)).collect();
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        thread::scope(|s| {
-            for _ in 0..self.config.verification_threads.max(1).min(claims.len()) {
-                s.spawn(|| {
-                    loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(claim) = claims.get(i) else { break };
-                        let result = match paths.get(&claim.id) {
-                            None => Err(format!(
-                                "Error during verification: {} {} no longer exists",
-                                d.name, claim.id
-                            )),
-                            Some(p) => BlobPath::new(p)
-                                .map_err(|e| e.to_string())
-                                .and_then(|p| self.store.checksum(&p).map_err(|e| e.to_string()))
-                                .map(|(c, n)| (c.to_vec(), n))
-                                .map_err(|e| format!("Error during verification: {e}")),
-                        };
-                        *slots[i].lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
-                    }
-                });
-            }
-        });
-        slots
-            .into_iter()
-            .map(|s| {
-                s.into_inner()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .unwrap_or_else(|| Err("not checksummed".to_string()))
-            })
-            .collect()
+    ) -> Vec<Hashed> {
+        parallel_map(
+            claims,
+            self.config.verification_threads,
+            |claim| match paths.get(&claim.id) {
+                None => Err(format!(
+                    "Error during verification: {} {} no longer exists",
+                    d.name, claim.id
+                )),
+                Some(p) => BlobPath::new(p)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| self.store.checksum(&p).map_err(|e| e.to_string()))
+                    .map(|(c, n)| (c.to_vec(), n))
+                    .map_err(|e| format!("Error during verification: {e}")),
+            },
+        )
     }
 
     /// Housekeeping: creates missing verification-state rows, schedules reverification of
