@@ -86,7 +86,14 @@ fn replicates_over_http_with_status_and_metrics() {
     );
     assert!(
         metrics.contains(
-            "geo_http_requests_total{name=\"test-primary\",endpoint=\"retrieve\",code=\"200\"} 60"
+            // Only the six 3 MiB blobs: the small ones came in retrieve_batch answers.
+            "geo_http_requests_total{name=\"test-primary\",endpoint=\"retrieve\",code=\"200\"} 6\n"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "geo_http_requests_total{name=\"test-primary\",endpoint=\"retrieve_batch\",code=\"200\"}"
         ),
         "{metrics}"
     );
