@@ -682,9 +682,10 @@ async fn ids(
     json_response("ids", &state, r)
 }
 
-/// Query of `/api/geo/checksums/{replicable}`.
+/// Query of `/api/geo/checksums/{replicable}` and `/api/geo/retrieve_batch/{replicable}`: a
+/// comma-separated id list.
 #[derive(Debug, Deserialize)]
-struct ChecksumsQuery {
+struct IdListQuery {
     ids: Option<String>,
 }
 
@@ -693,7 +694,7 @@ async fn checksums(
     Path(replicable): Path<String>,
     uri: Uri,
     headers: HeaderMap,
-    query: Result<Query<ChecksumsQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<IdListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let r = async {
         state.authorize(&headers, &request_data(&uri))?;
@@ -722,18 +723,12 @@ async fn checksums(
     json_response("checksums", &state, r)
 }
 
-/// Query of `/api/geo/retrieve_batch/{replicable}`.
-#[derive(Debug, Deserialize)]
-struct BatchQuery {
-    ids: Option<String>,
-}
-
 async fn retrieve_batch(
     State(state): State<Arc<NodeState>>,
     Path(replicable): Path<String>,
     uri: Uri,
     headers: HeaderMap,
-    query: Result<Query<BatchQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<IdListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let started = Instant::now();
     let r = async {
