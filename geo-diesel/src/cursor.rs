@@ -280,9 +280,8 @@ impl LogCursor {
             }
             for (name, rows) in &effects.checksum {
                 let d = find_replicable(name).expect("planned only for registered replicables");
-                for (id, sum) in rows {
-                    crate::registry::on_checksum_succeeded(c, d, *id, sum.as_deref(), now)?;
-                }
+                let rows: Vec<(i64, Option<Vec<u8>>)> = rows.iter().map(|(id, s)| (*id, s.clone())).collect();
+                crate::registry::on_checksum_succeeded_batch(c, d, &rows, now)?;
             }
             if !filled.is_empty() {
                 sql_query(format!("DELETE FROM geo_event_log_gaps WHERE event_id IN ({})", id_list(&filled))).execute(c)?;

@@ -4,6 +4,8 @@
 //! State changes are compare-and-set on the `state` column, so a sync that finishes after a newer
 //! event moved the row back to `pending` changes nothing and the row is synced again.
 
+use std::collections::BTreeSet;
+
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use diesel::sql_query;
@@ -202,31 +204,58 @@ pub fn on_checksum_succeeded(
     checksum: Option<&[u8]>,
     now: DateTime<Utc>,
 ) -> Result<(usize, usize), RegistryError> {
+    on_checksum_succeeded_batch(conn, d, &[(id, checksum.map(<[u8]>::to_vec))], now)
+}
+
+/// [`on_checksum_succeeded`] for many records at once: one `UPDATE … FROM (VALUES …)` per 200
+/// rows for the ones whose stored checksum matches, one `UPDATE … IN (…)` for the rest.
+pub fn on_checksum_succeeded_batch(
+    conn: &mut impl AsDbConn,
+    d: &'static ReplicableDescriptor,
+    rows: &[(i64, Option<Vec<u8>>)],
+    now: DateTime<Utc>,
+) -> Result<(usize, usize), RegistryError> {
     let (t, k) = names(d);
-    let mut verified = 0;
-    if let Some(sum) = checksum {
+    let mut verified_ids: BTreeSet<i64> = BTreeSet::new();
+    let with_sum: Vec<(i64, &Vec<u8>)> = rows
+        .iter()
+        .filter_map(|(id, s)| s.as_ref().map(|s| (*id, s)))
+        .collect();
+    for chunk in with_sum.chunks(200) {
+        let values = vec!["(?, ?)"; chunk.len()].join(", ");
         let sql = format!(
             "UPDATE {t} SET verification_state = 2, verified_at = ?, verification_failure = NULL, \
              verification_retry_count = 0, verification_retry_at = NULL, checksum_mismatch = FALSE, \
              verification_checksum_mismatched = NULL \
-             WHERE {k} = ? AND state = 2 AND verification_checksum = ? AND verification_state IN (0, 4)"
+             FROM (SELECT column1 AS id, column2 AS sum FROM (VALUES {values}) AS x) AS v \
+             WHERE {t}.{k} = v.id AND {t}.state = 2 AND {t}.verification_checksum = v.sum \
+             AND {t}.verification_state IN (0, 4) RETURNING {t}.{k} AS id"
         );
-        verified = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
-            .bind::<GeoTimestamp, _>(UtcDateTime(now))
-            .bind::<BigInt, _>(id)
-            .bind::<Binary, _>(sum)
-            .execute(c)
-            .map_err(q("verifying from the event", d))?);
+        let done: Vec<IdRow> = with_conn!(conn, c => {
+            let mut query = sql_query(placeholders(&sql, c_backend(c)).into_owned())
+                .into_boxed()
+                .bind::<GeoTimestamp, _>(UtcDateTime(now));
+            for (id, sum) in chunk {
+                query = query.bind::<BigInt, _>(*id).bind::<Binary, _>((*sum).clone());
+            }
+            query.load(c).map_err(q("verifying from the event", d))?
+        });
+        verified_ids.extend(done.into_iter().map(|r| r.id));
     }
-    if verified > 0 {
-        return Ok((verified, 0));
+    let rest: Vec<i64> = rows
+        .iter()
+        .map(|(id, _)| *id)
+        .filter(|id| !verified_ids.contains(id))
+        .collect();
+    let mut pending = 0;
+    for chunk in rest.chunks(1000) {
+        let sql = format!(
+            "UPDATE {t} SET verification_state = 0 WHERE {k} IN ({}) AND state = 2",
+            id_list(chunk)
+        );
+        pending += with_conn!(conn, c => sql_query(&sql).execute(c).map_err(q("marking verification pending", d))?);
     }
-    let sql = format!("UPDATE {t} SET verification_state = 0 WHERE {k} = ? AND state = 2");
-    let pending = with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
-        .bind::<BigInt, _>(id)
-        .execute(c)
-        .map_err(q("marking verification pending", d))?);
-    Ok((0, pending))
+    Ok((verified_ids.len(), pending))
 }
 
 /// Claims up to `limit` rows to sync: never-synced `pending` rows first, then `failed` rows whose
