@@ -168,7 +168,7 @@ pub struct ChecksumsResponse {
 /// end:   0xFF | count u32                                       (count = number of entries)
 /// ```
 ///
-/// The checksum of a [`BatchEntry::Blob`] is the primary's verified checksum when it has one
+/// The checksum of a [`BatchEntry::Blob`](batch::BatchEntry::Blob) is the primary's verified checksum when it has one
 /// (as `retrieve`'s `X-Geo-Checksum`), the blake3 of the bytes sent otherwise: the secondary's
 /// blob store compares it before renaming, so bytes damaged on the way never land. A truncated
 /// or malformed body fails to decode as a whole.
