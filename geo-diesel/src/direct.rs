@@ -234,18 +234,3 @@ impl PrimarySource for DirectSource {
         self.open_blob_at(replicable, id, &path)
     }
 }
-
-/// Reads `file` column values of many records at once (used by verification on secondaries).
-pub fn blob_paths_of(
-    source: &dyn PrimarySource,
-    d: &'static ReplicableDescriptor,
-    ids: &[i64],
-) -> Result<BTreeMap<i64, String>, SourceError> {
-    let mut out = BTreeMap::new();
-    for id in ids {
-        if let Some(p) = source.blob_path(d.name, *id)? {
-            out.insert(*id, p);
-        }
-    }
-    Ok(out)
-}

@@ -441,8 +441,8 @@ pub fn record_verification_success(
                 .bind::<GeoTimestamp, _>(UtcDateTime(claim.started_at))
                 .execute(c)
                 .map_err(q("recording a checksum", d))?;
-            if n == 1 && replication_enabled(c, d).map_err(q("reading the feature flag", d))? {
-                insert_event(
+            if n == 1 {
+                insert_event_if_enabled(
                     c,
                     d,
                     EventKind::ChecksumSucceeded,
@@ -544,20 +544,12 @@ pub fn fail_verification_timeouts(
         return Ok(0);
     };
     let message = format!("Verification timed out after {}", human_duration(timeout));
-    let sql = format!(
-        "UPDATE {t} SET verification_state = 3, verification_failure = ?, verification_retry_count = 1, \
-         verification_retry_at = ?, verification_checksum = NULL \
-         WHERE verification_state = 1 AND verification_started_at < ?",
-        t = ident(table)
-    );
-    Ok(
-        with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
-        .bind::<Text, _>(&message)
-        .bind::<GeoTimestamp, _>(UtcDateTime(retry_at))
-        .bind::<GeoTimestamp, _>(UtcDateTime(now - timeout))
-        .execute(c)
-        .map_err(q("failing verification timeouts", d))?),
-    )
+    let cols = crate::sql::StartedColumns {
+        extra: ", verification_checksum = NULL",
+        ..crate::sql::VERIFICATION_COLUMNS
+    };
+    crate::sql::fail_started_before(conn, table, cols, &message, retry_at, now - timeout)
+        .map_err(q("failing verification timeouts", d))
 }
 
 /// Creates missing `<name>_states` rows (verification pending) for model records that have

@@ -491,21 +491,19 @@ pub fn fail_sync_timeouts(
     retry_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<usize, RegistryError> {
-    let (t, _) = names(d);
     let message = format!(
         "Sync timed out after {}",
         crate::primary::human_duration(timeout)
     );
-    let sql = format!(
-        "UPDATE {t} SET state = 3, last_sync_failure = ?, retry_count = 1, retry_at = ? \
-         WHERE state = 1 AND last_synced_at < ?"
-    );
-    with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
-        .bind::<Text, _>(&message)
-        .bind::<GeoTimestamp, _>(UtcDateTime(retry_at))
-        .bind::<GeoTimestamp, _>(UtcDateTime(now - timeout))
-        .execute(c)
-        .map_err(q("failing sync timeouts", d)))
+    crate::sql::fail_started_before(
+        conn,
+        d.tables.registry,
+        crate::sql::SYNC_COLUMNS,
+        &message,
+        retry_at,
+        now - timeout,
+    )
+    .map_err(q("failing sync timeouts", d))
 }
 
 /// Claims up to `limit` synced rows for secondary verification: verification `pending`, then
@@ -661,21 +659,19 @@ pub fn fail_verification_timeouts(
     retry_at: DateTime<Utc>,
     now: DateTime<Utc>,
 ) -> Result<usize, RegistryError> {
-    let (t, _) = names(d);
     let message = format!(
         "Verification timed out after {}",
         crate::primary::human_duration(timeout)
     );
-    let sql = format!(
-        "UPDATE {t} SET verification_state = 3, verification_failure = ?, verification_retry_count = 1, \
-         verification_retry_at = ? WHERE verification_state = 1 AND verification_started_at < ?"
-    );
-    with_conn!(conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
-        .bind::<Text, _>(&message)
-        .bind::<GeoTimestamp, _>(UtcDateTime(retry_at))
-        .bind::<GeoTimestamp, _>(UtcDateTime(now - timeout))
-        .execute(c)
-        .map_err(q("failing verification timeouts", d)))
+    crate::sql::fail_started_before(
+        conn,
+        d.tables.registry,
+        crate::sql::VERIFICATION_COLUMNS,
+        &message,
+        retry_at,
+        now - timeout,
+    )
+    .map_err(q("failing verification timeouts", d))
 }
 
 /// Manual resync (GitLab's `resync`): rows become `pending` (all rows when `ids` is `None`).

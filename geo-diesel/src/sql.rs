@@ -80,6 +80,71 @@ pub fn timestamp_literal(backend: geo_core::Backend, t: chrono::DateTime<chrono:
     }
 }
 
+/// Which columns a "stuck in `started`" sweep reads and writes: the sync columns of a registry,
+/// or the verification columns of a registry, states table or model table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StartedColumns {
+    pub state: &'static str,
+    pub started_at: &'static str,
+    pub failure: &'static str,
+    pub retry_count: &'static str,
+    pub retry_at: &'static str,
+    /// Extra assignments (e.g. clearing the checksum).
+    pub extra: &'static str,
+}
+
+/// The sync columns of a registry.
+pub(crate) const SYNC_COLUMNS: StartedColumns = StartedColumns {
+    state: "state",
+    started_at: "last_synced_at",
+    failure: "last_sync_failure",
+    retry_count: "retry_count",
+    retry_at: "retry_at",
+    extra: "",
+};
+
+/// The verification columns (on a registry, a states table or a model table).
+pub(crate) const VERIFICATION_COLUMNS: StartedColumns = StartedColumns {
+    state: "verification_state",
+    started_at: "verification_started_at",
+    failure: "verification_failure",
+    retry_count: "verification_retry_count",
+    retry_at: "verification_retry_at",
+    extra: "",
+};
+
+/// Rows of `table` whose `state` has been `started` (1) since before `cutoff` become `failed` (3)
+/// with `message`, `retry_count = 1` and `retry_at` (GitLab's sync and verification timeouts).
+pub(crate) fn fail_started_before(
+    conn: &mut impl crate::db::AsDbConn,
+    table: &str,
+    cols: StartedColumns,
+    message: &str,
+    retry_at: chrono::DateTime<chrono::Utc>,
+    cutoff: chrono::DateTime<chrono::Utc>,
+) -> Result<usize, diesel::result::Error> {
+    use diesel::RunQueryDsl;
+    use diesel::sql_types::Text;
+    let StartedColumns {
+        state,
+        started_at,
+        failure,
+        retry_count,
+        retry_at: retry_col,
+        extra,
+    } = cols;
+    let sql = format!(
+        "UPDATE {t} SET {state} = 3, {failure} = ?, {retry_count} = 1, {retry_col} = ?{extra} \
+         WHERE {state} = 1 AND {started_at} < ?",
+        t = ident(table)
+    );
+    crate::with_conn!(conn, c => diesel::sql_query(placeholders(&sql, crate::primary::c_backend(c)).as_ref())
+        .bind::<Text, _>(message)
+        .bind::<crate::types::sql_types::GeoTimestamp, _>(crate::types::UtcDateTime(retry_at))
+        .bind::<crate::types::sql_types::GeoTimestamp, _>(crate::types::UtcDateTime(cutoff))
+        .execute(c))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
