@@ -16,6 +16,7 @@ pub mod checksum;
 pub mod clock;
 pub mod event;
 pub mod flags;
+pub mod observe;
 pub mod source;
 pub mod status;
 pub mod transitions;

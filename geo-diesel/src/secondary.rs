@@ -127,6 +127,7 @@ pub struct Secondary {
     cursor: LogCursor,
     backfill_pos: Mutex<BTreeMap<&'static str, i64>>,
     counters: SecondaryCounters,
+    observer: std::sync::OnceLock<Arc<dyn geo_core::observe::SyncObserver>>,
 }
 
 impl std::fmt::Debug for Secondary {
@@ -162,7 +163,14 @@ impl Secondary {
             cursor,
             backfill_pos: Mutex::new(BTreeMap::new()),
             counters: SecondaryCounters::default(),
+            observer: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Reports every finished download to `observer` (e.g. a sync-duration histogram). Only the
+    /// first observer set is kept; returns `false` when one was already set.
+    pub fn set_sync_observer(&self, observer: Arc<dyn geo_core::observe::SyncObserver>) -> bool {
+        self.observer.set(observer).is_ok()
     }
 
     /// The tracking database pool.
@@ -297,6 +305,29 @@ impl Secondary {
         known: Option<Option<String>>,
         primary: Option<Checksum>,
     ) -> Done {
+        let started = std::time::Instant::now();
+        let written = std::cell::Cell::new(0);
+        let done = self.download_inner(d, id, known, primary, &written);
+        if let Some(observer) = self.observer.get() {
+            use geo_core::observe::SyncResult;
+            let result = match &done {
+                Done::Outcome(SyncOutcome::Synced { .. }, _) => SyncResult::Synced,
+                Done::Outcome(SyncOutcome::Failed { .. }, _) => SyncResult::Failed,
+                Done::Orphan => SyncResult::Orphan,
+            };
+            observer.sync_finished(d.name, started.elapsed(), written.get(), result);
+        }
+        done
+    }
+
+    fn download_inner(
+        &self,
+        d: &'static ReplicableDescriptor,
+        id: i64,
+        known: Option<Option<String>>,
+        primary: Option<Checksum>,
+        written: &std::cell::Cell<u64>,
+    ) -> Done {
         let failed = |message: String, missing_on_primary: bool| {
             Done::Outcome(
                 SyncOutcome::Failed {
@@ -335,6 +366,7 @@ impl Secondary {
         match self.store.write(&path, &mut blob.reader, expected.as_ref()) {
             Ok(w) => {
                 self.counters.bytes.fetch_add(w.bytes, Ordering::Relaxed);
+                written.set(w.bytes);
                 tracing::debug!(
                     replicable = d.name,
                     id,
