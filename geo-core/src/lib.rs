@@ -15,11 +15,12 @@ pub mod blob_store;
 pub mod checksum;
 pub mod clock;
 pub mod event;
-pub mod flags;
 pub mod observe;
 pub mod source;
 pub mod status;
 pub mod transitions;
+
+pub use geo_schema as schema;
 
 pub use replicable::{
     Backend, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
@@ -36,13 +37,9 @@ pub use checksum::{
 };
 pub use clock::{Clock, Env, ManualClock, RandomSource, SystemClock};
 pub use event::{BadEvent, Event, EventName, EventPayload, ParsedEvent, parse_event};
-pub use flags::FeatureFlags;
 pub use source::{BlobStream, PrimaryChecksum, SourceError};
 pub use status::ReplicableStatus;
-pub use transitions::{
-    PrimaryVerification, RegistryChange, RegistryFields, SyncFailure, TransitionError,
-    VerificationChange, truncate_failure,
-};
+pub use transitions::{Change, Claim, RegistryFields, SyncFailure, truncate_failure};
 
 /// Re-exports used by code that `#[replicable]` generates. Not public API.
 #[doc(hidden)]

@@ -1,8 +1,6 @@
-//! The connections Geo runs on, and how to open them.
-//!
-//! [`GeoConnection`] is implemented for [`diesel::SqliteConnection`] and, with the `postgres`
-//! feature, [`diesel::PgConnection`]. [`sqlite::establish`] opens a SQLite file with the pragmas
-//! a multi-threaded worker process needs (pools: [`crate::db::DbPool`]).
+//! Opening connections ([`sqlite::establish`] opens a SQLite file with the pragmas a
+//! multi-threaded worker process needs; pools: [`crate::db::DbPool`]), and the migration
+//! runner's per-backend primitives (crate-private).
 
 use diesel::connection::Connection;
 use diesel::prelude::*;
@@ -14,12 +12,9 @@ use crate::schema::geo_schema_migrations;
 #[cfg(feature = "postgres")]
 use diesel::PgConnection;
 
-/// A Diesel connection Geo can run its migrations and workers on.
-///
-/// Implemented for [`SqliteConnection`] and (feature `postgres`) [`diesel::PgConnection`]. An
-/// application using `#[derive(diesel::MultiConnection)]` can implement it for its enum by
-/// matching on the variant and delegating to these implementations.
-pub trait GeoConnection: Connection {
+/// What the migration runner needs of a concrete connection: its backend, a transaction that
+/// serialises runners, and the ledger queries.
+pub(crate) trait Ledger: Connection {
     /// The backend this connection talks to, which selects the SQL dialect of migrations.
     fn backend(&self) -> Backend;
 
@@ -75,7 +70,7 @@ macro_rules! ledger_methods {
     };
 }
 
-impl GeoConnection for SqliteConnection {
+impl Ledger for SqliteConnection {
     fn backend(&self) -> Backend {
         Backend::Sqlite
     }
@@ -92,7 +87,7 @@ impl GeoConnection for SqliteConnection {
 }
 
 #[cfg(feature = "postgres")]
-impl GeoConnection for PgConnection {
+impl Ledger for PgConnection {
     fn backend(&self) -> Backend {
         Backend::Postgres
     }

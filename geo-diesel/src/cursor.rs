@@ -12,18 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
-use diesel::sql_query;
-use diesel::sql_types::BigInt;
+
 use geo_core::blob_store::BlobStore;
 use geo_core::event::{Event, EventName, ParsedEvent, parse_event};
 use geo_core::{ReplicableDescriptor, find_replicable};
 
+use crate::db::with_conn;
 use crate::db::{AsDbConn, DbPool};
-use crate::primary::c_backend;
-use crate::sql::{IdRow, MaybeCount, id_list, placeholders};
+use crate::sql::IdRow;
 use crate::types::UtcDateTime;
-use crate::types::sql_types::GeoTimestamp;
-use crate::with_conn;
 
 /// Counters of what the cursor did since it was created.
 #[derive(Debug, Default)]
@@ -102,11 +99,19 @@ impl CursorState {
 
 /// Reads the cursor position and gaps.
 pub fn load_state(conn: &mut impl AsDbConn) -> Result<CursorState, diesel::result::Error> {
-    let pos: Vec<MaybeCount> = with_conn!(conn, c => sql_query("SELECT MAX(event_id) AS n FROM geo_event_log_states WHERE id = 0").load(c)?);
-    let gaps: Vec<IdRow> = with_conn!(conn, c => sql_query("SELECT event_id AS id FROM geo_event_log_gaps ORDER BY event_id").load(c)?);
+    use crate::schema::{geo_event_log_gaps as gaps, geo_event_log_states as states};
+    let pos: Option<i64> = with_conn!(conn, c => states::table
+        .find(0i16)
+        .select(states::event_id)
+        .first(c)
+        .optional()?);
+    let gaps: Vec<i64> = with_conn!(conn, c => gaps::table
+        .select(gaps::event_id)
+        .order(gaps::event_id)
+        .load(c)?);
     Ok(CursorState {
-        last_event_id: pos.first().and_then(|r| r.n).unwrap_or(0),
-        gaps: gaps.into_iter().map(|r| r.id).collect(),
+        last_event_id: pos.unwrap_or(0),
+        gaps,
     })
 }
 
@@ -226,7 +231,8 @@ impl LogCursor {
                 .map(|(id, _)| *id)
                 .collect();
             let stored: BTreeMap<i64, geo_core::blob_store::BlobPath> =
-                crate::registry::blob_paths(&mut conn, d, &unknown)
+                crate::registry::Registry::of(d)
+                    .blob_paths(&mut conn, &unknown)
                     .map_err(diesel::result::Error::from)?
                     .into_iter()
                     .filter_map(|(id, p)| {
@@ -253,58 +259,59 @@ impl LogCursor {
             // Compare-and-set on the cursor: lock its row (a write first, so SQLite takes the
             // write lock; FOR UPDATE on PostgreSQL), re-read position and gaps, and give up if
             // another cursor moved them since this pass read its events.
-            sql_query(placeholders(
-                "INSERT INTO geo_event_log_states (id, event_id, updated_at) VALUES (0, 0, ?) ON CONFLICT (id) DO NOTHING",
-                c_backend(c),
-            ).as_ref())
-            .bind::<GeoTimestamp, _>(UtcDateTime(now))
-            .execute(c)?;
-            if c_backend(c) == geo_core::Backend::Postgres {
-                sql_query("SELECT event_id AS id FROM geo_event_log_states WHERE id = 0 FOR UPDATE").load::<IdRow>(c)?;
-            }
+            use crate::schema::{geo_event_log_gaps as gaps, geo_event_log_states as states};
+            diesel::insert_into(states::table)
+                .values((states::id.eq(0i16), states::event_id.eq(0i64), states::updated_at.eq(UtcDateTime(now))))
+                .on_conflict(states::id)
+                .do_nothing()
+                .execute(c)?;
+            // PostgreSQL: lock the cursor row (SQLite holds the write lock since the insert).
+            let mut lock = crate::sql::Sql::new();
+            lock.push("SELECT event_id AS id FROM geo_event_log_states WHERE id = 0").lock();
+            lock.load::<IdRow>(c)?;
             if load_state(c)? != state {
                 raced.set(true);
                 return Err(diesel::result::Error::RollbackTransaction);
             }
             for (name, ids) in &effects.created {
                 let d = find_replicable(name).expect("planned only for registered replicables");
-                crate::registry::insert_missing(c, d, &ids.iter().copied().collect::<Vec<_>>())?;
+                crate::registry::Registry::of(d).insert_missing(c, &ids.iter().copied().collect::<Vec<_>>())?;
             }
             for (name, ids) in &effects.pending {
                 let d = find_replicable(name).expect("planned only for registered replicables");
-                crate::registry::upsert_pending_at(c, d, &ids.iter().copied().collect::<Vec<_>>(), now)?;
+                crate::registry::Registry::of(d).upsert_pending_at(c, &ids.iter().copied().collect::<Vec<_>>(), now)?;
             }
             for (name, rows) in &effects.deleted {
                 let d = find_replicable(name).expect("planned only for registered replicables");
-                crate::registry::delete_rows(c, d, &rows.keys().copied().collect::<Vec<_>>())?;
+                crate::registry::Registry::of(d).delete_rows(c, &rows.keys().copied().collect::<Vec<_>>())?;
             }
             for (name, rows) in &effects.checksum {
                 let d = find_replicable(name).expect("planned only for registered replicables");
                 let rows: Vec<(i64, Option<Vec<u8>>)> = rows.iter().map(|(id, s)| (*id, s.clone())).collect();
-                crate::registry::on_checksum_succeeded_batch(c, d, &rows, now)?;
+                crate::registry::Registry::of(d).on_checksum_succeeded_batch(c, &rows, now)?;
             }
-            if !filled.is_empty() {
-                sql_query(format!("DELETE FROM geo_event_log_gaps WHERE event_id IN ({})", id_list(&filled))).execute(c)?;
+            for chunk in filled.chunks(crate::sql::CHUNK) {
+                diesel::delete(gaps::table.filter(gaps::event_id.eq_any(chunk))).execute(c)?;
             }
-            let ts = crate::sql::timestamp_literal(c_backend(c), now);
-            for chunk in new_gaps.chunks(1000) {
-                let sql = format!(
-                    "INSERT INTO geo_event_log_gaps (event_id, detected_at) VALUES {} ON CONFLICT (event_id) DO NOTHING",
-                    chunk.iter().map(|id| format!("({id}, {ts})")).collect::<Vec<_>>().join(",")
-                );
-                sql_query(sql).execute(c)?;
+            for chunk in new_gaps.chunks(crate::sql::CHUNK) {
+                let rows: Vec<_> = chunk
+                    .iter()
+                    .map(|id| (gaps::event_id.eq(*id), gaps::detected_at.eq(UtcDateTime(now))))
+                    .collect();
+                diesel::insert_into(gaps::table)
+                    .values(rows)
+                    .on_conflict(gaps::event_id)
+                    .do_nothing()
+                    .execute(c)?;
             }
-            let expired = sql_query(placeholders("DELETE FROM geo_event_log_gaps WHERE detected_at < ?", c_backend(c)).as_ref())
-                .bind::<GeoTimestamp, _>(UtcDateTime(expire_before))
+            let expired = diesel::delete(gaps::table.filter(gaps::detected_at.lt(UtcDateTime(expire_before))))
                 .execute(c)?;
-            sql_query(placeholders(
-                "INSERT INTO geo_event_log_states (id, event_id, updated_at) VALUES (0, ?, ?) \
-                 ON CONFLICT (id) DO UPDATE SET event_id = excluded.event_id, updated_at = excluded.updated_at",
-                c_backend(c),
-            ).as_ref())
-            .bind::<BigInt, _>(cursor)
-            .bind::<GeoTimestamp, _>(UtcDateTime(now))
-            .execute(c)?;
+            diesel::insert_into(states::table)
+                .values((states::id.eq(0i16), states::event_id.eq(cursor), states::updated_at.eq(UtcDateTime(now))))
+                .on_conflict(states::id)
+                .do_update()
+                .set((states::event_id.eq(cursor), states::updated_at.eq(UtcDateTime(now))))
+                .execute(c)?;
             Ok(expired)
         }));
         let expired = match result {

@@ -1,5 +1,8 @@
-//! One code base for both backends: a borrowed connection as an enum, a pool of either kind,
-//! and the `with_conn!` macro that compiles the same query code once per backend.
+//! The one way Geo holds a connection, for users and workers alike: [`DbPool`] owns connections
+//! of either backend and lends [`PooledConn`]s; anything that can lend a [`DbConn`] — a
+//! `SqliteConnection`, a `PgConnection`, a pooled connection — is an [`AsDbConn`], which every
+//! geo-diesel function takes. Inside the crate, `with_conn!` compiles query code once per
+//! backend.
 
 use diesel::SqliteConnection;
 use diesel::r2d2::{ConnectionManager, CustomizeConnection, Pool, PooledConnection};
@@ -57,10 +60,10 @@ impl AsDbConn for DbConn<'_> {
     }
 }
 
-/// Runs `$body` with `$c` bound to the concrete connection (`&mut SqliteConnection` or
-/// `&mut PgConnection`), so query code written once type-checks against each backend.
+/// Runs `$body` with `$c` bound to the concrete connection (`&mut SqliteConnection`; with the
+/// `postgres` feature also `&mut PgConnection`), so query code written once type-checks against
+/// each backend. Private to geo-diesel: users and workers hold an [`AsDbConn`] or a [`DbPool`].
 #[cfg(feature = "postgres")]
-#[macro_export]
 macro_rules! with_conn {
     ($db:expr, $c:ident => $body:expr) => {
         match $crate::db::AsDbConn::db($db) {
@@ -70,11 +73,8 @@ macro_rules! with_conn {
     };
 }
 
-/// Runs `$body` with `$c` bound to the concrete connection (`&mut SqliteConnection`; with the
-/// `postgres` feature also `&mut PgConnection`), so query code written once type-checks against
-/// each backend.
+/// See the `postgres` variant.
 #[cfg(not(feature = "postgres"))]
-#[macro_export]
 macro_rules! with_conn {
     ($db:expr, $c:ident => $body:expr) => {
         match $crate::db::AsDbConn::db($db) {
@@ -82,6 +82,8 @@ macro_rules! with_conn {
         }
     };
 }
+
+pub(crate) use with_conn;
 
 /// Errors opening a database or a pool.
 #[derive(Debug, thiserror::Error)]
@@ -108,12 +110,7 @@ pub struct SqliteSettings;
 
 impl CustomizeConnection<SqliteConnection, diesel::r2d2::Error> for SqliteSettings {
     fn on_acquire(&self, conn: &mut SqliteConnection) -> Result<(), diesel::r2d2::Error> {
-        use diesel::connection::SimpleConnection;
-        conn.batch_execute(
-            "PRAGMA busy_timeout = 30000; PRAGMA journal_mode = WAL; \
-             PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
-        )
-        .map_err(diesel::r2d2::Error::QueryError)
+        crate::connection::sqlite::configure(conn).map_err(diesel::r2d2::Error::QueryError)
     }
 }
 
@@ -210,6 +207,16 @@ impl DbPool {
             #[cfg(feature = "postgres")]
             DbPool::Pg(_) => Backend::Postgres,
         }
+    }
+
+    /// Applies every pending migration of `role` (the framework tables, then each registered
+    /// replicable's tables); see [`crate::run_migrations`].
+    pub fn migrate(
+        &self,
+        role: geo_core::Role,
+    ) -> Result<crate::MigrationReport, crate::MigrationError> {
+        let mut conn = self.get().map_err(crate::MigrationError::Pool)?;
+        crate::run_migrations(&mut conn, role)
     }
 
     /// Checks out a connection.

@@ -7,8 +7,6 @@ use std::ops::RangeInclusive;
 use std::sync::Arc;
 
 use diesel::prelude::*;
-use diesel::sql_query;
-use diesel::sql_types::BigInt;
 use geo_core::ReplicableDescriptor;
 use geo_core::blob_store::{BlobPath, BlobStore};
 use geo_core::checksum::{Checksum, ChecksumAlgorithm};
@@ -16,10 +14,8 @@ use geo_core::event::Event;
 use geo_core::source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
 
 use crate::db::DbPool;
-use crate::primary::c_backend;
+use crate::db::with_conn;
 use crate::schema::geo_events;
-use crate::sql::{IdRow, MaybeCount, ident, placeholders};
-use crate::with_conn;
 
 /// Reads a primary directly: its database pool and its blob store.
 #[derive(Clone)]
@@ -107,10 +103,10 @@ impl PrimarySource for DirectSource {
 
     fn max_event_id(&self) -> Result<Option<i64>, SourceError> {
         let mut conn = self.conn()?;
-        let rows: Vec<MaybeCount> = with_conn!(&mut conn, c => sql_query("SELECT MAX(id) AS n FROM geo_events")
-            .load(c)
-            .map_err(transient("reading the last event id"))?);
-        Ok(rows.first().and_then(|r| r.n))
+        with_conn!(&mut conn, c => geo_events::table
+            .select(diesel::dsl::max(geo_events::id))
+            .first(c)
+            .map_err(transient("reading the last event id")))
     }
 
     fn model_ids(
@@ -119,30 +115,16 @@ impl PrimarySource for DirectSource {
         range: RangeInclusive<i64>,
     ) -> Result<Vec<i64>, SourceError> {
         let d = lookup(replicable)?;
-        let id = ident(d.tables.model_id);
-        let sql = format!(
-            "SELECT CAST({id} AS BIGINT) AS id FROM {t} WHERE {id} BETWEEN ? AND ? ORDER BY {id}",
-            t = ident(d.tables.model)
-        );
         let mut conn = self.conn()?;
-        let rows: Vec<IdRow> = with_conn!(&mut conn, c => sql_query(placeholders(&sql, c_backend(c)).as_ref())
-            .bind::<BigInt, _>(*range.start())
-            .bind::<BigInt, _>(*range.end())
-            .load(c)
-            .map_err(transient("reading model ids"))?);
-        Ok(rows.into_iter().map(|r| r.id).collect())
+        crate::primary::model_ids(&mut conn, d, *range.start(), *range.end())
+            .map_err(|e| SourceError::transient("reading model ids", e))
     }
 
     fn max_model_id(&self, replicable: &str) -> Result<Option<i64>, SourceError> {
         let d = lookup(replicable)?;
-        let sql = format!(
-            "SELECT CAST(MAX({id}) AS BIGINT) AS n FROM {t}",
-            id = ident(d.tables.model_id),
-            t = ident(d.tables.model)
-        );
         let mut conn = self.conn()?;
-        let rows: Vec<MaybeCount> = with_conn!(&mut conn, c => sql_query(&sql).load(c).map_err(transient("reading the max model id"))?);
-        Ok(rows.first().and_then(|r| r.n))
+        crate::primary::max_model_id(&mut conn, d)
+            .map_err(|e| SourceError::transient("reading the max model id", e))
     }
 
     fn primary_checksums(

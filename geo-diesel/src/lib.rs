@@ -18,7 +18,6 @@ pub mod sql;
 pub mod types;
 pub mod verifier;
 
-pub use connection::GeoConnection;
 pub use db::{AsDbConn, DbConn, DbPool, PooledConn};
 pub use geo_core;
 pub use geo_macros::replicable;

@@ -23,7 +23,8 @@ use geo_core::{
     replicable::RegistryConflict, replicables,
 };
 
-use crate::connection::GeoConnection;
+use crate::connection::Ledger;
+use crate::db::AsDbConn;
 
 /// The ledger name prefix of the framework migrations: `geo_framework_primary`,
 /// `geo_framework_secondary`. No replicable may be named `geo_framework`.
@@ -320,6 +321,9 @@ impl fmt::Display for RevertReport {
 /// with the migrations before the failing one applied and recorded, and none of the failing one.
 #[derive(Debug, thiserror::Error)]
 pub enum MigrationError {
+    /// No connection could be checked out of the pool.
+    #[error("cannot migrate: no database connection: {0}")]
+    Pool(diesel::r2d2::PoolError),
     /// Two registered replicables collide.
     #[error("cannot migrate: {0}")]
     Conflict(#[from] RegistryConflict),
@@ -373,7 +377,7 @@ fn checked_plan(backend: Backend, role: Role) -> Result<Vec<NamedMigration>, Mig
 
 /// Runs `sql` unless it holds no statement (a replicable without verification has no primary
 /// migration, for example).
-fn execute<C: GeoConnection>(conn: &mut C, sql: &str) -> diesel::QueryResult<()> {
+fn execute<C: Ledger>(conn: &mut C, sql: &str) -> diesel::QueryResult<()> {
     if sql.trim().is_empty() {
         Ok(())
     } else {
@@ -387,10 +391,17 @@ fn execute<C: GeoConnection>(conn: &mut C, sql: &str) -> diesel::QueryResult<()>
 ///
 /// Fails before touching the database when two registered replicables collide
 /// ([`geo_core::check_replicables`]).
-pub fn run_migrations<C: GeoConnection>(
-    conn: &mut C,
+///
+/// `conn` is any connection Geo runs on: a `SqliteConnection`, a `PgConnection` (feature
+/// `postgres`) or a pooled one ([`crate::DbPool::migrate`] does the checkout).
+pub fn run_migrations(
+    conn: &mut impl AsDbConn,
     role: Role,
 ) -> Result<MigrationReport, MigrationError> {
+    crate::db::with_conn!(conn, c => run_on(c, role))
+}
+
+fn run_on<C: Ledger>(conn: &mut C, role: Role) -> Result<MigrationReport, MigrationError> {
     let backend = conn.backend();
     let plan = checked_plan(backend, role)?;
     conn.migration_transaction(|c| c.batch_execute(ledger_ddl(backend)))
@@ -431,10 +442,14 @@ pub fn run_migrations<C: GeoConnection>(
 /// migration of the plan in reverse order, each in its own transaction, and drops the ledger
 /// once it records nothing. Migrations of replicables no longer compiled in are left alone
 /// (and keep the ledger alive).
-pub fn revert_migrations<C: GeoConnection>(
-    conn: &mut C,
+pub fn revert_migrations(
+    conn: &mut impl AsDbConn,
     role: Role,
 ) -> Result<RevertReport, MigrationError> {
+    crate::db::with_conn!(conn, c => revert_on(c, role))
+}
+
+fn revert_on<C: Ledger>(conn: &mut C, role: Role) -> Result<RevertReport, MigrationError> {
     let backend = conn.backend();
     let plan = checked_plan(backend, role)?;
     let ledger = |source| MigrationError::Ledger { backend, source };

@@ -215,7 +215,7 @@ impl Secondary {
         let mut conn = self.tracking.get()?;
         let mut n = 0;
         for d in replicables() {
-            n += registry::reclaim_started(&mut conn, d)?;
+            n += registry::Registry::of(d).reclaim_started(&mut conn)?;
         }
         if n > 0 {
             tracing::info!(
@@ -265,7 +265,7 @@ impl Secondary {
                     break;
                 }
                 let want = share.min(left);
-                let ids = registry::claim_sync(&mut conn, d, want, now)?;
+                let ids = registry::Registry::of(d).claim_sync(&mut conn, want, now)?;
                 if ids.len() as i64 == want {
                     still_open.push(d);
                 }
@@ -470,7 +470,7 @@ impl Secondary {
         let retry_at = self.retry_at(now);
         let mut conn = self.tracking.get()?;
         let mut stale_files: Vec<BlobPath> = Vec::new();
-        crate::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
+        crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
             stale_files.clear();
             // Successful downloads first, set-based per type; rows the batch did not record (a
             // newer event moved their token, or they were deleted) go through the per-row path.
@@ -487,7 +487,7 @@ impl Secondary {
             }
             let mut recorded: BTreeSet<(&'static str, i64)> = BTreeSet::new();
             for (d, rows) in batch.values() {
-                for id in registry::record_synced_batch(c, d, claimed_at, rows, now)? {
+                for id in registry::Registry::of(d).record_synced_batch(c, claimed_at, rows, now)? {
                     recorded.insert((d.name, id));
                 }
             }
@@ -497,14 +497,14 @@ impl Secondary {
                         self.counters.synced.fetch_add(1, Ordering::Relaxed);
                     }
                     Done::Outcome(outcome, path) => {
-                        let changed = registry::record_sync_claimed(c, d, *id, claimed_at, outcome, &retry_at, now)?;
+                        let changed = registry::Registry::of(d).record_sync_claimed(c, *id, claimed_at, outcome, &retry_at, now)?;
                         if let (true, Some(path)) = (changed, path) {
-                            registry::set_blob_path(c, d, *id, path.as_str())?;
+                            registry::Registry::of(d).set_blob_path(c, *id, path.as_str())?;
                         }
                         match outcome {
                             SyncOutcome::Synced { .. } => {
                                 self.counters.synced.fetch_add(1, Ordering::Relaxed);
-                                if !changed && registry::tracked_ids(c, d, *id, *id)?.is_empty() {
+                                if !changed && registry::Registry::of(d).tracked_ids(c, *id, *id)?.is_empty() {
                                     // Deleted while downloading: the cursor removed the row (and
                                     // found no file yet); the file just written must go too.
                                     stale_files.extend(path.clone());
@@ -519,8 +519,8 @@ impl Secondary {
                         }
                     }
                     Done::Orphan => {
-                        stale_files.extend(registry::blob_paths(c, d, &[*id])?.into_iter().filter_map(|(_, p)| BlobPath::new(&p).ok()));
-                        registry::delete_rows(c, d, &[*id])?;
+                        stale_files.extend(registry::Registry::of(d).blob_paths(c, &[*id])?.into_iter().filter_map(|(_, p)| BlobPath::new(&p).ok()));
+                        registry::Registry::of(d).delete_rows(c, &[*id])?;
                         tracing::info!(replicable = d.name, id, "record no longer exists on the primary; registry row removed");
                     }
                 }
@@ -574,7 +574,7 @@ impl Secondary {
         let max = self
             .source
             .max_model_id(d.name)?
-            .max(registry::max_tracked_id(&mut conn, d)?);
+            .max(registry::Registry::of(d).max_tracked_id(&mut conn)?);
         let Some(max) = max.filter(|m| from <= *m) else {
             pos(&|m| {
                 m.insert(d.name, 1);
@@ -583,12 +583,12 @@ impl Secondary {
         };
         let to = from.saturating_add(self.config.backfill_batch.max(1) - 1);
         let source_ids = self.source.model_ids(d.name, from..=to)?;
-        let tracked = registry::tracked_ids(&mut conn, d, from, to)?;
+        let tracked = registry::Registry::of(d).tracked_ids(&mut conn, from, to)?;
         let (missing, orphans) = diff_sorted(&source_ids, &tracked);
         let mut orphan_files = Vec::new();
-        let (c, r) = crate::with_conn!(&mut conn, c => diesel::Connection::transaction::<(usize, usize), SecondaryError, _>(c, |c| {
-            orphan_files = registry::blob_paths(c, d, &orphans)?;
-            Ok((registry::insert_missing(c, d, &missing)?, registry::delete_rows(c, d, &orphans)?))
+        let (c, r) = crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(usize, usize), SecondaryError, _>(c, |c| {
+            orphan_files = registry::Registry::of(d).blob_paths(c, &orphans)?;
+            Ok((registry::Registry::of(d).insert_missing(c, &missing)?, registry::Registry::of(d).delete_rows(c, &orphans)?))
         }))?;
         for (id, path) in orphan_files {
             match BlobPath::new(&path)
@@ -654,16 +654,16 @@ impl Secondary {
         let mut processed = 0;
         for d in self.enabled_types()?.into_iter().filter(|d| d.verifies()) {
             let mut conn = self.tracking.get()?;
-            let ids = registry::claim_verification(
+            let ids = registry::Registry::of(d).claim_verification(
                 &mut conn,
-                d,
                 self.config.verification_batch as i64,
                 now,
             )?;
             if ids.is_empty() {
                 continue;
             }
-            let local_paths: BTreeMap<i64, String> = registry::blob_paths(&mut conn, d, &ids)?
+            let local_paths: BTreeMap<i64, String> = registry::Registry::of(d)
+                .blob_paths(&mut conn, &ids)?
                 .into_iter()
                 .collect();
             drop(conn);
@@ -671,7 +671,7 @@ impl Secondary {
                 Ok(sums) => sums,
                 Err(e) => {
                     let mut conn = self.tracking.get()?;
-                    registry::release_verification(&mut conn, d, &ids)?;
+                    registry::Registry::of(d).release_verification(&mut conn, &ids)?;
                     return Err(e.into());
                 }
             };
@@ -699,7 +699,8 @@ impl Secondary {
             };
             let mut conn = self.tracking.get()?;
             for (id, outcome) in &results {
-                registry::record_verification(&mut conn, d, *id, outcome, &retry, now)?;
+                registry::Registry::of(d)
+                    .record_verification(&mut conn, *id, outcome, &retry, now)?;
                 match outcome {
                     VerifyOutcome::Matched(_) => {
                         self.counters.verified.fetch_add(1, Ordering::Relaxed);
@@ -748,10 +749,14 @@ impl Secondary {
         let mut conn = self.tracking.get()?;
         let mut n = 0;
         for d in replicables() {
-            n += registry::fail_sync_timeouts(&mut conn, d, self.config.sync_timeout, retry, now)?;
-            n += registry::fail_verification_timeouts(
+            n += registry::Registry::of(d).fail_sync_timeouts(
                 &mut conn,
-                d,
+                self.config.sync_timeout,
+                retry,
+                now,
+            )?;
+            n += registry::Registry::of(d).fail_verification_timeouts(
+                &mut conn,
                 self.config.verification_timeout,
                 retry,
                 now,
@@ -968,7 +973,7 @@ pub fn secondary_status(
 ) -> Result<Vec<(&'static ReplicableDescriptor, ReplicableStatus)>, SecondaryError> {
     let mut out = Vec::new();
     for d in replicables() {
-        let groups = registry::state_groups(conn, d)?;
+        let groups = registry::Registry::of(d).state_groups(conn)?;
         out.push((
             d,
             ReplicableStatus::secondary(d.plural, &groups, d.verifies()),

@@ -1,0 +1,435 @@
+//! The rules of a secondary's registry row: replication (`pending 0 → started 1 → synced 2 |
+//! failed 3`) and the registry's verification columns (GitLab's `replicable_registry.rb` and
+//! `verifiable_registry.rb`). Each function returns the [`Change`] geo-diesel runs as one
+//! conditional statement; none reads the row first.
+
+use chrono::{DateTime, Utc};
+
+use super::change::{Change, Condition, Datum, Guard, States, Then, Value};
+use super::{
+    Claim, MISMATCH_MESSAGE, Order, SyncFailure, VERIFICATION_FAILED_PREFIX, truncate_failure,
+};
+use crate::backoff::BackoffCap;
+use crate::schema::Column;
+use crate::state::{ReplicationState as R, VerificationState as V};
+
+use Column::*;
+
+const STARTED: States = States::Replication(&[R::Started]);
+const PENDING: States = States::Replication(&[R::Pending]);
+const FAILED: States = States::Replication(&[R::Failed]);
+const SYNCED: States = States::Replication(&[R::Synced]);
+const NOT_STARTED: States = States::Replication(&[R::Pending, R::Synced, R::Failed]);
+const CLAIMABLE: States = States::Replication(&[R::Pending, R::Failed]);
+const V_STARTED: States = States::Verification(&[V::Started]);
+const V_PENDING: States = States::Verification(&[V::Pending]);
+const V_FAILED: States = States::Verification(&[V::Failed]);
+const V_NOT_STARTED: States =
+    States::Verification(&[V::Pending, V::Succeeded, V::Failed, V::Disabled]);
+const V_UNCOMPARED: States = States::Verification(&[V::Pending, V::Disabled]);
+
+fn guard(states: &[States]) -> Guard {
+    Guard {
+        states: states.to_vec(),
+        conditions: Vec::new(),
+    }
+}
+
+fn claimed(states: &[States], claimed_at: DateTime<Utc>) -> Guard {
+    Guard {
+        states: states.to_vec(),
+        conditions: vec![Condition::Equals(LastSyncedAt, Value::time(claimed_at))],
+    }
+}
+
+/// The columns a row returning to `pending` gets: every retry, failure and verification column
+/// cleared.
+fn pending_columns() -> Vec<(Column, Value)> {
+    vec![
+        (State, Value::replication(R::Pending)),
+        (RetryCount, Value::small(0)),
+        (RetryAt, Value::NULL),
+        (LastSyncedAt, Value::NULL),
+        (LastSyncFailure, Value::NULL),
+        (MissingOnPrimary, Value::bool(false)),
+        (VerificationState, Value::verification(V::Pending)),
+        (VerificationStartedAt, Value::NULL),
+        (VerificationRetryCount, Value::small(0)),
+        (VerificationRetryAt, Value::NULL),
+        (VerificationFailure, Value::NULL),
+        (ChecksumMismatch, Value::bool(false)),
+        (VerificationChecksumMismatched, Value::NULL),
+    ]
+}
+
+/// An `updated` event (or a `created` one for a row that exists): the row starts over as
+/// `pending`. A row whose download is in flight stays `started` — so no second worker claims it
+/// and two downloads of one record never race — but its claim token (`last_synced_at`) moves to
+/// `now`: the running download's compare-and-set then fails and [`requeue_changed`] sends it
+/// back to `pending`, so it syncs again after the change. Applies to every row.
+pub fn changed_on_primary(now: DateTime<Utc>) -> Change {
+    let mut set = pending_columns();
+    for (c, v) in &mut set {
+        match c {
+            State => *v = Value::when(STARTED, Value::Keep, v.clone()),
+            LastSyncedAt => *v = Value::when(STARTED, Value::Token(now), v.clone()),
+            _ => {}
+        }
+    }
+    Change::new("marking rows pending", Guard::default(), set)
+}
+
+/// A manual resync (GitLab's `resync`): any row not `started` becomes `pending`.
+pub fn resync() -> Change {
+    Change::new("resyncing", guard(&[NOT_STARTED]), pending_columns())
+}
+
+fn start(now: DateTime<Utc>) -> Vec<(Column, Value)> {
+    vec![
+        (State, Value::replication(R::Started)),
+        (LastSyncedAt, Value::time(now)),
+    ]
+}
+
+/// The scheduler's claims, in the order it takes them: never-synced `pending` rows first (by
+/// id), then `failed` rows whose retry is due (no retry time first, then the oldest). Claimed
+/// rows become `started` with `last_synced_at = now`, the claim token.
+pub fn claims(now: DateTime<Utc>) -> [Claim; 2] {
+    [
+        Claim {
+            change: Change::new("claiming rows to sync", guard(&[PENDING]), start(now)),
+            order: vec![Order::Key],
+        },
+        Claim {
+            change: Change::new(
+                "claiming rows to retry",
+                Guard {
+                    states: vec![FAILED],
+                    conditions: vec![Condition::NullOrNotAfter(RetryAt, now)],
+                },
+                start(now),
+            ),
+            order: vec![Order::NullsFirst(RetryAt), Order::Key],
+        },
+    ]
+}
+
+/// Claims specific rows (a sync requested for them) if they are `pending` or `failed`.
+pub fn claim_now(now: DateTime<Utc>) -> Change {
+    Change::new("claiming rows", guard(&[CLAIMABLE]), start(now))
+}
+
+/// A download claimed at `claimed_at` succeeded. Per-row values: `0` the checksum computed while
+/// writing, `1` the path written (when `with_path`). `verified_at_once`: the streamed checksum
+/// equals the primary's, so verification `succeeded` now and the mismatch columns clear;
+/// otherwise verification is `pending` (`disabled` for a type that does not verify) for the
+/// verification pass. Only a row still `started` with this claim token changes: a row an event
+/// changed meanwhile is [`requeue_changed`].
+pub fn synced(
+    claimed_at: DateTime<Utc>,
+    verified_at_once: bool,
+    verifies: bool,
+    with_path: bool,
+    now: DateTime<Utc>,
+) -> Change {
+    let vstate = match (verified_at_once, verifies) {
+        (true, _) => V::Succeeded,
+        (false, true) => V::Pending,
+        (false, false) => V::Disabled,
+    };
+    let mut set = vec![
+        (State, Value::replication(R::Synced)),
+        (RetryCount, Value::small(0)),
+        (RetryAt, Value::NULL),
+        (LastSyncFailure, Value::NULL),
+        (MissingOnPrimary, Value::bool(false)),
+        (VerificationState, Value::verification(vstate)),
+        (VerificationChecksum, Value::PerRow(0)),
+        (
+            VerifiedAt,
+            if verified_at_once {
+                Value::time(now)
+            } else {
+                Value::NULL
+            },
+        ),
+        (VerificationStartedAt, Value::NULL),
+        (VerificationFailure, Value::NULL),
+        (VerificationRetryAt, Value::NULL),
+    ];
+    if verified_at_once {
+        // A repaired mismatch clears its columns; otherwise they stay for verification to judge.
+        set.extend([
+            (ChecksumMismatch, Value::bool(false)),
+            (VerificationChecksumMismatched, Value::NULL),
+            (VerificationRetryCount, Value::small(0)),
+        ]);
+    }
+    if with_path {
+        set.push((BlobPath, Value::PerRow(1)));
+    }
+    Change::new("marking rows synced", claimed(&[STARTED], claimed_at), set)
+}
+
+/// A download claimed at `claimed_at` failed: `failed`, `retry_count + 1`, `retry_at` from the
+/// new count with the failure's cap (4 h when the file is missing on the primary),
+/// `last_sync_failure` and `missing_on_primary` stored.
+pub fn sync_failed(claimed_at: DateTime<Utc>, failure: &SyncFailure) -> Change {
+    Change {
+        then: Some(Then::ScheduleRetry {
+            count: RetryCount,
+            at: &[RetryAt],
+            cap: failure.cap(),
+        }),
+        ..Change::new(
+            "marking a row failed",
+            claimed(&[STARTED], claimed_at),
+            vec![
+                (State, Value::replication(R::Failed)),
+                (RetryCount, Value::IncrementOf(RetryCount)),
+                (LastSyncFailure, Value::text(failure.text())),
+                (MissingOnPrimary, Value::bool(failure.missing_on_primary)),
+            ],
+        )
+    }
+}
+
+/// A finished download whose claim token moved (an event changed the record meanwhile): the
+/// row goes back to `pending` and syncs again.
+pub fn requeue_changed(claimed_at: DateTime<Utc>) -> Change {
+    Change::new(
+        "re-queueing a row changed during its download",
+        Guard {
+            states: vec![STARTED],
+            conditions: vec![Condition::Differs(LastSyncedAt, Datum::Time(claimed_at))],
+        },
+        vec![
+            (State, Value::replication(R::Pending)),
+            (LastSyncedAt, Value::NULL),
+        ],
+    )
+}
+
+/// Rows `started` since before `cutoff` (or without a start time) fail with `message`,
+/// `retry_count = 1` and `retry_at` (GitLab's sync timeout).
+pub fn sync_timed_out(cutoff: DateTime<Utc>, message: &str, retry_at: DateTime<Utc>) -> Change {
+    Change::new(
+        "failing sync timeouts",
+        Guard {
+            states: vec![STARTED],
+            conditions: vec![Condition::NullOrBefore(LastSyncedAt, cutoff)],
+        },
+        vec![
+            (State, Value::replication(R::Failed)),
+            (LastSyncFailure, Value::text(truncate_failure(message))),
+            (RetryCount, Value::small(1)),
+            (RetryAt, Value::time(retry_at)),
+        ],
+    )
+}
+
+/// A restart of the only secondary process on this tracking database: syncs left `started`
+/// start over.
+pub fn reclaim_syncs() -> Change {
+    Change::new(
+        "reclaiming interrupted syncs",
+        guard(&[STARTED]),
+        vec![
+            (State, Value::replication(R::Pending)),
+            (LastSyncedAt, Value::NULL),
+        ],
+    )
+}
+
+/// The primary's `checksum_succeeded`, for synced rows whose checksum was computed while
+/// downloading and never compared (verification `pending` or `disabled`): when it equals the
+/// primary's (per-row value `0`), verification `succeeded` at once — no second read of the file.
+pub fn verified_by_event(now: DateTime<Utc>) -> Change {
+    Change::new(
+        "verifying from the event",
+        Guard {
+            states: vec![SYNCED, V_UNCOMPARED],
+            conditions: vec![Condition::Equals(VerificationChecksum, Value::PerRow(0))],
+        },
+        succeeded_columns(now),
+    )
+}
+
+/// The primary's `checksum_succeeded` for every other synced row (including `succeeded` ones:
+/// the primary re-verified, so the secondary re-hashes its copy and catches bit rot).
+pub fn reverify_after_event() -> Change {
+    Change::new(
+        "marking verification pending",
+        guard(&[SYNCED]),
+        vec![(VerificationState, Value::verification(V::Pending))],
+    )
+}
+
+/// A manual reverify: synced rows not being verified become verification `pending`.
+pub fn reverify() -> Change {
+    Change::new(
+        "reverifying",
+        guard(&[SYNCED, V_NOT_STARTED]),
+        vec![(VerificationState, Value::verification(V::Pending))],
+    )
+}
+
+/// Secondary verification's claims, in order: synced rows with verification `pending` (never
+/// verified first, then the oldest), then `failed` ones whose retry is due.
+pub fn verification_claims(now: DateTime<Utc>) -> [Claim; 2] {
+    let start = || {
+        vec![
+            (VerificationState, Value::verification(V::Started)),
+            (VerificationStartedAt, Value::time(now)),
+        ]
+    };
+    [
+        Claim {
+            change: Change::new(
+                "claiming rows to verify",
+                guard(&[SYNCED, V_PENDING]),
+                start(),
+            ),
+            order: vec![Order::NullsFirst(VerifiedAt), Order::Key],
+        },
+        Claim {
+            change: Change::new(
+                "claiming rows to re-verify",
+                Guard {
+                    states: vec![SYNCED, V_FAILED],
+                    conditions: vec![Condition::NullOrNotAfter(VerificationRetryAt, now)],
+                },
+                start(),
+            ),
+            order: vec![Order::NullsFirst(VerifiedAt), Order::Key],
+        },
+    ]
+}
+
+fn succeeded_columns(now: DateTime<Utc>) -> Vec<(Column, Value)> {
+    vec![
+        (VerificationState, Value::verification(V::Succeeded)),
+        (VerifiedAt, Value::time(now)),
+        (VerificationFailure, Value::NULL),
+        (VerificationRetryCount, Value::small(0)),
+        (VerificationRetryAt, Value::NULL),
+        (ChecksumMismatch, Value::bool(false)),
+        (VerificationChecksumMismatched, Value::NULL),
+    ]
+}
+
+/// The local checksum equals the primary's: verification `succeeded` (synced rows being
+/// verified only; a row an event changed meanwhile is left alone).
+pub fn verification_succeeded(local: &[u8], now: DateTime<Utc>) -> Change {
+    let mut set = vec![(
+        VerificationChecksum,
+        Value::Set(Datum::Bytes(local.to_vec())),
+    )];
+    set.extend(succeeded_columns(now));
+    Change::new("recording verification", guard(&[SYNCED, V_STARTED]), set)
+}
+
+/// The primary has not verified the record yet: verification `disabled` until its
+/// `checksum_succeeded` event arrives.
+pub fn verification_disabled() -> Change {
+    Change::new(
+        "disabling verification",
+        guard(&[SYNCED, V_STARTED]),
+        vec![
+            (VerificationState, Value::verification(V::Disabled)),
+            (VerificationStartedAt, Value::NULL),
+        ],
+    )
+}
+
+/// Why a secondary verification failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum VerificationFailure {
+    /// The local file's checksum (given) differs from the primary's.
+    Mismatch(Vec<u8>),
+    /// The file could not be read.
+    Error(String),
+}
+
+/// A secondary verification failed: verification `failed` (count + 1, `verified_at = now`, the
+/// failure text, the local checksum on a mismatch with `checksum_mismatch` set), and replication
+/// forced to `failed` with `retry_count` = the new verification retry count and
+/// `last_sync_failure = "Verification failed with: …"`, so the file is downloaded again with
+/// growing backoff (GitLab #301244). Both retry times come from the new count.
+pub fn verification_failed(failure: &VerificationFailure, now: DateTime<Utc>) -> Change {
+    let (text, local, mismatch) = match failure {
+        VerificationFailure::Mismatch(sum) => (MISMATCH_MESSAGE.to_string(), Some(sum), true),
+        VerificationFailure::Error(e) => (
+            truncate_failure(&format!("Error during verification: {e}")),
+            None,
+            false,
+        ),
+    };
+    let local = Datum::bytes(local.cloned());
+    Change {
+        then: Some(Then::ScheduleRetry {
+            count: VerificationRetryCount,
+            at: &[VerificationRetryAt, RetryAt],
+            cap: BackoffCap::Default,
+        }),
+        ..Change::new(
+            "recording a verification failure",
+            guard(&[SYNCED, V_STARTED]),
+            vec![
+                (VerificationState, Value::verification(V::Failed)),
+                (
+                    VerificationRetryCount,
+                    Value::IncrementOf(VerificationRetryCount),
+                ),
+                (VerifiedAt, Value::time(now)),
+                (VerificationFailure, Value::text(text.clone())),
+                (VerificationChecksum, Value::Set(local.clone())),
+                (
+                    VerificationChecksumMismatched,
+                    Value::Set(if mismatch { local } else { Datum::Null }),
+                ),
+                (ChecksumMismatch, Value::bool(mismatch)),
+                (State, Value::replication(R::Failed)),
+                (
+                    LastSyncFailure,
+                    Value::text(truncate_failure(&format!(
+                        "{VERIFICATION_FAILED_PREFIX}{text}"
+                    ))),
+                ),
+                (RetryCount, Value::IncrementOf(VerificationRetryCount)),
+            ],
+        )
+    }
+}
+
+/// Secondary verifications `started` since before `cutoff` fail ("Verification timed out after
+/// …") with `verification_retry_count = 1` and `verification_retry_at`.
+pub fn verification_timed_out(
+    cutoff: DateTime<Utc>,
+    timeout: std::time::Duration,
+    retry_at: DateTime<Utc>,
+) -> Change {
+    super::verification::timed_out(cutoff, timeout, retry_at, false)
+}
+
+/// Verifications this worker claimed but could not process (or left `started` by an
+/// interrupted run) go back to `pending`.
+pub fn release_verification() -> Change {
+    Change::new(
+        "releasing verification claims",
+        guard(&[V_STARTED]),
+        vec![
+            (VerificationState, Value::verification(V::Pending)),
+            (VerificationStartedAt, Value::NULL),
+        ],
+    )
+}
+
+/// Records where a successful sync wrote the record's file.
+pub fn set_blob_path(path: &str) -> Change {
+    Change::new(
+        "recording a blob path",
+        Guard::default(),
+        vec![(BlobPath, Value::text(path))],
+    )
+}
