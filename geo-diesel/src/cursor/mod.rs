@@ -422,3 +422,6 @@ impl LogCursor {
         fx
     }
 }
+
+#[cfg(test)]
+mod tests;
