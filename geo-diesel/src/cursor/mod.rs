@@ -15,6 +15,7 @@ use diesel::prelude::*;
 
 use geo_core::blob_store::BlobStore;
 use geo_core::event::{Event, EventName, ParsedEvent, parse_event};
+use geo_core::source::{PrimarySource, SourceError};
 use geo_core::{ReplicableDescriptor, find_replicable};
 
 use crate::db::with_conn;
@@ -161,24 +162,20 @@ pub enum CursorError {
     /// The connection pool failed.
     #[error("tracking database pool: {0}")]
     Pool(#[from] diesel::r2d2::PoolError),
-    /// Reading events from the primary failed.
+    /// Reading events from the primary failed; [`SourceError::is_transient`] says whether the
+    /// next pass may succeed.
     #[error("reading events from the primary: {0}")]
-    Source(String),
+    Source(#[from] SourceError),
 }
 
-/// Reads up to `limit` events after an id (the primary's event feed).
-pub type ReadAfter<'a> = dyn Fn(i64, usize) -> Result<Vec<Event>, String> + 'a;
-/// Reads the events with the given ids that exist now (gap filling).
-pub type ReadIds<'a> = dyn Fn(&[i64]) -> Result<Vec<Event>, String> + 'a;
-
 impl LogCursor {
-    /// Runs one pass: re-checks open gaps, reads up to `batch_size` new events, applies them and
+    /// Runs one pass: re-checks open gaps against `source` ([`PrimarySource::events_by_ids`]),
+    /// reads up to `batch_size` new events ([`PrimarySource::events_after`]), applies them and
     /// advances the cursor in one transaction. `flag` says whether a type's replication is on.
     pub fn pass(
         &self,
         tracking: &DbPool,
-        read_after: &ReadAfter<'_>,
-        read_ids: &ReadIds<'_>,
+        source: &dyn PrimarySource,
         store: &dyn BlobStore,
         flag: &dyn Fn(&'static ReplicableDescriptor) -> bool,
         now: DateTime<Utc>,
@@ -188,10 +185,9 @@ impl LogCursor {
         let late = if state.gaps.is_empty() {
             Vec::new()
         } else {
-            read_ids(&state.gaps).map_err(CursorError::Source)?
+            source.events_by_ids(&state.gaps)?
         };
-        let fresh =
-            read_after(state.last_event_id, self.batch_size).map_err(CursorError::Source)?;
+        let fresh = source.events_after(state.last_event_id, self.batch_size)?;
 
         // New gaps: ids skipped between the cursor and each new event.
         let mut new_gaps = Vec::new();
@@ -433,3 +429,6 @@ impl LogCursor {
         fx
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,251 @@
+//! The secondary site's runtime: log cursor, sync scheduler and downloads, backfill, secondary
+//! verification and timeouts, as passes you can run one at a time (tests, the demo) or as
+//! background threads ([`Secondary::spawn`]).
+//!
+//! One file per pass, each adding its methods to [`Secondary`]: `sync.rs`
+//! ([`Secondary::sync_pass`]), `backfill.rs` ([`Secondary::backfill_pass`]), `verification.rs`
+//! ([`Secondary::verification_pass`]), `timeouts.rs` ([`Secondary::timeouts_pass`]) and
+//! `worker.rs`, the loop that runs them ([`Secondary::run_until_idle`], [`Secondary::spawn`]).
+//! The log cursor's pass lives in [`crate::cursor`]. This file holds the secondary itself, its
+//! configuration, errors, counters and status.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Duration, Utc};
+use geo_core::blob_store::BlobStore;
+use geo_core::clock::Env;
+use geo_core::source::{PrimarySource, SourceError};
+use geo_core::status::ReplicableStatus;
+use geo_core::{ReplicableDescriptor, replicables};
+
+use crate::cursor::{CursorError, CursorPass, LogCursor};
+use crate::db::DbPool;
+use crate::registry;
+
+mod backfill;
+mod sync;
+mod timeouts;
+mod verification;
+mod worker;
+
+pub use backfill::diff_sorted;
+pub use worker::WorkerHandle;
+pub(crate) use worker::worker_loop;
+
+/// Tunables of a secondary. Defaults follow GitLab where it has a value.
+#[derive(Debug, Clone)]
+pub struct SecondaryConfig {
+    /// Downloads in flight at once, across all types, whether the sync was triggered by an event
+    /// or by the backfill (GitLab `files_max_capacity`: 10).
+    pub sync_capacity: usize,
+    /// Rows claimed per scheduler pass (at least `sync_capacity`).
+    pub sync_batch: usize,
+    /// Rows verified per verification pass.
+    pub verification_batch: usize,
+    /// Threads hashing files during verification.
+    pub verification_threads: usize,
+    /// Ids per backfill range (GitLab: 10 000).
+    pub backfill_batch: i64,
+    /// A sync `started` longer than this fails (GitLab: 8 h).
+    pub sync_timeout: Duration,
+    /// A verification `started` longer than this fails (GitLab: 8 h).
+    pub verification_timeout: Duration,
+    /// Events per cursor pass.
+    pub cursor_batch: usize,
+    /// How long an event-id gap is awaited before it is dropped (GitLab: 1 h).
+    pub gap_timeout: Duration,
+    /// Sleep between passes when there is nothing to do.
+    pub idle_sleep: std::time::Duration,
+    /// On start, move rows left `started` by a previous run of this secondary back to `pending`
+    /// (right for one secondary process per tracking database; with several, rely on
+    /// `sync_timeout`).
+    pub reclaim_on_start: bool,
+}
+
+impl Default for SecondaryConfig {
+    fn default() -> Self {
+        SecondaryConfig {
+            sync_capacity: 10,
+            sync_batch: 200,
+            verification_batch: 100,
+            verification_threads: 2,
+            backfill_batch: 10_000,
+            sync_timeout: Duration::hours(8),
+            verification_timeout: Duration::hours(8),
+            cursor_batch: 1000,
+            gap_timeout: Duration::hours(1),
+            idle_sleep: std::time::Duration::from_millis(200),
+            reclaim_on_start: true,
+        }
+    }
+}
+
+/// Errors from a secondary pass.
+#[derive(Debug, thiserror::Error)]
+pub enum SecondaryError {
+    /// The tracking database failed.
+    #[error(transparent)]
+    Registry(#[from] registry::RegistryError),
+    /// A query outside the registries failed.
+    #[error("tracking database: {0}")]
+    Db(#[from] diesel::result::Error),
+    /// The pool failed.
+    #[error("tracking database pool: {0}")]
+    Pool(#[from] diesel::r2d2::PoolError),
+    /// The log cursor failed.
+    #[error(transparent)]
+    Cursor(#[from] CursorError),
+    /// The primary could not be read.
+    #[error("primary: {0}")]
+    Source(#[from] SourceError),
+}
+
+/// Counters since the secondary started.
+#[derive(Debug, Default)]
+pub struct SecondaryCounters {
+    /// Files synced.
+    pub synced: AtomicU64,
+    /// Sync failures recorded.
+    pub sync_failed: AtomicU64,
+    /// Bytes written by syncs.
+    pub bytes: AtomicU64,
+    /// Registry rows created by the backfill.
+    pub backfill_created: AtomicU64,
+    /// Orphan registry rows removed by the backfill.
+    pub backfill_removed: AtomicU64,
+    /// Secondary verifications that matched.
+    pub verified: AtomicU64,
+    /// Checksum mismatches found on the secondary.
+    pub mismatches: AtomicU64,
+}
+
+/// One secondary site.
+pub struct Secondary {
+    tracking: DbPool,
+    source: Arc<dyn PrimarySource>,
+    store: Arc<dyn BlobStore>,
+    env: Env,
+    config: SecondaryConfig,
+    cursor: LogCursor,
+    backfill_pos: Mutex<BTreeMap<&'static str, i64>>,
+    counters: SecondaryCounters,
+    observer: std::sync::OnceLock<Arc<dyn geo_core::observe::SyncObserver>>,
+}
+
+impl std::fmt::Debug for Secondary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secondary")
+            .field("tracking", &self.tracking)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Secondary {
+    /// A secondary tracking its registries in `tracking` (migrated with `Role::Secondary`),
+    /// reading its primary through `source` and writing files into `store`.
+    pub fn new(
+        tracking: DbPool,
+        source: Arc<dyn PrimarySource>,
+        store: Arc<dyn BlobStore>,
+        env: Env,
+        config: SecondaryConfig,
+    ) -> Self {
+        let cursor = LogCursor {
+            batch_size: config.cursor_batch,
+            gap_timeout: config.gap_timeout,
+            ..LogCursor::default()
+        };
+        Secondary {
+            tracking,
+            source,
+            store,
+            env,
+            config,
+            cursor,
+            backfill_pos: Mutex::new(BTreeMap::new()),
+            counters: SecondaryCounters::default(),
+            observer: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Reports every finished download to `observer` (e.g. a sync-duration histogram). Only the
+    /// first observer set is kept; returns `false` when one was already set.
+    pub fn set_sync_observer(&self, observer: Arc<dyn geo_core::observe::SyncObserver>) -> bool {
+        self.observer.set(observer).is_ok()
+    }
+
+    /// The tracking database pool.
+    pub fn tracking(&self) -> &DbPool {
+        &self.tracking
+    }
+
+    /// The log cursor (its counters say how many events were skipped and why).
+    pub fn cursor(&self) -> &LogCursor {
+        &self.cursor
+    }
+
+    /// Counters since start.
+    pub fn counters(&self) -> &SecondaryCounters {
+        &self.counters
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SecondaryConfig {
+        &self.config
+    }
+
+    fn now(&self) -> DateTime<Utc> {
+        self.env.now()
+    }
+
+    /// Replicable types whose replication flag is on in the tracking database.
+    pub fn enabled_types(&self) -> Result<Vec<&'static ReplicableDescriptor>, SecondaryError> {
+        let mut conn = self.tracking.get()?;
+        let mut out = Vec::new();
+        for d in replicables() {
+            if crate::primary::replication_enabled(&mut conn, d)? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One log-cursor pass.
+    pub fn cursor_pass(&self) -> Result<CursorPass, SecondaryError> {
+        let flags: BTreeSet<&'static str> =
+            self.enabled_types()?.into_iter().map(|d| d.name).collect();
+        Ok(self.cursor.pass(
+            &self.tracking,
+            self.source.as_ref(),
+            self.store.as_ref(),
+            &|d| flags.contains(d.name),
+            self.now(),
+        )?)
+    }
+
+    /// Per-type status with GitLab's field names, from one grouped query per registry.
+    pub fn status(
+        &self,
+    ) -> Result<Vec<(&'static ReplicableDescriptor, ReplicableStatus)>, SecondaryError> {
+        let mut conn = self.tracking.get()?;
+        secondary_status(&mut conn)
+    }
+}
+
+/// Per-type status of a secondary's tracking database.
+pub fn secondary_status(
+    conn: &mut impl crate::db::AsDbConn,
+) -> Result<Vec<(&'static ReplicableDescriptor, ReplicableStatus)>, SecondaryError> {
+    let mut out = Vec::new();
+    for d in replicables() {
+        let groups = registry::Registry::of(d).state_groups(conn)?;
+        out.push((
+            d,
+            ReplicableStatus::secondary(d.plural, &groups, d.verifies()),
+        ));
+    }
+    Ok(out)
+}

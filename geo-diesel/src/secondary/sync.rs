@@ -1,0 +1,326 @@
+//! Syncing: claims due registry rows fairly across types, downloads their files with bounded
+//! concurrency and records every outcome against its claim token.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::Ordering;
+
+use chrono::{DateTime, Utc};
+use geo_core::ReplicableDescriptor;
+use geo_core::backoff::{BackoffCap, next_retry_time};
+use geo_core::blob_store::{BlobError, BlobPath};
+use geo_core::checksum::Checksum;
+use geo_core::source::SourceError;
+
+use super::{Secondary, SecondaryError};
+use crate::parallel::parallel_map;
+use crate::registry::{self, SyncOutcome};
+
+/// The result of syncing one record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Done {
+    /// The outcome, and for a successful write the path it wrote.
+    Outcome(SyncOutcome, Option<BlobPath>),
+    /// The record is gone on the primary: drop the row (and the file, when its path is known).
+    Orphan,
+}
+
+impl Secondary {
+    /// Claims up to `sync_batch` rows fairly across the enabled types: each type gets an equal
+    /// share, and shares a type cannot use go to the others.
+    fn claim_fair(
+        &self,
+        types: &[&'static ReplicableDescriptor],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(&'static ReplicableDescriptor, i64)>, SecondaryError> {
+        let mut conn = self.tracking.get()?;
+        let total = self.config.sync_batch.max(self.config.sync_capacity) as i64;
+        let mut claimed: Vec<(&'static ReplicableDescriptor, i64)> = Vec::new();
+        let mut open: Vec<&'static ReplicableDescriptor> = types.to_vec();
+        while !open.is_empty() {
+            let left = total - claimed.len() as i64;
+            if left <= 0 {
+                break;
+            }
+            let share = (left + open.len() as i64 - 1) / open.len() as i64;
+            let mut still_open = Vec::new();
+            for d in open {
+                let left = total - claimed.len() as i64;
+                if left <= 0 {
+                    break;
+                }
+                let want = share.min(left);
+                let ids = registry::Registry::of(d).claim_sync(&mut conn, want, now)?;
+                if ids.len() as i64 == want {
+                    still_open.push(d);
+                }
+                claimed.extend(ids.into_iter().map(|id| (d, id)));
+            }
+            open = still_open;
+        }
+        // Interleave types so that downloads alternate between them.
+        let mut by_type: BTreeMap<&'static str, Vec<(&'static ReplicableDescriptor, i64)>> =
+            BTreeMap::new();
+        for c in claimed {
+            by_type.entry(c.0.name).or_default().push(c);
+        }
+        let mut queues: Vec<std::vec::IntoIter<_>> =
+            by_type.into_values().map(|v| v.into_iter()).collect();
+        let mut out = Vec::new();
+        loop {
+            let before = out.len();
+            for q in queues.iter_mut() {
+                if let Some(x) = q.next() {
+                    out.push(x);
+                }
+            }
+            if out.len() == before {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Downloads one record. `known` is the blob path from the batch lookup: `Some(Some(p))`
+    /// found, `Some(None)` the record does not exist, `None` not looked up yet.
+    fn download(
+        &self,
+        d: &'static ReplicableDescriptor,
+        id: i64,
+        known: Option<Option<String>>,
+        primary: Option<Checksum>,
+    ) -> Done {
+        let started = std::time::Instant::now();
+        let written = std::cell::Cell::new(0);
+        let done = self.download_inner(d, id, known, primary, &written);
+        if let Some(observer) = self.observer.get() {
+            use geo_core::observe::SyncResult;
+            let result = match &done {
+                Done::Outcome(SyncOutcome::Synced { .. }, _) => SyncResult::Synced,
+                Done::Outcome(SyncOutcome::Failed { .. }, _) => SyncResult::Failed,
+                Done::Orphan => SyncResult::Orphan,
+            };
+            observer.sync_finished(d.name, started.elapsed(), written.get(), result);
+        }
+        done
+    }
+
+    fn download_inner(
+        &self,
+        d: &'static ReplicableDescriptor,
+        id: i64,
+        known: Option<Option<String>>,
+        primary: Option<Checksum>,
+        written: &std::cell::Cell<u64>,
+    ) -> Done {
+        let failed = |message: String, missing_on_primary: bool| {
+            Done::Outcome(
+                SyncOutcome::Failed {
+                    message,
+                    missing_on_primary,
+                },
+                None,
+            )
+        };
+        let path = match known {
+            Some(Some(p)) => p,
+            Some(None) => return Done::Orphan,
+            None => match self.source.blob_path(d.name, id) {
+                Ok(Some(p)) => p,
+                Ok(None) | Err(SourceError::RecordNotFound { .. }) => return Done::Orphan,
+                Err(e) => return failed(format!("Error downloading file: {e}"), false),
+            },
+        };
+        let path = match BlobPath::new(&path) {
+            Ok(p) => p,
+            Err(e) => return failed(format!("Error downloading file: {e}"), false),
+        };
+        let started = std::time::Instant::now();
+        let mut blob = match self.source.open_blob_at(d.name, id, &path) {
+            Ok(b) => b,
+            Err(SourceError::RecordNotFound { .. }) => return Done::Orphan,
+            Err(SourceError::MissingOnPrimary { .. }) => {
+                return failed(
+                    "The file is missing on the Geo primary site".to_string(),
+                    true,
+                );
+            }
+            Err(e) => return failed(format!("Error downloading file: {e}"), false),
+        };
+        let expected = blob.checksum.or(primary);
+        match self.store.write(&path, &mut blob.reader, expected.as_ref()) {
+            Ok(w) => {
+                self.counters.bytes.fetch_add(w.bytes, Ordering::Relaxed);
+                written.set(w.bytes);
+                tracing::debug!(
+                    replicable = d.name,
+                    id,
+                    bytes = w.bytes,
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "blob download"
+                );
+                Done::Outcome(
+                    SyncOutcome::Synced {
+                        local: w.checksum.to_vec(),
+                        primary: expected.map(|c| c.to_vec()),
+                    },
+                    Some(path),
+                )
+            }
+            Err(BlobError::ChecksumMismatch {
+                expected, actual, ..
+            }) => failed(
+                format!("Downloaded file checksum mismatch: expected {expected}, got {actual}"),
+                false,
+            ),
+            Err(e) => failed(format!("Error downloading file: {e}"), false),
+        }
+    }
+
+    fn retry_at(&self, now: DateTime<Utc>) -> impl Fn(i16, bool) -> DateTime<Utc> + '_ {
+        move |n, missing| {
+            next_retry_time(
+                now,
+                i64::from(n),
+                BackoffCap::for_missing_on_primary(missing),
+                self.env.rng.as_ref(),
+            )
+        }
+    }
+
+    /// One scheduler pass: claims due rows (never-synced first, then failed with a due retry,
+    /// fair across types), downloads them with at most `sync_capacity` in flight, and records
+    /// every outcome in one transaction. Returns how many rows it processed.
+    pub fn sync_pass(&self) -> Result<usize, SecondaryError> {
+        let types = self.enabled_types()?;
+        if types.is_empty() {
+            return Ok(0);
+        }
+        // The claim time is the claim token: outcomes are recorded only against it.
+        let claimed_at = self.now();
+        let claimed = self.claim_fair(&types, claimed_at)?;
+        if claimed.is_empty() {
+            return Ok(0);
+        }
+        // The primary's checksums, one query per type.
+        let mut expected: BTreeMap<(&'static str, i64), Checksum> = BTreeMap::new();
+        let mut by_type: BTreeMap<&'static str, (&'static ReplicableDescriptor, Vec<i64>)> =
+            BTreeMap::new();
+        for (d, id) in &claimed {
+            by_type
+                .entry(d.name)
+                .or_insert_with(|| (d, Vec::new()))
+                .1
+                .push(*id);
+        }
+        // Blob paths, one query per type (`None`: the lookup failed; each download retries it).
+        let mut paths: BTreeMap<&'static str, Option<BTreeMap<i64, String>>> = BTreeMap::new();
+        for (d, ids) in by_type.values() {
+            let found = self.source.blob_paths(d.name, ids);
+            if let Err(e) = &found {
+                tracing::warn!(replicable = d.name, error = %e, "could not read blob paths in a batch; looking them up one by one");
+            }
+            paths.insert(d.name, found.ok());
+        }
+        for (d, ids) in by_type.values() {
+            if !d.verifies() {
+                continue;
+            }
+            match self.source.primary_checksums(d.name, ids) {
+                Ok(map) => {
+                    for (id, pc) in map {
+                        if let Some(sum) = pc.verified_checksum() {
+                            expected.insert((d.name, id), *sum);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(replicable = d.name, error = %e, "could not read the primary's checksums; syncing without them")
+                }
+            }
+        }
+        let results: Vec<(&'static ReplicableDescriptor, i64, Done)> =
+            parallel_map(&claimed, self.config.sync_capacity, |&(d, id)| {
+                let known = paths
+                    .get(d.name)
+                    .and_then(Option::as_ref)
+                    .map(|m| m.get(&id).cloned());
+                (
+                    d,
+                    id,
+                    self.download(d, id, known, expected.get(&(d.name, id)).copied()),
+                )
+            });
+        let now = self.now();
+        let retry_at = self.retry_at(now);
+        let mut conn = self.tracking.get()?;
+        let mut stale_files: Vec<BlobPath> = Vec::new();
+        crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
+            stale_files.clear();
+            // Successful downloads first, set-based per type; rows the batch did not record (a
+            // newer event moved their token, or they were deleted) go through the per-row path.
+            let mut batch: BTreeMap<&'static str, (&'static ReplicableDescriptor, Vec<registry::SyncedRow>)> = BTreeMap::new();
+            for (d, id, done) in &results {
+                if let Done::Outcome(SyncOutcome::Synced { local, primary }, Some(path)) = done {
+                    batch.entry(d.name).or_insert_with(|| (*d, Vec::new())).1.push(registry::SyncedRow {
+                        id: *id,
+                        local: local.clone(),
+                        primary: primary.clone(),
+                        path: path.as_str().to_string(),
+                    });
+                }
+            }
+            let mut recorded: BTreeSet<(&'static str, i64)> = BTreeSet::new();
+            for (d, rows) in batch.values() {
+                for id in registry::Registry::of(d).record_synced_batch(c, claimed_at, rows, now)? {
+                    recorded.insert((d.name, id));
+                }
+            }
+            for (d, id, done) in &results {
+                match done {
+                    Done::Outcome(SyncOutcome::Synced { .. }, _) if recorded.contains(&(d.name, *id)) => {
+                        self.counters.synced.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Done::Outcome(outcome, path) => {
+                        let changed = registry::Registry::of(d).record_sync_claimed(c, *id, claimed_at, outcome, &retry_at, now)?;
+                        if let (true, Some(path)) = (changed, path) {
+                            registry::Registry::of(d).set_blob_path(c, *id, path.as_str())?;
+                        }
+                        match outcome {
+                            SyncOutcome::Synced { .. } => {
+                                self.counters.synced.fetch_add(1, Ordering::Relaxed);
+                                if !changed && registry::Registry::of(d).tracked_ids(c, *id, *id)?.is_empty() {
+                                    // Deleted while downloading: the cursor removed the row (and
+                                    // found no file yet); the file just written must go too.
+                                    stale_files.extend(path.clone());
+                                } else if !changed {
+                                    tracing::debug!(replicable = d.name, id, "synced, but a newer event moved the row back to pending; it will sync again");
+                                }
+                            }
+                            SyncOutcome::Failed { message, missing_on_primary } => {
+                                self.counters.sync_failed.fetch_add(1, Ordering::Relaxed);
+                                tracing::warn!(replicable = d.name, id, missing_on_primary, reason = %message, "sync failed");
+                            }
+                        }
+                    }
+                    Done::Orphan => {
+                        stale_files.extend(registry::Registry::of(d).blob_paths(c, &[*id])?.into_iter().filter_map(|(_, p)| BlobPath::new(&p).ok()));
+                        registry::Registry::of(d).delete_rows(c, &[*id])?;
+                        tracing::info!(replicable = d.name, id, "record no longer exists on the primary; registry row removed");
+                    }
+                }
+            }
+            Ok(())
+        }))?;
+        for path in stale_files {
+            match self.store.delete(&path) {
+                Ok(_) => {
+                    tracing::info!(path = %path, "removed the file of a record deleted during its download")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %path, error = %e, "could not remove the file of a record deleted during its download")
+                }
+            }
+        }
+        Ok(results.len())
+    }
+}

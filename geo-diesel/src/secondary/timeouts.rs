@@ -1,0 +1,50 @@
+//! Timeouts: rows stuck in `started` fail after the configured timeouts; on start, rows an
+//! earlier run left `started` are reclaimed.
+
+use geo_core::backoff::{BackoffCap, next_retry_time};
+use geo_core::replicables;
+
+use super::{Secondary, SecondaryError};
+use crate::registry;
+
+impl Secondary {
+    /// Moves rows left `started` by an earlier run back to `pending` (see
+    /// [`SecondaryConfig::reclaim_on_start`](super::SecondaryConfig::reclaim_on_start)). Returns how many.
+    pub fn reclaim_interrupted(&self) -> Result<usize, SecondaryError> {
+        let mut conn = self.tracking.get()?;
+        let mut n = 0;
+        for d in replicables() {
+            n += registry::Registry::of(d).reclaim_started(&mut conn)?;
+        }
+        if n > 0 {
+            tracing::info!(
+                rows = n,
+                "reclaimed syncs and verifications interrupted by the last stop"
+            );
+        }
+        Ok(n)
+    }
+
+    /// Fails rows stuck in `started` (sync or verification) for longer than the timeouts.
+    pub fn timeouts_pass(&self) -> Result<usize, SecondaryError> {
+        let now = self.now();
+        let retry = next_retry_time(now, 1, BackoffCap::Default, self.env.rng.as_ref());
+        let mut conn = self.tracking.get()?;
+        let mut n = 0;
+        for d in replicables() {
+            n += registry::Registry::of(d).fail_sync_timeouts(
+                &mut conn,
+                self.config.sync_timeout,
+                retry,
+                now,
+            )?;
+            n += registry::Registry::of(d).fail_verification_timeouts(
+                &mut conn,
+                self.config.verification_timeout,
+                retry,
+                now,
+            )?;
+        }
+        Ok(n)
+    }
+}
