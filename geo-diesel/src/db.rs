@@ -21,6 +21,23 @@ pub enum DbConn<'a> {
 }
 
 impl DbConn<'_> {
+    /// Runs SQL text that holds one or more statements and no parameters (DDL, say).
+    pub fn batch_execute(&mut self, sql: &str) -> diesel::QueryResult<()> {
+        use diesel::connection::SimpleConnection;
+        with_conn!(self, c => c.batch_execute(sql))
+    }
+
+    /// Runs `f` in a transaction on this connection: committed when `f` returns `Ok`, rolled
+    /// back otherwise (nested calls use savepoints, as Diesel does).
+    pub fn transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConn<'_>) -> Result<T, E>,
+        E: From<diesel::result::Error>,
+    {
+        use diesel::Connection;
+        with_conn!(self, c => c.transaction(|c| f(&mut AsDbConn::db(c))))
+    }
+
     /// The backend of this connection.
     pub fn backend(&self) -> Backend {
         match self {

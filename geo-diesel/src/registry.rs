@@ -360,7 +360,37 @@ impl Registry {
         retry_at: &dyn Fn(i16, bool) -> DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<bool, RegistryError> {
-        let recorded = match outcome {
+        let recorded = self.record(conn, id, Some(claimed_at), outcome, retry_at, now)?;
+        if !recorded {
+            self.apply(conn, &rules::requeue_changed(claimed_at), Some(&[id]))?;
+        }
+        Ok(recorded)
+    }
+
+    /// Records the outcome of a sync only if the row is still `started`, whoever claimed it
+    /// (no claim-token check; prefer [`Registry::record_sync_claimed`]). Returns whether the
+    /// row changed.
+    pub fn record_sync(
+        &self,
+        conn: &mut impl AsDbConn,
+        id: i64,
+        outcome: &SyncOutcome,
+        retry_at: &dyn Fn(i16, bool) -> DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RegistryError> {
+        self.record(conn, id, None, outcome, retry_at, now)
+    }
+
+    fn record(
+        &self,
+        conn: &mut impl AsDbConn,
+        id: i64,
+        claimed_at: Option<DateTime<Utc>>,
+        outcome: &SyncOutcome,
+        retry_at: &dyn Fn(i16, bool) -> DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RegistryError> {
+        Ok(match outcome {
             SyncOutcome::Synced { local, primary } => {
                 let at_once = primary.as_deref() == Some(local.as_slice());
                 let change = rules::synced(claimed_at, at_once, self.d.verifies(), false, now);
@@ -384,11 +414,7 @@ impl Registry {
                     .map_err(self.err(change.name))?
                     .is_empty()
             }
-        };
-        if !recorded {
-            self.apply(conn, &rules::requeue_changed(claimed_at), Some(&[id]))?;
-        }
-        Ok(recorded)
+        })
     }
 
     /// Records many successful downloads claimed at `claimed_at` in one statement per 200 rows,
@@ -416,7 +442,7 @@ impl Registry {
             if group.is_empty() {
                 continue;
             }
-            let change = rules::synced(claimed_at, at_once, self.d.verifies(), true, now);
+            let change = rules::synced(Some(claimed_at), at_once, self.d.verifies(), true, now);
             done.extend(
                 self.table
                     .apply_batch(conn, &change, &group)

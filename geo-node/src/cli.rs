@@ -28,7 +28,7 @@ use geo_diesel::geo_core::blob_store::LocalBlobStore;
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
-use geo_diesel::{run_migrations, with_conn};
+use geo_diesel::run_migrations;
 
 use crate::auth::{Credentials, KeyRing};
 use crate::client::{HttpConfig, HttpSource, NodeClient};
@@ -267,7 +267,7 @@ pub fn open_primary_db(url: &str, pool: u32, app: &App) -> Result<DbPool> {
     if let Some(hook) = app.primary_setup {
         hook(&mut conn).map_err(|e| anyhow::anyhow!("application setup: {e}"))?;
     }
-    let report = with_conn!(&mut conn, c => run_migrations(c, Role::Primary))?;
+    let report = run_migrations(&mut conn, Role::Primary)?;
     tracing::info!(applied = report.applied.len(), "primary migrations");
     Ok(db)
 }
@@ -311,7 +311,7 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
         DbPool::connect(&args.database_url, 16).context("opening the tracking database")?;
     {
         let mut conn = tracking.get()?;
-        let report = with_conn!(&mut conn, c => run_migrations(c, Role::Secondary))?;
+        let report = run_migrations(&mut conn, Role::Secondary)?;
         tracing::info!(applied = report.applied.len(), "secondary migrations");
     }
     let store = Arc::new(

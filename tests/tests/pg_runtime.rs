@@ -540,7 +540,7 @@ fn record_updated_while_its_sync_is_in_flight_stays_claimed_then_syncs_new_conte
 
     // The scheduler claims the row: a download of the old content is "in flight".
     assert_eq!(
-        registry::claim_sync(&mut s.t(), wd(), 10, now).unwrap(),
+        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, now).unwrap(),
         vec![w.id]
     );
     assert_eq!(s.reg(wd(), w.id).unwrap().state, STARTED);
@@ -552,7 +552,7 @@ fn record_updated_while_its_sync_is_in_flight_stays_claimed_then_syncs_new_conte
     s.secondary.cursor_pass().unwrap();
     assert_eq!(s.reg(wd(), w.id).unwrap().state, STARTED);
     assert!(
-        registry::claim_sync(&mut s.t(), wd(), 10, now)
+        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, now)
             .unwrap()
             .is_empty(),
         "a row with a download in flight must not be claimed twice"
@@ -565,16 +565,16 @@ fn record_updated_while_its_sync_is_in_flight_stays_claimed_then_syncs_new_conte
         primary: None,
     };
     assert!(
-        !registry::record_sync_claimed(&mut s.t(), wd(), w.id, now, &synced, &retry, now).unwrap()
+        !registry::Registry::of(wd()).record_sync_claimed(&mut s.t(), w.id, now, &synced, &retry, now).unwrap()
     );
     assert_eq!(s.reg(wd(), w.id).unwrap().state, PENDING);
     let failed = SyncOutcome::Failed {
         message: "late failure".into(),
         missing_on_primary: false,
     };
-    assert!(!registry::record_sync(&mut s.t(), wd(), w.id, &failed, &retry, now).unwrap());
+    assert!(!registry::Registry::of(wd()).record_sync(&mut s.t(), w.id, &failed, &retry, now).unwrap());
     assert!(
-        !registry::record_sync_claimed(&mut s.t(), wd(), w.id, now, &failed, &retry, now).unwrap()
+        !registry::Registry::of(wd()).record_sync_claimed(&mut s.t(), w.id, now, &failed, &retry, now).unwrap()
     );
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(
@@ -603,8 +603,8 @@ fn file_corrupted_on_the_secondary_is_caught_by_verification_and_resynced() {
     std::fs::write(s.secondary_store.root().join(&w.file_path), &corrupt).unwrap();
     std::fs::remove_file(s.secondary_store.root().join(&g.blob_key)).unwrap();
 
-    assert_eq!(registry::reverify(&mut s.t(), wd(), None).unwrap(), 1);
-    assert_eq!(registry::reverify(&mut s.t(), gd(), None).unwrap(), 1);
+    assert_eq!(registry::Registry::of(wd()).reverify(&mut s.t(), None).unwrap(), 1);
+    assert_eq!(registry::Registry::of(gd()).reverify(&mut s.t(), None).unwrap(), 1);
     assert_eq!(s.secondary.verification_pass().unwrap(), 2);
     let now = s.now();
     let row = s.reg(wd(), w.id).unwrap();
@@ -682,7 +682,7 @@ fn file_missing_on_the_primary_fails_with_the_four_hour_cap() {
         now + Duration::hours(4) + Duration::seconds(74)
     );
     assert_eq!(
-        registry::counts(&mut s.t(), wd())
+        registry::Registry::of(wd()).counts(&mut s.t())
             .unwrap()
             .missing_on_primary,
         1
@@ -729,7 +729,7 @@ fn sync_stuck_in_started_times_out() {
     let (w, _) = s.widget(8, 100);
     s.secondary.cursor_pass().unwrap();
     assert_eq!(
-        registry::claim_sync(&mut s.t(), wd(), 10, s.now()).unwrap(),
+        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, s.now()).unwrap(),
         vec![w.id]
     );
     s.clock.advance(Duration::hours(8));
@@ -763,8 +763,8 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans() {
         .map(|i| s.widget_silently(30 + i, 1000 + i as usize))
         .collect();
     assert_eq!(s.event_count("created"), 0);
-    registry::insert_missing(&mut s.t(), wd(), &[silent[6].0 + 1, 500]).unwrap();
-    registry::insert_missing(&mut s.t(), gd(), &[3]).unwrap();
+    registry::Registry::of(wd()).insert_missing(&mut s.t(), &[silent[6].0 + 1, 500]).unwrap();
+    registry::Registry::of(gd()).insert_missing(&mut s.t(), &[3]).unwrap();
 
     let (created, removed) = s.secondary.backfill_all().unwrap();
     assert_eq!((created, removed), (7, 3));
@@ -796,7 +796,7 @@ fn status_fields_match_the_databases() {
         .delete(&BlobPath::new(&ws[3].0.file_path).unwrap())
         .unwrap();
     s.converge();
-    registry::resync(&mut s.t(), gd(), Some(&[gs[1].0.id])).unwrap();
+    registry::Registry::of(gd()).resync(&mut s.t(), Some(&[gs[1].0.id])).unwrap();
 
     let secondary: BTreeMap<_, _> = s
         .secondary
@@ -812,7 +812,7 @@ fn status_fields_match_the_databases() {
         .into_iter()
         .map(|(d, st)| (d.name, st.to_json()))
         .collect();
-    let c = registry::counts(&mut s.t(), wd()).unwrap();
+    let c = registry::Registry::of(wd()).counts(&mut s.t()).unwrap();
     assert_eq!((c.registry, c.synced, c.failed, c.verified), (4, 3, 1, 3));
     assert_eq!(c.missing_on_primary, 1);
     let w = &secondary["widget"];
@@ -1019,8 +1019,8 @@ fn create_records(s: &Sites, widgets: u64, gadgets: u64) -> BTreeSet<(String, i6
 fn synced_and_total(s: &Sites) -> (i64, i64) {
     let mut conn = s.t();
     let (w, g) = (
-        registry::counts(&mut conn, wd()).unwrap(),
-        registry::counts(&mut conn, gd()).unwrap(),
+        registry::Registry::of(wd()).counts(&mut conn).unwrap(),
+        registry::Registry::of(gd()).counts(&mut conn).unwrap(),
     );
     (w.synced + g.synced, w.registry + g.registry)
 }
@@ -1087,8 +1087,8 @@ fn secondaries_on_one_tracking_database_never_download_one_record_at_once() {
     assert_eq!(total, 200);
     // Downloads matched the primary's checksums, so every row is verified too.
     let mut conn = s.t();
-    assert_eq!(registry::counts(&mut conn, wd()).unwrap().verified, 150);
-    assert_eq!(registry::counts(&mut conn, gd()).unwrap().verified, 50);
+    assert_eq!(registry::Registry::of(wd()).counts(&mut conn).unwrap().verified, 150);
+    assert_eq!(registry::Registry::of(gd()).counts(&mut conn).unwrap().verified, 50);
     s.assert_files_identical();
 }
 
@@ -1835,8 +1835,8 @@ fn out_of_order_commits_from_concurrent_writers_are_all_applied_exactly_once() {
         assert_eq!(s.tracked(d), s.primary_ids(d), "{}", d.name);
     }
     let (w, g) = (
-        registry::counts(&mut s.t(), wd()).unwrap(),
-        registry::counts(&mut s.t(), gd()).unwrap(),
+        registry::Registry::of(wd()).counts(&mut s.t()).unwrap(),
+        registry::Registry::of(gd()).counts(&mut s.t()).unwrap(),
     );
     assert_eq!((w.pending, g.pending), (w.registry, g.registry));
     assert_eq!(
@@ -1916,7 +1916,7 @@ fn figures_b5_backfill_and_b6_cursor_on_postgres() {
     }
     let read = t.elapsed();
     let t = Instant::now();
-    registry::insert_missing(&mut s.t(), wd(), &ids).unwrap();
+    registry::Registry::of(wd()).insert_missing(&mut s.t(), &ids).unwrap();
     let insert = t.elapsed();
     exec(&mut s.t(), "TRUNCATE widget_registry");
     let t = Instant::now();

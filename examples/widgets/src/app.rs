@@ -1,11 +1,25 @@
 //! The application's own schema and record operations on the primary. Every change to a record
 //! publishes its Geo event in the same transaction.
+//!
+//! This application runs on SQLite and PostgreSQL alike, so it dispatches its own Diesel code on
+//! the connection's backend ([`on_backend!`]); an application on one backend passes its own
+//! `SqliteConnection` or `PgConnection` to `publish_*` directly.
 
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use geo_diesel::geo_core::Backend;
 use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
-use geo_diesel::{AsDbConn, publish_created, publish_deleted, publish_updated, with_conn};
+use geo_diesel::{AsDbConn, DbConn, publish_created, publish_deleted, publish_updated};
+
+/// Runs `$body` with `$c` bound to the concrete connection behind `$conn` (an [`AsDbConn`]), so
+/// the application's Diesel code type-checks once per backend.
+macro_rules! on_backend {
+    ($conn:expr, $c:ident => $body:expr) => {
+        match AsDbConn::db($conn) {
+            DbConn::Sqlite($c) => $body,
+            DbConn::Pg($c) => $body,
+        }
+    };
+}
 
 use crate::{Gadget, Widget, gadgets, widgets};
 
@@ -29,8 +43,9 @@ pub fn app_schema_sql(backend: Backend) -> &'static str {
 
 /// Creates the application's tables.
 pub fn create_app_schema(conn: &mut impl AsDbConn) -> QueryResult<()> {
-    let backend = conn.db().backend();
-    with_conn!(conn, c => c.batch_execute(app_schema_sql(backend)))
+    let mut db = conn.db();
+    let backend = db.backend();
+    db.batch_execute(app_schema_sql(backend))
 }
 
 /// Errors from the application's operations.
@@ -64,7 +79,7 @@ pub fn create_widget(
     data: &[u8],
 ) -> Result<Widget, AppError> {
     store.write(&path(file_path)?, &mut &data[..], None)?;
-    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
         let w: Widget = diesel::insert_into(widgets::table)
             .values((widgets::file_path.eq(file_path), widgets::name.eq(name)))
             .returning(Widget::as_returning())
@@ -82,7 +97,7 @@ pub fn update_widget(
     data: &[u8],
 ) -> Result<(), AppError> {
     store.write(&path(&w.file_path)?, &mut &data[..], None)?;
-    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
         publish_updated(c, w)?;
         Ok(())
     }))
@@ -94,7 +109,7 @@ pub fn delete_widget(
     store: &dyn BlobStore,
     w: &Widget,
 ) -> Result<(), AppError> {
-    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
         diesel::delete(widgets::table.find(w.id)).execute(c)?;
         publish_deleted(c, w)?;
         Ok(())
@@ -112,7 +127,7 @@ pub fn create_gadget(
     data: &[u8],
 ) -> Result<Gadget, AppError> {
     store.write(&path(blob_key)?, &mut &data[..], None)?;
-    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
         let g: Gadget = diesel::insert_into(gadgets::table)
             .values((gadgets::blob_key.eq(blob_key), gadgets::label.eq(label)))
             .returning(Gadget::as_returning())
@@ -130,7 +145,7 @@ pub fn update_gadget(
     data: &[u8],
 ) -> Result<(), AppError> {
     store.write(&path(&g.blob_key)?, &mut &data[..], None)?;
-    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
         publish_updated(c, g)?;
         Ok(())
     }))
@@ -142,7 +157,7 @@ pub fn delete_gadget(
     store: &dyn BlobStore,
     g: &Gadget,
 ) -> Result<(), AppError> {
-    with_conn!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
         diesel::delete(gadgets::table.find(g.id)).execute(c)?;
         publish_deleted(c, g)?;
         Ok(())

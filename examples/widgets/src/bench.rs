@@ -25,15 +25,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
-use diesel::connection::SimpleConnection;
-use geo_diesel::db::DbPool;
+use geo_diesel::db::{AsDbConn, DbPool};
 use geo_diesel::direct::DirectSource;
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::geo_core::{Backend, Replicable, ReplicableDescriptor};
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
-use geo_diesel::sql::ident;
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
-use geo_diesel::{registry, with_conn};
+use geo_diesel::registry;
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 
@@ -554,13 +552,19 @@ fn write_random_file(path: &Path, size: u64, seed: u64, buf: &mut [u8]) -> Resul
     Ok(())
 }
 
+/// A quoted SQL identifier, for the benchmark's own setup statements.
+fn ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
 fn widget() -> &'static ReplicableDescriptor {
     <Widget as Replicable>::DESCRIPTOR
 }
 
 fn exec(pool: &DbPool, sql: &str) -> Result<()> {
     let mut conn = pool.get()?;
-    with_conn!(&mut conn, c => c.batch_execute(sql))
+    conn.db()
+        .batch_execute(sql)
         .with_context(|| format!("running {}", sql.chars().take(120).collect::<String>()))
 }
 
@@ -651,7 +655,7 @@ fn clear_tables_sql(backend: Backend, tables: &[String]) -> String {
 
 fn registry_counts(sites: &Sites) -> Result<registry::RegistryCounts> {
     let mut conn = sites.secondary.tracking().get()?;
-    Ok(registry::counts(&mut conn, widget())?)
+    Ok(registry::Registry::of(widget()).counts(&mut conn)?)
 }
 
 fn secondary_with(sites: &Sites, config: SecondaryConfig) -> Secondary {
@@ -1034,7 +1038,7 @@ fn bench_sync(
         reset_secondary(&sites)?;
         {
             let mut conn = sites.secondary.tracking().get()?;
-            registry::upsert_pending(&mut conn, d, &ids)?;
+            registry::Registry::of(d).upsert_pending(&mut conn, &ids)?;
         }
         let bytes_before = sites
             .secondary
@@ -1274,10 +1278,10 @@ fn bench_cursor(opts: &BenchOptions, dir: &Path) -> Result<BenchResult> {
         let t = Instant::now();
         {
             let mut conn = sites.secondary.tracking().get()?;
-            with_conn!(&mut conn, c => diesel::Connection::transaction::<_, anyhow::Error, _>(c, |c| {
-                registry::upsert_pending(c, d, &ids)?;
+            conn.db().transaction::<_, anyhow::Error, _>(|c| {
+                registry::Registry::of(d).upsert_pending(c, &ids)?;
                 Ok(())
-            }))?;
+            })?;
         }
         floor.push(t.elapsed().as_secs_f64());
     }

@@ -15,7 +15,7 @@ use geo_diesel::geo_core::status::ReplicableStatus;
 use geo_diesel::geo_core::{ReplicableDescriptor, Role};
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
-use geo_diesel::{run_migrations, with_conn};
+use geo_diesel::run_migrations;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 
@@ -72,9 +72,8 @@ pub fn open_sites(
     {
         let mut conn = primary_db.get()?;
         app::create_app_schema(&mut conn)?;
-        with_conn!(&mut conn, c => run_migrations(c, Role::Primary))?;
-        let mut conn = tracking.get()?;
-        with_conn!(&mut conn, c => run_migrations(c, Role::Secondary))?;
+        run_migrations(&mut conn, Role::Primary)?;
+        tracking.migrate(Role::Secondary)?;
     }
     let primary_store = Arc::new(LocalBlobStore::new(dir.join("primary-files"))?);
     let secondary_store = Arc::new(LocalBlobStore::new(dir.join("secondary-files"))?);
@@ -413,7 +412,7 @@ pub fn seed(database_url: &str, blob_dir: &Path, count: usize, seed: u64) -> Res
     let db = DbPool::connect(database_url, 2).context("opening the primary database")?;
     let mut conn = db.get()?;
     app::create_app_schema(&mut conn)?;
-    with_conn!(&mut conn, c => run_migrations(c, Role::Primary))?;
+    run_migrations(&mut conn, Role::Primary)?;
     let store = LocalBlobStore::new(blob_dir)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let tag = rng.random::<u32>();

@@ -35,10 +35,14 @@ fn guard(states: &[States]) -> Guard {
     }
 }
 
-fn claimed(states: &[States], claimed_at: DateTime<Utc>) -> Guard {
+/// `states`, and the claim token when the caller holds one (`None`: any started row).
+fn claimed(states: &[States], claimed_at: Option<DateTime<Utc>>) -> Guard {
     Guard {
         states: states.to_vec(),
-        conditions: vec![Condition::Equals(LastSyncedAt, Value::time(claimed_at))],
+        conditions: claimed_at
+            .map(|t| Condition::Equals(LastSyncedAt, Value::time(t)))
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -119,14 +123,14 @@ pub fn claim_now(now: DateTime<Utc>) -> Change {
     Change::new("claiming rows", guard(&[CLAIMABLE]), start(now))
 }
 
-/// A download claimed at `claimed_at` succeeded. Per-row values: `0` the checksum computed while
+/// A download claimed at `claimed_at` (`None`: whoever claimed it) succeeded. Per-row values: `0` the checksum computed while
 /// writing, `1` the path written (when `with_path`). `verified_at_once`: the streamed checksum
 /// equals the primary's, so verification `succeeded` now and the mismatch columns clear;
 /// otherwise verification is `pending` (`disabled` for a type that does not verify) for the
 /// verification pass. Only a row still `started` with this claim token changes: a row an event
 /// changed meanwhile is [`requeue_changed`].
 pub fn synced(
-    claimed_at: DateTime<Utc>,
+    claimed_at: Option<DateTime<Utc>>,
     verified_at_once: bool,
     verifies: bool,
     with_path: bool,
@@ -171,10 +175,10 @@ pub fn synced(
     Change::new("marking rows synced", claimed(&[STARTED], claimed_at), set)
 }
 
-/// A download claimed at `claimed_at` failed: `failed`, `retry_count + 1`, `retry_at` from the
+/// A download claimed at `claimed_at` (`None`: whoever claimed it) failed: `failed`, `retry_count + 1`, `retry_at` from the
 /// new count with the failure's cap (4 h when the file is missing on the primary),
 /// `last_sync_failure` and `missing_on_primary` stored.
-pub fn sync_failed(claimed_at: DateTime<Utc>, failure: &SyncFailure) -> Change {
+pub fn sync_failed(claimed_at: Option<DateTime<Utc>>, failure: &SyncFailure) -> Change {
     Change {
         then: Some(Then::ScheduleRetry {
             count: RetryCount,
