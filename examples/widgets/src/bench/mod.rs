@@ -4,15 +4,20 @@
 //!
 //! | id | what | peers |
 //! |---|---|---|
-//! | B1 | primary verification of large files ([`PrimaryVerifier::verification_pass`]) | `b3sum`, `sha256sum` |
+//! | B1 | primary verification of large files ([`PrimaryVerifier::verification_pass`](geo_diesel::verifier::PrimaryVerifier::verification_pass)) | `b3sum`, `sha256sum` |
 //! | B2 | direct-mode sync of many 4 KiB files, registry and verification included | `rsync -a` |
 //! | B3 | the same with 10 MiB files | `rsync -a` |
-//! | B5 | backfill of registry rows ([`Secondary::backfill_all`]) | floor: one `INSERT … SELECT` |
-//! | B6 | log-cursor events per second ([`Secondary::cursor_pass`]) | floor: one set-based upsert |
+//! | B5 | backfill of registry rows ([`Secondary::backfill_all`](geo_diesel::secondary::Secondary::backfill_all)) | floor: one `INSERT … SELECT` |
+//! | B6 | log-cursor events per second ([`Secondary::cursor_pass`](geo_diesel::secondary::Secondary::cursor_pass)) | floor: one set-based upsert |
 //!
 //! Data goes to a tmpfs folder (`/dev/shm`) when there is one, so page-cache and disk effects do
 //! not decide the comparison. Peers that are not installed are reported as missing with the
 //! command that installs them; nothing is ever estimated in their place.
+//!
+//! One file per section: `verification.rs` (B1), `sync.rs` (B2, B3), `backfill.rs` (B5),
+//! `cursor.rs` (B6); `peers.rs` finds and times the peers and holds the shared measuring helpers
+//! (median, load average, tmpfs choice), `data.rs` writes the files and rows every section runs
+//! on, `report.rs` holds the figures and renders them as text and JSON.
 
 use std::collections::BTreeSet;
 use std::fmt;
