@@ -318,3 +318,37 @@ fn concurrent_readers_never_see_a_partial_file() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(reader.join().unwrap() > 0);
 }
+
+#[cfg(unix)]
+#[test]
+fn blobs_get_the_mode_of_any_new_file() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = LocalBlobStore::new(dir.path()).unwrap();
+    store.write(&p("m/blob"), &mut &b"x"[..], None).unwrap();
+    // A file created the ordinary way in the same folder: 0o666 less this process's umask.
+    let plain = store.root().join("m/plain");
+    fs::write(&plain, b"x").unwrap();
+    let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&store.root().join("m/blob")), mode(&plain));
+}
+
+#[cfg(unix)]
+#[test]
+fn writing_over_a_link_replaces_the_link_not_its_target() {
+    use std::os::unix::fs::symlink;
+
+    let dir = tempfile::tempdir().unwrap();
+    let outside = dir.path().join("outside");
+    fs::write(&outside, b"secret").unwrap();
+    let store = LocalBlobStore::new(dir.path().join("blobs")).unwrap();
+    symlink(&outside, store.root().join("link")).unwrap();
+
+    store.write(&p("link"), &mut &b"new"[..], None).unwrap();
+    let at = store.root().join("link");
+    assert!(!fs::symlink_metadata(&at).unwrap().file_type().is_symlink());
+    assert_eq!(fs::read(&at).unwrap(), b"new");
+    assert_eq!(fs::read(&outside).unwrap(), b"secret");
+    assert!(temp_files(store.root()).is_empty());
+}

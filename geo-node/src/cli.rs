@@ -26,9 +26,9 @@ use geo_diesel::db::{DbPool, PooledConn};
 use geo_diesel::geo_core::Role;
 use geo_diesel::geo_core::blob_store::LocalBlobStore;
 use geo_diesel::geo_core::clock::Env;
+use geo_diesel::run_migrations;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
-use geo_diesel::run_migrations;
 
 use crate::auth::{Credentials, KeyRing};
 use crate::client::{HttpConfig, HttpSource, NodeClient};

@@ -540,7 +540,9 @@ fn record_updated_while_its_sync_is_in_flight_stays_claimed_then_syncs_new_conte
 
     // The scheduler claims the row: a download of the old content is "in flight".
     assert_eq!(
-        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, now).unwrap(),
+        registry::Registry::of(wd())
+            .claim_sync(&mut s.t(), 10, now)
+            .unwrap(),
         vec![w.id]
     );
     assert_eq!(s.reg(wd(), w.id).unwrap().state, STARTED);
@@ -552,7 +554,8 @@ fn record_updated_while_its_sync_is_in_flight_stays_claimed_then_syncs_new_conte
     s.secondary.cursor_pass().unwrap();
     assert_eq!(s.reg(wd(), w.id).unwrap().state, STARTED);
     assert!(
-        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, now)
+        registry::Registry::of(wd())
+            .claim_sync(&mut s.t(), 10, now)
             .unwrap()
             .is_empty(),
         "a row with a download in flight must not be claimed twice"
@@ -565,16 +568,24 @@ fn record_updated_while_its_sync_is_in_flight_stays_claimed_then_syncs_new_conte
         primary: None,
     };
     assert!(
-        !registry::Registry::of(wd()).record_sync_claimed(&mut s.t(), w.id, now, &synced, &retry, now).unwrap()
+        !registry::Registry::of(wd())
+            .record_sync_claimed(&mut s.t(), w.id, now, &synced, &retry, now)
+            .unwrap()
     );
     assert_eq!(s.reg(wd(), w.id).unwrap().state, PENDING);
     let failed = SyncOutcome::Failed {
         message: "late failure".into(),
         missing_on_primary: false,
     };
-    assert!(!registry::Registry::of(wd()).record_sync(&mut s.t(), w.id, &failed, &retry, now).unwrap());
     assert!(
-        !registry::Registry::of(wd()).record_sync_claimed(&mut s.t(), w.id, now, &failed, &retry, now).unwrap()
+        !registry::Registry::of(wd())
+            .record_sync(&mut s.t(), w.id, &failed, &retry, now)
+            .unwrap()
+    );
+    assert!(
+        !registry::Registry::of(wd())
+            .record_sync_claimed(&mut s.t(), w.id, now, &failed, &retry, now)
+            .unwrap()
     );
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(
@@ -603,8 +614,18 @@ fn file_corrupted_on_the_secondary_is_caught_by_verification_and_resynced() {
     std::fs::write(s.secondary_store.root().join(&w.file_path), &corrupt).unwrap();
     std::fs::remove_file(s.secondary_store.root().join(&g.blob_key)).unwrap();
 
-    assert_eq!(registry::Registry::of(wd()).reverify(&mut s.t(), None).unwrap(), 1);
-    assert_eq!(registry::Registry::of(gd()).reverify(&mut s.t(), None).unwrap(), 1);
+    assert_eq!(
+        registry::Registry::of(wd())
+            .reverify(&mut s.t(), None)
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        registry::Registry::of(gd())
+            .reverify(&mut s.t(), None)
+            .unwrap(),
+        1
+    );
     assert_eq!(s.secondary.verification_pass().unwrap(), 2);
     let now = s.now();
     let row = s.reg(wd(), w.id).unwrap();
@@ -682,7 +703,8 @@ fn file_missing_on_the_primary_fails_with_the_four_hour_cap() {
         now + Duration::hours(4) + Duration::seconds(74)
     );
     assert_eq!(
-        registry::Registry::of(wd()).counts(&mut s.t())
+        registry::Registry::of(wd())
+            .counts(&mut s.t())
             .unwrap()
             .missing_on_primary,
         1
@@ -729,7 +751,9 @@ fn sync_stuck_in_started_times_out() {
     let (w, _) = s.widget(8, 100);
     s.secondary.cursor_pass().unwrap();
     assert_eq!(
-        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, s.now()).unwrap(),
+        registry::Registry::of(wd())
+            .claim_sync(&mut s.t(), 10, s.now())
+            .unwrap(),
         vec![w.id]
     );
     s.clock.advance(Duration::hours(8));
@@ -763,8 +787,12 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans() {
         .map(|i| s.widget_silently(30 + i, 1000 + i as usize))
         .collect();
     assert_eq!(s.event_count("created"), 0);
-    registry::Registry::of(wd()).insert_missing(&mut s.t(), &[silent[6].0 + 1, 500]).unwrap();
-    registry::Registry::of(gd()).insert_missing(&mut s.t(), &[3]).unwrap();
+    registry::Registry::of(wd())
+        .insert_missing(&mut s.t(), &[silent[6].0 + 1, 500])
+        .unwrap();
+    registry::Registry::of(gd())
+        .insert_missing(&mut s.t(), &[3])
+        .unwrap();
 
     let (created, removed) = s.secondary.backfill_all().unwrap();
     assert_eq!((created, removed), (7, 3));
@@ -796,7 +824,9 @@ fn status_fields_match_the_databases() {
         .delete(&BlobPath::new(&ws[3].0.file_path).unwrap())
         .unwrap();
     s.converge();
-    registry::Registry::of(gd()).resync(&mut s.t(), Some(&[gs[1].0.id])).unwrap();
+    registry::Registry::of(gd())
+        .resync(&mut s.t(), Some(&[gs[1].0.id]))
+        .unwrap();
 
     let secondary: BTreeMap<_, _> = s
         .secondary
@@ -1087,8 +1117,20 @@ fn secondaries_on_one_tracking_database_never_download_one_record_at_once() {
     assert_eq!(total, 200);
     // Downloads matched the primary's checksums, so every row is verified too.
     let mut conn = s.t();
-    assert_eq!(registry::Registry::of(wd()).counts(&mut conn).unwrap().verified, 150);
-    assert_eq!(registry::Registry::of(gd()).counts(&mut conn).unwrap().verified, 50);
+    assert_eq!(
+        registry::Registry::of(wd())
+            .counts(&mut conn)
+            .unwrap()
+            .verified,
+        150
+    );
+    assert_eq!(
+        registry::Registry::of(gd())
+            .counts(&mut conn)
+            .unwrap()
+            .verified,
+        50
+    );
     s.assert_files_identical();
 }
 
@@ -1916,7 +1958,9 @@ fn figures_b5_backfill_and_b6_cursor_on_postgres() {
     }
     let read = t.elapsed();
     let t = Instant::now();
-    registry::Registry::of(wd()).insert_missing(&mut s.t(), &ids).unwrap();
+    registry::Registry::of(wd())
+        .insert_missing(&mut s.t(), &ids)
+        .unwrap();
     let insert = t.elapsed();
     exec(&mut s.t(), "TRUNCATE widget_registry");
     let t = Instant::now();

@@ -163,7 +163,9 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
     let now = s.now();
 
     // The scheduler claims the row: a download of the old content is "in flight".
-    let claimed = registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, now).unwrap();
+    let claimed = registry::Registry::of(wd())
+        .claim_sync(&mut s.t(), 10, now)
+        .unwrap();
     assert_eq!(claimed, vec![w.id]);
     assert_eq!(s.reg(wd(), w.id).unwrap().state, STARTED);
 
@@ -175,7 +177,8 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(row.state, STARTED);
     assert!(
-        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, now)
+        registry::Registry::of(wd())
+            .claim_sync(&mut s.t(), 10, now)
             .unwrap()
             .is_empty(),
         "a row with a download in flight must not be claimed twice"
@@ -188,16 +191,24 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
         primary: None,
     };
     assert!(
-        !registry::Registry::of(wd()).record_sync_claimed(&mut s.t(), w.id, now, &synced, &retry, now).unwrap()
+        !registry::Registry::of(wd())
+            .record_sync_claimed(&mut s.t(), w.id, now, &synced, &retry, now)
+            .unwrap()
     );
     assert_eq!(s.reg(wd(), w.id).unwrap().state, PENDING);
     let failed = SyncOutcome::Failed {
         message: "late failure".into(),
         missing_on_primary: false,
     };
-    assert!(!registry::Registry::of(wd()).record_sync(&mut s.t(), w.id, &failed, &retry, now).unwrap());
     assert!(
-        !registry::Registry::of(wd()).record_sync_claimed(&mut s.t(), w.id, now, &failed, &retry, now).unwrap()
+        !registry::Registry::of(wd())
+            .record_sync(&mut s.t(), w.id, &failed, &retry, now)
+            .unwrap()
+    );
+    assert!(
+        !registry::Registry::of(wd())
+            .record_sync_claimed(&mut s.t(), w.id, now, &failed, &retry, now)
+            .unwrap()
     );
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(
@@ -228,7 +239,9 @@ fn file_corrupted_on_the_secondary_is_caught_by_verification_and_resynced() {
 
     // An operator asks for reverification of the row; the secondary re-hashes the file.
     assert_eq!(
-        registry::Registry::of(wd()).reverify(&mut s.t(), Some(&[w.id])).unwrap(),
+        registry::Registry::of(wd())
+            .reverify(&mut s.t(), Some(&[w.id]))
+            .unwrap(),
         1
     );
     assert_eq!(s.secondary.verification_pass().unwrap(), 1);
@@ -275,7 +288,9 @@ fn file_deleted_on_the_secondary_is_caught_by_verification_and_resynced() {
     assert_synced_verified(&s, gd(), g.id, &bytes);
     std::fs::remove_file(s.secondary_store.root().join(&g.blob_key)).unwrap();
 
-    registry::Registry::of(gd()).reverify(&mut s.t(), None).unwrap();
+    registry::Registry::of(gd())
+        .reverify(&mut s.t(), None)
+        .unwrap();
     assert_eq!(s.secondary.verification_pass().unwrap(), 1);
     let row = s.reg(gd(), g.id).unwrap();
     assert_eq!(
@@ -306,7 +321,9 @@ fn repaired_mismatch_clears_the_mismatched_checksum() {
     let (w, bytes) = s.widget(5, 2000);
     s.converge();
     std::fs::write(s.secondary_store.root().join(&w.file_path), b"garbage").unwrap();
-    registry::Registry::of(wd()).reverify(&mut s.t(), None).unwrap();
+    registry::Registry::of(wd())
+        .reverify(&mut s.t(), None)
+        .unwrap();
     s.secondary.verification_pass().unwrap();
     assert!(
         s.reg(wd(), w.id)
@@ -401,7 +418,8 @@ fn file_missing_on_the_primary_fails_with_the_four_hour_cap() {
     );
     assert_eq!(retry_at, now + Duration::hours(4) + Duration::seconds(74));
     assert_eq!(
-        registry::Registry::of(wd()).counts(&mut s.t())
+        registry::Registry::of(wd())
+            .counts(&mut s.t())
             .unwrap()
             .missing_on_primary,
         1
@@ -442,7 +460,9 @@ fn sync_stuck_in_started_times_out() {
     let (w, _) = s.widget(8, 100);
     s.secondary.cursor_pass().unwrap();
     assert_eq!(
-        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, s.now()).unwrap(),
+        registry::Registry::of(wd())
+            .claim_sync(&mut s.t(), 10, s.now())
+            .unwrap(),
         vec![w.id]
     );
     s.clock.advance(Duration::hours(8));
@@ -864,8 +884,14 @@ fn workers_crashed_mid_sync_and_restarted_converge_without_partial_files() {
         assert_no_partial_file_at_a_final_path(&s);
         // Rows of the interrupted batch are left `started`, as after a real crash.
         assert!(
-            registry::Registry::of(wd()).counts(&mut s.t()).unwrap().started
-                + registry::Registry::of(gd()).counts(&mut s.t()).unwrap().started
+            registry::Registry::of(wd())
+                .counts(&mut s.t())
+                .unwrap()
+                .started
+                + registry::Registry::of(gd())
+                    .counts(&mut s.t())
+                    .unwrap()
+                    .started
                 > 0
         );
     }
@@ -973,8 +999,12 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans() {
     assert!(s.events().is_empty());
     // Orphans: registry rows whose records do not exist on the primary, below and above the
     // primary's largest id.
-    registry::Registry::of(wd()).insert_missing(&mut s.t(), &[silent[6].0 + 1, 500]).unwrap();
-    registry::Registry::of(gd()).insert_missing(&mut s.t(), &[3]).unwrap();
+    registry::Registry::of(wd())
+        .insert_missing(&mut s.t(), &[silent[6].0 + 1, 500])
+        .unwrap();
+    registry::Registry::of(gd())
+        .insert_missing(&mut s.t(), &[3])
+        .unwrap();
 
     let (created, removed) = s.secondary.backfill_all().unwrap();
     assert_eq!((created, removed), (7, 3));
@@ -1004,7 +1034,9 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans() {
     // removes its registry row and the file the sync wrote, found through `blob_path`.
     let (gone_id, gone_path, _) = &silent[2];
     assert_eq!(
-        registry::Registry::of(wd()).blob_paths(&mut s.t(), &[*gone_id]).unwrap(),
+        registry::Registry::of(wd())
+            .blob_paths(&mut s.t(), &[*gone_id])
+            .unwrap(),
         vec![(*gone_id, gone_path.clone())]
     );
     let mut p = s.p();
@@ -1041,8 +1073,20 @@ fn one_sync_pass_claims_fairly_from_both_types() {
     }
     s.secondary.cursor_pass().unwrap();
     assert_eq!(s.secondary.sync_pass().unwrap(), 10);
-    assert_eq!(registry::Registry::of(wd()).counts(&mut s.t()).unwrap().synced, 5);
-    assert_eq!(registry::Registry::of(gd()).counts(&mut s.t()).unwrap().synced, 5);
+    assert_eq!(
+        registry::Registry::of(wd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced,
+        5
+    );
+    assert_eq!(
+        registry::Registry::of(gd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced,
+        5
+    );
 
     // A type that cannot use its share leaves it to the other.
     let s = Sites::open(
@@ -1060,8 +1104,20 @@ fn one_sync_pass_claims_fairly_from_both_types() {
     }
     s.secondary.cursor_pass().unwrap();
     assert_eq!(s.secondary.sync_pass().unwrap(), 10);
-    assert_eq!(registry::Registry::of(wd()).counts(&mut s.t()).unwrap().synced, 7);
-    assert_eq!(registry::Registry::of(gd()).counts(&mut s.t()).unwrap().synced, 3);
+    assert_eq!(
+        registry::Registry::of(wd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced,
+        7
+    );
+    assert_eq!(
+        registry::Registry::of(gd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced,
+        3
+    );
 }
 
 /// Counts readers open at once; the first reads wait (bounded) until two are open, so a
@@ -1172,8 +1228,14 @@ fn concurrent_downloads_never_exceed_sync_capacity() {
         "at most sync_capacity = 2 downloads at once, and the limit is used"
     );
     assert_eq!(
-        registry::Registry::of(wd()).counts(&mut s.t()).unwrap().synced
-            + registry::Registry::of(gd()).counts(&mut s.t()).unwrap().synced,
+        registry::Registry::of(wd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced
+            + registry::Registry::of(gd())
+                .counts(&mut s.t())
+                .unwrap()
+                .synced,
         18
     );
     s.assert_files_identical();
@@ -1206,7 +1268,9 @@ fn replication_flag_off_skips_events_and_syncs_and_publishes_nothing() {
 
     // A gadget row that exists anyway is not synced while the flag is off; neither does the
     // backfill create rows for the type.
-    registry::Registry::of(gd()).insert_missing(&mut s.t(), &[g.id]).unwrap();
+    registry::Registry::of(gd())
+        .insert_missing(&mut s.t(), &[g.id])
+        .unwrap();
     s.converge();
     assert_eq!(s.reg(gd(), g.id).unwrap().state, PENDING);
     assert_eq!(s.secondary_sum(&g.blob_key), None);
@@ -1415,7 +1479,9 @@ fn status_fields_match_the_databases() {
         .unwrap();
     s.converge();
     // One gadget row left pending on the secondary.
-    registry::Registry::of(gd()).resync(&mut s.t(), Some(&[gs[1].0.id])).unwrap();
+    registry::Registry::of(gd())
+        .resync(&mut s.t(), Some(&[gs[1].0.id]))
+        .unwrap();
 
     let secondary: BTreeMap<_, _> = s
         .secondary

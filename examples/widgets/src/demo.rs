@@ -13,9 +13,9 @@ use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore, LocalBlobStore};
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::geo_core::status::ReplicableStatus;
 use geo_diesel::geo_core::{ReplicableDescriptor, Role};
+use geo_diesel::run_migrations;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
-use geo_diesel::run_migrations;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 

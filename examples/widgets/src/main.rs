@@ -246,7 +246,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             database_url,
             json,
         } => {
-            use widgets::bench::{self, BenchOptions, Progress};
+            use widgets::bench::{self, BenchOptions};
             let mut opts = if quick {
                 BenchOptions::quick()
             } else {
@@ -259,19 +259,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opts.threads = threads.unwrap_or(opts.threads);
             opts.dir = dir;
             opts.database_url = database_url;
-            let report = bench::run_with(&opts, &mut |p| {
-                if json {
-                    return;
-                }
-                match p {
-                    Progress::Started(report) => print!("{}", bench::render_header(report)),
-                    Progress::Finished(r) => print!("{}", bench::render_result(r, opts.quick)),
-                }
-                let _ = std::io::Write::flush(&mut std::io::stdout());
-            })?;
-            if json {
-                println!("{:#}", bench::render_json(&report));
-            }
+            bench::run_and_print(&opts, json)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrations {

@@ -1,0 +1,127 @@
+//! The local store's atomic write: a uniquely named temporary file beside the destination
+//! ([`tempfile`], named `.tmp_<random>`), filled while hashing, fsynced, checked against the
+//! expected checksum, renamed into place, and the directory fsynced. The temporary file is
+//! removed on every error (and on a panic, when [`NamedTempFile`] is dropped), so no partial file
+//! is ever at the final path.
+
+use std::io::{self, Read, Write};
+use std::path::Path;
+
+use tempfile::{NamedTempFile, PersistError};
+
+use super::{BlobError, BlobPath, TEMP_PREFIX, Written};
+use crate::checksum::{self, Checksum, ChecksumWriter};
+
+/// Random characters after [`TEMP_PREFIX`] in a temporary file's name.
+const TEMP_RANDOM_CHARS: usize = 16;
+
+/// Stores everything `reader` yields at `full` (the resolved path of `path`, in the existing
+/// directory `dir`), atomically: on success the whole new content is at `full`, on any error the
+/// previous content (or absence) is unchanged and the temporary file is gone.
+pub(super) fn write_atomically(
+    dir: &Path,
+    full: &Path,
+    path: &BlobPath,
+    reader: &mut dyn Read,
+    expected: Option<&Checksum>,
+) -> Result<Written, BlobError> {
+    let tmp = temp_file_in(dir).map_err(|e| BlobError::io(path, "create temporary file", e))?;
+    let written = match fill(&tmp, path, reader, expected) {
+        Ok(written) => written,
+        Err(e) => {
+            discard(tmp);
+            return Err(e);
+        }
+    };
+    if let Err(PersistError { file, error }) = tmp.persist(full) {
+        discard(file);
+        return Err(BlobError::io(path, "rename", error));
+    }
+    sync_dir(dir).map_err(|e| BlobError::io(path, "fsync directory", e))?;
+    Ok(written)
+}
+
+/// A new, uniquely named temporary file in `dir` (created exclusively, so it never follows a
+/// symbolic link planted at its name).
+fn temp_file_in(dir: &Path) -> io::Result<NamedTempFile> {
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX).rand_bytes(TEMP_RANDOM_CHARS);
+    // tempfile creates its files 0o600; a blob gets the mode of any new file (0o666 less the
+    // umask), like every file the store wrote before it used tempfile.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o666));
+    }
+    builder.tempfile_in(dir)
+}
+
+/// Streams `reader` into `tmp` while hashing, fsyncs it, and compares the checksum with
+/// `expected`.
+fn fill(
+    tmp: &NamedTempFile,
+    path: &BlobPath,
+    reader: &mut dyn Read,
+    expected: Option<&Checksum>,
+) -> Result<Written, BlobError> {
+    let mut writer = ChecksumWriter::new(tmp.as_file());
+    checksum::with_buffer(|buf| {
+        loop {
+            let n = match reader.read(buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(BlobError::Source {
+                        path: path.to_string(),
+                        bytes: writer.bytes_written(),
+                        source: e,
+                    });
+                }
+            };
+            writer
+                .write_all(&buf[..n])
+                .map_err(|e| BlobError::io(path, "write", e))?;
+        }
+        Ok(())
+    })?;
+    let (file, checksum, bytes) = writer.finish();
+    file.sync_all()
+        .map_err(|e| BlobError::io(path, "fsync", e))?;
+    if let Some(expected) = expected
+        && *expected != checksum
+    {
+        return Err(BlobError::ChecksumMismatch {
+            path: path.to_string(),
+            expected: *expected,
+            actual: checksum,
+            bytes,
+        });
+    }
+    Ok(Written { bytes, checksum })
+}
+
+/// Removes a temporary file after a failed write, logging (not returning) a failure to remove
+/// it: the write's own error is the one the caller needs, and
+/// [`LocalBlobStore::remove_stale_temp_files`](super::LocalBlobStore::remove_stale_temp_files)
+/// sweeps what is left.
+fn discard(tmp: NamedTempFile) {
+    let tmp_path = tmp.path().to_path_buf();
+    if let Err(e) = tmp.close()
+        && e.kind() != io::ErrorKind::NotFound
+    {
+        tracing::warn!(path = %tmp_path.display(), error = %e, "could not remove temporary blob file");
+    }
+}
+
+/// Makes a directory's entries (a rename, a removal) durable.
+#[cfg(unix)]
+pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Makes a directory's entries durable (nothing to do where directories cannot be opened).
+#[cfg(not(unix))]
+pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
+    Ok(())
+}
