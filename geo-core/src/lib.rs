@@ -20,6 +20,7 @@ pub mod observe;
 pub mod source;
 pub mod status;
 pub mod transitions;
+pub use geo_schema as schema;
 
 pub use replicable::{
     Backend, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,

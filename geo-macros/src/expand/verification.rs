@@ -5,51 +5,31 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use super::private;
-use super::registry::{Column, TableSpec, kinds, table_and_row};
-use crate::attr::VerificationArg;
-use crate::valid::{IdType, Model};
+use geo_schema::VERIFICATION_COLUMNS;
 
-/// The verification columns of docs/SCHEMA.md, key first.
-fn columns(model: &Model) -> Vec<Column> {
-    use kinds::*;
+use super::private;
+use super::registry::{TableColumn, TableSpec, table_and_row};
+use crate::attr::VerificationArg;
+use crate::valid::Model;
+
+/// The verification columns: the key, then geo-schema's [`VERIFICATION_COLUMNS`] with their
+/// primary-side docs.
+fn columns(model: &Model) -> Vec<TableColumn> {
     let key_doc = format!(
         "Id of the `{}` record (`{}.{}`).",
         model.name, model.model_table, model.id_column
     );
-    let mut key = match model.id_type {
-        IdType::I64 => big_int(&model.fk, &key_doc),
-        IdType::I32 => int(&model.fk, &key_doc),
-    };
+    let mut key = TableColumn::structural(&model.fk, Some(model.id_type), key_doc);
     if model.verification == VerificationArg::Inline {
         key.sql_name = Some(model.id_column.clone());
     }
-    vec![
-        key,
-        small_int(
-            "verification_state",
-            "Verification state: pending 0, started 1, succeeded 2, failed 3, disabled 4 \
-             (`geo_core::VerificationState`).",
-        ),
-        opt_timestamp(
-            "verification_started_at",
-            "When the running verification started.",
-        ),
-        opt_timestamp(
-            "verification_retry_at",
-            "When a failed verification may be retried.",
-        ),
-        opt_timestamp("verified_at", "When the record was last checksummed."),
-        small_int(
-            "verification_retry_count",
-            "Failed verifications since the last success.",
-        ),
-        opt_binary("verification_checksum", "The file's checksum."),
-        opt_text(
-            "verification_failure",
-            "Why the last verification failed (at most 255 characters).",
-        ),
-    ]
+    let mut columns = vec![key];
+    columns.extend(
+        VERIFICATION_COLUMNS
+            .iter()
+            .map(|c| TableColumn::of(c.primary_def())),
+    );
+    columns
 }
 
 /// The verification `table!`, `WidgetState` and its `VerificationRecord` impl.
