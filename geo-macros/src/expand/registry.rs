@@ -2,10 +2,9 @@
 //! from geo-schema's column list. Also the mapping of geo-schema's SQL types to Diesel and Rust
 //! types that the verification `table!` shares.
 
+use geo_schema::{ColumnDef, REGISTRY_COLUMNS, SqlType};
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
-
-use geo_schema::{ColumnDef, REGISTRY_COLUMNS, SqlType};
 
 use super::private;
 use crate::valid::{IdType, Model};

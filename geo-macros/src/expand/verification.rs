@@ -2,10 +2,9 @@
 //! (inline, mapped onto the model table) `table!` module, and `WidgetState` implementing
 //! `geo_core::VerificationRecord`. Nothing with `verification = "none"`.
 
-use proc_macro2::TokenStream;
+use geo_schema::{Column, VERIFICATION_COLUMNS};
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
-
-use geo_schema::VERIFICATION_COLUMNS;
 
 use super::private;
 use super::registry::{TableColumn, TableSpec, table_and_row};
@@ -82,6 +81,15 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             row_doc: &row_doc,
         },
     );
+    // The row's fields are the columns; name them through the list.
+    let field = |c: Column| Ident::new(c.name(), Span::call_site());
+    let state = field(Column::VerificationState);
+    let started_at = field(Column::VerificationStartedAt);
+    let retry_at = field(Column::VerificationRetryAt);
+    let verified_at = field(Column::VerifiedAt);
+    let retry_count = field(Column::VerificationRetryCount);
+    let checksum = field(Column::VerificationChecksum);
+    let failure = field(Column::VerificationFailure);
     quote! {
         #table
 
@@ -89,36 +97,36 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         impl #core::VerificationRecord for #row {
             fn verification_fields(&self) -> #core::VerificationFields {
                 #core::VerificationFields {
-                    state: self.verification_state,
+                    state: self.#state,
                     started_at: ::core::option::Option::map(
-                        self.verification_started_at,
+                        self.#started_at,
                         #p::UtcDateTime::get,
                     ),
                     retry_at: ::core::option::Option::map(
-                        self.verification_retry_at,
+                        self.#retry_at,
                         #p::UtcDateTime::get,
                     ),
                     verified_at: ::core::option::Option::map(
-                        self.verified_at,
+                        self.#verified_at,
                         #p::UtcDateTime::get,
                     ),
-                    retry_count: self.verification_retry_count,
-                    checksum: ::core::clone::Clone::clone(&self.verification_checksum),
-                    failure: ::core::clone::Clone::clone(&self.verification_failure),
+                    retry_count: self.#retry_count,
+                    checksum: ::core::clone::Clone::clone(&self.#checksum),
+                    failure: ::core::clone::Clone::clone(&self.#failure),
                 }
             }
 
             fn set_verification_fields(&mut self, fields: #core::VerificationFields) {
-                self.verification_state = fields.state;
-                self.verification_started_at =
+                self.#state = fields.state;
+                self.#started_at =
                     ::core::option::Option::map(fields.started_at, ::core::convert::From::from);
-                self.verification_retry_at =
+                self.#retry_at =
                     ::core::option::Option::map(fields.retry_at, ::core::convert::From::from);
-                self.verified_at =
+                self.#verified_at =
                     ::core::option::Option::map(fields.verified_at, ::core::convert::From::from);
-                self.verification_retry_count = fields.retry_count;
-                self.verification_checksum = fields.checksum;
-                self.verification_failure = fields.failure;
+                self.#retry_count = fields.retry_count;
+                self.#checksum = fields.checksum;
+                self.#failure = fields.failure;
             }
         }
     }
