@@ -64,7 +64,7 @@ fn quoted(ident: &str) -> String {
     format!("\"{ident}\"")
 }
 
-/// `"name" TYPE [NOT NULL [DEFAULT …]]`.
+/// `"name" TYPE [NOT NULL] [DEFAULT …]`.
 fn column_sql(
     backend: Backend,
     name: &str,
@@ -74,7 +74,8 @@ fn column_sql(
 ) -> String {
     let name = quoted(name);
     match (nullable, backend.default(default)) {
-        (true, _) => format!("{name} {ty}"),
+        (true, None) => format!("{name} {ty}"),
+        (true, Some(d)) => format!("{name} {ty} DEFAULT {d}"),
         (false, None) => format!("{name} {ty} NOT NULL"),
         (false, Some(d)) => format!("{name} {ty} NOT NULL DEFAULT {d}"),
     }
