@@ -19,7 +19,6 @@ pub mod observe;
 pub mod source;
 pub mod status;
 pub mod transitions;
-
 pub use geo_schema as schema;
 
 pub use replicable::{

@@ -290,6 +290,9 @@ pub(crate) struct FieldOpts {
     pub file: Option<Span>,
     /// Span of `id`, when given.
     pub id: Option<Span>,
+    /// The field option an unknown option most likely misspells (`fiel` → `file`). That
+    /// mistake is reported already, so validation does not also report the option as missing.
+    pub misspelt: Option<&'static str>,
 }
 
 /// Parses one field-level `#[replicable(...)]` attribute into `opts`.
@@ -336,7 +339,7 @@ pub(crate) fn parse_field_attr(
                 } else if STRUCT_KEYS.contains(&key.as_str()) {
                     format!("`{key}` belongs on the struct's `#[replicable(...)]`, not on a field")
                 } else {
-                    unknown_field_option(&key)
+                    unknown_field_option(&key, opts)
                 };
                 errors.push(Error::custom(msg).with_span(m));
                 continue;
@@ -359,7 +362,7 @@ pub(crate) fn parse_field_attr(
                         "`{other}` belongs on the struct's `#[replicable(...)]`, not on a field"
                     )
                 } else {
-                    unknown_field_option(other)
+                    unknown_field_option(other, opts)
                 };
                 errors.push(Error::custom(msg).with_span(meta));
                 continue;
@@ -376,13 +379,15 @@ pub(crate) fn parse_field_attr(
     }
 }
 
-fn unknown_field_option(key: &str) -> String {
+/// The message for an unknown field option; its likely meaning is remembered in `opts`.
+fn unknown_field_option(key: &str, opts: &mut FieldOpts) -> String {
     let mut msg = format!(
         "unknown field option `{key}`; expected `file` (the field holding the blob path) or `id` \
          (the primary-key field)"
     );
     if let Some(s) = did_you_mean(key, FIELD_KEYS) {
         msg.push_str(&format!(" (did you mean `{s}`?)"));
+        opts.misspelt = opts.misspelt.or(Some(s));
     }
     msg
 }

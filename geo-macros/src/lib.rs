@@ -95,9 +95,10 @@ use proc_macro2::TokenStream as TokenStream2;
 /// | `WidgetState` | `<Struct>State` | `Queryable + Selectable` row of either verification table; implements `geo_core::VerificationRecord` (none with `"none"`) |
 /// | registration | | an `inventory` entry, so `geo_diesel::geo_core::replicables()` lists `Widget` without a hand-kept list |
 ///
-/// SQL names (docs/SCHEMA.md has every column): registry table `<registry>` with foreign key
-/// `<name>_id`; states table `<name>_states` keyed by `<name>_id` referencing the model id;
-/// indexes `index_<table>_<purpose>`, cut to 63 bytes with a stable hash suffix when longer.
+/// SQL names (docs/SCHEMA.md has every column; `geo_diesel::geo_core::schema` lists them for
+/// code): registry table `<registry>` with foreign key `<name>_id`; states table
+/// `<name>_states` keyed by `<name>_id` referencing the model id; indexes
+/// `index_<table>_<purpose>`, cut to 63 bytes with a stable hash suffix when longer.
 ///
 /// # Migrations
 ///

@@ -105,27 +105,14 @@ pub(crate) fn index_name(table: &str, suffix: &str) -> String {
     format!("{}_{hash}", &full[..cut])
 }
 
-/// Levenshtein edit distance.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let sub = prev[j] + usize::from(ca != *cb);
-            cur[j + 1] = sub.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
-}
-
-/// The closest of `candidates` to `input`, if it is close enough to be a likely typo.
+/// The closest of `candidates` to `input`, if it is close enough to be a likely typo. Distance
+/// is the optimal string alignment distance: an insertion, deletion, substitution or swap of two
+/// neighbours is one edit (`fiel` → `file`).
 pub(crate) fn did_you_mean<'a>(input: &str, candidates: &[&'a str]) -> Option<&'a str> {
     let lower = input.to_ascii_lowercase();
     candidates
         .iter()
-        .map(|c| (edit_distance(&lower, c), *c))
+        .map(|c| (strsim::osa_distance(&lower, c), *c))
         .filter(|(d, c)| *d <= (c.len() / 3).max(1) || (lower.len() >= 3 && c.starts_with(&lower)))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -194,6 +181,12 @@ mod tests {
             Some("strategy")
         );
         assert_eq!(did_you_mean("fil", &["file", "id"]), Some("file"));
+        assert_eq!(did_you_mean("fiel", &["file", "id"]), Some("file"));
+        assert_eq!(did_you_mean("idd", &["file", "id"]), Some("id"));
+        assert_eq!(
+            did_you_mean("regisrty", &["strategy", "registry"]),
+            Some("registry")
+        );
         assert_eq!(did_you_mean("blop", &["blob"]), Some("blob"));
         assert_eq!(
             did_you_mean("inlined", &["separate", "inline", "none"]),

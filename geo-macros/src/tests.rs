@@ -550,6 +550,65 @@ mod parse {
         assert!(e[1].contains("must be a `String`"));
     }
 
+    /// `#[replicable(fiel)]` on the only path field: one error, the misspelling, and not a
+    /// second one saying no field is marked `#[replicable(file)]`.
+    #[test]
+    fn misspelt_field_option_is_one_error() {
+        for attr in [
+            quote!(#[replicable(fiel)]),
+            quote!(#[replicable(fiel = true)]),
+        ] {
+            let e = errors(
+                quote!(strategy = "blob"),
+                quote! {
+                    struct Widget {
+                        id: i64,
+                        #attr
+                        file_path: String,
+                    }
+                },
+            );
+            assert_eq!(e.len(), 1, "{e:#?}");
+            assert!(e[0].contains("unknown field option `fiel`"), "{}", e[0]);
+            assert!(e[0].contains("did you mean `file`?"), "{}", e[0]);
+        }
+
+        // The same for a misspelt `id` on a key field not named `id`.
+        let e = errors(
+            quote!(strategy = "blob"),
+            quote! {
+                struct Widget {
+                    #[replicable(idd)]
+                    key: i64,
+                    #[replicable(file)]
+                    file_path: String,
+                }
+            },
+        );
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].contains("did you mean `id`?"), "{}", e[0]);
+
+        // An unknown option that suggests nothing does not stand for `file`: the missing
+        // file field is still reported.
+        let e = errors(
+            quote!(strategy = "blob"),
+            quote! {
+                struct Widget {
+                    id: i64,
+                    #[replicable(zzzzzz)]
+                    file_path: String,
+                }
+            },
+        );
+        assert_eq!(e.len(), 2, "{e:#?}");
+        assert!(e[0].contains("unknown field option `zzzzzz`"), "{}", e[0]);
+        assert!(
+            e[1].contains("mark it with `#[replicable(file)]`"),
+            "{}",
+            e[1]
+        );
+    }
+
     #[test]
     fn shapes() {
         for (item, word) in [

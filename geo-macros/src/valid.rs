@@ -303,7 +303,11 @@ pub(crate) fn validate(
         }
     }
     let id = id.or_else(|| fields.iter().find(|f| f.ident.unraw() == "id"));
+    // A misspelt `#[replicable(id)]` / `#[replicable(file)]` was reported where it was written;
+    // saying the option is missing as well would make one mistake two errors.
+    let misspelt = |option: &str| fields.iter().any(|f| f.opts.misspelt == Some(option));
     let id_parts = match id {
+        None if misspelt("id") => None,
         None => {
             errors.push(
                 Error::custom(
@@ -374,7 +378,7 @@ pub(crate) fn validate(
                 }
             }
         }
-        if file.is_none() {
+        if file.is_none() && !misspelt("file") {
             errors.push(
                 Error::custom(
                     "strategy \"blob\" needs the field that holds the file's path: mark it with \

@@ -1,10 +1,13 @@
-//! The migration SQL of one replicable, as plain strings (docs/SCHEMA.md is the contract).
+//! The migration SQL of one replicable, as plain strings (docs/SCHEMA.md is the contract),
+//! rendered from geo-schema's column list: only the structural `id` and `<fk>` columns and the
+//! indexes are defined here.
 //!
 //! Plain functions of names, so tests compare them with golden strings directly. The primary's
 //! migration creates the verification state (a `<name>_states` table, or columns and partial
 //! indexes on the model table); the secondary's creates the registry table and its indexes.
 //! Every identifier is double-quoted; `up` is idempotent where the backend allows it.
 
+use geo_schema::{Column, DefaultValue, REGISTRY_COLUMNS, SqlType, VERIFICATION_COLUMNS};
 use proc_macro2::TokenStream;
 use quote::quote;
 
@@ -30,162 +33,211 @@ pub(crate) struct Sql {
     pub down: String,
 }
 
-/// Column kinds of docs/SCHEMA.md "Column types".
-#[derive(Clone, Copy)]
-enum Kind {
-    BigInt,
-    Int,
-    SmallInt,
-    Timestamp,
-    Binary,
-    Text255,
-    Text,
-    Bool,
-}
-
-impl Kind {
-    fn ddl(self, backend: Backend) -> &'static str {
-        match (self, backend) {
-            (Kind::BigInt, _) => "BIGINT",
-            (Kind::Int, _) => "INTEGER",
-            (Kind::SmallInt, _) => "SMALLINT",
-            (Kind::Timestamp, Backend::Sqlite) => "TEXT",
-            (Kind::Timestamp, Backend::Postgres) => "TIMESTAMPTZ",
-            (Kind::Binary, Backend::Sqlite) => "BLOB",
-            (Kind::Binary, Backend::Postgres) => "BYTEA",
-            (Kind::Text255, _) => "VARCHAR(255)",
-            (Kind::Text, _) => "TEXT",
-            (Kind::Bool, _) => "BOOLEAN",
+impl Backend {
+    /// `ty` in this backend's DDL.
+    fn ty(self, ty: SqlType) -> &'static str {
+        match self {
+            Backend::Sqlite => ty.sqlite(),
+            Backend::Postgres => ty.postgres(),
         }
     }
-}
 
-/// Nullability and default of a column.
-#[derive(Clone, Copy)]
-enum Null {
-    /// `NULL` allowed, no default.
-    Yes,
-    /// `NOT NULL`, no default.
-    No,
-    /// `NOT NULL DEFAULT <literal>`.
-    Default(&'static str),
-    /// `NOT NULL DEFAULT <the current time>`.
-    Now,
+    /// The DDL type of the model's primary key (and so of the states table's key).
+    fn key_type(self, key: IdType) -> &'static str {
+        match key {
+            IdType::I64 => self.ty(SqlType::BigInt),
+            // i32 keys exist only on the model side; no column of the list is an INTEGER.
+            IdType::I32 => "INTEGER",
+        }
+    }
+
+    /// `default` in this backend's DDL.
+    fn default(self, default: DefaultValue) -> Option<&'static str> {
+        match self {
+            Backend::Sqlite => default.sqlite(),
+            Backend::Postgres => default.postgres(),
+        }
+    }
 }
 
 fn quoted(ident: &str) -> String {
     format!("\"{ident}\"")
 }
 
-fn column_def(backend: Backend, name: &str, kind: Kind, null: Null) -> String {
-    let ty = kind.ddl(backend);
+/// `"name" TYPE [NOT NULL] [DEFAULT …]`.
+fn column_sql(
+    backend: Backend,
+    name: &str,
+    ty: &str,
+    nullable: bool,
+    default: DefaultValue,
+) -> String {
     let name = quoted(name);
-    match null {
-        Null::Yes => format!("{name} {ty}"),
-        Null::No => format!("{name} {ty} NOT NULL"),
-        Null::Default(d) => format!("{name} {ty} NOT NULL DEFAULT {d}"),
-        Null::Now => {
-            let now = match backend {
-                Backend::Sqlite => "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
-                Backend::Postgres => "now()",
-            };
-            format!("{name} {ty} NOT NULL DEFAULT {now}")
+    match (nullable, backend.default(default)) {
+        (true, None) => format!("{name} {ty}"),
+        (true, Some(d)) => format!("{name} {ty} DEFAULT {d}"),
+        (false, None) => format!("{name} {ty} NOT NULL"),
+        (false, Some(d)) => format!("{name} {ty} NOT NULL DEFAULT {d}"),
+    }
+}
+
+/// The DDL of a column of the list.
+fn column_def(backend: Backend, column: Column) -> String {
+    let def = column.def();
+    column_sql(
+        backend,
+        column.name(),
+        backend.ty(def.ty),
+        def.nullable,
+        def.default,
+    )
+}
+
+// The state values the partial indexes select (`geo_core::ReplicationState` and
+// `geo_core::VerificationState`; geo-macros cannot depend on geo-core).
+const SYNCED: i16 = 2;
+const VERIFICATION_PENDING: i16 = 0;
+const VERIFICATION_STARTED: i16 = 1;
+const VERIFICATION_FAILED: i16 = 3;
+
+/// One index of a per-replicable table.
+struct Index<'a> {
+    /// The name is `index_<table>_<suffix>`.
+    suffix: String,
+    unique: bool,
+    column: &'a str,
+    /// `NULLS FIRST` on PostgreSQL (the order the workers scan in).
+    nulls_first: bool,
+    /// A partial index's `WHERE`: each column equals one of its values, all of them hold.
+    condition: &'static [(Column, &'static [i16])],
+}
+
+impl<'a> Index<'a> {
+    /// A plain index `index_<table>_on_<column>`.
+    fn on(column: &'a str, unique: bool) -> Self {
+        Index {
+            suffix: format!("on_{column}"),
+            unique,
+            column,
+            nulls_first: false,
+            condition: &[],
+        }
+    }
+
+    /// A partial index `index_<table>_<suffix>` on `column`.
+    fn partial(
+        suffix: &str,
+        column: Column,
+        nulls_first: bool,
+        condition: &'static [(Column, &'static [i16])],
+    ) -> Self {
+        Index {
+            suffix: suffix.to_owned(),
+            unique: false,
+            column: column.name(),
+            nulls_first,
+            condition,
         }
     }
 }
 
-/// The seven verification columns the primary keeps, in the order of docs/SCHEMA.md.
-const VERIFICATION_COLUMNS: [(&str, Kind, Null); 7] = [
-    ("verification_state", Kind::SmallInt, Null::Default("0")),
-    ("verification_started_at", Kind::Timestamp, Null::Yes),
-    ("verification_retry_at", Kind::Timestamp, Null::Yes),
-    ("verified_at", Kind::Timestamp, Null::Yes),
-    (
-        "verification_retry_count",
-        Kind::SmallInt,
-        Null::Default("0"),
-    ),
-    ("verification_checksum", Kind::Binary, Null::Yes),
-    ("verification_failure", Kind::Text255, Null::Yes),
-];
-
-/// The registry columns after `id` and the foreign key, in the order of docs/SCHEMA.md.
-const REGISTRY_COLUMNS: [(&str, Kind, Null); 17] = [
-    ("state", Kind::SmallInt, Null::Default("0")),
-    ("retry_count", Kind::SmallInt, Null::Default("0")),
-    ("retry_at", Kind::Timestamp, Null::Yes),
-    ("last_synced_at", Kind::Timestamp, Null::Yes),
-    ("created_at", Kind::Timestamp, Null::Now),
-    ("last_sync_failure", Kind::Text255, Null::Yes),
-    ("verification_state", Kind::SmallInt, Null::Default("0")),
-    ("verification_started_at", Kind::Timestamp, Null::Yes),
-    ("verified_at", Kind::Timestamp, Null::Yes),
-    ("verification_retry_at", Kind::Timestamp, Null::Yes),
-    (
-        "verification_retry_count",
-        Kind::SmallInt,
-        Null::Default("0"),
-    ),
-    ("verification_checksum", Kind::Binary, Null::Yes),
-    ("verification_checksum_mismatched", Kind::Binary, Null::Yes),
-    ("checksum_mismatch", Kind::Bool, Null::Default("FALSE")),
-    ("verification_failure", Kind::Text255, Null::Yes),
-    ("missing_on_primary", Kind::Bool, Null::Default("FALSE")),
-    ("blob_path", Kind::Text, Null::Yes),
-];
-
-/// One index: name suffix, unique, column, `NULLS FIRST` on PostgreSQL, partial condition.
-struct Index {
-    suffix: String,
-    unique: bool,
-    column: String,
-    nulls_first: bool,
-    condition: Option<&'static str>,
+/// `"a" = 1 AND "b" IN (0, 3)`.
+fn condition_sql(condition: &[(Column, &[i16])]) -> String {
+    let terms: Vec<String> = condition
+        .iter()
+        .map(|(column, values)| match values {
+            [one] => format!("{} = {one}", quoted(column.name())),
+            many => {
+                let list: Vec<String> = many.iter().map(i16::to_string).collect();
+                format!("{} IN ({})", quoted(column.name()), list.join(", "))
+            }
+        })
+        .collect();
+    terms.join(" AND ")
 }
 
-fn create_index(backend: Backend, table: &str, index: &Index) -> String {
+fn create_index(backend: Backend, table: &str, index: &Index<'_>) -> String {
     let unique = if index.unique { "UNIQUE " } else { "" };
     let nulls = if index.nulls_first && backend == Backend::Postgres {
         " NULLS FIRST"
     } else {
         ""
     };
-    let condition = index
-        .condition
-        .map(|c| format!(" WHERE {c}"))
-        .unwrap_or_default();
+    let condition = if index.condition.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", condition_sql(index.condition))
+    };
     format!(
         "CREATE {unique}INDEX IF NOT EXISTS {} ON {} ({}{nulls}){condition};\n",
         quoted(&index_name(table, &index.suffix)),
         quoted(table),
-        quoted(&index.column),
+        quoted(index.column),
     )
 }
 
 /// The three partial indexes on the primary's verification columns.
-fn verification_indexes() -> [Index; 3] {
+fn verification_indexes() -> [Index<'static>; 3] {
+    use Column::*;
     [
-        Index {
-            suffix: "pending_verification".into(),
-            unique: false,
-            column: "verified_at".into(),
-            nulls_first: true,
-            condition: Some("\"verification_state\" = 0"),
-        },
-        Index {
-            suffix: "failed_verification".into(),
-            unique: false,
-            column: "verification_retry_at".into(),
-            nulls_first: true,
-            condition: Some("\"verification_state\" = 3"),
-        },
-        Index {
-            suffix: "started_verification".into(),
-            unique: false,
-            column: "verification_started_at".into(),
-            nulls_first: false,
-            condition: Some("\"verification_state\" = 1"),
-        },
+        Index::partial(
+            "pending_verification",
+            VerifiedAt,
+            true,
+            &[(VerificationState, &[VERIFICATION_PENDING])],
+        ),
+        Index::partial(
+            "failed_verification",
+            VerificationRetryAt,
+            true,
+            &[(VerificationState, &[VERIFICATION_FAILED])],
+        ),
+        Index::partial(
+            "started_verification",
+            VerificationStartedAt,
+            false,
+            &[(VerificationState, &[VERIFICATION_STARTED])],
+        ),
+    ]
+}
+
+/// The registry's indexes: unique on `fk`, the scheduler's and the verifier's.
+fn registry_indexes(fk: &str) -> [Index<'_>; 6] {
+    use Column::*;
+    [
+        Index::on(fk, true),
+        Index::on(RetryAt.name(), false),
+        Index::on(State.name(), false),
+        Index::partial(
+            "failed_verification",
+            VerificationRetryAt,
+            true,
+            &[
+                (State, &[SYNCED]),
+                (VerificationState, &[VERIFICATION_FAILED]),
+            ],
+        ),
+        Index::partial(
+            "needs_verification",
+            VerificationState,
+            false,
+            &[
+                (State, &[SYNCED]),
+                (
+                    VerificationState,
+                    &[VERIFICATION_PENDING, VERIFICATION_FAILED],
+                ),
+            ],
+        ),
+        Index::partial(
+            "pending_verification",
+            VerifiedAt,
+            true,
+            &[
+                (State, &[SYNCED]),
+                (VerificationState, &[VERIFICATION_PENDING]),
+            ],
+        ),
     ]
 }
 
@@ -203,61 +255,14 @@ pub(crate) fn registry_migration(backend: Backend, registry: &str, fk: &str) -> 
         Backend::Sqlite => "\"id\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL",
         Backend::Postgres => "\"id\" BIGSERIAL PRIMARY KEY",
     };
+    let fk_type = backend.ty(SqlType::BigInt);
     let mut columns = vec![
         id.to_owned(),
-        column_def(backend, fk, Kind::BigInt, Null::No),
+        column_sql(backend, fk, fk_type, false, DefaultValue::None),
     ];
-    columns.extend(
-        REGISTRY_COLUMNS
-            .iter()
-            .map(|(name, kind, null)| column_def(backend, name, *kind, *null)),
-    );
+    columns.extend(REGISTRY_COLUMNS.iter().map(|c| column_def(backend, *c)));
     let mut up = create_table(registry, &columns);
-    let indexes = [
-        Index {
-            suffix: format!("on_{fk}"),
-            unique: true,
-            column: fk.to_owned(),
-            nulls_first: false,
-            condition: None,
-        },
-        Index {
-            suffix: "on_retry_at".into(),
-            unique: false,
-            column: "retry_at".into(),
-            nulls_first: false,
-            condition: None,
-        },
-        Index {
-            suffix: "on_state".into(),
-            unique: false,
-            column: "state".into(),
-            nulls_first: false,
-            condition: None,
-        },
-        Index {
-            suffix: "failed_verification".into(),
-            unique: false,
-            column: "verification_retry_at".into(),
-            nulls_first: true,
-            condition: Some("\"state\" = 2 AND \"verification_state\" = 3"),
-        },
-        Index {
-            suffix: "needs_verification".into(),
-            unique: false,
-            column: "verification_state".into(),
-            nulls_first: false,
-            condition: Some("\"state\" = 2 AND \"verification_state\" IN (0, 3)"),
-        },
-        Index {
-            suffix: "pending_verification".into(),
-            unique: false,
-            column: "verified_at".into(),
-            nulls_first: true,
-            condition: Some("\"state\" = 2 AND \"verification_state\" = 0"),
-        },
-    ];
-    for index in &indexes {
+    for index in &registry_indexes(fk) {
         up.push_str(&create_index(backend, registry, index));
     }
     Sql {
@@ -276,22 +281,14 @@ pub(crate) fn states_migration(
     model_table: &str,
     model_id: &str,
 ) -> Sql {
-    let key_type = match key {
-        IdType::I64 => Kind::BigInt,
-        IdType::I32 => Kind::Int,
-    };
     let mut columns = vec![format!(
         "{} {} NOT NULL PRIMARY KEY REFERENCES {} ({}) ON DELETE CASCADE",
         quoted(fk),
-        key_type.ddl(backend),
+        backend.key_type(key),
         quoted(model_table),
         quoted(model_id)
     )];
-    columns.extend(
-        VERIFICATION_COLUMNS
-            .iter()
-            .map(|(name, kind, null)| column_def(backend, name, *kind, *null)),
-    );
+    columns.extend(VERIFICATION_COLUMNS.iter().map(|c| column_def(backend, *c)));
     let mut up = create_table(states, &columns);
     for index in &verification_indexes() {
         up.push_str(&create_index(backend, states, index));
@@ -316,10 +313,10 @@ pub(crate) fn inline_migration(backend: Backend, model_table: &str) -> Sql {
     };
     let table = quoted(model_table);
     let mut up = String::new();
-    for (name, kind, null) in VERIFICATION_COLUMNS {
+    for column in VERIFICATION_COLUMNS {
         up.push_str(&format!(
             "ALTER TABLE {table} ADD COLUMN {if_not_exists}{};\n",
-            column_def(backend, name, kind, null)
+            column_def(backend, *column)
         ));
     }
     let indexes = verification_indexes();
@@ -333,10 +330,10 @@ pub(crate) fn inline_migration(backend: Backend, model_table: &str) -> Sql {
             quoted(&index_name(model_table, &index.suffix))
         ));
     }
-    for (name, _, _) in VERIFICATION_COLUMNS.iter().rev() {
+    for column in VERIFICATION_COLUMNS.iter().rev() {
         down.push_str(&format!(
             "ALTER TABLE {table} DROP COLUMN {if_exists}{};\n",
-            quoted(name)
+            quoted(column.name())
         ));
     }
     Sql { up, down }

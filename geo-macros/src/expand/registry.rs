@@ -1,13 +1,16 @@
-//! The registry: its `table!` module (named after `registry`) and the `WidgetRegistry` row type.
+//! The registry: its `table!` module (named after `registry`) and the `WidgetRegistry` row type,
+//! from geo-schema's column list. Also the mapping of geo-schema's SQL types to Diesel and Rust
+//! types that the verification `table!` shares.
 
+use geo_schema::{ColumnDef, REGISTRY_COLUMNS, SqlType};
 use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
 use super::private;
-use crate::valid::Model;
+use crate::valid::{IdType, Model};
 
 /// The Rust side of one column: name, Diesel SQL type, Rust type, doc.
-pub(crate) struct Column {
+pub(crate) struct TableColumn {
     pub name: String,
     pub sql_type: TokenStream,
     pub rust_type: TokenStream,
@@ -16,73 +19,62 @@ pub(crate) struct Column {
     pub sql_name: Option<String>,
 }
 
-impl Column {
-    pub(crate) fn ident(&self) -> Ident {
-        Ident::new(&self.name, Span::call_site())
+/// The Diesel SQL type and the Rust type of a `NOT NULL` value of `ty` (docs/SCHEMA.md,
+/// "Column types"; one `table!` serves both backends).
+fn diesel_types(ty: SqlType) -> (TokenStream, TokenStream) {
+    let p = private();
+    match ty {
+        SqlType::BigInt => (quote!(BigInt), quote!(::core::primitive::i64)),
+        SqlType::SmallInt => (quote!(SmallInt), quote!(::core::primitive::i16)),
+        SqlType::Timestamp => (quote!(GeoTimestamp), quote!(#p::UtcDateTime)),
+        SqlType::Binary => (
+            quote!(Binary),
+            quote!(::std::vec::Vec<::core::primitive::u8>),
+        ),
+        SqlType::Failure | SqlType::Text => (quote!(Text), quote!(::std::string::String)),
+        SqlType::Bool => (quote!(Bool), quote!(::core::primitive::bool)),
     }
 }
 
-/// Builders for the column kinds of docs/SCHEMA.md.
-pub(crate) mod kinds {
-    use super::*;
-
-    fn col(name: &str, sql_type: TokenStream, rust_type: TokenStream, doc: &str) -> Column {
-        Column {
+impl TableColumn {
+    /// A structural column (`id`, `<fk>`): not in geo-schema's list, its name depends on the
+    /// replicable. `NOT NULL`, of the model id's type or (`key = None`) `BigInt`.
+    pub(crate) fn structural(name: &str, key: Option<IdType>, doc: String) -> Self {
+        let (sql_type, rust_type) = match key {
+            None | Some(IdType::I64) => diesel_types(SqlType::BigInt),
+            Some(IdType::I32) => (quote!(Integer), quote!(::core::primitive::i32)),
+        };
+        TableColumn {
             name: name.to_owned(),
             sql_type,
             rust_type,
-            doc: doc.to_owned(),
+            doc,
             sql_name: None,
         }
     }
 
-    pub(crate) fn big_int(name: &str, doc: &str) -> Column {
-        col(name, quote!(BigInt), quote!(::core::primitive::i64), doc)
+    /// A column of geo-schema's list, as `def` defines it.
+    pub(crate) fn of(def: ColumnDef) -> Self {
+        let (sql, rust) = diesel_types(def.ty);
+        let (sql_type, rust_type) = if def.nullable {
+            (
+                quote!(Nullable<#sql>),
+                quote!(::core::option::Option<#rust>),
+            )
+        } else {
+            (sql, rust)
+        };
+        TableColumn {
+            name: def.column.name().to_owned(),
+            sql_type,
+            rust_type,
+            doc: def.doc.to_owned(),
+            sql_name: None,
+        }
     }
 
-    pub(crate) fn int(name: &str, doc: &str) -> Column {
-        col(name, quote!(Integer), quote!(::core::primitive::i32), doc)
-    }
-
-    pub(crate) fn small_int(name: &str, doc: &str) -> Column {
-        col(name, quote!(SmallInt), quote!(::core::primitive::i16), doc)
-    }
-
-    pub(crate) fn timestamp(name: &str, doc: &str) -> Column {
-        let p = private();
-        col(name, quote!(GeoTimestamp), quote!(#p::UtcDateTime), doc)
-    }
-
-    pub(crate) fn opt_timestamp(name: &str, doc: &str) -> Column {
-        let p = private();
-        col(
-            name,
-            quote!(Nullable<GeoTimestamp>),
-            quote!(::core::option::Option<#p::UtcDateTime>),
-            doc,
-        )
-    }
-
-    pub(crate) fn opt_binary(name: &str, doc: &str) -> Column {
-        col(
-            name,
-            quote!(Nullable<Binary>),
-            quote!(::core::option::Option<::std::vec::Vec<::core::primitive::u8>>),
-            doc,
-        )
-    }
-
-    pub(crate) fn opt_text(name: &str, doc: &str) -> Column {
-        col(
-            name,
-            quote!(Nullable<Text>),
-            quote!(::core::option::Option<::std::string::String>),
-            doc,
-        )
-    }
-
-    pub(crate) fn bool(name: &str, doc: &str) -> Column {
-        col(name, quote!(Bool), quote!(::core::primitive::bool), doc)
+    pub(crate) fn ident(&self) -> Ident {
+        Ident::new(&self.name, Span::call_site())
     }
 }
 
@@ -97,7 +89,7 @@ pub(crate) struct TableSpec<'a> {
     /// The primary-key column.
     pub key: &'a str,
     /// The columns, in order.
-    pub columns: &'a [Column],
+    pub columns: &'a [TableColumn],
     /// The row type.
     pub row: &'a Ident,
     /// Doc comment of the row type.
@@ -157,78 +149,18 @@ pub(crate) fn table_and_row(model: &Model, spec: &TableSpec<'_>) -> TokenStream 
     }
 }
 
-/// The registry columns of docs/SCHEMA.md, in order.
-pub(crate) fn registry_columns(model: &Model) -> Vec<Column> {
-    use kinds::*;
-    vec![
-        big_int("id", "Registry row id."),
-        big_int(
-            &model.fk,
-            &format!(
-                "Id of the `{}` record on the primary (`{}.{}`); unique.",
-                model.name, model.model_table, model.id_column
-            ),
-        ),
-        small_int(
-            "state",
-            "Replication state: pending 0, started 1, synced 2, failed 3 \
-             (`geo_core::ReplicationState`).",
-        ),
-        small_int(
-            "retry_count",
-            "Failed sync attempts since the last success.",
-        ),
-        opt_timestamp("retry_at", "When a failed sync may be retried."),
-        opt_timestamp("last_synced_at", "When the last sync finished."),
-        timestamp("created_at", "When the row was created."),
-        opt_text(
-            "last_sync_failure",
-            "Why the last sync failed (at most 255 characters).",
-        ),
-        small_int(
-            "verification_state",
-            "Verification state: pending 0, started 1, succeeded 2, failed 3, disabled 4 \
-             (`geo_core::VerificationState`).",
-        ),
-        opt_timestamp(
-            "verification_started_at",
-            "When the running verification started.",
-        ),
-        opt_timestamp("verified_at", "When the file was last verified."),
-        opt_timestamp(
-            "verification_retry_at",
-            "When a failed verification may be retried.",
-        ),
-        small_int(
-            "verification_retry_count",
-            "Failed verifications since the last success.",
-        ),
-        opt_binary(
-            "verification_checksum",
-            "The checksum computed on this secondary.",
-        ),
-        opt_binary(
-            "verification_checksum_mismatched",
-            "The local checksum when it did not match the primary's.",
-        ),
-        bool(
-            "checksum_mismatch",
-            "Whether the last verification found a mismatch.",
-        ),
-        opt_text(
-            "verification_failure",
-            "Why the last verification failed (at most 255 characters).",
-        ),
-        bool(
-            "missing_on_primary",
-            "Whether the primary reported the file missing (longer retry backoff).",
-        ),
-        opt_text(
-            "blob_path",
-            "Where the last successful sync put the file, relative to the blob store root \
-             (so an orphan's file can be removed after its record is gone on the primary).",
-        ),
-    ]
+/// The registry's columns: `id`, `<fk>`, then geo-schema's [`REGISTRY_COLUMNS`].
+pub(crate) fn registry_columns(model: &Model) -> Vec<TableColumn> {
+    let fk_doc = format!(
+        "Id of the `{}` record on the primary (`{}.{}`); unique.",
+        model.name, model.model_table, model.id_column
+    );
+    let mut columns = vec![
+        TableColumn::structural("id", None, "Registry row id.".to_owned()),
+        TableColumn::structural(&model.fk, None, fk_doc),
+    ];
+    columns.extend(REGISTRY_COLUMNS.iter().map(|c| TableColumn::of(c.def())));
+    columns
 }
 
 /// The registry `table!` and `WidgetRegistry`.

@@ -2,54 +2,33 @@
 //! (inline, mapped onto the model table) `table!` module, and `WidgetState` implementing
 //! `geo_core::VerificationRecord`. Nothing with `verification = "none"`.
 
-use proc_macro2::TokenStream;
+use geo_schema::{Column, VERIFICATION_COLUMNS};
+use proc_macro2::{Ident, Span, TokenStream};
 use quote::quote;
 
 use super::private;
-use super::registry::{Column, TableSpec, kinds, table_and_row};
+use super::registry::{TableColumn, TableSpec, table_and_row};
 use crate::attr::VerificationArg;
-use crate::valid::{IdType, Model};
+use crate::valid::Model;
 
-/// The verification columns of docs/SCHEMA.md, key first.
-fn columns(model: &Model) -> Vec<Column> {
-    use kinds::*;
+/// The verification columns: the key, then geo-schema's [`VERIFICATION_COLUMNS`] with their
+/// primary-side docs.
+fn columns(model: &Model) -> Vec<TableColumn> {
     let key_doc = format!(
         "Id of the `{}` record (`{}.{}`).",
         model.name, model.model_table, model.id_column
     );
-    let mut key = match model.id_type {
-        IdType::I64 => big_int(&model.fk, &key_doc),
-        IdType::I32 => int(&model.fk, &key_doc),
-    };
+    let mut key = TableColumn::structural(&model.fk, Some(model.id_type), key_doc);
     if model.verification == VerificationArg::Inline {
         key.sql_name = Some(model.id_column.clone());
     }
-    vec![
-        key,
-        small_int(
-            "verification_state",
-            "Verification state: pending 0, started 1, succeeded 2, failed 3, disabled 4 \
-             (`geo_core::VerificationState`).",
-        ),
-        opt_timestamp(
-            "verification_started_at",
-            "When the running verification started.",
-        ),
-        opt_timestamp(
-            "verification_retry_at",
-            "When a failed verification may be retried.",
-        ),
-        opt_timestamp("verified_at", "When the record was last checksummed."),
-        small_int(
-            "verification_retry_count",
-            "Failed verifications since the last success.",
-        ),
-        opt_binary("verification_checksum", "The file's checksum."),
-        opt_text(
-            "verification_failure",
-            "Why the last verification failed (at most 255 characters).",
-        ),
-    ]
+    let mut columns = vec![key];
+    columns.extend(
+        VERIFICATION_COLUMNS
+            .iter()
+            .map(|c| TableColumn::of(c.primary_def())),
+    );
+    columns
 }
 
 /// The verification `table!`, `WidgetState` and its `VerificationRecord` impl.
@@ -102,6 +81,15 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             row_doc: &row_doc,
         },
     );
+    // The row's fields are the columns; name them through the list.
+    let field = |c: Column| Ident::new(c.name(), Span::call_site());
+    let state = field(Column::VerificationState);
+    let started_at = field(Column::VerificationStartedAt);
+    let retry_at = field(Column::VerificationRetryAt);
+    let verified_at = field(Column::VerifiedAt);
+    let retry_count = field(Column::VerificationRetryCount);
+    let checksum = field(Column::VerificationChecksum);
+    let failure = field(Column::VerificationFailure);
     quote! {
         #table
 
@@ -109,36 +97,36 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
         impl #core::VerificationRecord for #row {
             fn verification_fields(&self) -> #core::VerificationFields {
                 #core::VerificationFields {
-                    state: self.verification_state,
+                    state: self.#state,
                     started_at: ::core::option::Option::map(
-                        self.verification_started_at,
+                        self.#started_at,
                         #p::UtcDateTime::get,
                     ),
                     retry_at: ::core::option::Option::map(
-                        self.verification_retry_at,
+                        self.#retry_at,
                         #p::UtcDateTime::get,
                     ),
                     verified_at: ::core::option::Option::map(
-                        self.verified_at,
+                        self.#verified_at,
                         #p::UtcDateTime::get,
                     ),
-                    retry_count: self.verification_retry_count,
-                    checksum: ::core::clone::Clone::clone(&self.verification_checksum),
-                    failure: ::core::clone::Clone::clone(&self.verification_failure),
+                    retry_count: self.#retry_count,
+                    checksum: ::core::clone::Clone::clone(&self.#checksum),
+                    failure: ::core::clone::Clone::clone(&self.#failure),
                 }
             }
 
             fn set_verification_fields(&mut self, fields: #core::VerificationFields) {
-                self.verification_state = fields.state;
-                self.verification_started_at =
+                self.#state = fields.state;
+                self.#started_at =
                     ::core::option::Option::map(fields.started_at, ::core::convert::From::from);
-                self.verification_retry_at =
+                self.#retry_at =
                     ::core::option::Option::map(fields.retry_at, ::core::convert::From::from);
-                self.verified_at =
+                self.#verified_at =
                     ::core::option::Option::map(fields.verified_at, ::core::convert::From::from);
-                self.verification_retry_count = fields.retry_count;
-                self.verification_checksum = fields.checksum;
-                self.verification_failure = fields.failure;
+                self.#retry_count = fields.retry_count;
+                self.#checksum = fields.checksum;
+                self.#failure = fields.failure;
             }
         }
     }
