@@ -4,6 +4,8 @@
 
 use std::fmt;
 
+use geo_schema::state::{replication, verification};
+
 /// Replication state of a registry row on a secondary.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
@@ -12,13 +14,13 @@ use std::fmt;
 #[repr(i16)]
 pub enum ReplicationState {
     /// Waiting to be synced (0).
-    Pending = 0,
+    Pending = replication::PENDING,
     /// A sync is in progress (1).
-    Started = 1,
+    Started = replication::STARTED,
     /// The file is present and matches the primary (2).
-    Synced = 2,
+    Synced = replication::SYNCED,
     /// The last sync failed; it is retried after `retry_at` (3).
-    Failed = 3,
+    Failed = replication::FAILED,
 }
 
 /// Verification state of a record on the primary or of a registry row on a secondary.
@@ -29,16 +31,16 @@ pub enum ReplicationState {
 #[repr(i16)]
 pub enum VerificationState {
     /// Waiting to be checksummed (0).
-    Pending = 0,
+    Pending = verification::PENDING,
     /// A checksum is being computed (1).
-    Started = 1,
+    Started = verification::STARTED,
     /// The checksum was computed (primary) or matched the primary's (secondary) (2).
-    Succeeded = 2,
+    Succeeded = verification::SUCCEEDED,
     /// Checksumming failed or did not match; retried after `verification_retry_at` (3).
-    Failed = 3,
+    Failed = verification::FAILED,
     /// Verification does not apply right now (the primary has not verified the record, or the
     /// registry row is not synced) (4).
-    Disabled = 4,
+    Disabled = verification::DISABLED,
 }
 
 /// A stored state value that is not one of the known integers.
@@ -64,10 +66,10 @@ impl ReplicationState {
     /// The state stored as `value`.
     pub const fn from_i16(value: i16) -> Result<Self, UnknownState> {
         Ok(match value {
-            0 => Self::Pending,
-            1 => Self::Started,
-            2 => Self::Synced,
-            3 => Self::Failed,
+            replication::PENDING => Self::Pending,
+            replication::STARTED => Self::Started,
+            replication::SYNCED => Self::Synced,
+            replication::FAILED => Self::Failed,
             _ => {
                 return Err(UnknownState {
                     kind: "replication",
@@ -106,11 +108,11 @@ impl VerificationState {
     /// The state stored as `value`.
     pub const fn from_i16(value: i16) -> Result<Self, UnknownState> {
         Ok(match value {
-            0 => Self::Pending,
-            1 => Self::Started,
-            2 => Self::Succeeded,
-            3 => Self::Failed,
-            4 => Self::Disabled,
+            verification::PENDING => Self::Pending,
+            verification::STARTED => Self::Started,
+            verification::SUCCEEDED => Self::Succeeded,
+            verification::FAILED => Self::Failed,
+            verification::DISABLED => Self::Disabled,
             _ => {
                 return Err(UnknownState {
                     kind: "verification",

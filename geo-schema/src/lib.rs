@@ -433,3 +433,34 @@ mod tests {
         }
     }
 }
+
+/// The stored values of the two state columns: the one place the numbers are written.
+/// geo-core's `ReplicationState` and `VerificationState` take their discriminants from here, and
+/// geo-macros writes them into the partial indexes' predicates.
+pub mod state {
+    /// `state`: replication of a registry row.
+    pub mod replication {
+        /// Waiting to be synced.
+        pub const PENDING: i16 = 0;
+        /// A sync is in progress.
+        pub const STARTED: i16 = 1;
+        /// The file is present and matches the primary.
+        pub const SYNCED: i16 = 2;
+        /// The last sync failed.
+        pub const FAILED: i16 = 3;
+    }
+
+    /// `verification_state`: verification on the primary or on a registry row.
+    pub mod verification {
+        /// Waiting to be checksummed.
+        pub const PENDING: i16 = 0;
+        /// A checksum is being computed.
+        pub const STARTED: i16 = 1;
+        /// The checksum was computed or matched.
+        pub const SUCCEEDED: i16 = 2;
+        /// Checksumming failed or did not match.
+        pub const FAILED: i16 = 3;
+        /// Verification does not apply right now.
+        pub const DISABLED: i16 = 4;
+    }
+}

@@ -93,12 +93,12 @@ fn column_def(backend: Backend, column: Column) -> String {
     )
 }
 
-// The state values the partial indexes select (`geo_core::ReplicationState` and
-// `geo_core::VerificationState`; geo-macros cannot depend on geo-core).
-const SYNCED: i16 = 2;
-const VERIFICATION_PENDING: i16 = 0;
-const VERIFICATION_STARTED: i16 = 1;
-const VERIFICATION_FAILED: i16 = 3;
+// The state values the partial indexes select, from geo-schema (where geo-core's state enums
+// take them too).
+use geo_schema::state::replication::SYNCED;
+use geo_schema::state::verification::{
+    FAILED as VERIFICATION_FAILED, PENDING as VERIFICATION_PENDING, STARTED as VERIFICATION_STARTED,
+};
 
 /// One index of a per-replicable table.
 struct Index<'a> {
