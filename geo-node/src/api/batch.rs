@@ -206,7 +206,7 @@ mod tests {
                 id: 1,
                 path: "a/1.bin".into(),
                 checksum: checksum_bytes(b"hello"),
-                data: bytes::Bytes::from_static(b"hello"),
+                data: Bytes::from_static(b"hello"),
             },
             BatchEntry::Individual {
                 id: 2,

@@ -11,7 +11,7 @@
 //! | `GET /api/geo/ids/{replicable}?from=A&to=B` | [`IdsResponse`]: ids in `A..=B` and the highest id |
 //! | `GET /api/geo/checksums/{replicable}?ids=1,2,3` | [`ChecksumsResponse`] |
 //! | `GET /api/geo/retrieve_batch/{replicable}?ids=1,2,3` | the paths of those records and the bytes of their small blobs, in the binary framing of [`batch`] |
-//! | `GET /api/geo/status` | the site's status object (GitLab's field names) |
+//! | `GET /api/geo/status` | [`NodeStatus`]: the site's status (GitLab's field names) |
 //! | `GET /metrics` | Prometheus text format, not authenticated |
 //!
 //! Every `/api/geo/` endpoint needs `Authorization: GL-Geo <access_key>:<jwt>` (see
@@ -159,6 +159,11 @@ pub struct ChecksumsResponse {
 }
 
 pub mod batch;
+pub mod status;
+
+pub use status::{
+    CursorStatus, HealthStatus, LinkStatus, NodeStatus, PrimaryStatus, SecondaryStatus, SiteRole,
+};
 
 /// Parses an `ids=1,2,3` list: at most [`MAX_IDS`] integers.
 pub fn parse_ids(s: &str) -> Result<Vec<i64>, String> {
