@@ -10,9 +10,9 @@ use common::*;
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::geo_core::source::{PrimarySource, SourceError};
 use geo_node::KeyRing;
+use geo_node::api::SiteRole;
 use geo_node::auth::{self, Credentials, RequestData};
 use geo_node::client::{HttpConfig, HttpSource, NodeClient};
-use geo_node::api::SiteRole;
 use geo_node::server::{NodeState, SecondaryService, ServerHandle};
 
 #[test]
@@ -76,10 +76,7 @@ fn replicates_over_http_with_status_and_metrics() {
     let docs = pf.replicables.get("docs").unwrap();
     assert_eq!(docs.count, Some(60));
     assert_eq!(docs.checksummed_count, Some(60));
-    assert!(
-        pf.last_event_id.flatten().unwrap() >= 60 + 60,
-        "{pst:#?}"
-    );
+    assert!(pf.last_event_id.flatten().unwrap() >= 60 + 60, "{pst:#?}");
     let (code, metrics) = raw_get(&primary.addr(), "/metrics", None);
     assert_eq!(code, 200);
     assert!(

@@ -27,7 +27,10 @@ fn exported(text: &str) -> BTreeMap<String, String> {
         }
     }
     let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
         let name = line.split(['{', ' ']).next().unwrap();
         let family = ["_bucket", "_sum", "_count"]
             .iter()
@@ -104,8 +107,11 @@ fn replicated(tmp: &std::path::Path, n: u64) -> (Primary, ServerHandle, Vec<Doc>
     let stats = link.stats();
     let source: Arc<dyn PrimarySource> = Arc::new(link);
     // The server is built before the secondary runs, as the CLI does: it times every download.
-    let state = NodeState::new("test-secondary", geo_node::KeyRing::with([primary.creds.clone()]))
-        .with_secondary(SecondaryService::new(sec.clone(), source).with_link(stats));
+    let state = NodeState::new(
+        "test-secondary",
+        geo_node::KeyRing::with([primary.creds.clone()]),
+    )
+    .with_secondary(SecondaryService::new(sec.clone(), source).with_link(stats));
     let server = ServerHandle::start("127.0.0.1:0", Arc::new(state), 1).unwrap();
     sec.run_until_idle(20).unwrap();
     (primary, server, docs)
@@ -187,7 +193,10 @@ fn request_latency_is_kept_per_matched_route_never_per_raw_path() {
     assert_eq!((get(a.id), get(b.id), get(a.id)), (200, 200, 200));
     assert_eq!(get(gone.id), 404);
     // Refused before the handler: still the route's answer.
-    assert_eq!(raw_get(&addr, &format!("/api/geo/retrieve/doc/{}", a.id), None).0, 401);
+    assert_eq!(
+        raw_get(&addr, &format!("/api/geo/retrieve/doc/{}", a.id), None).0,
+        401
+    );
     // No route: not counted at all.
     assert_eq!(raw_get(&addr, "/api/geo/nothing/here", None).0, 404);
     let (_, text) = raw_get(&addr, "/metrics", None);
@@ -220,7 +229,10 @@ fn request_latency_is_kept_per_matched_route_never_per_raw_path() {
         "{text}"
     );
     let m = primary.server.as_ref().unwrap().state().metrics();
-    assert_eq!((m.requests("retrieve", 200), m.requests("retrieve", 401)), (3, 1));
+    assert_eq!(
+        (m.requests("retrieve", 200), m.requests("retrieve", 401)),
+        (3, 1)
+    );
     assert_eq!(m.bytes_served(), 12);
 }
 
@@ -251,7 +263,10 @@ fn status_round_trip_from_the_server_to_the_cli_table() {
         assert_eq!(s[field], value, "{field} in {body}");
     }
     assert_eq!(s["cursor_last_event_id"], s["last_event_id"], "{body}");
-    assert!(s["primary_link"]["requests"].as_u64().unwrap() > 0, "{body}");
+    assert!(
+        s["primary_link"]["requests"].as_u64().unwrap() > 0,
+        "{body}"
+    );
     assert_eq!(wire["role"], "secondary");
     assert_eq!(wire["health_status"], "Healthy");
     assert!(wire.get("primary").is_none());
@@ -263,7 +278,10 @@ fn status_round_trip_from_the_server_to_the_cli_table() {
         .unwrap();
     assert_eq!(st.role, SiteRole::Secondary);
     assert_eq!(st.replicables, typed.replicables);
-    assert_eq!(st.secondary.as_ref().unwrap().replicables, typed.secondary.as_ref().unwrap().replicables);
+    assert_eq!(
+        st.secondary.as_ref().unwrap().replicables,
+        typed.secondary.as_ref().unwrap().replicables
+    );
     assert!(st.uptime_seconds >= typed.uptime_seconds);
 
     // And the table the `status` command prints.
@@ -294,7 +312,10 @@ fn status_round_trip_from_the_server_to_the_cli_table() {
         .status()
         .unwrap();
     let table = render_status(&pst);
-    assert!(table.starts_with("test-primary (primary): Healthy\nprimary:\n  last_event_id: "), "{table}");
+    assert!(
+        table.starts_with("test-primary (primary): Healthy\nprimary:\n  last_event_id: "),
+        "{table}"
+    );
     assert!(table.contains("\n  docs_checksummed_count: 3\n"), "{table}");
     assert!(!table.contains("docs_synced_count"), "{table}");
 }

@@ -166,8 +166,8 @@ pub fn decode(mut body: Bytes) -> Result<Vec<BatchEntry>, DecodeError> {
         if body.remaining() < len {
             return Err(bad("path cut short"));
         }
-        let path = String::from_utf8(body.split_to(len).to_vec())
-            .map_err(|_| bad("path is not UTF-8"))?;
+        let path =
+            String::from_utf8(body.split_to(len).to_vec()).map_err(|_| bad("path is not UTF-8"))?;
         out.push(match kind {
             BLOB => {
                 if body.remaining() < 36 {

@@ -39,7 +39,10 @@ impl std::fmt::Debug for NodeClient {
     }
 }
 
-pub(super) fn transient(what: &str, e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> SourceError {
+pub(super) fn transient(
+    what: &str,
+    e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+) -> SourceError {
     SourceError::transient(what.to_owned(), e)
 }
 

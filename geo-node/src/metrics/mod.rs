@@ -299,16 +299,24 @@ mod tests {
             ),
             "{out}"
         );
-        assert!(out.contains("# TYPE geo_http_requests_total counter\n"), "{out}");
+        assert!(
+            out.contains("# TYPE geo_http_requests_total counter\n"),
+            "{out}"
+        );
         assert!(
             out.contains("# HELP geo_blob_bytes_served_total Blob bytes sent to secondaries.\n"),
             "{out}"
         );
         assert!(
-            out.contains("geo_auth_failures_total{name=\"eu \\\"west\\\"\\n\",reason=\"expired\"} 1\n"),
+            out.contains(
+                "geo_auth_failures_total{name=\"eu \\\"west\\\"\\n\",reason=\"expired\"} 1\n"
+            ),
             "{out}"
         );
-        assert_eq!((m.requests("retrieve", 200), m.requests("retrieve", 404)), (2, 0));
+        assert_eq!(
+            (m.requests("retrieve", 200), m.requests("retrieve", 404)),
+            (2, 0)
+        );
         assert_eq!((m.auth_failures(), m.bytes_served()), (1, 5));
     }
 
@@ -321,7 +329,10 @@ mod tests {
         o.sync_finished("widget", Duration::from_millis(5), 10, SyncResult::Synced);
         let mut out = String::new();
         prometheus_text::encode(&mut out, &m.registry).unwrap();
-        assert!(out.contains("# TYPE geo_sync_duration_seconds histogram\n"), "{out}");
+        assert!(
+            out.contains("# TYPE geo_sync_duration_seconds histogram\n"),
+            "{out}"
+        );
         assert!(
             out.contains(
                 "geo_sync_duration_seconds_count{name=\"eu\",replicable=\"widget\",result=\"synced\"} 2\n"

@@ -81,9 +81,12 @@ impl Out<'_> {
         if !self.seen.insert(name.to_owned()) {
             return Ok(());
         }
-        let mut family =
-            self.encoder
-                .encode_descriptor(name, help, None, ConstCounter::new(0u64).metric_type())?;
+        let mut family = self.encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
         for &(v, n) in values {
             ConstCounter::new(n).encode(family.encode_family(&[(label, v)])?)?;
         }

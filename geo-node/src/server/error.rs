@@ -62,11 +62,7 @@ impl ApiError {
 
     /// `403 BLOB_PATH_REFUSED`: a stored path that is absolute, has `..` or leaves the store.
     pub(crate) fn blob_path_refused(message: impl Into<String>) -> Self {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            geo_code::BLOB_PATH_REFUSED,
-            message,
-        )
+        ApiError::new(StatusCode::FORBIDDEN, geo_code::BLOB_PATH_REFUSED, message)
     }
 
     /// `404 NOT_A_PRIMARY`: primary data asked of a site that is not one.
@@ -117,8 +113,12 @@ impl From<&SourceError> for ApiError {
             SourceError::UnknownReplicable { .. } => {
                 (StatusCode::BAD_REQUEST, geo_code::UNKNOWN_REPLICABLE)
             }
-            SourceError::RecordNotFound { .. } => (StatusCode::NOT_FOUND, geo_code::RECORD_NOT_FOUND),
-            SourceError::MissingOnPrimary { .. } => (StatusCode::NOT_FOUND, geo_code::FILE_NOT_FOUND),
+            SourceError::RecordNotFound { .. } => {
+                (StatusCode::NOT_FOUND, geo_code::RECORD_NOT_FOUND)
+            }
+            SourceError::MissingOnPrimary { .. } => {
+                (StatusCode::NOT_FOUND, geo_code::FILE_NOT_FOUND)
+            }
             SourceError::Transient { source, .. } | SourceError::Other { source, .. }
                 if matches!(
                     source.downcast_ref::<BlobError>(),
@@ -191,9 +191,16 @@ mod tests {
         ];
         for (e, status, code) in cases {
             let a = ApiError::from(&e);
-            assert_eq!((a.status().as_u16(), a.body().geo_code.as_str()), (status, code), "{e}");
+            assert_eq!(
+                (a.status().as_u16(), a.body().geo_code.as_str()),
+                (status, code),
+                "{e}"
+            );
         }
         let body = serde_json::to_string(&ApiError::no_such_endpoint().body).unwrap();
-        assert_eq!(body, r#"{"geo_code":"BAD_REQUEST","message":"no such endpoint"}"#);
+        assert_eq!(
+            body,
+            r#"{"geo_code":"BAD_REQUEST","message":"no such endpoint"}"#
+        );
     }
 }
