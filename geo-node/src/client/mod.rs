@@ -12,6 +12,9 @@
 //! RECORD_NOT_FOUND` → `RecordNotFound`, `400 UNKNOWN_REPLICABLE` → `UnknownReplicable`, `401` →
 //! `Unauthorized`, 5xx, timeouts and I/O → `Transient`. The registry then retries with its
 //! backoff; nothing here retries in a loop.
+//!
+//! [`PrimarySource`]: geo_diesel::geo_core::source::PrimarySource
+//! [`BlobStream::reader`]: geo_diesel::geo_core::source::BlobStream::reader
 
 mod source;
 mod transport;
