@@ -85,6 +85,7 @@ pub enum NodeCommand {
 
 /// `primary`.
 #[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
 pub struct PrimaryArgs {
     /// Address to listen on.
     #[arg(long, env = "GEO_LISTEN", default_value = "127.0.0.1:8080")]
@@ -120,6 +121,7 @@ pub struct PrimaryArgs {
 
 /// `secondary`.
 #[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
 pub struct SecondaryArgs {
     /// The primary's base URL.
     #[arg(long, env = "GEO_PRIMARY_URL")]
@@ -161,6 +163,7 @@ pub struct SecondaryArgs {
 
 /// `status`.
 #[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
 pub struct StatusArgs {
     /// The site's base URL.
     #[arg(long, env = "GEO_NODE_URL", default_value = "http://127.0.0.1:8080")]

@@ -25,6 +25,13 @@ use geo_diesel::geo_core::source::PrimaryChecksum;
 use geo_diesel::geo_core::state::VerificationState;
 use serde::{Deserialize, Serialize};
 
+pub mod batch;
+pub mod status;
+
+pub use status::{
+    CursorStatus, HealthStatus, LinkStatus, NodeStatus, PrimaryStatus, SecondaryStatus, SiteRole,
+};
+
 /// Response header carrying the primary's blake3 checksum (hex) of a blob it has verified.
 pub const CHECKSUM_HEADER: &str = "x-geo-checksum";
 
@@ -157,13 +164,6 @@ pub struct ChecksumsResponse {
     #[serde(default)]
     pub blob_paths: BTreeMap<i64, String>,
 }
-
-pub mod batch;
-pub mod status;
-
-pub use status::{
-    CursorStatus, HealthStatus, LinkStatus, NodeStatus, PrimaryStatus, SecondaryStatus, SiteRole,
-};
 
 /// Parses an `ids=1,2,3` list: at most [`MAX_IDS`] integers.
 pub fn parse_ids(s: &str) -> Result<Vec<i64>, String> {
