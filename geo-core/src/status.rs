@@ -6,10 +6,25 @@
 //! (`geo_` + field name without a trailing `_count`). A count is `None` where it does not apply
 //! (registry counts on a primary, checksum counts on a secondary, verification counts for a type
 //! without verification) and renders as `null`.
+//!
+//! [`ReplicableStatuses`] is the same for every type of a site, as serde sees it: flattened
+//! (`#[serde(flatten)]`) into a status object, it writes each type's twelve fields and reads them
+//! back, so a server and a client share one typed status.
 
+use std::fmt;
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Number, Value};
 
 use crate::state::{ReplicationState, VerificationState};
+
+/// Suffix of the synced percentage field (`<plural>_synced_in_percentage`).
+const SYNCED_PERCENTAGE: &str = "synced_in_percentage";
+/// Suffix of the verified percentage field (`<plural>_verified_in_percentage`), also how a
+/// reader finds the types in a status object.
+const VERIFIED_PERCENTAGE: &str = "verified_in_percentage";
 
 /// The status of one replicable type on one site.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -137,17 +152,30 @@ impl ReplicableStatus {
 
     /// The counts as `(field suffix, value)` pairs in GitLab's order.
     pub fn counts(&self) -> [(&'static str, Option<u64>); 10] {
+        let mut copy = self.clone();
+        copy.counts_mut().map(|(suffix, v)| (suffix, *v))
+    }
+
+    /// The counts as `(field suffix, place)` pairs in GitLab's order: the one list of the
+    /// fields, which reading and writing both go through.
+    fn counts_mut(&mut self) -> [(&'static str, &mut Option<u64>); 10] {
         [
-            ("count", self.count),
-            ("checksum_total_count", self.checksum_total_count),
-            ("checksummed_count", self.checksummed_count),
-            ("checksum_failed_count", self.checksum_failed_count),
-            ("registry_count", self.registry_count),
-            ("synced_count", self.synced_count),
-            ("failed_count", self.failed_count),
-            ("verification_total_count", self.verification_total_count),
-            ("verified_count", self.verified_count),
-            ("verification_failed_count", self.verification_failed_count),
+            ("count", &mut self.count),
+            ("checksum_total_count", &mut self.checksum_total_count),
+            ("checksummed_count", &mut self.checksummed_count),
+            ("checksum_failed_count", &mut self.checksum_failed_count),
+            ("registry_count", &mut self.registry_count),
+            ("synced_count", &mut self.synced_count),
+            ("failed_count", &mut self.failed_count),
+            (
+                "verification_total_count",
+                &mut self.verification_total_count,
+            ),
+            ("verified_count", &mut self.verified_count),
+            (
+                "verification_failed_count",
+                &mut self.verification_failed_count,
+            ),
         ]
     }
 
@@ -161,24 +189,47 @@ impl ReplicableStatus {
 
     /// Adds this type's fields to an existing status object (the site-wide one).
     pub fn write_json(&self, map: &mut Map<String, Value>) {
-        for (suffix, value) in self.counts() {
-            map.insert(
-                format!("{}_{suffix}", self.plural),
-                value.map_or(Value::Null, |v| Value::Number(v.into())),
-            );
-        }
+        map.extend(self.fields());
+    }
+
+    /// The twelve fields of the status object, in GitLab's order: the counts (`null` where they
+    /// do not apply), then the two percentages.
+    pub fn fields(&self) -> impl Iterator<Item = (String, Value)> + '_ {
         let pct = |p: Option<f64>| {
             p.and_then(Number::from_f64)
                 .map_or(Value::Null, Value::Number)
         };
-        map.insert(
-            format!("{}_synced_in_percentage", self.plural),
-            pct(self.synced_in_percentage()),
-        );
-        map.insert(
-            format!("{}_verified_in_percentage", self.plural),
-            pct(self.verified_in_percentage()),
-        );
+        let counts = self.counts().into_iter().map(|(suffix, value)| {
+            (
+                format!("{}_{suffix}", self.plural),
+                value.map_or(Value::Null, |v| Value::Number(v.into())),
+            )
+        });
+        let percentages = [
+            (SYNCED_PERCENTAGE, pct(self.synced_in_percentage())),
+            (VERIFIED_PERCENTAGE, pct(self.verified_in_percentage())),
+        ]
+        .into_iter()
+        .map(|(suffix, v)| (format!("{}_{suffix}", self.plural), v));
+        counts.chain(percentages)
+    }
+
+    /// Reads one type's counts back from status fields (`key → value`); an error names the
+    /// field that is missing or not a count.
+    fn from_fields(plural: &str, fields: &[(String, Value)]) -> Result<Self, String> {
+        let mut s = ReplicableStatus::new(plural);
+        for (suffix, place) in s.counts_mut() {
+            let key = format!("{plural}_{suffix}");
+            *place = match fields.iter().find(|(k, _)| *k == key).map(|(_, v)| v) {
+                None => return Err(format!("missing field `{key}`")),
+                Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_u64()
+                        .ok_or_else(|| format!("`{key}` is not a count: {v}"))?,
+                ),
+            };
+        }
+        Ok(s)
     }
 
     /// Prometheus gauges for the counts that apply: `(name, value)`, e.g.
@@ -188,6 +239,73 @@ impl ReplicableStatus {
             .into_iter()
             .filter_map(|(suffix, v)| Some((gauge_name(&format!("{}_{suffix}", self.plural)), v?)))
             .collect()
+    }
+}
+
+/// The status of every replicable type of a site, as the flat fields of a status object.
+///
+/// Serialized (flattened into the object that holds it) as each type's
+/// [`fields`](ReplicableStatus::fields), in order; deserialized by finding each type's
+/// `<plural>_verified_in_percentage` field and reading its counts. Other fields of the object are
+/// left to their own struct fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplicableStatuses(pub Vec<ReplicableStatus>);
+
+impl ReplicableStatuses {
+    /// The status of the type whose plural is `plural`.
+    pub fn get(&self, plural: &str) -> Option<&ReplicableStatus> {
+        self.0.iter().find(|s| s.plural == plural)
+    }
+
+    /// Every field of every type, in order.
+    pub fn fields(&self) -> impl Iterator<Item = (String, Value)> + '_ {
+        self.0.iter().flat_map(ReplicableStatus::fields)
+    }
+}
+
+impl FromIterator<ReplicableStatus> for ReplicableStatuses {
+    fn from_iter<I: IntoIterator<Item = ReplicableStatus>>(iter: I) -> Self {
+        ReplicableStatuses(iter.into_iter().collect())
+    }
+}
+
+impl Serialize for ReplicableStatuses {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for (k, v) in self.fields() {
+            map.serialize_entry(&k, &v)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for ReplicableStatuses {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Fields;
+
+        impl<'de> Visitor<'de> for Fields {
+            type Value = ReplicableStatuses;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("status fields (`<plural>_synced_count`, …)")
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut fields: Vec<(String, Value)> = Vec::new();
+                while let Some(entry) = map.next_entry::<String, Value>()? {
+                    fields.push(entry);
+                }
+                let suffix = format!("_{VERIFIED_PERCENTAGE}");
+                fields
+                    .iter()
+                    .filter_map(|(k, _)| k.strip_suffix(&suffix))
+                    .map(|plural| ReplicableStatus::from_fields(plural, &fields))
+                    .collect::<Result<_, _>>()
+                    .map_err(serde::de::Error::custom)
+            }
+        }
+
+        deserializer.deserialize_map(Fields)
     }
 }
 
@@ -272,5 +390,49 @@ mod tests {
             ]
         );
         assert_eq!(gauge_name("event_log_max_id"), "geo_event_log_max_id");
+    }
+
+    #[test]
+    fn statuses_round_trip_through_serde_flattened_in_an_object() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Site {
+            name: String,
+            #[serde(flatten)]
+            types: ReplicableStatuses,
+            last_event_id: Option<i64>,
+        }
+        let site = Site {
+            name: "eu".into(),
+            types: [
+                ReplicableStatus::secondary("widgets", &[(2, 2, 3), (3, 0, 1)], true),
+                ReplicableStatus::secondary("gadget_files", &[], false),
+            ]
+            .into_iter()
+            .collect(),
+            last_event_id: Some(9),
+        };
+        let json = serde_json::to_value(&site).unwrap();
+        // The same fields as `to_json`, beside the object's own.
+        let mut expected = site.types.0[0].to_json();
+        site.types.0[1].write_json(&mut expected);
+        expected.insert("name".into(), json!("eu"));
+        expected.insert("last_event_id".into(), json!(9));
+        assert_eq!(json, Value::Object(expected));
+        let text = serde_json::to_string(&site).unwrap();
+        let back: Site = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, site);
+        assert_eq!(back.types.get("widgets").unwrap().synced_count, Some(3));
+        assert_eq!(back.types.get("gadget_files").unwrap().verified_count, None);
+        // A type missing a field, or a count that is not one, is an error, not a zero.
+        let mut broken = json.clone();
+        broken
+            .as_object_mut()
+            .unwrap()
+            .remove("widgets_failed_count");
+        let err = serde_json::from_value::<Site>(broken).unwrap_err();
+        assert!(err.to_string().contains("widgets_failed_count"), "{err}");
+        let mut broken = json;
+        broken["widgets_synced_count"] = json!("three");
+        assert!(serde_json::from_value::<Site>(broken).is_err());
     }
 }

@@ -81,13 +81,9 @@ fn rsync_version() -> Option<String> {
 
 /// A secondary reading the primary's database and files directly (the reference).
 fn direct_secondary(dir: &Path, primary: &Primary) -> geo_diesel::secondary::Secondary {
-    use geo_diesel::geo_core::Role;
     let tracking =
-        geo_diesel::db::DbPool::connect(&dir.join("tracking.sqlite3").display().to_string(), 8)
+        geo_node::cli::open_secondary_db(&dir.join("tracking.sqlite3").display().to_string(), 8)
             .unwrap();
-    let mut conn = tracking.get().unwrap();
-    geo_diesel::with_conn!(&mut conn, c => geo_diesel::run_migrations(c, Role::Secondary)).unwrap();
-    drop(conn);
     let store = std::sync::Arc::new(
         geo_diesel::geo_core::blob_store::LocalBlobStore::new(dir.join("files")).unwrap(),
     );

@@ -22,14 +22,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use geo_diesel::MigrationReport;
 use geo_diesel::db::{DbPool, PooledConn};
 use geo_diesel::geo_core::Role;
 use geo_diesel::geo_core::blob_store::LocalBlobStore;
 use geo_diesel::geo_core::clock::Env;
-use geo_diesel::run_migrations;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
 
+use geo_diesel::geo_core::status::ReplicableStatuses;
+
+use crate::api::NodeStatus;
 use crate::auth::{Credentials, KeyRing};
 use crate::client::{HttpConfig, HttpSource, NodeClient};
 use crate::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
@@ -81,6 +84,7 @@ pub enum NodeCommand {
 
 /// `primary`.
 #[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
 pub struct PrimaryArgs {
     /// Address to listen on.
     #[arg(long, env = "GEO_LISTEN", default_value = "127.0.0.1:8080")]
@@ -116,6 +120,7 @@ pub struct PrimaryArgs {
 
 /// `secondary`.
 #[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
 pub struct SecondaryArgs {
     /// The primary's base URL.
     #[arg(long, env = "GEO_PRIMARY_URL")]
@@ -157,6 +162,7 @@ pub struct SecondaryArgs {
 
 /// `status`.
 #[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
 pub struct StatusArgs {
     /// The site's base URL.
     #[arg(long, env = "GEO_NODE_URL", default_value = "http://127.0.0.1:8080")]
@@ -263,13 +269,26 @@ pub fn load_keys(file: Option<&std::path::Path>, inline: &[String]) -> Result<Ke
 /// Opens and migrates the primary database (running the application's setup hook first).
 pub fn open_primary_db(url: &str, pool: u32, app: &App) -> Result<DbPool> {
     let db = DbPool::connect(url, pool).context("opening the primary database")?;
-    let mut conn = db.get()?;
     if let Some(hook) = app.primary_setup {
+        let mut conn = db.get()?;
         hook(&mut conn).map_err(|e| anyhow::anyhow!("application setup: {e}"))?;
     }
-    let report = run_migrations(&mut conn, Role::Primary)?;
+    let report = migrate(&db, Role::Primary)?;
     tracing::info!(applied = report.applied.len(), "primary migrations");
     Ok(db)
+}
+
+/// Opens and migrates a secondary's tracking database.
+pub fn open_secondary_db(url: &str, pool: u32) -> Result<DbPool> {
+    let db = DbPool::connect(url, pool).context("opening the tracking database")?;
+    let report = migrate(&db, Role::Secondary)?;
+    tracing::info!(applied = report.applied.len(), "secondary migrations");
+    Ok(db)
+}
+
+/// Applies Geo's migrations for `role` to the database behind `db`.
+fn migrate(db: &DbPool, role: Role) -> Result<MigrationReport> {
+    Ok(db.migrate(role)?)
 }
 
 fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
@@ -307,13 +326,7 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
 fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     let creds = Credentials::new(&args.access_key, &args.secret)
         .context("--access-key/--secret (GEO_ACCESS_KEY/GEO_SECRET)")?;
-    let tracking =
-        DbPool::connect(&args.database_url, 16).context("opening the tracking database")?;
-    {
-        let mut conn = tracking.get()?;
-        let report = run_migrations(&mut conn, Role::Secondary)?;
-        tracing::info!(applied = report.applied.len(), "secondary migrations");
-    }
+    let tracking = open_secondary_db(&args.database_url, 16)?;
     let store = Arc::new(
         LocalBlobStore::new(&args.blob_dir)
             .with_context(|| format!("opening the blob store {}", args.blob_dir.display()))?,
@@ -341,14 +354,11 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
         Env::system(),
         config,
     ));
-    let workers = secondary.spawn()?;
+    // The state first: it times the secondary's downloads from the first one.
     let state = NodeState::new(args.name, KeyRing::with([creds]))
         .with_leeway(args.token_leeway_secs)
-        .with_secondary(SecondaryService {
-            secondary,
-            source,
-            link: Some(link),
-        });
+        .with_secondary(SecondaryService::new(Arc::clone(&secondary), source).with_link(link));
+    let workers = secondary.spawn()?;
     let server = ServerHandle::start(&args.listen, Arc::new(state), 1)?;
     announce(&server, "secondary");
     wait_for_signal()?;
@@ -367,64 +377,53 @@ fn run_status(args: StatusArgs) -> Result<ExitCode> {
     } else {
         print!("{}", render_status(&status));
     }
-    Ok(
-        if status.get("health_status").and_then(|v| v.as_str()) == Some("Healthy") {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        },
-    )
+    Ok(if status.is_healthy() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }
 
-/// A status object as a short table per role.
-pub fn render_status(status: &serde_json::Value) -> String {
+/// A status as a short table per role: the event log position, then every per-type field that
+/// applies, by name.
+pub fn render_status(status: &NodeStatus) -> String {
     use std::fmt::Write as _;
-    let s = |k: &str| {
-        status
-            .get(k)
-            .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_owned))
-            .unwrap_or_default()
-    };
     let mut out = String::new();
-    let _ = writeln!(out, "{} ({}): {}", s("name"), s("role"), s("health"));
-    let names: Vec<String> = status
-        .get("replicables")
-        .and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default();
-    for role in ["primary", "secondary"] {
-        let Some(fields) = status.get(role).and_then(|v| v.as_object()) else {
-            continue;
-        };
+    let _ = writeln!(out, "{} ({}): {}", status.name, status.role, status.health);
+    let show = |v: Option<i64>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
+    let mut section = |role: &str, lines: Vec<(&str, String)>, types: &ReplicableStatuses| {
         let _ = writeln!(out, "{role}:");
-        for k in [
-            "last_event_id",
-            "cursor_last_event_id",
-            "open_gaps_count",
-            "cursor_skipped_events_count",
-        ] {
-            if let Some(v) = fields.get(k) {
-                let _ = writeln!(out, "  {k}: {v}");
-            }
+        for (k, v) in lines {
+            let _ = writeln!(out, "  {k}: {v}");
         }
-        let mut keys: Vec<&String> = fields
-            .keys()
-            .filter(|k| k.ends_with("_count") || k.ends_with("_percentage"))
-            .filter(|k| !k.starts_with("open_gaps") && !k.starts_with("cursor_"))
-            .collect();
-        keys.sort();
-        for k in keys {
-            if !fields[k].is_null() {
-                let _ = writeln!(out, "  {k}: {}", fields[k]);
-            }
+        let mut fields: Vec<(String, serde_json::Value)> =
+            types.fields().filter(|(_, v)| !v.is_null()).collect();
+        fields.sort_by(|a, b| a.0.cmp(&b.0));
+        for (k, v) in fields {
+            let _ = writeln!(out, "  {k}: {v}");
         }
+    };
+    if let Some(p) = &status.primary {
+        let mut lines = Vec::new();
+        if let Some(last) = p.last_event_id {
+            lines.push(("last_event_id", show(last)));
+        }
+        section("primary", lines, &p.replicables);
     }
-    if !names.is_empty() {
-        let _ = writeln!(out, "replicables: {}", names.join(", "));
+    if let Some(s) = &status.secondary {
+        let mut lines = vec![("last_event_id", show(s.last_event_id))];
+        if let Some(c) = &s.cursor {
+            lines.push(("cursor_last_event_id", c.cursor_last_event_id.to_string()));
+            lines.push(("open_gaps_count", c.open_gaps_count.to_string()));
+        }
+        lines.push((
+            "cursor_skipped_events_count",
+            s.cursor_skipped_events_count.to_string(),
+        ));
+        section("secondary", lines, &s.replicables);
+    }
+    if !status.replicables.is_empty() {
+        let _ = writeln!(out, "replicables: {}", status.replicables.join(", "));
     }
     out
 }

@@ -16,4 +16,4 @@ pub mod server;
 
 pub use auth::{AccessKey, Credentials, KeyRing, Secret};
 pub use client::{HttpConfig, HttpSource, NodeClient};
-pub use server::{NodeState, PrimaryService, SecondaryService, ServerHandle, router};
+pub use server::{ApiError, NodeState, PrimaryService, SecondaryService, ServerHandle, router};

@@ -83,9 +83,9 @@ fn small_and_large_files_converge_with_few_requests() {
             #[diesel(sql_type = diesel::sql_types::Integer)]
             missing_on_primary: i32,
         }
-        let rows: Vec<Row> = geo_diesel::with_conn!(&mut conn, c => diesel::sql_query(
+        let rows: Vec<Row> = diesel::sql_query(
             "SELECT doc_id, CAST(missing_on_primary AS INTEGER) AS missing_on_primary FROM doc_registry WHERE state = 3"
-        ).load(c).unwrap());
+        ).load(sqlite(&mut conn)).unwrap();
         rows.into_iter()
             .map(|r| (r.doc_id, r.missing_on_primary))
             .collect()
@@ -346,9 +346,9 @@ fn a_batch_damaged_in_flight_fails_with_backoff_then_converges() {
             #[diesel(sql_type = diesel::sql_types::BigInt)]
             n: i64,
         }
-        let r: N = geo_diesel::with_conn!(&mut conn, c => diesel::sql_query(
+        let r: N = diesel::sql_query(
             "SELECT COUNT(*) AS n FROM doc_registry WHERE state = 3 AND last_sync_failure LIKE '%checksum mismatch%' AND retry_at > '2030-01-01T00:00:00.000Z'"
-        ).get_result(c).unwrap());
+        ).get_result(sqlite(&mut conn)).unwrap();
         r.n
     };
     assert_eq!(failed, 30);

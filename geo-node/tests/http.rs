@@ -10,6 +10,7 @@ use common::*;
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::geo_core::source::{PrimarySource, SourceError};
 use geo_node::KeyRing;
+use geo_node::api::SiteRole;
 use geo_node::auth::{self, Credentials, RequestData};
 use geo_node::client::{HttpConfig, HttpSource, NodeClient};
 use geo_node::server::{NodeState, SecondaryService, ServerHandle};
@@ -48,36 +49,34 @@ fn replicates_over_http_with_status_and_metrics() {
         primary.creds.clone(),
     )));
     let sec_state = NodeState::new("test-secondary", KeyRing::with([primary.creds.clone()]))
-        .with_secondary(SecondaryService {
-            secondary: sec.clone(),
-            source,
-            link: None,
-        });
+        .with_secondary(SecondaryService::new(sec.clone(), source));
     let sec_server = ServerHandle::start("127.0.0.1:0", Arc::new(sec_state), 1).unwrap();
     let st = NodeClient::new(HttpConfig::new(sec_server.url(), primary.creds.clone()))
         .status()
         .unwrap();
-    assert_eq!(st["health_status"], "Healthy", "{st:#}");
-    assert_eq!(st["role"], "secondary");
-    let secf = &st["secondary"];
-    assert_eq!(secf["docs_synced_count"], 60);
-    assert_eq!(secf["docs_verified_in_percentage"], 100.0);
+    assert!(st.is_healthy(), "{st:#?}");
+    assert_eq!(st.role, SiteRole::Secondary);
+    let secf = st.secondary.as_ref().unwrap();
+    let docs = secf.replicables.get("docs").unwrap();
+    assert_eq!(docs.synced_count, Some(60));
+    assert_eq!(docs.verified_in_percentage(), Some(100.0));
+    let cursor = secf.cursor.as_ref().unwrap();
     assert_eq!(
-        secf["cursor_last_event_id"], secf["last_event_id"],
-        "{st:#}"
+        Some(cursor.cursor_last_event_id),
+        secf.last_event_id,
+        "{st:#?}"
     );
-    assert_eq!(secf["open_gaps_count"], 0);
+    assert_eq!(cursor.open_gaps_count, 0);
 
     // The primary's status and metrics.
     let pst = NodeClient::new(HttpConfig::new(primary.url(), primary.creds.clone()))
         .status()
         .unwrap();
-    assert_eq!(pst["primary"]["docs_count"], 60);
-    assert_eq!(pst["primary"]["docs_checksummed_count"], 60);
-    assert!(
-        pst["primary"]["last_event_id"].as_i64().unwrap() >= 60 + 60,
-        "{pst:#}"
-    );
+    let pf = pst.primary.as_ref().unwrap();
+    let docs = pf.replicables.get("docs").unwrap();
+    assert_eq!(docs.count, Some(60));
+    assert_eq!(docs.checksummed_count, Some(60));
+    assert!(pf.last_event_id.flatten().unwrap() >= 60 + 60, "{pst:#?}");
     let (code, metrics) = raw_get(&primary.addr(), "/metrics", None);
     assert_eq!(code, 200);
     assert!(
@@ -388,9 +387,9 @@ struct RegRow {
 
 fn registry_rows(conn: &mut geo_diesel::db::PooledConn) -> Vec<RegRow> {
     use diesel::RunQueryDsl;
-    geo_diesel::with_conn!(conn, c => diesel::sql_query(
+    diesel::sql_query(
         "SELECT doc_id, state, retry_count, retry_at, last_sync_failure, missing_on_primary FROM doc_registry ORDER BY doc_id"
-    ).load(c).unwrap())
+    ).load(sqlite(conn)).unwrap()
 }
 
 #[test]

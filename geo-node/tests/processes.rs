@@ -92,6 +92,25 @@ impl Node {
     }
 }
 
+/// Runs a node command that ends by itself (`status`); its exit status and stdout.
+fn run_to_end(args: &[&str], secret: &str) -> (std::process::ExitStatus, String) {
+    let out = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_node",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("GEO_NODE_CHILD_ARGS", args.join("\n"))
+        .env("GEO_SECRET", secret)
+        .env("RUST_LOG", "warn")
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    (out.status, String::from_utf8(out.stdout).unwrap())
+}
+
 fn sigterm(pid: u32) {
     let ok = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
@@ -243,24 +262,25 @@ fn secondary_killed_mid_sync_and_restarted_converges_without_partial_files() {
     let client = NodeClient::new(HttpConfig::new(node.url.clone(), primary.creds.clone()));
     let deadline = Instant::now() + Duration::from_secs(60);
     let total = docs.len() as u64;
-    let mut last = serde_json::Value::Null;
+    let mut last = None;
+    let synced = |st: &geo_node::api::NodeStatus| {
+        let d = st.secondary.as_ref()?.replicables.get("docs")?;
+        Some((d.synced_count?, d.verified_count?))
+    };
     while Instant::now() < deadline {
         if let Ok(st) = client.status() {
-            let s = &st["secondary"];
-            if s["docs_synced_count"] == total
-                && s["docs_verified_count"] == total
-                && differing(&primary, &LocalStore::open(&store_root)).is_empty()
-            {
-                last = st;
+            let done = synced(&st) == Some((total, total))
+                && differing(&primary, &LocalStore::open(&store_root)).is_empty();
+            last = Some(st);
+            if done {
                 break;
             }
-            last = st;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(last["secondary"]["docs_synced_count"], total, "{last:#}");
-    assert_eq!(last["secondary"]["docs_verified_count"], total, "{last:#}");
-    assert_eq!(last["health_status"], "Healthy", "{last:#}");
+    let last = last.expect("the secondary answered its status");
+    assert_eq!(synced(&last), Some((total, total)), "{last:#?}");
+    assert!(last.is_healthy(), "{last:#?}");
     assert!(node.terminate().success(), "graceful stop on SIGTERM");
     assert_eq!(
         differing(&primary, &LocalStore::open(&store_root)),
@@ -356,4 +376,61 @@ fn primary_killed_and_restarted_secondary_recovers_by_itself() {
     assert_eq!(differing(&primary, &store), Vec::<String>::new());
     drop(workers);
     assert!(node.terminate().success());
+}
+
+#[test]
+fn status_command_prints_the_table_and_the_json_of_a_site() {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Primary::new(tmp.path());
+    for i in 0..3u64 {
+        create_doc(
+            &primary.db,
+            primary.store.as_ref(),
+            &format!("s/{i}.bin"),
+            &data(i, 1000),
+        );
+    }
+    primary.verify_all();
+    let url = primary.url();
+    let key = primary.creds.access_key.to_string();
+    let secret = primary.creds.secret.expose().to_owned();
+    let (code, out) = run_to_end(&["status", "--url", &url, "--access-key", &key], &secret);
+    assert!(code.success(), "{out}");
+    for line in [
+        "test-primary (primary): Healthy\nprimary:\n  last_event_id: 6\n",
+        "\n  docs_checksum_total_count: 3\n",
+        "\n  docs_checksummed_count: 3\n",
+        "\n  docs_count: 3\n",
+        "\nreplicables: doc\n",
+    ] {
+        assert!(out.contains(line), "{line:?} not in {out}");
+    }
+    let (code, out) = run_to_end(
+        &["status", "--url", &url, "--access-key", &key, "--json"],
+        &secret,
+    );
+    assert!(code.success(), "{out}");
+    // The harness writes `test child_node ... ` just before it, on the same line.
+    let start = out.find("{\n  \"name\"").expect("a JSON object");
+    let end = out.find("\n}\n").expect("its end") + 2;
+    let st: geo_node::api::NodeStatus = serde_json::from_str(&out[start..end]).unwrap();
+    let p = st.primary.as_ref().unwrap();
+    assert_eq!(p.last_event_id, Some(Some(6)));
+    assert_eq!(
+        p.replicables.get("docs").unwrap().checksummed_count,
+        Some(3)
+    );
+    // A refused key: the command fails.
+    let other = geo_node::auth::Credentials::generate();
+    let (code, _) = run_to_end(
+        &[
+            "status",
+            "--url",
+            &url,
+            "--access-key",
+            other.access_key.as_str(),
+        ],
+        other.secret.expose(),
+    );
+    assert!(!code.success());
 }

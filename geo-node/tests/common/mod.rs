@@ -15,14 +15,14 @@ use std::time::Duration;
 use diesel::prelude::*;
 use geo_diesel::db::{DbPool, PooledConn};
 use geo_diesel::direct::DirectSource;
+use geo_diesel::geo_core::Replicable;
 use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore, LocalBlobStore};
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::geo_core::event::Event;
 use geo_diesel::geo_core::source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
-use geo_diesel::geo_core::{Replicable, Role};
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
-use geo_diesel::{publish_created, replicable, run_migrations, with_conn};
+use geo_diesel::{publish_created, replicable};
 use geo_node::auth::{Credentials, KeyRing};
 use geo_node::cli::{App, BoxError};
 use geo_node::client::{HttpConfig, HttpSource};
@@ -63,13 +63,23 @@ pub fn doc_name() -> &'static str {
     <Doc as Replicable>::DESCRIPTOR.name
 }
 
+/// The SQLite connection behind a pooled one: these tests and the bench run on SQLite files.
+/// The one place they name a backend.
+pub fn sqlite(conn: &mut PooledConn) -> &mut SqliteConnection {
+    match conn {
+        PooledConn::Sqlite(c) => c,
+        #[allow(unreachable_patterns)]
+        _ => panic!("geo-node's tests run on SQLite"),
+    }
+}
+
 /// The application's schema hook.
 pub fn create_schema(conn: &mut PooledConn) -> Result<(), BoxError> {
     use diesel::connection::SimpleConnection;
-    with_conn!(conn, c => c.batch_execute(
+    sqlite(conn).batch_execute(
         "CREATE TABLE IF NOT EXISTS \"docs\" (\"id\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \
-         \"path\" TEXT NOT NULL, \"title\" TEXT NOT NULL);"
-    ))?;
+         \"path\" TEXT NOT NULL, \"title\" TEXT NOT NULL);",
+    )?;
     Ok(())
 }
 
@@ -88,15 +98,16 @@ pub fn create_doc(db: &DbPool, store: &dyn BlobStore, path: &str, data: &[u8]) -
 /// Inserts a record (no file) and publishes `created`.
 pub fn insert_doc(db: &DbPool, path: &str) -> Doc {
     let mut conn = db.get().unwrap();
-    with_conn!(&mut conn, c => c.transaction::<_, BoxError, _>(|c| {
-        let d: Doc = diesel::insert_into(docs::table)
-            .values((docs::path.eq(path), docs::title.eq("t")))
-            .returning(Doc::as_returning())
-            .get_result(c)?;
-        publish_created(c, &d)?;
-        Ok(d)
-    }))
-    .unwrap()
+    sqlite(&mut conn)
+        .transaction::<_, BoxError, _>(|c| {
+            let d: Doc = diesel::insert_into(docs::table)
+                .values((docs::path.eq(path), docs::title.eq("t")))
+                .returning(Doc::as_returning())
+                .get_result(c)?;
+            publish_created(c, &d)?;
+            Ok(d)
+        })
+        .unwrap()
 }
 
 /// Deterministic pseudo-random bytes.
@@ -337,11 +348,9 @@ pub fn secondary(
     creds: &Credentials,
     env: Env,
 ) -> (Arc<Secondary>, Arc<LocalBlobStore>) {
-    let tracking = DbPool::connect(&dir.join("tracking.sqlite3").display().to_string(), 8).unwrap();
-    {
-        let mut conn = tracking.get().unwrap();
-        with_conn!(&mut conn, c => run_migrations(c, Role::Secondary)).unwrap();
-    }
+    let tracking =
+        geo_node::cli::open_secondary_db(&dir.join("tracking.sqlite3").display().to_string(), 8)
+            .unwrap();
     let store = Arc::new(LocalBlobStore::new(dir.join("secondary-files")).unwrap());
     let mut http = HttpConfig::new(primary_url, creds.clone());
     http.read_timeout = Duration::from_secs(5);

@@ -1,0 +1,226 @@
+//! The wire format of the Geo HTTP API: paths, headers, JSON bodies and error codes, shared by
+//! the server ([`crate::server`]) and the client ([`crate::client`]).
+//!
+//! | endpoint | answers |
+//! |---|---|
+//! | `GET /api/geo/retrieve/{replicable}/{id}` | the blob, streamed; `Content-Length`, and [`CHECKSUM_HEADER`] when the primary verified it |
+//! | `GET /api/geo/blob_path/{replicable}/{id}` | [`BlobPathResponse`] |
+//! | `GET /api/geo/events?after=ID&limit=N` | [`EventsResponse`]: up to `N` events with `id > ID` |
+//! | `GET /api/geo/events?ids=1,2,3` | [`EventsResponse`]: those of the events that exist (gap filling) |
+//! | `GET /api/geo/events/last` | [`LastEventResponse`] |
+//! | `GET /api/geo/ids/{replicable}?from=A&to=B` | [`IdsResponse`]: ids in `A..=B` and the highest id |
+//! | `GET /api/geo/checksums/{replicable}?ids=1,2,3` | [`ChecksumsResponse`] |
+//! | `GET /api/geo/retrieve_batch/{replicable}?ids=1,2,3` | the paths of those records and the bytes of their small blobs, in the binary framing of [`batch`] |
+//! | `GET /api/geo/status` | [`NodeStatus`]: the site's status (GitLab's field names) |
+//! | `GET /metrics` | Prometheus text format, not authenticated |
+//!
+//! Every `/api/geo/` endpoint needs `Authorization: GL-Geo <access_key>:<jwt>` (see
+//! [`crate::auth`]). Errors are JSON [`ErrorBody`]s with a `geo_code`.
+
+use std::collections::BTreeMap;
+
+use geo_diesel::geo_core::checksum::{Checksum, ChecksumAlgorithm};
+use geo_diesel::geo_core::event::Event;
+use geo_diesel::geo_core::source::PrimaryChecksum;
+use geo_diesel::geo_core::state::VerificationState;
+use serde::{Deserialize, Serialize};
+
+pub mod batch;
+pub mod status;
+
+pub use status::{
+    CursorStatus, HealthStatus, LinkStatus, NodeStatus, PrimaryStatus, SecondaryStatus, SiteRole,
+};
+
+/// Response header carrying the primary's blake3 checksum (hex) of a blob it has verified.
+pub const CHECKSUM_HEADER: &str = "x-geo-checksum";
+
+/// Most ids one `ids=` list may hold.
+pub const MAX_IDS: usize = 1000;
+
+/// Largest blob whose bytes travel in a `retrieve_batch` answer; larger ones are fetched with
+/// `retrieve`.
+pub const MAX_BATCH_BLOB: u64 = 64 * 1024;
+
+/// Most blob bytes one `retrieve_batch` answer carries; blobs beyond it are fetched with
+/// `retrieve`.
+pub const MAX_BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Most events one `/api/geo/events` answer holds.
+pub const MAX_EVENTS: usize = 10_000;
+
+/// Widest `from..=to` range one `/api/geo/ids` request may ask for.
+pub const MAX_ID_RANGE: i64 = 100_000;
+
+/// The `geo_code` values of error bodies.
+pub mod geo_code {
+    /// The record exists but its file does not (GitLab's code).
+    pub const FILE_NOT_FOUND: &str = "FILE_NOT_FOUND";
+    /// The record does not exist.
+    pub const RECORD_NOT_FOUND: &str = "RECORD_NOT_FOUND";
+    /// The replicable name is not registered on this site.
+    pub const UNKNOWN_REPLICABLE: &str = "UNKNOWN_REPLICABLE";
+    /// A parameter is malformed (id, ids list, range).
+    pub const BAD_REQUEST: &str = "BAD_REQUEST";
+    /// The stored blob path is refused (absolute, `..`, or escaping the store through a link).
+    pub const BLOB_PATH_REFUSED: &str = "BLOB_PATH_REFUSED";
+    /// Missing or bad credentials.
+    pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+    /// This site does not serve that endpoint (a secondary asked for primary data).
+    pub const NOT_A_PRIMARY: &str = "NOT_A_PRIMARY";
+    /// A temporary failure on the primary (database busy, I/O): retry later.
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// Any other server failure.
+    pub const INTERNAL: &str = "INTERNAL";
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// A stable code from [`geo_code`].
+    pub geo_code: String,
+    /// A human-readable message (never a secret).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub message: String,
+}
+
+/// `GET /api/geo/events`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventsResponse {
+    /// The events, in id order.
+    pub events: Vec<Event>,
+}
+
+/// `GET /api/geo/events/last`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastEventResponse {
+    /// The highest event id, `null` when the log is empty.
+    pub last_event_id: Option<i64>,
+}
+
+/// `GET /api/geo/ids/{replicable}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdsResponse {
+    /// Record ids in the requested range, ascending (empty when no range was asked).
+    pub ids: Vec<i64>,
+    /// The highest record id, `null` when there is none.
+    pub max_id: Option<i64>,
+}
+
+/// `GET /api/geo/blob_path/{replicable}/{id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobPathResponse {
+    /// The blob path relative to the store root, `null` when the record does not exist.
+    pub blob_path: Option<String>,
+}
+
+/// One record's verification state on the primary.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksumEntry {
+    /// The record id.
+    pub id: i64,
+    /// The primary's verification state.
+    pub state: VerificationState,
+    /// The algorithm.
+    pub algorithm: ChecksumAlgorithm,
+    /// The checksum, when verified.
+    pub checksum: Option<Checksum>,
+    /// When it was verified, if known.
+    pub verified_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl ChecksumEntry {
+    /// From the trait's form.
+    pub fn new(id: i64, p: &PrimaryChecksum) -> Self {
+        ChecksumEntry {
+            id,
+            state: p.state,
+            algorithm: p.algorithm,
+            checksum: p.checksum,
+            verified_at: p.verified_at,
+        }
+    }
+
+    /// To the trait's form.
+    pub fn into_primary(self) -> (i64, PrimaryChecksum) {
+        (
+            self.id,
+            PrimaryChecksum {
+                state: self.state,
+                algorithm: self.algorithm,
+                checksum: self.checksum,
+                verified_at: self.verified_at,
+            },
+        )
+    }
+}
+
+/// `GET /api/geo/checksums/{replicable}?ids=…`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChecksumsResponse {
+    /// Records that have a verification state.
+    pub checksums: Vec<ChecksumEntry>,
+    /// The blob paths of the requested records that exist (saves one request per download).
+    #[serde(default)]
+    pub blob_paths: BTreeMap<i64, String>,
+}
+
+/// Parses an `ids=1,2,3` list: at most [`MAX_IDS`] integers.
+pub fn parse_ids(s: &str) -> Result<Vec<i64>, String> {
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let ids = s
+        .split(',')
+        .map(|p| p.trim().parse::<i64>().map_err(|_| format!("bad id {p:?}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    if ids.len() > MAX_IDS {
+        return Err(format!(
+            "at most {MAX_IDS} ids per request, got {}",
+            ids.len()
+        ));
+    }
+    Ok(ids)
+}
+
+/// Renders an `ids=` list.
+pub fn join_ids(ids: &[i64]) -> String {
+    let mut s = String::with_capacity(ids.len() * 8);
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&id.to_string());
+    }
+    s
+}
+
+/// Whether `name` may appear in a URL path segment as a replicable name (what
+/// `#[replicable]` accepts: lower-case letters, digits and `_`).
+pub fn valid_replicable_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 63
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn id_lists() {
+        assert_eq!(parse_ids("1,2, 3").unwrap(), vec![1, 2, 3]);
+        assert_eq!(parse_ids("").unwrap(), Vec::<i64>::new());
+        assert!(parse_ids("1,x").is_err());
+        assert!(parse_ids(&join_ids(&(0..1001).collect::<Vec<_>>())).is_err());
+        assert_eq!(join_ids(&[4, -1, 9]), "4,-1,9");
+        assert!(valid_replicable_name("widget_2"));
+        assert!(
+            !valid_replicable_name("../etc")
+                && !valid_replicable_name("")
+                && !valid_replicable_name("Widget")
+        );
+    }
+}

@@ -1,0 +1,245 @@
+//! The metrics read from the runtime at each scrape: status gauges per replicable, the event log
+//! position, and the counters of the primary's verifier, the secondary, its log cursor and its
+//! link to the primary. What cannot be read (a database down) is left out of that scrape.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+
+use crate::server::{NodeState, PrimaryService, SecondaryService};
+
+const STATUS_HELP: &str = "Geo status field (GitLab GeoNodeStatus).";
+
+/// Encodes the runtime's metrics of one site.
+pub struct SiteCollector {
+    primary: Option<PrimaryService>,
+    secondary: Option<SecondaryService>,
+}
+
+impl fmt::Debug for SiteCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SiteCollector")
+            .field("primary", &self.primary.is_some())
+            .field("secondary", &self.secondary.is_some())
+            .finish()
+    }
+}
+
+impl SiteCollector {
+    /// The collector of what `state` serves.
+    pub fn of(state: &NodeState) -> Self {
+        SiteCollector {
+            primary: state.primary_service().cloned(),
+            secondary: state.secondary_service().cloned(),
+        }
+    }
+}
+
+/// Writes metric families, each name once.
+struct Out<'a> {
+    encoder: DescriptorEncoder<'a>,
+    seen: BTreeSet<String>,
+}
+
+impl Out<'_> {
+    fn gauge(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
+        if !self.seen.insert(name.to_owned()) {
+            return Ok(());
+        }
+        let g = ConstGauge::new(value);
+        g.encode(
+            self.encoder
+                .encode_descriptor(name, help, None, g.metric_type())?,
+        )
+    }
+
+    /// A counter; `name` without its `_total`, which the encoder adds.
+    fn counter(&mut self, name: &str, help: &str, value: u64) -> fmt::Result {
+        if !self.seen.insert(name.to_owned()) {
+            return Ok(());
+        }
+        let c = ConstCounter::new(value);
+        c.encode(
+            self.encoder
+                .encode_descriptor(name, help, None, c.metric_type())?,
+        )
+    }
+
+    /// A counter family with one label: `(label value, count)` pairs.
+    fn counters(
+        &mut self,
+        name: &str,
+        help: &str,
+        label: &str,
+        values: &[(&str, u64)],
+    ) -> fmt::Result {
+        if !self.seen.insert(name.to_owned()) {
+            return Ok(());
+        }
+        let mut family = self.encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            ConstCounter::new(0u64).metric_type(),
+        )?;
+        for &(v, n) in values {
+            ConstCounter::new(n).encode(family.encode_family(&[(label, v)])?)?;
+        }
+        Ok(())
+    }
+}
+
+fn load(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+impl Collector for SiteCollector {
+    fn encode(&self, encoder: DescriptorEncoder<'_>) -> fmt::Result {
+        let mut out = Out {
+            encoder,
+            seen: BTreeSet::new(),
+        };
+        if let Some(p) = &self.primary {
+            primary(&mut out, p)?;
+        }
+        if let Some(s) = &self.secondary {
+            secondary(&mut out, s)?;
+        }
+        Ok(())
+    }
+}
+
+fn primary(out: &mut Out<'_>, p: &PrimaryService) -> fmt::Result {
+    if let Ok(Some(last)) = p.source.max_event_id() {
+        out.gauge(
+            "geo_last_event_id",
+            "Highest event id on the primary.",
+            last.max(0) as u64,
+        )?;
+    }
+    let Some(v) = &p.verifier else {
+        return Ok(());
+    };
+    if let Ok(rows) = v.status() {
+        for (_, s) in rows {
+            for (g, n) in s.gauges() {
+                out.gauge(&g, STATUS_HELP, n)?;
+            }
+        }
+    }
+    out.counter(
+        "geo_primary_checksummed",
+        "Records checksummed by this primary since start.",
+        load(&v.checksummed),
+    )?;
+    out.counter(
+        "geo_primary_checksum_failed",
+        "Primary verification failures since start.",
+        load(&v.failed),
+    )?;
+    out.counter(
+        "geo_primary_checksummed_bytes",
+        "Bytes hashed by the primary since start.",
+        load(&v.bytes),
+    )
+}
+
+fn secondary(out: &mut Out<'_>, s: &SecondaryService) -> fmt::Result {
+    let sec = &s.secondary;
+    if let Ok(rows) = sec.status() {
+        for (_, st) in rows {
+            for (g, n) in st.gauges() {
+                out.gauge(&g, STATUS_HELP, n)?;
+            }
+        }
+    }
+    if let Ok(mut conn) = sec.tracking().get()
+        && let Ok(cursor) = geo_diesel::cursor::load_state(&mut conn)
+    {
+        out.gauge(
+            "geo_cursor_last_event_id",
+            "Event id the log cursor has safely processed.",
+            cursor.safe_position().max(0) as u64,
+        )?;
+        out.gauge(
+            "geo_cursor_gaps_open",
+            "Event-id gaps awaited.",
+            cursor.gaps.len() as u64,
+        )?;
+    }
+    let cc = &sec.cursor().counters;
+    out.counters(
+        "geo_cursor_skipped_events",
+        "Events skipped by the log cursor.",
+        "reason",
+        &[
+            ("unknown_replicable", load(&cc.skipped_unknown_replicable)),
+            ("malformed", load(&cc.skipped_malformed)),
+            ("disabled", load(&cc.skipped_disabled)),
+        ],
+    )?;
+    out.counter(
+        "geo_cursor_applied_events",
+        "Events applied by the log cursor.",
+        load(&cc.applied),
+    )?;
+    out.counter(
+        "geo_cursor_gaps_detected",
+        "Event-id gaps detected.",
+        load(&cc.gaps_detected),
+    )?;
+    out.counter(
+        "geo_cursor_gaps_filled",
+        "Event-id gaps filled by a late event.",
+        load(&cc.gaps_filled),
+    )?;
+    out.counter(
+        "geo_cursor_gaps_expired",
+        "Event-id gaps dropped after the timeout.",
+        load(&cc.gaps_expired),
+    )?;
+    let sc = sec.counters();
+    out.counter(
+        "geo_sync_succeeded",
+        "Files synced since start.",
+        load(&sc.synced),
+    )?;
+    out.counter(
+        "geo_sync_failed",
+        "Sync failures recorded since start.",
+        load(&sc.sync_failed),
+    )?;
+    out.counter(
+        "geo_sync_bytes",
+        "Bytes written by syncs since start.",
+        load(&sc.bytes),
+    )?;
+    out.counter(
+        "geo_verification_succeeded",
+        "Secondary verifications that matched since start.",
+        load(&sc.verified),
+    )?;
+    out.counter(
+        "geo_verification_mismatch",
+        "Checksum mismatches found since start.",
+        load(&sc.mismatches),
+    )?;
+    if let Some(link) = &s.link {
+        out.counter(
+            "geo_primary_requests",
+            "Requests sent to the primary.",
+            load(&link.requests),
+        )?;
+        out.counter(
+            "geo_primary_request_errors",
+            "Requests to the primary that failed.",
+            load(&link.errors),
+        )?;
+    }
+    Ok(())
+}

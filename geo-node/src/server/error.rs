@@ -1,0 +1,206 @@
+//! [`ApiError`]: every error answer of the API, its status and its [`ErrorBody`], decided here.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use geo_diesel::geo_core::blob_store::BlobError;
+use geo_diesel::geo_core::source::SourceError;
+
+use crate::api::{ErrorBody, geo_code};
+use crate::auth::AuthError;
+
+/// An error answer: a status and a JSON [`ErrorBody`] (`{"geo_code": …, "message": …}`).
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            body: ErrorBody {
+                geo_code: code.to_owned(),
+                message: message.into(),
+            },
+        }
+    }
+
+    /// The answer's status.
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    /// The answer's body.
+    pub fn body(&self) -> &ErrorBody {
+        &self.body
+    }
+
+    /// `400 BAD_REQUEST`: a malformed parameter.
+    pub(crate) fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::BAD_REQUEST, geo_code::BAD_REQUEST, message)
+    }
+
+    /// `400 UNKNOWN_REPLICABLE`: a replicable name this site does not have (or could not have).
+    pub(crate) fn unknown_replicable(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            geo_code::UNKNOWN_REPLICABLE,
+            message,
+        )
+    }
+
+    /// `401 UNAUTHORIZED`: a refused token.
+    pub(crate) fn unauthorized(e: &AuthError) -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            geo_code::UNAUTHORIZED,
+            e.to_string(),
+        )
+    }
+
+    /// `403 BLOB_PATH_REFUSED`: a stored path that is absolute, has `..` or leaves the store.
+    pub(crate) fn blob_path_refused(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, geo_code::BLOB_PATH_REFUSED, message)
+    }
+
+    /// `404 NOT_A_PRIMARY`: primary data asked of a site that is not one.
+    pub(crate) fn not_a_primary() -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            geo_code::NOT_A_PRIMARY,
+            "this site is not a primary",
+        )
+    }
+
+    /// `404 BAD_REQUEST`: no such endpoint.
+    pub(crate) fn no_such_endpoint() -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            geo_code::BAD_REQUEST,
+            "no such endpoint",
+        )
+    }
+
+    /// `500 INTERNAL`.
+    pub(crate) fn internal(message: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            geo_code::INTERNAL,
+            message,
+        )
+    }
+
+    /// `503 UNAVAILABLE`: a temporary failure (reading `what` failed with `e`).
+    pub(crate) fn transient(
+        what: impl Into<String>,
+        e: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
+        ApiError::from(SourceError::transient(what.into(), e))
+    }
+}
+
+impl From<SourceError> for ApiError {
+    fn from(e: SourceError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&SourceError> for ApiError {
+    fn from(e: &SourceError) -> Self {
+        let (status, code) = match e {
+            SourceError::UnknownReplicable { .. } => {
+                (StatusCode::BAD_REQUEST, geo_code::UNKNOWN_REPLICABLE)
+            }
+            SourceError::RecordNotFound { .. } => {
+                (StatusCode::NOT_FOUND, geo_code::RECORD_NOT_FOUND)
+            }
+            SourceError::MissingOnPrimary { .. } => {
+                (StatusCode::NOT_FOUND, geo_code::FILE_NOT_FOUND)
+            }
+            SourceError::Transient { source, .. } | SourceError::Other { source, .. }
+                if matches!(
+                    source.downcast_ref::<BlobError>(),
+                    Some(BlobError::Escapes { .. } | BlobError::InvalidPath(_))
+                ) =>
+            {
+                (StatusCode::FORBIDDEN, geo_code::BLOB_PATH_REFUSED)
+            }
+            SourceError::Transient { .. } | SourceError::Unauthorized { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, geo_code::UNAVAILABLE)
+            }
+            SourceError::Other { .. } => (StatusCode::INTERNAL_SERVER_ERROR, geo_code::INTERNAL),
+        };
+        ApiError::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, Json(self.body)).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_errors_map_to_gitlab_codes() {
+        let cases = [
+            (
+                SourceError::MissingOnPrimary {
+                    replicable: "widget".into(),
+                    id: 7,
+                },
+                404,
+                geo_code::FILE_NOT_FOUND,
+            ),
+            (
+                SourceError::RecordNotFound {
+                    replicable: "widget".into(),
+                    id: 7,
+                },
+                404,
+                geo_code::RECORD_NOT_FOUND,
+            ),
+            (
+                SourceError::UnknownReplicable {
+                    replicable: "x".into(),
+                },
+                400,
+                geo_code::UNKNOWN_REPLICABLE,
+            ),
+            (
+                SourceError::transient("db", "busy"),
+                503,
+                geo_code::UNAVAILABLE,
+            ),
+            (SourceError::other("db", "bad"), 500, geo_code::INTERNAL),
+            (
+                SourceError::transient(
+                    "open",
+                    BlobError::Escapes {
+                        path: "link/x".into(),
+                    },
+                ),
+                403,
+                geo_code::BLOB_PATH_REFUSED,
+            ),
+        ];
+        for (e, status, code) in cases {
+            let a = ApiError::from(&e);
+            assert_eq!(
+                (a.status().as_u16(), a.body().geo_code.as_str()),
+                (status, code),
+                "{e}"
+            );
+        }
+        let body = serde_json::to_string(&ApiError::no_such_endpoint().body).unwrap();
+        assert_eq!(
+            body,
+            r#"{"geo_code":"BAD_REQUEST","message":"no such endpoint"}"#
+        );
+    }
+}

@@ -1,0 +1,197 @@
+//! What handlers take from a request, each checked once here: the GL-Geo token ([`Authorized`],
+//! [`AuthorizedBlob`]), the path's replicable and id ([`Replicable`], [`Record`]), the query
+//! ([`Params`]) and the primary half of the site ([`Primary`]). Each rejects with an
+//! [`ApiError`]; handlers list them in the order the checks run.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, Query};
+use axum::http::header;
+use axum::http::request::Parts;
+use geo_diesel::geo_core::find_replicable;
+use serde::de::DeserializeOwned;
+
+use super::{ApiError, NodeState, PrimaryService};
+use crate::api;
+use crate::auth::RequestData;
+
+/// Proof that the request carries a valid GL-Geo token bound to its method, path and query
+/// (`{"request": "GET /api/geo/events?after=0"}`).
+#[derive(Debug, Clone, Copy)]
+pub struct Authorized;
+
+impl FromRequestParts<Arc<NodeState>> for Authorized {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<NodeState>,
+    ) -> Result<Self, ApiError> {
+        let data = RequestData::get(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+        authorize(parts, state, &data)?;
+        Ok(Authorized)
+    }
+}
+
+/// A blob request (`/{replicable}/{id}`) whose token is bound to that replicable and id, as
+/// GitLab binds `retrieve`: the id is checked first (`400`), then the token (`401`), then the
+/// replicable (`400 UNKNOWN_REPLICABLE`).
+#[derive(Debug, Clone, Copy)]
+pub struct AuthorizedBlob {
+    /// The replicable, as registered.
+    pub name: &'static str,
+    /// The record id.
+    pub id: i64,
+}
+
+impl FromRequestParts<Arc<NodeState>> for AuthorizedBlob {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<NodeState>,
+    ) -> Result<Self, ApiError> {
+        let (replicable, id) = path::<(String, String)>(parts, state).await?;
+        let id = parse_id(&id)?;
+        authorize(parts, state, &RequestData::blob(&replicable, id))?;
+        Ok(AuthorizedBlob {
+            name: known_replicable(&replicable)?,
+            id,
+        })
+    }
+}
+
+/// The registered replicable named by the path (`/{replicable}`).
+#[derive(Debug, Clone, Copy)]
+pub struct Replicable(pub &'static str);
+
+impl FromRequestParts<Arc<NodeState>> for Replicable {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<NodeState>,
+    ) -> Result<Self, ApiError> {
+        let name = path::<String>(parts, state).await?;
+        Ok(Replicable(known_replicable(&name)?))
+    }
+}
+
+/// A record named by the path (`/{replicable}/{id}`): the id is checked before the name.
+#[derive(Debug, Clone, Copy)]
+pub struct Record {
+    /// The replicable, as registered.
+    pub name: &'static str,
+    /// The record id.
+    pub id: i64,
+}
+
+impl FromRequestParts<Arc<NodeState>> for Record {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<NodeState>,
+    ) -> Result<Self, ApiError> {
+        let (name, id) = path::<(String, String)>(parts, state).await?;
+        let id = parse_id(&id)?;
+        Ok(Record {
+            name: known_replicable(&name)?,
+            id,
+        })
+    }
+}
+
+/// The query string, decoded; a malformed one is `400 BAD_REQUEST`.
+#[derive(Debug, Clone)]
+pub struct Params<T>(pub T);
+
+impl<T: DeserializeOwned + Send> FromRequestParts<Arc<NodeState>> for Params<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<NodeState>,
+    ) -> Result<Self, ApiError> {
+        let Query(q) = Query::<T>::from_request_parts(parts, state)
+            .await
+            .map_err(|e| ApiError::bad_request(e.body_text()))?;
+        Ok(Params(q))
+    }
+}
+
+/// The primary half of the site; `404 NOT_A_PRIMARY` on a site that is not a primary.
+#[derive(Clone)]
+pub struct Primary(pub PrimaryService);
+
+impl FromRequestParts<Arc<NodeState>> for Primary {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        _parts: &mut Parts,
+        state: &Arc<NodeState>,
+    ) -> Result<Self, ApiError> {
+        state
+            .primary_service()
+            .cloned()
+            .map(Primary)
+            .ok_or_else(ApiError::not_a_primary)
+    }
+}
+
+/// Checks the request's token against `data`; a refusal is counted and logged once, here.
+fn authorize(parts: &Parts, state: &NodeState, data: &RequestData) -> Result<(), ApiError> {
+    let header = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or(""));
+    state.verify_token(header, data).map_err(|e| {
+        state.metrics().auth_failure(&e);
+        tracing::warn!(reason = %e, "refused a Geo request");
+        ApiError::unauthorized(&e)
+    })
+}
+
+/// The path parameters; an undecodable path is `400 BAD_REQUEST`.
+async fn path<T: DeserializeOwned + Send>(
+    parts: &mut Parts,
+    state: &Arc<NodeState>,
+) -> Result<T, ApiError> {
+    Path::<T>::from_request_parts(parts, state)
+        .await
+        .map(|Path(p)| p)
+        .map_err(|e| ApiError::bad_request(e.body_text()))
+}
+
+/// A record id: a positive integer.
+fn parse_id(s: &str) -> Result<i64, ApiError> {
+    match s.parse::<i64>() {
+        Ok(id) if id > 0 => Ok(id),
+        _ => Err(ApiError::bad_request(format!("bad id {s:?}"))),
+    }
+}
+
+/// The registered replicable named `name`.
+fn known_replicable(name: &str) -> Result<&'static str, ApiError> {
+    if !api::valid_replicable_name(name) {
+        return Err(ApiError::unknown_replicable("bad replicable name"));
+    }
+    find_replicable(name)
+        .map(|d| d.name)
+        .ok_or_else(|| ApiError::unknown_replicable(format!("unknown replicable {name:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_positive_integers() {
+        assert_eq!(parse_id("7").unwrap(), 7);
+        for bad in ["0", "-1", "1.5", "", "../x", "99999999999999999999"] {
+            assert_eq!(parse_id(bad).unwrap_err().status().as_u16(), 400, "{bad}");
+        }
+        let e = known_replicable("../etc").unwrap_err();
+        assert_eq!(e.body().geo_code, api::geo_code::UNKNOWN_REPLICABLE);
+    }
+}

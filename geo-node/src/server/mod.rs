@@ -1,0 +1,123 @@
+//! The HTTP server of a site (axum on tokio).
+//!
+//! A primary serves everything an HTTP secondary's [`PrimarySource`] needs, read through any
+//! [`PrimarySource`] on its side (in production geo-diesel's `DirectSource` over its database
+//! and blob store). Blobs are streamed in [`CHUNK`]-sized pieces through a bounded channel from
+//! a blocking reader, so a 5 GiB blob costs the same memory as a 5 KiB one. A secondary serves
+//! its own status and metrics. Every `/api/geo/` endpoint is authenticated
+//! ([`crate::auth`]); `/metrics` is open, as Prometheus scrapes it.
+//!
+//! Each concern is written once: authorization and parameter checks are extractors
+//! ([`extract`]), every error answer is an [`ApiError`], and one middleware counts and times
+//! every request by its matched route. Handlers, grouped by area (`retrieve`, `events`,
+//! `records`, `status`), return `Result<Json<T>, ApiError>` with the typed bodies of
+//! [`crate::api`]; database and file calls run on tokio's blocking pool (`spawn_blocking`).
+//!
+//! [`PrimarySource`]: geo_diesel::geo_core::source::PrimarySource
+
+mod error;
+mod events;
+pub mod extract;
+mod middleware;
+mod records;
+mod retrieve;
+mod serve;
+mod state;
+mod status;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::routing::get;
+use serde::Deserialize;
+
+use crate::api;
+
+pub use error::ApiError;
+pub use retrieve::CHUNK;
+pub use serve::{ServeError, ServerHandle};
+pub use state::{NodeState, PrimaryService, SecondaryService};
+pub use status::collect_status;
+
+/// The routes of a site and the `endpoint` label of their metrics.
+pub mod route {
+    /// `GET`: one blob, streamed.
+    pub const RETRIEVE: &str = "/api/geo/retrieve/{replicable}/{id}";
+    /// `GET`: one record's blob path.
+    pub const BLOB_PATH: &str = "/api/geo/blob_path/{replicable}/{id}";
+    /// `GET`: events after an id, or by ids.
+    pub const EVENTS: &str = "/api/geo/events";
+    /// `GET`: the highest event id.
+    pub const EVENTS_LAST: &str = "/api/geo/events/last";
+    /// `GET`: record ids in a range.
+    pub const IDS: &str = "/api/geo/ids/{replicable}";
+    /// `GET`: the primary's checksums of records.
+    pub const CHECKSUMS: &str = "/api/geo/checksums/{replicable}";
+    /// `GET`: many small blobs in one answer.
+    pub const RETRIEVE_BATCH: &str = "/api/geo/retrieve_batch/{replicable}";
+    /// `GET`: the site's status.
+    pub const STATUS: &str = "/api/geo/status";
+    /// `GET`: Prometheus metrics.
+    pub const METRICS: &str = "/metrics";
+
+    /// Every route with its `endpoint` label (`geo_http_requests_total{endpoint}`).
+    pub const ALL: [(&str, &str); 9] = [
+        (RETRIEVE, "retrieve"),
+        (BLOB_PATH, "blob_path"),
+        (EVENTS, "events"),
+        (EVENTS_LAST, "events_last"),
+        (IDS, "ids"),
+        (CHECKSUMS, "checksums"),
+        (RETRIEVE_BATCH, "retrieve_batch"),
+        (STATUS, "status"),
+        (METRICS, "metrics"),
+    ];
+
+    /// The route and endpoint label of a matched route pattern.
+    pub(crate) fn known(matched: &str) -> Option<(&'static str, &'static str)> {
+        ALL.iter().copied().find(|(r, _)| *r == matched)
+    }
+}
+
+/// The router of a site.
+pub fn router(state: Arc<NodeState>) -> Router {
+    Router::new()
+        .route(route::RETRIEVE, get(retrieve::retrieve))
+        .route(route::BLOB_PATH, get(records::blob_path))
+        .route(route::EVENTS, get(events::events))
+        .route(route::EVENTS_LAST, get(events::last_event))
+        .route(route::IDS, get(records::ids))
+        .route(route::CHECKSUMS, get(records::checksums))
+        .route(route::RETRIEVE_BATCH, get(retrieve::retrieve_batch))
+        .route(route::STATUS, get(status::status))
+        .route(route::METRICS, get(status::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            middleware::track,
+        ))
+        .fallback(|| async { ApiError::no_such_endpoint() })
+        .with_state(state)
+}
+
+/// Runs a blocking closure on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::internal(format!("worker failed: {e}")))?
+}
+
+/// Query of `/api/geo/checksums/{replicable}` and `/api/geo/retrieve_batch/{replicable}`: a
+/// comma-separated id list.
+#[derive(Debug, Deserialize)]
+struct IdListQuery {
+    ids: Option<String>,
+}
+
+impl IdListQuery {
+    /// The ids (at most [`api::MAX_IDS`]); none when the list is absent.
+    fn ids(&self) -> Result<Vec<i64>, ApiError> {
+        api::parse_ids(self.ids.as_deref().unwrap_or("")).map_err(ApiError::bad_request)
+    }
+}

@@ -1,0 +1,79 @@
+//! What a secondary asks about records: `ids` (for the backfill), `checksums` (for
+//! verification, with the blob paths), and `blob_path`.
+
+use axum::Json;
+use serde::Deserialize;
+
+use super::extract::{Authorized, Params, Primary, Record, Replicable};
+use super::{ApiError, IdListQuery, blocking};
+use crate::api::{self, BlobPathResponse, ChecksumEntry, ChecksumsResponse, IdsResponse};
+
+/// `GET /api/geo/blob_path/{replicable}/{id}`.
+pub(super) async fn blob_path(
+    _: Authorized,
+    Record { name, id }: Record,
+    Primary(service): Primary,
+) -> Result<Json<BlobPathResponse>, ApiError> {
+    let source = service.source;
+    let blob_path = blocking(move || Ok(source.blob_path(name, id)?)).await?;
+    Ok(Json(BlobPathResponse { blob_path }))
+}
+
+/// Query of `/api/geo/ids/{replicable}`.
+#[derive(Debug, Deserialize)]
+pub(super) struct IdsQuery {
+    from: Option<i64>,
+    to: Option<i64>,
+}
+
+/// `GET /api/geo/ids/{replicable}[?from=A&to=B]`: ids in `A..=B` and the highest id.
+pub(super) async fn ids(
+    _: Authorized,
+    Params(q): Params<IdsQuery>,
+    Replicable(name): Replicable,
+    Primary(service): Primary,
+) -> Result<Json<IdsResponse>, ApiError> {
+    let range = match (q.from, q.to) {
+        (Some(a), Some(b)) if a <= b && b.saturating_sub(a) < api::MAX_ID_RANGE => Some(a..=b),
+        (None, None) => None,
+        _ => {
+            return Err(ApiError::bad_request(format!(
+                "from and to go together, from <= to, at most {} ids",
+                api::MAX_ID_RANGE
+            )));
+        }
+    };
+    let source = service.source;
+    blocking(move || {
+        let ids = match range {
+            Some(r) => source.model_ids(name, r)?,
+            None => Vec::new(),
+        };
+        let max_id = source.max_model_id(name)?;
+        Ok(Json(IdsResponse { ids, max_id }))
+    })
+    .await
+}
+
+/// `GET /api/geo/checksums/{replicable}?ids=…`: the primary's verification state of those
+/// records, and their blob paths (so the secondary needs no request per download for them).
+pub(super) async fn checksums(
+    _: Authorized,
+    Params(q): Params<IdListQuery>,
+    Replicable(name): Replicable,
+    Primary(service): Primary,
+) -> Result<Json<ChecksumsResponse>, ApiError> {
+    let ids = q.ids()?;
+    blocking(move || {
+        let sums = service.source.primary_checksums(name, &ids)?;
+        let blob_paths = service.blob_paths(name, &ids)?;
+        Ok(Json(ChecksumsResponse {
+            checksums: sums
+                .iter()
+                .map(|(id, p)| ChecksumEntry::new(*id, p))
+                .collect(),
+            blob_paths,
+        }))
+    })
+    .await
+}

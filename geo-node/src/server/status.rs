@@ -1,0 +1,130 @@
+//! The site's own reports: `GET /api/geo/status` ([`NodeStatus`]) and `GET /metrics`.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use geo_diesel::geo_core::replicables;
+use geo_diesel::geo_core::status::ReplicableStatuses;
+
+use super::extract::Authorized;
+use super::{ApiError, NodeState, blocking};
+use crate::api::{
+    CursorStatus, HealthStatus, NodeStatus, PrimaryStatus, SecondaryStatus, SiteRole,
+};
+
+/// Most open gaps listed in a status.
+const GAPS_LISTED: usize = 100;
+
+/// `GET /api/geo/status`.
+pub(super) async fn status(
+    State(state): State<Arc<NodeState>>,
+    _: Authorized,
+) -> Result<Json<NodeStatus>, ApiError> {
+    blocking(move || Ok(Json(collect_status(&state)))).await
+}
+
+/// The site's status: GitLab's per-type fields for each role the site plays, plus the event
+/// log position, open gaps and health. What cannot be read is named in `health`.
+pub fn collect_status(state: &NodeState) -> NodeStatus {
+    let mut problems: Vec<String> = Vec::new();
+    let primary = state.primary_service().map(|p| {
+        let last_event_id = match p.source.max_event_id() {
+            Ok(last) => Some(last),
+            Err(e) => {
+                problems.push(format!("primary event log: {e}"));
+                None
+            }
+        };
+        let replicables = match p.verifier.as_ref().map(|v| v.status()) {
+            None => ReplicableStatuses::default(),
+            Some(Ok(rows)) => rows.into_iter().map(|(_, s)| s).collect(),
+            Some(Err(e)) => {
+                problems.push(format!("primary status: {e}"));
+                ReplicableStatuses::default()
+            }
+        };
+        PrimaryStatus {
+            last_event_id,
+            replicables,
+        }
+    });
+    let secondary = state.secondary_service().map(|s| {
+        let replicables = match s.secondary.status() {
+            Ok(rows) => rows.into_iter().map(|(_, st)| st).collect(),
+            Err(e) => {
+                problems.push(format!("tracking database: {e}"));
+                ReplicableStatuses::default()
+            }
+        };
+        let cursor = match s
+            .secondary
+            .tracking()
+            .get()
+            .map_err(|e| e.to_string())
+            .and_then(|mut c| geo_diesel::cursor::load_state(&mut c).map_err(|e| e.to_string()))
+        {
+            Ok(cursor) => Some(CursorStatus {
+                cursor_last_event_id: cursor.safe_position(),
+                cursor_position: cursor.last_event_id,
+                open_gaps_count: cursor.gaps.len(),
+                open_gaps: cursor.gaps.iter().take(GAPS_LISTED).copied().collect(),
+            }),
+            Err(e) => {
+                problems.push(format!("event log cursor: {e}"));
+                None
+            }
+        };
+        let last_event_id = match s.source.max_event_id() {
+            Ok(last) => last,
+            Err(e) => {
+                problems.push(format!("primary unreachable: {e}"));
+                None
+            }
+        };
+        SecondaryStatus {
+            replicables,
+            cursor,
+            last_event_id,
+            cursor_skipped_events_count: s.secondary.cursor().counters.skipped(),
+            primary_link: s.link.as_ref().map(|l| l.snapshot()),
+        }
+    });
+    let healthy = problems.is_empty();
+    NodeStatus {
+        name: state.name().to_owned(),
+        status_at: chrono::Utc::now(),
+        uptime_seconds: state.uptime().as_secs(),
+        role: SiteRole::of(primary.is_some(), secondary.is_some()),
+        replicables: replicables().iter().map(|d| d.name.to_owned()).collect(),
+        primary,
+        secondary,
+        health_status: if healthy {
+            HealthStatus::Healthy
+        } else {
+            HealthStatus::Unhealthy
+        },
+        health: if healthy {
+            "Healthy".to_owned()
+        } else {
+            problems.join("; ")
+        },
+    }
+}
+
+/// `GET /metrics`, not authenticated (Prometheus scrapes it).
+pub(super) async fn metrics(State(state): State<Arc<NodeState>>) -> Response {
+    let text = tokio::task::spawn_blocking(move || crate::metrics::render(&state))
+        .await
+        .unwrap_or_else(|e| format!("# metrics failed: {e}\n"));
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+        )],
+        text,
+    )
+        .into_response()
+}
