@@ -77,6 +77,7 @@ impl FromStr for ChecksumAlgorithm {
 
 /// A value that cannot be read as a checksum.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ChecksumError {
     /// The bytes have the wrong length.
     #[error("a blake3 checksum is {CHECKSUM_LEN} bytes, got {0}")]

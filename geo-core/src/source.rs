@@ -23,6 +23,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// A failed call to a primary. The variants decide what the secondary does next.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SourceError {
     /// The primary does not know this replicable name (a newer or older build).
     #[error("the primary does not replicate {replicable:?}")]

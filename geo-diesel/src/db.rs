@@ -104,6 +104,7 @@ pub(crate) use with_conn;
 
 /// Errors opening a database or a pool.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum ConnectError {
     /// The URL names a backend this build does not support.
     #[error(

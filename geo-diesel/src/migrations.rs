@@ -320,6 +320,7 @@ impl fmt::Display for RevertReport {
 /// Why migrating failed. Every migration runs in its own transaction, so the database is left
 /// with the migrations before the failing one applied and recorded, and none of the failing one.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MigrationError {
     /// No connection could be checked out of the pool.
     #[error("cannot migrate: no database connection: {0}")]

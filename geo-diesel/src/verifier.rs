@@ -47,6 +47,7 @@ impl Default for PrimaryConfig {
 
 /// Errors from the primary's workers.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum VerifierError {
     /// A query failed.
     #[error(transparent)]

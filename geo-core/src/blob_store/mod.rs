@@ -27,6 +27,7 @@ pub const TEMP_PREFIX: &str = ".tmp_";
 
 /// A failed blob store operation. Every variant names the blob path.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BlobError {
     /// The key is not a valid relative path.
     #[error(transparent)]

@@ -155,6 +155,7 @@ impl Default for LogCursor {
 
 /// Errors from a cursor pass.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum CursorError {
     /// The tracking database failed.
     #[error("tracking database: {0}")]

@@ -84,6 +84,7 @@ impl Default for SecondaryConfig {
 
 /// Errors from a secondary pass.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SecondaryError {
     /// The tracking database failed.
     #[error(transparent)]

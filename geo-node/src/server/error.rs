@@ -130,7 +130,7 @@ impl From<&SourceError> for ApiError {
             SourceError::Transient { .. } | SourceError::Unauthorized { .. } => {
                 (StatusCode::SERVICE_UNAVAILABLE, geo_code::UNAVAILABLE)
             }
-            SourceError::Other { .. } => (StatusCode::INTERNAL_SERVER_ERROR, geo_code::INTERNAL),
+            _ => (StatusCode::INTERNAL_SERVER_ERROR, geo_code::INTERNAL),
         };
         ApiError::new(status, code, e.to_string())
     }
