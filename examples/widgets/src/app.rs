@@ -2,7 +2,7 @@
 //! publishes its Geo event in the same transaction.
 //!
 //! This application runs on SQLite and PostgreSQL alike, so it dispatches its own Diesel code on
-//! the connection's backend ([`on_backend!`]); an application on one backend passes its own
+//! the connection's backend (`on_backend!` below); an application on one backend passes its own
 //! `SqliteConnection` or `PgConnection` to `publish_*` directly.
 
 use diesel::prelude::*;

@@ -2,6 +2,7 @@
 
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Binary, Nullable, SmallInt, Text};
+use geo_core::schema::Column;
 use geo_core::{ReplicableDescriptor, VerificationState};
 
 use super::{PrimaryError, q};
@@ -75,7 +76,11 @@ pub fn primary_checksums(
     for chunk in ids.chunks(crate::sql::CHUNK) {
         let mut sql = Sql::new();
         sql.push("SELECT CAST(").ident(key);
-        sql.push(" AS BIGINT) AS id, verification_state AS state, verification_checksum AS checksum FROM ");
+        sql.push(" AS BIGINT) AS id, ")
+            .ident(Column::VerificationState.name())
+            .push(" AS state, ")
+            .ident(Column::VerificationChecksum.name())
+            .push(" AS checksum FROM ");
         sql.ident(table).push(" WHERE ").ident(key);
         sql.push(" IN (").ints(chunk.iter().copied()).push(")");
         let rows: Vec<Row> = sql.load(conn).map_err(q("reading primary checksums", d))?;

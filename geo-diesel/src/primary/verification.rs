@@ -5,6 +5,7 @@
 use chrono::{DateTime, Duration, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, SmallInt};
+use geo_core::schema::Column;
 use geo_core::transitions::verification as rules;
 use geo_core::{ReplicableDescriptor, VerificationMode};
 
@@ -167,7 +168,8 @@ pub fn backfill_verification_states(
     let (m, id) = (d.tables.model, d.tables.model_id);
     let mut sql = Sql::new();
     sql.push("INSERT INTO ").ident(st).push(" (").ident(k);
-    sql.push(", verification_state) SELECT m.").ident(id);
+    sql.push(", ").ident(Column::VerificationState.name());
+    sql.push(") SELECT m.").ident(id);
     sql.push(", ")
         .int(i64::from(geo_core::VerificationState::Pending.as_i16()));
     sql.push(" FROM ")
@@ -202,9 +204,11 @@ pub fn verification_groups(
         return Ok(Vec::new());
     };
     let mut sql = Sql::new();
-    sql.push("SELECT verification_state AS state, CAST(COUNT(*) AS BIGINT) AS n FROM ")
-        .ident(table)
-        .push(" GROUP BY verification_state");
+    let vstate = Column::VerificationState.name();
+    sql.push("SELECT ").ident(vstate);
+    sql.push(" AS state, CAST(COUNT(*) AS BIGINT) AS n FROM ")
+        .ident(table);
+    sql.push(" GROUP BY ").ident(vstate);
     let rows: Vec<Row> = sql
         .load(conn)
         .map_err(q("counting verification states", d))?;

@@ -19,161 +19,17 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use geo_core::{
-    Backend, Migration, ReplicableDescriptor, Role, check_replicables,
-    replicable::RegistryConflict, replicables,
+    Backend, ReplicableDescriptor, Role, check_replicables, replicable::RegistryConflict,
+    replicables,
 };
 
 use crate::connection::Ledger;
 use crate::db::AsDbConn;
+mod framework;
 
-/// The ledger name prefix of the framework migrations: `geo_framework_primary`,
-/// `geo_framework_secondary`. No replicable may be named `geo_framework`.
-pub const FRAMEWORK_MIGRATION_PREFIX: &str = "geo_framework";
-
-/// The diesel_cli version of the framework migration. Replicable migrations get a version
-/// starting with `9` (see [`NamedMigration::version`]).
-pub const FRAMEWORK_VERSION: &str = "00000000000001";
-
-/// The DDL of the runner's ledger in one dialect (timestamp type, current-time default).
-macro_rules! ledger_sql {
-    ($ts:literal, $now:literal) => {
-        concat!(
-            r#"CREATE TABLE IF NOT EXISTS "geo_schema_migrations" (
-    "name" VARCHAR(255) NOT NULL PRIMARY KEY,
-    "applied_at" "#,
-            $ts,
-            " NOT NULL DEFAULT ",
-            $now,
-            "\n);"
-        )
-    };
-}
-
-const SQLITE_LEDGER: &str = ledger_sql!("TEXT", "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))");
-const POSTGRES_LEDGER: &str = ledger_sql!("TIMESTAMPTZ", "now()");
-
-/// Defines the framework SQL of one backend from its dialect pieces, so the two backends can't
-/// drift apart in table or column names.
-macro_rules! framework_sql {
-    (id = $id:literal, ts = $ts:literal, now = $now:literal, json = $json:literal) => {
-        (
-            // primary up
-            concat!(
-                ledger_sql!($ts, $now),
-                "\n",
-                r#"CREATE TABLE IF NOT EXISTS "geo_feature_flags" (
-    "name" VARCHAR(255) NOT NULL PRIMARY KEY,
-    "enabled" BOOLEAN NOT NULL,
-    "updated_at" "#,
-                $ts,
-                " NOT NULL DEFAULT ",
-                $now,
-                r#"
-);
-CREATE TABLE IF NOT EXISTS "geo_events" (
-    "id" "#,
-                $id,
-                r#",
-    "replicable_name" VARCHAR(255) NOT NULL,
-    "event_name" VARCHAR(255) NOT NULL,
-    "model_record_id" BIGINT NOT NULL,
-    "payload" "#,
-                $json,
-                r#",
-    "created_at" "#,
-                $ts,
-                " NOT NULL DEFAULT ",
-                $now,
-                r#"
-);
-CREATE INDEX IF NOT EXISTS "index_geo_events_on_replicable_name_and_model_record_id"
-    ON "geo_events" ("replicable_name", "model_record_id");
-"#
-            ),
-            // primary down
-            r#"DROP TABLE IF EXISTS "geo_events";
-DROP TABLE IF EXISTS "geo_feature_flags";
-"#,
-            // secondary up
-            concat!(
-                ledger_sql!($ts, $now),
-                "\n",
-                r#"CREATE TABLE IF NOT EXISTS "geo_feature_flags" (
-    "name" VARCHAR(255) NOT NULL PRIMARY KEY,
-    "enabled" BOOLEAN NOT NULL,
-    "updated_at" "#,
-                $ts,
-                " NOT NULL DEFAULT ",
-                $now,
-                r#"
-);
-CREATE TABLE IF NOT EXISTS "geo_event_log_states" (
-    "id" SMALLINT NOT NULL PRIMARY KEY DEFAULT 0 CHECK ("id" >= 0),
-    "event_id" BIGINT NOT NULL,
-    "updated_at" "#,
-                $ts,
-                " NOT NULL DEFAULT ",
-                $now,
-                r#"
-);
-CREATE TABLE IF NOT EXISTS "geo_event_log_gaps" (
-    "event_id" BIGINT NOT NULL PRIMARY KEY,
-    "detected_at" "#,
-                $ts,
-                " NOT NULL DEFAULT ",
-                $now,
-                r#"
-);
-CREATE INDEX IF NOT EXISTS "index_geo_event_log_gaps_on_detected_at"
-    ON "geo_event_log_gaps" ("detected_at");
-"#
-            ),
-            // secondary down
-            r#"DROP TABLE IF EXISTS "geo_event_log_gaps";
-DROP TABLE IF EXISTS "geo_event_log_states";
-DROP TABLE IF EXISTS "geo_feature_flags";
-"#,
-        )
-    };
-}
-
-const SQLITE: (&str, &str, &str, &str) = framework_sql!(
-    id = "INTEGER PRIMARY KEY AUTOINCREMENT",
-    ts = "TEXT",
-    now = "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
-    json = "TEXT NOT NULL DEFAULT '{}' CHECK (json_valid(\"payload\"))"
-);
-
-const POSTGRES: (&str, &str, &str, &str) = framework_sql!(
-    id = "BIGSERIAL PRIMARY KEY",
-    ts = "TIMESTAMPTZ",
-    now = "now()",
-    json = "JSONB NOT NULL DEFAULT '{}'::jsonb"
-);
-
-/// The framework migration (Geo's own tables) for `backend` and `role`.
-///
-/// Primary: `geo_events`, `geo_feature_flags`; secondary: `geo_event_log_states`,
-/// `geo_event_log_gaps`, `geo_feature_flags`. Both create the ledger `geo_schema_migrations`
-/// (their `down` leaves it to the runner, which drops it once it records nothing).
-pub const fn framework_migration(backend: Backend, role: Role) -> Migration {
-    let (pu, pd, su, sd) = match backend {
-        Backend::Sqlite => SQLITE,
-        Backend::Postgres => POSTGRES,
-    };
-    match role {
-        Role::Primary => Migration { up: pu, down: pd },
-        Role::Secondary => Migration { up: su, down: sd },
-    }
-}
-
-/// The DDL creating the ledger `geo_schema_migrations` on `backend`.
-pub const fn ledger_ddl(backend: Backend) -> &'static str {
-    match backend {
-        Backend::Sqlite => SQLITE_LEDGER,
-        Backend::Postgres => POSTGRES_LEDGER,
-    }
-}
+pub use framework::{
+    FRAMEWORK_MIGRATION_PREFIX, FRAMEWORK_VERSION, framework_migration, ledger_ddl,
+};
 
 /// One step of a migration plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -537,43 +393,4 @@ pub fn write_diesel_cli_migrations(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn framework_plan_comes_first_with_role_names() {
-        for backend in Backend::ALL {
-            for role in Role::ALL {
-                let plan = plan_for(&[], backend, role);
-                assert_eq!(plan.len(), 1);
-                assert_eq!(plan[0].name, format!("geo_framework_{role}"));
-                assert_eq!(
-                    plan[0].folder_name(),
-                    format!("00000000000001_geo_framework_{role}")
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn replicable_versions_are_stable_and_sort_after_timestamps() {
-        // FNV-1a 64 of "widget" is 0xc07f0119e3154625 (computed with an independent Python
-        // implementation); the version keeps its last 13 decimal digits.
-        let v = replicable_version("widget");
-        assert_eq!(v, "96588020049445");
-        assert_eq!(v.len(), 14);
-        assert!(v.as_str() > "20991231235959");
-        assert_ne!(replicable_version("gadget"), v);
-    }
-
-    #[test]
-    fn sqlite_framework_sql_has_the_contract_columns() {
-        let p = framework_migration(Backend::Sqlite, Role::Primary);
-        assert!(p.up.contains(r#""id" INTEGER PRIMARY KEY AUTOINCREMENT"#));
-        assert!(p.up.contains(r#""payload" TEXT NOT NULL DEFAULT '{}'"#));
-        assert!(p.up.contains(r#"CREATE TABLE IF NOT EXISTS "geo_schema_migrations""#));
-        let s = framework_migration(Backend::Postgres, Role::Secondary);
-        assert!(s.up.contains(r#""detected_at" TIMESTAMPTZ NOT NULL DEFAULT now()"#));
-        assert!(!s.up.contains("geo_events"));
-    }
-}
+mod tests;

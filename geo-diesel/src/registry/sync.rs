@@ -1,0 +1,250 @@
+//! Replication: events marking rows pending, the backfill's inserts and deletes, claims, and
+//! recording what a download did.
+
+use super::*;
+
+impl Registry {
+    /// Creates registry rows for `ids` as `pending`, or starts existing rows over as `pending`
+    /// (an `updated` event); see [`rules::changed_on_primary`]. Uses the system clock.
+    pub fn upsert_pending(
+        &self,
+        conn: &mut impl AsDbConn,
+        ids: &[i64],
+    ) -> Result<usize, RegistryError> {
+        self.upsert_pending_at(conn, ids, Utc::now())
+    }
+
+    /// [`Registry::upsert_pending`] at time `now` (the new claim token of in-flight rows).
+    pub fn upsert_pending_at(
+        &self,
+        conn: &mut impl AsDbConn,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<usize, RegistryError> {
+        let mut ids = ids.to_vec();
+        ids.sort_unstable();
+        ids.dedup();
+        let change = rules::changed_on_primary(now);
+        self.table
+            .upsert(conn, &change, &ids)
+            .map_err(self.err(change.name))
+    }
+
+    /// Inserts registry rows for `ids` that have none (the backfill); existing rows are
+    /// untouched. One bound parameter per 50,000 ids: a JSON array expanded by `json_each` on
+    /// SQLite, a `bigint[]` expanded by `unnest` on PostgreSQL.
+    pub fn insert_missing(
+        &self,
+        conn: &mut impl AsDbConn,
+        ids: &[i64],
+    ) -> Result<usize, RegistryError> {
+        let (t, k) = (self.table.name, self.table.key);
+        let mut n = 0;
+        for chunk in ids.chunks(50_000) {
+            let mut sql = Sql::new();
+            sql.push("INSERT INTO ")
+                .ident(t)
+                .push(" (")
+                .ident(k)
+                .push(") ");
+            sql.id_set(chunk).push(" WHERE true ON CONFLICT (").ident(k);
+            sql.push(") DO NOTHING");
+            n += sql
+                .execute(conn)
+                .map_err(self.err("inserting missing rows"))?;
+        }
+        Ok(n)
+    }
+
+    /// Deletes the registry rows of `ids`.
+    pub fn delete_rows(
+        &self,
+        conn: &mut impl AsDbConn,
+        ids: &[i64],
+    ) -> Result<usize, RegistryError> {
+        let mut n = 0;
+        for chunk in ids.chunks(crate::sql::CHUNK) {
+            let mut sql = Sql::new();
+            sql.push("DELETE FROM ")
+                .ident(self.table.name)
+                .push(" WHERE ")
+                .ident(self.table.key)
+                .push(" IN (")
+                .ints(chunk.iter().copied())
+                .push(")");
+            n += sql.execute(conn).map_err(self.err("deleting rows"))?;
+        }
+        Ok(n)
+    }
+
+    /// Claims up to `limit` rows to sync ([`rules::claims`]): never-synced first, then failed
+    /// with a due retry. They become `started` with `last_synced_at = now`.
+    pub fn claim_sync(
+        &self,
+        conn: &mut impl AsDbConn,
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, RegistryError> {
+        self.table
+            .claim(conn, &rules::claims(now), limit)
+            .map_err(self.err("claiming rows to sync"))
+    }
+
+    /// Moves specific rows to `started` if they are `pending` or `failed`. Returns the ids
+    /// claimed.
+    pub fn claim_ids(
+        &self,
+        conn: &mut impl AsDbConn,
+        ids: &[i64],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, RegistryError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.apply(conn, &rules::claim_now(now), Some(ids))
+    }
+
+    /// Records the outcome of a sync claimed at `claimed_at` (the `now` given to
+    /// [`Registry::claim_sync`]): only while the row is `started` with that claim token. When an
+    /// event moved the token during the download, nothing is recorded and the row goes back to
+    /// `pending` ([`rules::requeue_changed`]). `retry_at(n, missing_on_primary)` gives the next
+    /// retry time for the n-th failure. Returns whether the outcome was recorded.
+    pub fn record_sync_claimed(
+        &self,
+        conn: &mut impl AsDbConn,
+        id: i64,
+        claimed_at: DateTime<Utc>,
+        outcome: &SyncOutcome,
+        retry_at: &dyn Fn(i16, bool) -> DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RegistryError> {
+        let recorded = self.record(conn, id, Some(claimed_at), outcome, retry_at, now)?;
+        if !recorded {
+            self.apply(conn, &rules::requeue_changed(claimed_at), Some(&[id]))?;
+        }
+        Ok(recorded)
+    }
+
+    /// Records the outcome of a sync only if the row is still `started`, whoever claimed it
+    /// (no claim-token check; prefer [`Registry::record_sync_claimed`]). Returns whether the
+    /// row changed.
+    pub fn record_sync(
+        &self,
+        conn: &mut impl AsDbConn,
+        id: i64,
+        outcome: &SyncOutcome,
+        retry_at: &dyn Fn(i16, bool) -> DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RegistryError> {
+        self.record(conn, id, None, outcome, retry_at, now)
+    }
+
+    fn record(
+        &self,
+        conn: &mut impl AsDbConn,
+        id: i64,
+        claimed_at: Option<DateTime<Utc>>,
+        outcome: &SyncOutcome,
+        retry_at: &dyn Fn(i16, bool) -> DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RegistryError> {
+        Ok(match outcome {
+            SyncOutcome::Synced { local, primary } => {
+                let at_once = primary.as_deref() == Some(local.as_slice());
+                let change = rules::synced(claimed_at, at_once, self.d.verifies(), false, now);
+                let row = [(id, vec![Datum::Bytes(local.clone())])];
+                !self
+                    .table
+                    .apply_batch(conn, &change, &row)
+                    .map_err(self.err(change.name))?
+                    .is_empty()
+            }
+            SyncOutcome::Failed {
+                message,
+                missing_on_primary,
+            } => {
+                let failure =
+                    SyncFailure::new(message.clone()).missing_on_primary(*missing_on_primary);
+                let change = rules::sync_failed(claimed_at, &failure);
+                !self
+                    .table
+                    .apply(conn, &change, Some(&[id]), &retry_for_sync(retry_at))
+                    .map_err(self.err(change.name))?
+                    .is_empty()
+            }
+        })
+    }
+
+    /// Records many successful downloads claimed at `claimed_at` in one statement per 200 rows,
+    /// with the effects of [`Registry::record_sync_claimed`] plus the blob path. Returns the ids
+    /// recorded; for the others the caller falls back to [`Registry::record_sync_claimed`].
+    pub fn record_synced_batch(
+        &self,
+        conn: &mut impl AsDbConn,
+        claimed_at: DateTime<Utc>,
+        rows: &[SyncedRow],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, RegistryError> {
+        let mut done = Vec::with_capacity(rows.len());
+        for at_once in [true, false] {
+            let group: Vec<(i64, Vec<Datum>)> = rows
+                .iter()
+                .filter(|r| (r.primary.as_deref() == Some(r.local.as_slice())) == at_once)
+                .map(|r| {
+                    (
+                        r.id,
+                        vec![Datum::Bytes(r.local.clone()), Datum::Text(r.path.clone())],
+                    )
+                })
+                .collect();
+            if group.is_empty() {
+                continue;
+            }
+            let change = rules::synced(Some(claimed_at), at_once, self.d.verifies(), true, now);
+            done.extend(
+                self.table
+                    .apply_batch(conn, &change, &group)
+                    .map_err(self.err(change.name))?,
+            );
+        }
+        Ok(done)
+    }
+
+    /// Rows `started` for longer than `timeout` become failed ("Sync timed out after …") with
+    /// `retry_count = 1` and `retry_at = retry_at`.
+    pub fn fail_sync_timeouts(
+        &self,
+        conn: &mut impl AsDbConn,
+        timeout: Duration,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, RegistryError> {
+        let timeout = timeout.to_std().unwrap_or_default();
+        let message = geo_core::transitions::sync_timeout_message(timeout);
+        let cutoff = geo_core::transitions::timeout_cutoff(now, timeout);
+        let change = rules::sync_timed_out(cutoff, &message, retry_at);
+        Ok(self.apply(conn, &change, None)?.len())
+    }
+
+    /// Moves rows left `started` (sync or verification) back to `pending`, for a restart of
+    /// the only secondary process on this tracking database.
+    pub fn reclaim_started(&self, conn: &mut impl AsDbConn) -> Result<usize, RegistryError> {
+        let a = self.apply(conn, &rules::reclaim_syncs(), None)?.len();
+        let b = self
+            .apply(conn, &rules::release_verification(), None)?
+            .len();
+        Ok(a + b)
+    }
+
+    /// Stores where a successful sync wrote the record's file.
+    pub fn set_blob_path(
+        &self,
+        conn: &mut impl AsDbConn,
+        id: i64,
+        path: &str,
+    ) -> Result<usize, RegistryError> {
+        Ok(self
+            .apply(conn, &rules::set_blob_path(path), Some(&[id]))?
+            .len())
+    }
+}

@@ -1,0 +1,144 @@
+//! Verification on a secondary: the primary's `checksum_succeeded` events, secondary
+//! verification's claims and results, manual resync and reverify.
+
+use super::*;
+
+impl Registry {
+    /// After a primary `checksum_succeeded`: see [`Registry::on_checksum_succeeded_batch`].
+    pub fn on_checksum_succeeded(
+        &self,
+        conn: &mut impl AsDbConn,
+        id: i64,
+        checksum: Option<&[u8]>,
+        now: DateTime<Utc>,
+    ) -> Result<(usize, usize), RegistryError> {
+        self.on_checksum_succeeded_batch(conn, &[(id, checksum.map(<[u8]>::to_vec))], now)
+    }
+
+    /// The primary's `checksum_succeeded` for many records: rows whose stored checksum equals the
+    /// primary's are verified at once ([`rules::verified_by_event`]); every other synced row
+    /// becomes verification `pending` ([`rules::reverify_after_event`]). Returns
+    /// (verified, pending).
+    pub fn on_checksum_succeeded_batch(
+        &self,
+        conn: &mut impl AsDbConn,
+        rows: &[(i64, Option<Vec<u8>>)],
+        now: DateTime<Utc>,
+    ) -> Result<(usize, usize), RegistryError> {
+        let with_sum: Vec<(i64, Vec<Datum>)> = rows
+            .iter()
+            .filter_map(|(id, s)| s.as_ref().map(|s| (*id, vec![Datum::Bytes(s.clone())])))
+            .collect();
+        let change = rules::verified_by_event(now);
+        let verified: BTreeSet<i64> = self
+            .table
+            .apply_batch(conn, &change, &with_sum)
+            .map_err(self.err(change.name))?
+            .into_iter()
+            .collect();
+        let rest: Vec<i64> = rows
+            .iter()
+            .map(|(id, _)| *id)
+            .filter(|id| !verified.contains(id))
+            .collect();
+        let pending = if rest.is_empty() {
+            0
+        } else {
+            self.apply(conn, &rules::reverify_after_event(), Some(&rest))?
+                .len()
+        };
+        Ok((verified.len(), pending))
+    }
+
+    /// Claims up to `limit` synced rows for secondary verification ([`rules::verification_claims`]).
+    pub fn claim_verification(
+        &self,
+        conn: &mut impl AsDbConn,
+        limit: i64,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<i64>, RegistryError> {
+        self.table
+            .claim(conn, &rules::verification_claims(now), limit)
+            .map_err(self.err("claiming rows to verify"))
+    }
+
+    /// Records a secondary verification result on a synced row being verified. A mismatch or an
+    /// unreadable file also moves the row to replication `failed` with `retry_count =
+    /// verification_retry_count`, so it is downloaded again with growing backoff.
+    pub fn record_verification(
+        &self,
+        conn: &mut impl AsDbConn,
+        id: i64,
+        outcome: &VerifyOutcome,
+        retry_at: &dyn Fn(i16) -> DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, RegistryError> {
+        let change = match outcome {
+            VerifyOutcome::Matched(sum) => rules::verification_succeeded(sum, now),
+            VerifyOutcome::PrimaryNotVerified => rules::verification_disabled(),
+            VerifyOutcome::Mismatch(sum) => {
+                rules::verification_failed(&rules::VerificationFailure::Mismatch(sum.clone()), now)
+            }
+            VerifyOutcome::Error(e) => {
+                rules::verification_failed(&rules::VerificationFailure::Error(e.clone()), now)
+            }
+        };
+        let changed = self
+            .table
+            .apply(conn, &change, Some(&[id]), &|n, _| retry_at(n))
+            .map_err(self.err(change.name))?;
+        Ok(!changed.is_empty())
+    }
+
+    /// Rows verification-`started` for longer than `timeout` become verification failed.
+    pub fn fail_verification_timeouts(
+        &self,
+        conn: &mut impl AsDbConn,
+        timeout: Duration,
+        retry_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<usize, RegistryError> {
+        let timeout = timeout.to_std().unwrap_or_default();
+        let cutoff = geo_core::transitions::timeout_cutoff(now, timeout);
+        let change = rules::verification_timed_out(cutoff, timeout, retry_at);
+        Ok(self.apply(conn, &change, None)?.len())
+    }
+
+    /// Manual resync: rows not `started` become `pending` (all rows when `ids` is `None`).
+    pub fn resync(
+        &self,
+        conn: &mut impl AsDbConn,
+        ids: Option<&[i64]>,
+    ) -> Result<usize, RegistryError> {
+        if ids.is_some_and(<[i64]>::is_empty) {
+            return Ok(0);
+        }
+        Ok(self.apply(conn, &rules::resync(), ids)?.len())
+    }
+
+    /// Manual reverify: synced rows become verification `pending`.
+    pub fn reverify(
+        &self,
+        conn: &mut impl AsDbConn,
+        ids: Option<&[i64]>,
+    ) -> Result<usize, RegistryError> {
+        if ids.is_some_and(<[i64]>::is_empty) {
+            return Ok(0);
+        }
+        Ok(self.apply(conn, &rules::reverify(), ids)?.len())
+    }
+
+    /// Releases rows this worker claimed for verification but could not process.
+    pub fn release_verification(
+        &self,
+        conn: &mut impl AsDbConn,
+        ids: &[i64],
+    ) -> Result<usize, RegistryError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        Ok(self
+            .apply(conn, &rules::release_verification(), Some(ids))?
+            .len())
+    }
+}
