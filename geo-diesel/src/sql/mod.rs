@@ -269,3 +269,75 @@ where
 mod table;
 
 pub use table::{BATCH_CHUNK, CHUNK, IdRow, Table};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sql::Table;
+    use geo_core::transitions::registry as rules;
+
+    fn sqlite(sql: &Sql) -> String {
+        diesel::debug_query::<diesel::sqlite::Sqlite, _>(&SqlRef(sql)).to_string()
+    }
+
+    #[cfg(feature = "postgres")]
+    fn pg(sql: &Sql) -> String {
+        diesel::debug_query::<diesel::pg::Pg, _>(&SqlRef(sql)).to_string()
+    }
+
+    const TABLE: Table = Table {
+        name: "widget_registry",
+        key: "widget_id",
+        row_key: "id",
+    };
+
+    #[test]
+    fn identifiers_are_quoted_and_values_bound() {
+        let mut sql = Sql::new();
+        sql.push("SELECT ")
+            .ident("a\"b")
+            .push(" WHERE x = ")
+            .bind_i64(7)
+            .push(" AND y IN (")
+            .ints([1, -2])
+            .push(")");
+        let text = sqlite(&sql);
+        assert!(
+            text.starts_with(r#"SELECT `a"b` WHERE x = ? AND y IN (1,-2)"#),
+            "{text}"
+        );
+        assert!(text.contains("binds: [7]"), "{text}");
+    }
+
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn postgres_gets_numbered_placeholders_and_the_lock_clause() {
+        let now = chrono::Utc::now();
+        let claim = &rules::claims(now)[1];
+        let sql = TABLE.claim_sql(claim, 10);
+        let text = pg(&sql);
+        assert!(
+            text.contains("$1") && text.contains("$2") && text.contains("$3"),
+            "{text}"
+        );
+        assert!(!text.contains('?'), "{text}");
+        assert!(text.contains("FOR UPDATE SKIP LOCKED"), "{text}");
+        assert!(!sqlite(&sql).contains("FOR UPDATE"), "{}", sqlite(&sql));
+    }
+
+    #[test]
+    fn a_change_renders_its_guard_and_follow_up() {
+        let now = chrono::Utc::now();
+        let failure = geo_core::SyncFailure::new("boom");
+        let change = rules::sync_failed(Some(now), &failure);
+        let text = sqlite(&TABLE.update_sql(&change, Some(&[3, 4])));
+        assert!(
+            text.contains(r#"WHERE `widget_registry`.`widget_id` IN (3,4) AND `widget_registry`.`state` = 1 AND `widget_registry`.`last_synced_at` = ?"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"RETURNING `widget_registry`.`widget_id` AS id, `widget_registry`.`retry_count` AS n"#),
+            "{text}"
+        );
+    }
+}
