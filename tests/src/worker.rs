@@ -335,16 +335,27 @@ mod tests {
 
     #[test]
     fn bad_command_lines_are_refused_with_the_reason() {
-        let base = ["--tracking", "t", "--primary", "p", "--primary-files", "a"];
-        let args = |extra: &[&str]| base.iter().chain(extra).map(|s| s.to_string());
+        let parse = |args: &[&str]| WorkerOptions::parse(args.iter().map(|s| s.to_string()));
+        let required = [
+            "--tracking",
+            "t",
+            "--primary",
+            "p",
+            "--primary-files",
+            "a",
+            "--secondary-files",
+            "b",
+            "--log",
+            "l",
+            "--stop",
+            "s",
+        ];
         assert_eq!(
-            WorkerOptions::parse(args(&[])).unwrap_err(),
+            parse(&required[..6]).unwrap_err(),
             "--secondary-files is required"
         );
-        let full = ["--secondary-files", "b", "--log", "l", "--stop", "s"];
-        let with = |more: &[&str]| {
-            WorkerOptions::parse(args(&[&full[..], more].concat())).map(|o| o.sync_batch)
-        };
+        let with = |more: &[&str]| parse(&[&required[..], more].concat()).map(|o| o.sync_batch);
+        assert_eq!(with(&[]), Ok(200));
         assert_eq!(with(&["--sync-batch", "0"]), Ok(1));
         assert_eq!(
             with(&["--sync-batch", "x"]),
@@ -360,7 +371,7 @@ mod tests {
         );
         assert_eq!(
             with(&["stray"]),
-            Err("unexpected argument \"stray\"".into())
+            Err("unexpected argument \"stray\"".to_string())
         );
     }
 
