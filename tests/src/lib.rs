@@ -1,11 +1,12 @@
 //! The shared fixture of the workspace test suites: every end-to-end scenario is written once
-//! against this crate and runs on SQLite (always) and on PostgreSQL (feature `pg-suite`).
+//! and runs on SQLite (always) and on PostgreSQL (feature `pg-suite`).
+//!
+//! The runtime suites' primary-and-secondary fixture (`Sites`) is built on this crate in
+//! `tests/tests/sites/`: it links the widgets example, whose replicables must not be registered
+//! in the migration tests' binary.
 //!
 //! - [`database`]: a fresh, empty database of either backend for one test ([`TestDatabase`]),
 //!   a direct connection to it ([`TestConnection`]) and the PostgreSQL server helpers.
-//! - [`sites`]: a primary and a secondary of the widgets example on two fresh databases and
-//!   two folders, with a manual clock ([`Sites`]), and readers for registry, verification and
-//!   event rows.
 //! - [`source`]: test doubles around a [`PrimarySource`](geo_diesel::geo_core::source::PrimarySource)
 //!   that change one method and delegate the rest.
 //! - [`worker`]: the command line and the shared log of the `geo-test-worker` binary, used by
@@ -27,7 +28,6 @@
 //! A test that needs PostgreSQL fails loudly when the variable is unset; it never skips.
 
 pub mod database;
-pub mod sites;
 pub mod source;
 pub mod worker;
 
@@ -39,7 +39,6 @@ pub use database::{
 };
 pub use files::{all_files, checksum, data, read_opt, sum, temp_dir, wait_until};
 pub use geo_diesel::geo_core::Backend;
-pub use sites::{EventRow, PrimaryRow, RegRow, Sites, gd, t0, wd};
 
 /// Runs `$body` with `$c` bound to the concrete connection (`&mut SqliteConnection` or
 /// `&mut PgConnection`) behind `$conn` (a [`TestConnection`] or a pooled connection), so a

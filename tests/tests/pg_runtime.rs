@@ -15,6 +15,8 @@
 
 #![cfg(feature = "pg-suite")]
 
+mod sites;
+
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
 use std::path::PathBuf;
@@ -36,11 +38,11 @@ use geo_diesel::registry;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
 use geo_diesel::{publish_created, publish_deleted, publish_updated};
-use geo_tests::sites::exec;
-use geo_tests::sites::state::*;
 use geo_tests::source::{HookedReader, Intercepted, Interceptor};
 use geo_tests::worker::{LogLine, WorkerLog, WorkerOptions};
-use geo_tests::{Backend, Sites, checksum, data, gd, sum, wait_until, wd};
+use geo_tests::{Backend, checksum, data, sum, wait_until};
+use sites::state::*;
+use sites::{Sites, exec, gd, wd};
 use widgets::{Gadget, Widget, app, gadgets, widgets as widgets_table};
 
 /// Both sites on the PostgreSQL server.

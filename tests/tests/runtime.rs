@@ -9,6 +9,8 @@
 //! run (several workers on one database, worker processes, commits out of id order from many
 //! writers) is in `pg_runtime.rs`.
 
+mod sites;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -25,10 +27,10 @@ use geo_diesel::geo_core::source::{BlobStream, PrimarySource, SourceError};
 use geo_diesel::primary;
 use geo_diesel::registry::{self, SyncOutcome};
 use geo_diesel::secondary::SecondaryConfig;
-use geo_tests::sites::state::*;
-use geo_tests::sites::{exec, try_exec};
 use geo_tests::source::{HookedReader, Intercepted, Interceptor};
-use geo_tests::{Backend, Sites, all_files, checksum, data, gd, read_opt, sum, wd};
+use geo_tests::{Backend, all_files, checksum, data, read_opt, sum};
+use sites::state::*;
+use sites::{Sites, exec, gd, try_exec, wd};
 use widgets::app;
 
 geo_tests::backend_tests! {

@@ -1,5 +1,13 @@
-//! A primary and a secondary of the widgets example on two fresh databases of one backend and
-//! two folders, with a manual clock, and readers for what the tests look at.
+//! The runtime suites' fixture: a primary and a secondary of the widgets example on two fresh
+//! databases of one backend and two folders, with a manual clock, and readers for what the tests
+//! look at. Shared by `runtime.rs` (both backends) and `pg_runtime.rs` (PostgreSQL only).
+//!
+//! It lives beside the suites rather than in the `geo_tests` library because it links the
+//! widgets example, whose replicables would then be registered in every test binary (the
+//! migration tests register their own and count them).
+
+// Each suite uses a part of the fixture.
+#![allow(dead_code)]
 
 use std::sync::Arc;
 
@@ -22,8 +30,7 @@ use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
 use geo_diesel::{JsonValue, UtcDateTime};
 use widgets::{Gadget, Widget, app};
 
-use crate::database::TestDatabase;
-use crate::{checksum, data, on_conn, read_opt, sum};
+use geo_tests::{TestDatabase, checksum, data, on_conn, read_opt, sum, temp_dir};
 
 /// GitLab's replication and verification state values, as stored.
 pub mod state {
@@ -237,7 +244,7 @@ impl Sites {
     ) -> Self {
         let primary_database = TestDatabase::fresh(backend, "rt_primary");
         let tracking_database = TestDatabase::fresh(backend, "rt_tracking");
-        let dir = crate::temp_dir();
+        let dir = temp_dir();
         let primary_db = primary_database.pool(8);
         let tracking = tracking_database.pool(8);
         {
