@@ -9,26 +9,22 @@ use std::sync::Arc;
 use geo_diesel::geo_core::event::Event;
 use geo_diesel::geo_core::source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
 
+/// What [`PrimarySource::open_blob`] returns.
+pub type Opened = Result<BlobStream, SourceError>;
+
+/// What [`PrimarySource::events_after`] returns.
+pub type Events = Result<Vec<Event>, SourceError>;
+
 /// What a test double does differently from the source it wraps; every method defaults to
 /// asking `inner`.
 pub trait Interceptor: Send + Sync {
     /// [`PrimarySource::events_after`].
-    fn events_after(
-        &self,
-        inner: &dyn PrimarySource,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<Event>, SourceError> {
+    fn events_after(&self, inner: &dyn PrimarySource, after_id: i64, limit: usize) -> Events {
         inner.events_after(after_id, limit)
     }
 
     /// [`PrimarySource::open_blob`] (also reached through the default `open_blob_at`).
-    fn open_blob(
-        &self,
-        inner: &dyn PrimarySource,
-        replicable: &str,
-        id: i64,
-    ) -> Result<BlobStream, SourceError> {
+    fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
         inner.open_blob(replicable, id)
     }
 }

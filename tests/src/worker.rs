@@ -357,22 +357,18 @@ mod tests {
         let with = |more: &[&str]| parse(&[&required[..], more].concat()).map(|o| o.sync_batch);
         assert_eq!(with(&[]), Ok(200));
         assert_eq!(with(&["--sync-batch", "0"]), Ok(1));
-        assert_eq!(
-            with(&["--sync-batch", "x"]),
-            Err("--sync-batch: \"x\" is not a number".to_string())
-        );
-        assert_eq!(
-            with(&["--sync-batch"]),
-            Err("--sync-batch needs a value".to_string())
-        );
-        assert_eq!(
-            with(&["--colour", "red"]),
-            Err("unknown option --colour".to_string())
-        );
-        assert_eq!(
-            with(&["stray"]),
-            Err("unexpected argument \"stray\"".to_string())
-        );
+        let refusals: [(&[&str], &str); 4] = [
+            (
+                &["--sync-batch", "x"],
+                "--sync-batch: \"x\" is not a number",
+            ),
+            (&["--sync-batch"], "--sync-batch needs a value"),
+            (&["--colour", "red"], "unknown option --colour"),
+            (&["stray"], "unexpected argument \"stray\""),
+        ];
+        for (args, reason) in refusals {
+            assert_eq!(with(args), Err(reason.to_string()), "{args:?}");
+        }
     }
 
     #[test]

@@ -32,13 +32,12 @@ use geo_diesel::geo_core::blob_store::{
 };
 use geo_diesel::geo_core::checksum::Checksum;
 use geo_diesel::geo_core::clock::Env;
-use geo_diesel::geo_core::event::Event;
-use geo_diesel::geo_core::source::{BlobStream, PrimarySource, SourceError};
+use geo_diesel::geo_core::source::PrimarySource;
 use geo_diesel::registry;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
 use geo_diesel::{publish_created, publish_deleted, publish_updated};
-use geo_tests::source::{HookedReader, Intercepted, Interceptor};
+use geo_tests::source::{Events, HookedReader, Intercepted, Interceptor, Opened};
 use geo_tests::worker::{LogLine, WorkerLog, WorkerOptions};
 use geo_tests::{Backend, checksum, data, sum, wait_until};
 use sites::state::*;
@@ -97,12 +96,7 @@ struct WatchedDownloads {
 }
 
 impl Interceptor for WatchedDownloads {
-    fn open_blob(
-        &self,
-        inner: &dyn PrimarySource,
-        replicable: &str,
-        id: i64,
-    ) -> Result<BlobStream, SourceError> {
+    fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
         let key = (replicable.to_string(), id);
         lock(&self.watch).start(key.clone());
         match inner.open_blob(replicable, id) {
@@ -182,6 +176,32 @@ fn worker_config() -> SecondaryConfig {
     }
 }
 
+/// `n` secondaries on the tracking database of `s`, each with its own pool of `pool`
+/// connections and the system clock, downloading through one source that records every
+/// download in the returned [`Watch`] and slows each down by 3 ms.
+fn watched_secondaries(s: &Sites, n: usize, pool: u32) -> (Arc<Mutex<Watch>>, Vec<Arc<Secondary>>) {
+    let watch = Arc::new(Mutex::new(Watch::default()));
+    let source: Arc<dyn PrimarySource> = Intercepted::new(
+        s.direct(),
+        WatchedDownloads {
+            watch: Arc::clone(&watch),
+            delay: StdDuration::from_millis(3),
+        },
+    );
+    let workers = (0..n)
+        .map(|_| {
+            Arc::new(Secondary::new(
+                s.tracking_database.pool(pool),
+                Arc::clone(&source),
+                s.secondary_store.clone(),
+                Env::system(),
+                worker_config(),
+            ))
+        })
+        .collect();
+    (watch, workers)
+}
+
 /// Several `Secondary` instances, each with its own pool and every worker thread running, on
 /// one tracking database: the scheduler's `FOR UPDATE SKIP LOCKED` claims hand each record to
 /// exactly one of them.
@@ -193,25 +213,7 @@ fn secondaries_on_one_tracking_database_never_download_one_record_at_once() {
     while s.secondary.cursor_pass().unwrap().read > 0 {}
     assert_eq!(s.synced_and_total(), (0, 200));
 
-    let watch = Arc::new(Mutex::new(Watch::default()));
-    let source: Arc<dyn PrimarySource> = Intercepted::new(
-        s.direct(),
-        WatchedDownloads {
-            watch: Arc::clone(&watch),
-            delay: StdDuration::from_millis(3),
-        },
-    );
-    let workers: Vec<Arc<Secondary>> = (0..4)
-        .map(|_| {
-            Arc::new(Secondary::new(
-                s.tracking_database.pool(4),
-                Arc::clone(&source),
-                s.secondary_store.clone(),
-                Env::system(),
-                worker_config(),
-            ))
-        })
-        .collect();
+    let (watch, workers) = watched_secondaries(&s, 4, 4);
     let handles: Vec<_> = workers.iter().map(|w| w.spawn().unwrap()).collect();
     wait_until(StdDuration::from_secs(60), "every row synced", || {
         s.synced_and_total() == (200, 200)
@@ -246,25 +248,7 @@ fn secondaries_on_one_tracking_database_never_download_one_record_at_once() {
 #[test]
 fn secondaries_running_every_worker_while_records_are_created_download_each_record_once() {
     let s = sites(SecondaryConfig::default());
-    let watch = Arc::new(Mutex::new(Watch::default()));
-    let source: Arc<dyn PrimarySource> = Intercepted::new(
-        s.direct(),
-        WatchedDownloads {
-            watch: Arc::clone(&watch),
-            delay: StdDuration::from_millis(3),
-        },
-    );
-    let workers: Vec<Arc<Secondary>> = (0..3)
-        .map(|_| {
-            Arc::new(Secondary::new(
-                s.tracking_database.pool(5),
-                Arc::clone(&source),
-                s.secondary_store.clone(),
-                Env::system(),
-                worker_config(),
-            ))
-        })
-        .collect();
+    let (watch, workers) = watched_secondaries(&s, 3, 5);
     let handles: Vec<_> = workers.iter().map(|w| w.spawn().unwrap()).collect();
     let keys = create_records(&s, 90, 30);
     wait_until(StdDuration::from_secs(60), "every row synced", || {
@@ -312,12 +296,7 @@ struct GatedEvents {
 }
 
 impl Interceptor for GatedEvents {
-    fn events_after(
-        &self,
-        inner: &dyn PrimarySource,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<Vec<Event>, SourceError> {
+    fn events_after(&self, inner: &dyn PrimarySource, after_id: i64, limit: usize) -> Events {
         self.reading.set();
         self.go.wait(StdDuration::from_secs(5));
         inner.events_after(after_id, limit)
@@ -378,12 +357,7 @@ struct HeldDownload {
 }
 
 impl Interceptor for HeldDownload {
-    fn open_blob(
-        &self,
-        inner: &dyn PrimarySource,
-        replicable: &str,
-        id: i64,
-    ) -> Result<BlobStream, SourceError> {
+    fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
         let blob = inner.open_blob(replicable, id)?;
         if (replicable, id) == (self.target.0.as_str(), self.target.1) {
             self.entered.set();

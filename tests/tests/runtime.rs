@@ -23,11 +23,11 @@ use geo_diesel::cursor::load_state;
 use geo_diesel::geo_core::blob_store::{
     BlobError, BlobPath, BlobStore, LocalBlobStore, is_temp_file_name,
 };
-use geo_diesel::geo_core::source::{BlobStream, PrimarySource, SourceError};
+use geo_diesel::geo_core::source::{BlobStream, PrimarySource};
 use geo_diesel::primary;
 use geo_diesel::registry::{self, SyncOutcome};
 use geo_diesel::secondary::SecondaryConfig;
-use geo_tests::source::{HookedReader, Intercepted, Interceptor};
+use geo_tests::source::{HookedReader, Intercepted, Interceptor, Opened};
 use geo_tests::{Backend, all_files, checksum, data, read_opt, sum};
 use sites::state::*;
 use sites::{Sites, exec, gd, try_exec, wd};
@@ -686,12 +686,7 @@ impl Read for CrashReader {
 }
 
 impl Interceptor for CrashingDownloads {
-    fn open_blob(
-        &self,
-        inner: &dyn PrimarySource,
-        replicable: &str,
-        id: i64,
-    ) -> Result<BlobStream, SourceError> {
+    fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
         let blob = inner.open_blob(replicable, id)?;
         let n = self.opened.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(BlobStream {
@@ -998,12 +993,7 @@ struct CountingDownloads {
 }
 
 impl Interceptor for CountingDownloads {
-    fn open_blob(
-        &self,
-        inner: &dyn PrimarySource,
-        replicable: &str,
-        id: i64,
-    ) -> Result<BlobStream, SourceError> {
+    fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
         let blob = inner.open_blob(replicable, id)?;
         {
             let (lock, cv) = &*self.gauge;
@@ -1393,12 +1383,7 @@ struct HookedDownload {
 }
 
 impl Interceptor for HookedDownload {
-    fn open_blob(
-        &self,
-        inner: &dyn PrimarySource,
-        replicable: &str,
-        id: i64,
-    ) -> Result<BlobStream, SourceError> {
+    fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
         let blob = inner.open_blob(replicable, id)?;
         if (replicable, id) != ("widget", self.target) {
             return Ok(blob);

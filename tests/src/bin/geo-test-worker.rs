@@ -32,9 +32,9 @@ use geo_diesel::direct::DirectSource;
 use geo_diesel::geo_core::Replicable;
 use geo_diesel::geo_core::blob_store::LocalBlobStore;
 use geo_diesel::geo_core::clock::{Env, FixedRandom};
-use geo_diesel::geo_core::source::{BlobStream, PrimarySource, SourceError};
+use geo_diesel::geo_core::source::PrimarySource;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
-use geo_tests::source::{HookedReader, Intercepted, Interceptor};
+use geo_tests::source::{HookedReader, Intercepted, Interceptor, Opened};
 use geo_tests::worker::{LogLine, USAGE, WarpClock, WorkerLog, WorkerOptions};
 
 /// Logs every blob download's start and end and slows it down by `delay`.
@@ -45,12 +45,7 @@ struct LoggingDownloads {
 }
 
 impl Interceptor for LoggingDownloads {
-    fn open_blob(
-        &self,
-        inner: &dyn PrimarySource,
-        replicable: &str,
-        id: i64,
-    ) -> Result<BlobStream, SourceError> {
+    fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
         let (pid, delay) = (self.pid, self.delay);
         let end = LogLine::End(replicable.to_string(), id, pid);
         self.log
