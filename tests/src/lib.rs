@@ -56,7 +56,7 @@ macro_rules! on_conn {
 /// One `#[test]` per backend for each scenario `fn(Backend)` named: a module named after the
 /// scenario with the test `sqlite` and, with the `pg-suite` feature, the test `postgres`.
 ///
-/// ```ignore
+/// ```text
 /// fn sync_stuck_in_started_times_out(backend: Backend) { … }
 ///
 /// geo_tests::backend_tests! {
