@@ -1,9 +1,15 @@
-//! The runtime end to end on real SQLite files and folders: the widgets example's primary
-//! (application operations that publish events in their transaction, the primary verifier) and a
-//! secondary (log cursor, scheduler, downloads, backfill, verification, timeouts), driven pass by
-//! pass with a manual clock so every assertion is deterministic.
+//! The runtime end to end, each scenario written once and run on real SQLite files (always)
+//! and on a real PostgreSQL server (feature `pg-suite`, `GEO_TEST_DATABASE_URL`): the widgets
+//! example's primary (application operations that publish events in their transaction, the
+//! primary verifier) and a secondary (log cursor, scheduler, downloads, backfill, verification,
+//! timeouts) on two fresh databases and two folders ([`Sites`]), driven pass by pass with a
+//! manual clock so every assertion is deterministic.
+//!
+//! Test names are `<scenario>::sqlite` and `<scenario>::postgres`. What only PostgreSQL can
+//! run (several workers on one database, worker processes, commits out of id order from many
+//! writers) is in `pg_runtime.rs`.
 
-mod common;
+mod sites;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -12,66 +18,51 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration as StdDuration;
 
 use chrono::Duration;
-use common::*;
-use diesel::prelude::*;
-use diesel::sql_query;
-use diesel::sql_types::{BigInt, Text};
+use geo_diesel::UtcDateTime;
 use geo_diesel::cursor::load_state;
 use geo_diesel::geo_core::blob_store::{
     BlobError, BlobPath, BlobStore, LocalBlobStore, is_temp_file_name,
 };
-use geo_diesel::geo_core::event::Event;
-use geo_diesel::geo_core::source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
+use geo_diesel::geo_core::source::{BlobStream, PrimarySource};
 use geo_diesel::primary;
 use geo_diesel::registry::{self, SyncOutcome};
 use geo_diesel::secondary::SecondaryConfig;
-use geo_diesel::{UtcDateTime, sql_types::GeoTimestamp};
+use geo_tests::source::{HookedReader, Intercepted, Interceptor, Opened};
+use geo_tests::{Backend, all_files, checksum, data, read_opt, sum};
+use sites::state::*;
+use sites::{Sites, exec, gd, try_exec, wd};
 use widgets::app;
 
-const PENDING: i16 = 0;
-const STARTED: i16 = 1;
-const SYNCED: i16 = 2;
-const FAILED: i16 = 3;
-const V_SUCCEEDED: i16 = 2;
-const V_FAILED: i16 = 3;
-const V_DISABLED: i16 = 4;
-
-fn assert_synced_verified(
-    s: &Sites,
-    d: &'static geo_diesel::geo_core::ReplicableDescriptor,
-    id: i64,
-    bytes: &[u8],
-) {
-    let row = s
-        .reg(d, id)
-        .unwrap_or_else(|| panic!("{} {id}: no registry row", d.name));
-    assert_eq!(row.state, SYNCED, "{} {id}: {row:?}", d.name);
-    assert_eq!(
-        row.verification_state, V_SUCCEEDED,
-        "{} {id}: {row:?}",
-        d.name
-    );
-    assert_eq!(
-        row.verification_checksum.as_deref(),
-        Some(sum(bytes).as_slice()),
-        "{} {id}",
-        d.name
-    );
-    assert!(
-        !row.checksum_mismatch && !row.missing_on_primary,
-        "{} {id}: {row:?}",
-        d.name
-    );
-    assert_eq!(row.last_sync_failure, None);
+geo_tests::backend_tests! {
+    create_update_and_delete_replicate_end_to_end,
+    record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_content,
+    file_corrupted_on_the_secondary_is_caught_by_verification_and_resynced,
+    file_deleted_on_the_secondary_is_caught_by_verification_and_resynced,
+    repaired_mismatch_clears_the_mismatched_checksum,
+    bit_rot_on_the_secondary_is_found_by_the_reverification_cycle,
+    file_missing_on_the_primary_fails_with_the_four_hour_cap,
+    sync_stuck_in_started_times_out,
+    event_committed_late_with_a_lower_id_is_still_applied,
+    unknown_replicables_and_malformed_events_are_counted_and_skipped,
+    payload_that_is_not_json_is_refused_by_the_primary_database,
+    workers_crashed_mid_sync_and_restarted_converge_without_partial_files,
+    backfill_creates_rows_for_records_without_events_and_removes_orphans,
+    one_sync_pass_claims_fairly_from_both_types,
+    concurrent_downloads_never_exceed_sync_capacity,
+    replication_flag_off_skips_events_and_syncs_and_publishes_nothing,
+    primary_verification_checksums_fails_with_backoff_reverifies_and_respects_updates,
+    primary_verification_timeouts_and_state_backfill,
+    status_fields_match_the_databases,
+    record_deleted_while_its_download_is_in_flight_leaves_no_file,
+    fresh_secondary_does_not_download_again_when_the_backfill_ran_ahead_of_the_cursor,
 }
 
 // ---------------------------------------------------------------------------------------------
 // 1. create, update, delete
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn create_update_and_delete_replicate_end_to_end() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn create_update_and_delete_replicate_end_to_end(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     let widgets: Vec<_> = (0..4)
         .map(|i| s.widget(i, 1000 + 3000 * i as usize))
         .collect();
@@ -81,7 +72,7 @@ fn create_update_and_delete_replicate_end_to_end() {
     s.converge();
 
     for (w, bytes) in &widgets {
-        assert_synced_verified(&s, wd(), w.id, bytes);
+        s.assert_synced_verified(wd(), w.id, bytes);
         assert_eq!(
             s.secondary_sum(&w.file_path),
             Some(checksum(bytes)),
@@ -90,7 +81,7 @@ fn create_update_and_delete_replicate_end_to_end() {
         );
     }
     for (g, bytes) in &gadgets {
-        assert_synced_verified(&s, gd(), g.id, bytes);
+        s.assert_synced_verified(gd(), g.id, bytes);
         assert_eq!(
             s.secondary_sum(&g.blob_key),
             Some(checksum(bytes)),
@@ -118,7 +109,7 @@ fn create_update_and_delete_replicate_end_to_end() {
     let row = s.reg(wd(), w0.id).unwrap();
     assert_eq!(
         (row.state, row.verification_state),
-        (SYNCED, PENDING),
+        (SYNCED, V_PENDING),
         "{row:?}"
     );
     assert_eq!(row.verification_checksum, Some(sum(&new_w)));
@@ -126,8 +117,8 @@ fn create_update_and_delete_replicate_end_to_end() {
     assert_eq!(s.reg(wd(), w0.id).unwrap().verification_state, V_DISABLED);
     assert_eq!(s.reg(gd(), g0.id).unwrap().verification_state, V_DISABLED);
     s.converge();
-    assert_synced_verified(&s, wd(), w0.id, &new_w);
-    assert_synced_verified(&s, gd(), g0.id, &new_g);
+    s.assert_synced_verified(wd(), w0.id, &new_w);
+    s.assert_synced_verified(gd(), g0.id, &new_g);
     assert_eq!(s.secondary_sum(&w0.file_path), Some(checksum(&new_w)));
     assert_eq!(s.secondary_sum(&g0.blob_key), Some(checksum(&new_g)));
 
@@ -149,23 +140,33 @@ fn create_update_and_delete_replicate_end_to_end() {
     s.assert_files_identical();
     // Exactly the live records' files remain on the secondary.
     assert_eq!(all_files(s.secondary_store.root()).len(), 5);
+    // The database can look inside the payloads (jsonb on PostgreSQL, JSON text on SQLite):
+    // the `deleted` event carries the deleted record's blob path.
+    let blob_path = match backend {
+        Backend::Sqlite => "json_extract(payload, '$.blob_path')",
+        Backend::Postgres => "payload->>'blob_path'",
+    };
+    let deleted = s.primary_number(&format!(
+        "SELECT COUNT(*) AS n FROM geo_events WHERE event_name = 'deleted' AND {blob_path} = '{}'",
+        w1.file_path
+    ));
+    assert_eq!(deleted, 1);
 }
 
 // ---------------------------------------------------------------------------------------------
 // 2. an update during an in-flight sync
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_content() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_content(
+    backend: Backend,
+) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     let (w, old) = s.widget(1, 5000);
     s.secondary.cursor_pass().unwrap();
     let now = s.now();
 
     // The scheduler claims the row: a download of the old content is "in flight".
-    let claimed = registry::Registry::of(wd())
-        .claim_sync(&mut s.t(), 10, now)
-        .unwrap();
+    let claimed = registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, now).unwrap();
     assert_eq!(claimed, vec![w.id]);
     assert_eq!(s.reg(wd(), w.id).unwrap().state, STARTED);
 
@@ -177,8 +178,7 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(row.state, STARTED);
     assert!(
-        registry::Registry::of(wd())
-            .claim_sync(&mut s.t(), 10, now)
+        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, now)
             .unwrap()
             .is_empty(),
         "a row with a download in flight must not be claimed twice"
@@ -191,24 +191,16 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
         primary: None,
     };
     assert!(
-        !registry::Registry::of(wd())
-            .record_sync_claimed(&mut s.t(), w.id, now, &synced, &retry, now)
-            .unwrap()
+        !registry::Registry::of(wd()).record_sync_claimed(&mut s.t(), w.id, now, &synced, &retry, now).unwrap()
     );
     assert_eq!(s.reg(wd(), w.id).unwrap().state, PENDING);
     let failed = SyncOutcome::Failed {
         message: "late failure".into(),
         missing_on_primary: false,
     };
+    assert!(!registry::Registry::of(wd()).record_sync(&mut s.t(), w.id, &failed, &retry, now).unwrap());
     assert!(
-        !registry::Registry::of(wd())
-            .record_sync(&mut s.t(), w.id, &failed, &retry, now)
-            .unwrap()
-    );
-    assert!(
-        !registry::Registry::of(wd())
-            .record_sync_claimed(&mut s.t(), w.id, now, &failed, &retry, now)
-            .unwrap()
+        !registry::Registry::of(wd()).record_sync_claimed(&mut s.t(), w.id, now, &failed, &retry, now).unwrap()
     );
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(
@@ -216,35 +208,39 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
         (PENDING, 0, None)
     );
 
-    // The next pass fetches the new content.
+    // The next pass fetches the new content, and verification follows the primary.
     assert_eq!(s.secondary.sync_pass().unwrap(), 1);
     assert_eq!(s.reg(wd(), w.id).unwrap().state, SYNCED);
     assert_eq!(s.secondary_sum(&w.file_path), Some(checksum(&new)));
+    s.converge();
+    s.assert_synced_verified(wd(), w.id, &new);
 }
 
 // ---------------------------------------------------------------------------------------------
 // 3. corruption on the secondary
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn file_corrupted_on_the_secondary_is_caught_by_verification_and_resynced() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn file_corrupted_on_the_secondary_is_caught_by_verification_and_resynced(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     let (w, bytes) = s.widget(3, 9000);
+    let (g, gbytes) = s.gadget(3, 4000);
     s.converge();
-    assert_synced_verified(&s, wd(), w.id, &bytes);
+    s.assert_synced_verified(wd(), w.id, &bytes);
+    s.assert_synced_verified(gd(), g.id, &gbytes);
 
     let mut corrupt = bytes.clone();
     corrupt[100] ^= 0xff;
     std::fs::write(s.secondary_store.root().join(&w.file_path), &corrupt).unwrap();
+    // At the same time the gadget's copy goes missing: both types fail in one pass.
+    std::fs::remove_file(s.secondary_store.root().join(&g.blob_key)).unwrap();
 
-    // An operator asks for reverification of the row; the secondary re-hashes the file.
+    // An operator asks for reverification of the rows; the secondary re-hashes the files.
     assert_eq!(
-        registry::Registry::of(wd())
-            .reverify(&mut s.t(), Some(&[w.id]))
-            .unwrap(),
+        registry::Registry::of(wd()).reverify(&mut s.t(), Some(&[w.id])).unwrap(),
         1
     );
-    assert_eq!(s.secondary.verification_pass().unwrap(), 1);
+    assert_eq!(registry::Registry::of(gd()).reverify(&mut s.t(), None).unwrap(), 1);
+    assert_eq!(s.secondary.verification_pass().unwrap(), 2);
     let now = s.now();
     let row = s.reg(wd(), w.id).unwrap();
     assert!(row.checksum_mismatch, "{row:?}");
@@ -267,30 +263,36 @@ fn file_corrupted_on_the_secondary_is_caught_by_verification_and_resynced() {
         Some(now + Duration::seconds(16))
     );
     assert_eq!(s.secondary.counters().mismatches.load(Ordering::Relaxed), 1);
+    let grow = s.reg(gd(), g.id).unwrap();
+    assert_eq!(
+        (grow.state, grow.verification_state),
+        (FAILED, V_FAILED),
+        "{grow:?}"
+    );
+    assert!(!grow.checksum_mismatch, "an unreadable file is no mismatch");
 
     // Not due yet: nothing is synced.
     assert_eq!(s.secondary.sync_pass().unwrap(), 0);
     assert_eq!(s.secondary_sum(&w.file_path), Some(checksum(&corrupt)));
 
-    // After retry_at the row is resynced and verified with the right content.
+    // After retry_at both rows are resynced and verified with the right content.
     s.clock.advance(Duration::seconds(17));
-    assert_eq!(s.secondary.sync_pass().unwrap(), 1);
+    assert_eq!(s.secondary.sync_pass().unwrap(), 2);
     s.converge();
-    assert_synced_verified(&s, wd(), w.id, &bytes);
+    s.assert_synced_verified(wd(), w.id, &bytes);
+    s.assert_synced_verified(gd(), g.id, &gbytes);
     assert_eq!(s.secondary_sum(&w.file_path), Some(checksum(&bytes)));
+    assert_eq!(s.secondary_sum(&g.blob_key), Some(checksum(&gbytes)));
 }
 
-#[test]
-fn file_deleted_on_the_secondary_is_caught_by_verification_and_resynced() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn file_deleted_on_the_secondary_is_caught_by_verification_and_resynced(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     let (g, bytes) = s.gadget(4, 3000);
     s.converge();
-    assert_synced_verified(&s, gd(), g.id, &bytes);
+    s.assert_synced_verified(gd(), g.id, &bytes);
     std::fs::remove_file(s.secondary_store.root().join(&g.blob_key)).unwrap();
 
-    registry::Registry::of(gd())
-        .reverify(&mut s.t(), None)
-        .unwrap();
+    registry::Registry::of(gd()).reverify(&mut s.t(), None).unwrap();
     assert_eq!(s.secondary.verification_pass().unwrap(), 1);
     let row = s.reg(gd(), g.id).unwrap();
     assert_eq!(
@@ -310,20 +312,17 @@ fn file_deleted_on_the_secondary_is_caught_by_verification_and_resynced() {
 
     s.clock.advance(Duration::seconds(17));
     s.converge();
-    assert_synced_verified(&s, gd(), g.id, &bytes);
+    s.assert_synced_verified(gd(), g.id, &bytes);
     assert_eq!(s.secondary_sum(&g.blob_key), Some(checksum(&bytes)));
 }
 
 /// After a mismatch is repaired, the stale mismatching checksum must not stay on the row.
-#[test]
-fn repaired_mismatch_clears_the_mismatched_checksum() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn repaired_mismatch_clears_the_mismatched_checksum(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     let (w, bytes) = s.widget(5, 2000);
     s.converge();
     std::fs::write(s.secondary_store.root().join(&w.file_path), b"garbage").unwrap();
-    registry::Registry::of(wd())
-        .reverify(&mut s.t(), None)
-        .unwrap();
+    registry::Registry::of(wd()).reverify(&mut s.t(), None).unwrap();
     s.secondary.verification_pass().unwrap();
     assert!(
         s.reg(wd(), w.id)
@@ -333,7 +332,7 @@ fn repaired_mismatch_clears_the_mismatched_checksum() {
     );
     s.clock.advance(Duration::seconds(17));
     s.converge();
-    assert_synced_verified(&s, wd(), w.id, &bytes);
+    s.assert_synced_verified(wd(), w.id, &bytes);
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(row.verification_checksum_mismatched, None, "{row:?}");
 }
@@ -341,12 +340,11 @@ fn repaired_mismatch_clears_the_mismatched_checksum() {
 /// Bit rot on a secondary must be found by the regular cycle (the primary re-verifies every
 /// interval and publishes `checksum_succeeded`; GitLab's secondaries then re-hash their copy),
 /// without an operator asking for reverification.
-#[test]
-fn bit_rot_on_the_secondary_is_found_by_the_reverification_cycle() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn bit_rot_on_the_secondary_is_found_by_the_reverification_cycle(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     let (w, bytes) = s.widget(6, 4000);
     s.converge();
-    assert_synced_verified(&s, wd(), w.id, &bytes);
+    s.assert_synced_verified(wd(), w.id, &bytes);
     let mut corrupt = bytes.clone();
     corrupt[0] ^= 1;
     std::fs::write(s.secondary_store.root().join(&w.file_path), &corrupt).unwrap();
@@ -372,10 +370,9 @@ fn bit_rot_on_the_secondary_is_found_by_the_reverification_cycle() {
 // 4. missing on the primary, backoff caps
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn file_missing_on_the_primary_fails_with_the_four_hour_cap() {
+fn file_missing_on_the_primary_fails_with_the_four_hour_cap(backend: Backend) {
     // FixedRandom(29): the largest jitter, delay(1) = 1 + 15 + 29·2 = 74 s.
-    let s = Sites::open(SecondaryConfig::default(), 29);
+    let s = Sites::open(backend, SecondaryConfig::default(), 29);
     let (w, bytes) = s.widget(7, 3000);
     let (g, _) = s.gadget(7, 3000);
     s.verifier.run_until_idle(5).unwrap();
@@ -390,12 +387,10 @@ fn file_missing_on_the_primary_fails_with_the_four_hour_cap() {
     .unwrap();
 
     s.secondary.cursor_pass().unwrap();
-    let mut t = s.t();
     exec(
-        &mut t,
+        &mut s.t(),
         "UPDATE widget_registry SET retry_count = 20; UPDATE gadget_registry SET retry_count = 20;",
     );
-    drop(t);
     assert_eq!(s.secondary.sync_pass().unwrap(), 2);
     let now = s.now();
 
@@ -418,8 +413,7 @@ fn file_missing_on_the_primary_fails_with_the_four_hour_cap() {
     );
     assert_eq!(retry_at, now + Duration::hours(4) + Duration::seconds(74));
     assert_eq!(
-        registry::Registry::of(wd())
-            .counts(&mut s.t())
+        registry::Registry::of(wd()).counts(&mut s.t())
             .unwrap()
             .missing_on_primary,
         1
@@ -446,23 +440,27 @@ fn file_missing_on_the_primary_fails_with_the_four_hour_cap() {
     s.primary_store
         .write(&BlobPath::new(&w.file_path).unwrap(), &mut &bytes[..], None)
         .unwrap();
-    s.clock.advance(Duration::hours(4) + Duration::seconds(75));
-    s.secondary.sync_pass().unwrap();
+    s.clock.advance(Duration::hours(4));
+    assert_eq!(
+        s.secondary.sync_pass().unwrap(),
+        1,
+        "only the gadget is due after 4 h"
+    );
+    assert_eq!(s.reg(wd(), w.id).unwrap().state, FAILED);
+    s.clock.advance(Duration::seconds(75));
+    assert_eq!(s.secondary.sync_pass().unwrap(), 1);
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(row.state, SYNCED, "{row:?}");
     assert!(!row.missing_on_primary);
     assert_eq!(s.secondary_sum(&w.file_path), Some(checksum(&bytes)));
 }
 
-#[test]
-fn sync_stuck_in_started_times_out() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn sync_stuck_in_started_times_out(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     let (w, _) = s.widget(8, 100);
     s.secondary.cursor_pass().unwrap();
     assert_eq!(
-        registry::Registry::of(wd())
-            .claim_sync(&mut s.t(), 10, s.now())
-            .unwrap(),
+        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, s.now()).unwrap(),
         vec![w.id]
     );
     s.clock.advance(Duration::hours(8));
@@ -487,67 +485,8 @@ fn sync_stuck_in_started_times_out() {
 // 5. out-of-order commits: event-id gaps
 // ---------------------------------------------------------------------------------------------
 
-fn insert_raw_event(
-    s: &Sites,
-    id: Option<i64>,
-    replicable: &str,
-    event: &str,
-    model_id: i64,
-    payload: &str,
-) -> i64 {
-    let mut p = s.p();
-    let ts = UtcDateTime(s.now());
-    let conn = sqlite(&mut p);
-    match id {
-        Some(id) => {
-            sql_query("INSERT INTO geo_events (id, replicable_name, event_name, model_record_id, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)")
-                .bind::<BigInt, _>(id)
-                .bind::<Text, _>(replicable)
-                .bind::<Text, _>(event)
-                .bind::<BigInt, _>(model_id)
-                .bind::<Text, _>(payload)
-                .bind::<GeoTimestamp, _>(ts)
-                .execute(conn)
-                .unwrap();
-            id
-        }
-        None => {
-            sql_query("INSERT INTO geo_events (replicable_name, event_name, model_record_id, payload, created_at) VALUES (?, ?, ?, ?, ?)")
-                .bind::<Text, _>(replicable)
-                .bind::<Text, _>(event)
-                .bind::<BigInt, _>(model_id)
-                .bind::<Text, _>(payload)
-                .bind::<GeoTimestamp, _>(ts)
-                .execute(conn)
-                .unwrap();
-            s.events().last().unwrap().id
-        }
-    }
-}
-
-/// Inserts a widget row and its file without publishing anything (as a bulk import would).
-fn insert_widget_silently(s: &Sites, i: u64, len: usize) -> (i64, String, Vec<u8>) {
-    let bytes = data(i, len);
-    let path = format!("silent/{i}.bin");
-    s.primary_store
-        .write(&BlobPath::new(&path).unwrap(), &mut &bytes[..], None)
-        .unwrap();
-    let mut p = s.p();
-    sql_query("INSERT INTO widgets (file_path, name) VALUES (?, 'silent')")
-        .bind::<Text, _>(&path)
-        .execute(sqlite(&mut p))
-        .unwrap();
-    let id = primary::all_ids(&mut p, wd())
-        .unwrap()
-        .into_iter()
-        .max()
-        .unwrap();
-    (id, path, bytes)
-}
-
-#[test]
-fn event_committed_late_with_a_lower_id_is_still_applied() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn event_committed_late_with_a_lower_id_is_still_applied(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     let (w1, _) = s.widget(10, 100);
     assert_eq!(s.events().last().unwrap().id, 1);
     let pass = s.secondary.cursor_pass().unwrap();
@@ -555,10 +494,7 @@ fn event_committed_late_with_a_lower_id_is_still_applied() {
 
     // Ids 2..=9 are taken by transactions that have not committed yet; the next one commits
     // first and gets id 10 through the application's own insert path.
-    exec(
-        &mut s.p(),
-        "UPDATE sqlite_sequence SET seq = 9 WHERE name = 'geo_events'",
-    );
+    s.set_next_event_id(10);
     let (w2, _) = s.widget(11, 100);
     assert_eq!(s.events().last().unwrap().id, 10);
     let pass = s.secondary.cursor_pass().unwrap();
@@ -573,9 +509,8 @@ fn event_committed_late_with_a_lower_id_is_still_applied() {
     assert_eq!(state.safe_position(), 1);
 
     // Event 5 commits late.
-    let (w3, path3, bytes3) = insert_widget_silently(&s, 12, 2222);
-    insert_raw_event(
-        &s,
+    let (w3, path3, bytes3) = s.widget_silently(12, 2222);
+    s.insert_event(
         Some(5),
         "widget",
         "created",
@@ -620,9 +555,8 @@ fn event_committed_late_with_a_lower_id_is_still_applied() {
 // 6. bad events
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn unknown_replicables_and_malformed_events_are_counted_and_skipped() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn unknown_replicables_and_malformed_events_are_counted_and_skipped(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     // A file the malicious delete below points at, outside the secondary's store.
     let outside = s.dir.path().join("outside.txt");
     std::fs::write(&outside, b"keep me").unwrap();
@@ -634,20 +568,12 @@ fn unknown_replicables_and_malformed_events_are_counted_and_skipped() {
     );
     let start = s.events().last().unwrap().id;
 
-    insert_raw_event(&s, None, "gizmo", "created", 1, r#"{"model_record_id":1}"#);
-    insert_raw_event(
-        &s,
-        None,
-        "widget",
-        "exploded",
-        1,
-        r#"{"model_record_id":1}"#,
-    );
-    insert_raw_event(&s, None, "widget", "created", 2, r#"{"model_record_id":3}"#);
-    insert_raw_event(&s, None, "widget", "created", 4, "[1,2]");
-    insert_raw_event(&s, None, "widget", "created", 5, r#"{"no_id":true}"#);
-    insert_raw_event(
-        &s,
+    s.insert_event(None, "gizmo", "created", 1, r#"{"model_record_id":1}"#);
+    s.insert_event(None, "widget", "exploded", 1, r#"{"model_record_id":1}"#);
+    s.insert_event(None, "widget", "created", 2, r#"{"model_record_id":3}"#);
+    s.insert_event(None, "widget", "created", 4, "[1,2]");
+    s.insert_event(None, "widget", "created", 5, r#"{"no_id":true}"#);
+    s.insert_event(
         None,
         "widget",
         "deleted",
@@ -657,8 +583,7 @@ fn unknown_replicables_and_malformed_events_are_counted_and_skipped() {
             victim.id
         ),
     );
-    insert_raw_event(
-        &s,
+    s.insert_event(
         None,
         "widget",
         "checksum_succeeded",
@@ -694,20 +619,24 @@ fn unknown_replicables_and_malformed_events_are_counted_and_skipped() {
     // The good event after them is applied and synced.
     assert_eq!(s.reg(wd(), good.id).unwrap().state, PENDING);
     s.converge();
-    assert_synced_verified(&s, wd(), good.id, &good_bytes);
+    s.assert_synced_verified(wd(), good.id, &good_bytes);
 }
 
-/// A payload that is not JSON at all cannot even be stored on SQLite (a `json_valid` check), so
-/// it can never reach, let alone stall, the cursor.
-#[test]
-fn payload_that_is_not_json_is_refused_by_the_primary_database() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
-    let mut p = s.p();
-    let err = sql_query("INSERT INTO geo_events (replicable_name, event_name, model_record_id, payload, created_at) VALUES ('widget', 'created', 1, 'not json{', '2026-03-01T12:00:00.000Z')")
-        .execute(sqlite(&mut p))
-        .unwrap_err();
-    assert!(err.to_string().contains("json_valid"), "{err}");
-    drop(p);
+/// A payload that is not JSON at all cannot even be stored (a `json_valid` check on SQLite, the
+/// `jsonb` type on PostgreSQL), so it can never reach, let alone stall, the cursor.
+fn payload_that_is_not_json_is_refused_by_the_primary_database(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
+    let err = try_exec(
+        &mut s.p(),
+        "INSERT INTO geo_events (replicable_name, event_name, model_record_id, payload, \
+         created_at) VALUES ('widget', 'created', 1, 'not json{', '2026-03-01T12:00:00.000Z')",
+    )
+    .unwrap_err();
+    let refusal = match backend {
+        Backend::Sqlite => "json_valid",
+        Backend::Postgres => "invalid input syntax for type json",
+    };
+    assert!(err.to_string().contains(refusal), "{err}");
     let (good, _) = s.widget(22, 100);
     let pass = s.secondary.cursor_pass().unwrap();
     assert_eq!((pass.applied, pass.skipped), (1, 0));
@@ -718,13 +647,12 @@ fn payload_that_is_not_json_is_refused_by_the_primary_database() {
 // 7. crash and restart (threaded workers)
 // ---------------------------------------------------------------------------------------------
 
-/// Wraps a source; when `crash` is set, every reader panics at its next read (a process dying
-/// mid-download). Reads are served in small chunks so downloads take many reads.
-struct CrashSource {
-    inner: Arc<dyn PrimarySource>,
+/// When `crash` is set, every reader panics at its next read (a process dying mid-download).
+/// Reads are served in small chunks so downloads take many reads.
+struct CrashingDownloads {
     crash: Arc<AtomicBool>,
     /// The reader of the n-th blob opened (1-based) sets `crash` after its first chunk.
-    crash_at_open: AtomicUsize,
+    crash_at_open: usize,
     opened: AtomicUsize,
     panics: Arc<AtomicUsize>,
     crashed: Arc<(Mutex<bool>, Condvar)>,
@@ -757,45 +685,15 @@ impl Read for CrashReader {
     }
 }
 
-impl PrimarySource for CrashSource {
-    fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError> {
-        self.inner.events_after(after_id, limit)
-    }
-    fn events_by_ids(&self, ids: &[i64]) -> Result<Vec<Event>, SourceError> {
-        self.inner.events_by_ids(ids)
-    }
-    fn max_event_id(&self) -> Result<Option<i64>, SourceError> {
-        self.inner.max_event_id()
-    }
-    fn model_ids(
-        &self,
-        replicable: &str,
-        range: std::ops::RangeInclusive<i64>,
-    ) -> Result<Vec<i64>, SourceError> {
-        self.inner.model_ids(replicable, range)
-    }
-    fn max_model_id(&self, replicable: &str) -> Result<Option<i64>, SourceError> {
-        self.inner.max_model_id(replicable)
-    }
-    fn primary_checksums(
-        &self,
-        replicable: &str,
-        ids: &[i64],
-    ) -> Result<BTreeMap<i64, PrimaryChecksum>, SourceError> {
-        self.inner.primary_checksums(replicable, ids)
-    }
-    fn blob_path(&self, replicable: &str, id: i64) -> Result<Option<String>, SourceError> {
-        self.inner.blob_path(replicable, id)
-    }
-    fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError> {
-        let blob = self.inner.open_blob(replicable, id)?;
+impl Interceptor for CrashingDownloads {
+    fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
+        let blob = inner.open_blob(replicable, id)?;
         let n = self.opened.fetch_add(1, Ordering::SeqCst) + 1;
-        let trigger = n == self.crash_at_open.load(Ordering::SeqCst);
         Ok(BlobStream {
             reader: Box::new(CrashReader {
                 inner: blob.reader,
                 crash: Arc::clone(&self.crash),
-                trigger,
+                trigger: n == self.crash_at_open,
                 reads: 0,
                 panics: Arc::clone(&self.panics),
                 crashed: Arc::clone(&self.crashed),
@@ -827,15 +725,14 @@ fn assert_no_partial_file_at_a_final_path(s: &Sites) -> usize {
     temps
 }
 
-#[test]
-fn workers_crashed_mid_sync_and_restarted_converge_without_partial_files() {
+fn workers_crashed_mid_sync_and_restarted_converge_without_partial_files(backend: Backend) {
     let config = SecondaryConfig {
         sync_capacity: 4,
         sync_batch: 8,
         idle_sleep: StdDuration::from_millis(10),
         ..SecondaryConfig::default()
     };
-    let s = Sites::open(config.clone(), 0);
+    let s = Sites::open(backend, config.clone(), 0);
     let mut expected = Vec::new();
     for i in 0..90u64 {
         let len = 20_000 + (i as usize * 7919) % 90_000;
@@ -856,14 +753,16 @@ fn workers_crashed_mid_sync_and_restarted_converge_without_partial_files() {
     for crash_at in [3usize, 20, 41] {
         let crashed = Arc::new((Mutex::new(false), Condvar::new()));
         let panics = Arc::new(AtomicUsize::new(0));
-        let source = Arc::new(CrashSource {
-            inner: s.direct(),
-            crash: Arc::new(AtomicBool::new(false)),
-            crash_at_open: AtomicUsize::new(crash_at),
-            opened: AtomicUsize::new(0),
-            panics: Arc::clone(&panics),
-            crashed: Arc::clone(&crashed),
-        });
+        let source = Intercepted::new(
+            s.direct(),
+            CrashingDownloads {
+                crash: Arc::new(AtomicBool::new(false)),
+                crash_at_open: crash_at,
+                opened: AtomicUsize::new(0),
+                panics: Arc::clone(&panics),
+                crashed: Arc::clone(&crashed),
+            },
+        );
         let secondary = s.new_secondary(source, config.clone());
         let handle = secondary.spawn().unwrap();
         // Wait (bounded) until the crash happened, then stop what is left of the workers.
@@ -884,14 +783,8 @@ fn workers_crashed_mid_sync_and_restarted_converge_without_partial_files() {
         assert_no_partial_file_at_a_final_path(&s);
         // Rows of the interrupted batch are left `started`, as after a real crash.
         assert!(
-            registry::Registry::of(wd())
-                .counts(&mut s.t())
-                .unwrap()
-                .started
-                + registry::Registry::of(gd())
-                    .counts(&mut s.t())
-                    .unwrap()
-                    .started
+            registry::Registry::of(wd()).counts(&mut s.t()).unwrap().started
+                + registry::Registry::of(gd()).counts(&mut s.t()).unwrap().started
                 > 0
         );
     }
@@ -914,7 +807,7 @@ fn workers_crashed_mid_sync_and_restarted_converge_without_partial_files() {
             .all(|p| !p.file_name().is_some_and(is_temp_file_name))
     );
     for (d, id, bytes) in &expected {
-        assert_synced_verified(&s, d, *id, bytes);
+        s.assert_synced_verified(d, *id, bytes);
     }
     s.assert_files_identical();
     assert_eq!(all_files(s.secondary_store.root()).len(), expected.len());
@@ -984,9 +877,9 @@ fn blob_store_write_with_a_failing_reader_leaves_no_file_at_the_final_path() {
 // 8. backfill
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn backfill_creates_rows_for_records_without_events_and_removes_orphans() {
+fn backfill_creates_rows_for_records_without_events_and_removes_orphans(backend: Backend) {
     let s = Sites::open(
+        backend,
         SecondaryConfig {
             backfill_batch: 3,
             ..SecondaryConfig::default()
@@ -994,17 +887,13 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans() {
         0,
     );
     let silent: Vec<_> = (0..7)
-        .map(|i| insert_widget_silently(&s, 30 + i, 1000 + i as usize))
+        .map(|i| s.widget_silently(30 + i, 1000 + i as usize))
         .collect();
     assert!(s.events().is_empty());
     // Orphans: registry rows whose records do not exist on the primary, below and above the
     // primary's largest id.
-    registry::Registry::of(wd())
-        .insert_missing(&mut s.t(), &[silent[6].0 + 1, 500])
-        .unwrap();
-    registry::Registry::of(gd())
-        .insert_missing(&mut s.t(), &[3])
-        .unwrap();
+    registry::Registry::of(wd()).insert_missing(&mut s.t(), &[silent[6].0 + 1, 500]).unwrap();
+    registry::Registry::of(gd()).insert_missing(&mut s.t(), &[3]).unwrap();
 
     let (created, removed) = s.secondary.backfill_all().unwrap();
     assert_eq!((created, removed), (7, 3));
@@ -1027,23 +916,20 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans() {
     // The primary verifies them too (state rows backfilled), and the secondary follows.
     s.converge();
     for (id, _, bytes) in &silent {
-        assert_synced_verified(&s, wd(), *id, bytes);
+        s.assert_synced_verified(wd(), *id, bytes);
     }
 
     // A record removed on the primary without any event (a lost `deleted`): the backfill
     // removes its registry row and the file the sync wrote, found through `blob_path`.
     let (gone_id, gone_path, _) = &silent[2];
     assert_eq!(
-        registry::Registry::of(wd())
-            .blob_paths(&mut s.t(), &[*gone_id])
-            .unwrap(),
+        registry::Registry::of(wd()).blob_paths(&mut s.t(), &[*gone_id]).unwrap(),
         vec![(*gone_id, gone_path.clone())]
     );
-    let mut p = s.p();
-    geo_diesel::AsDbConn::db(&mut p)
-        .batch_execute(&format!("DELETE FROM widgets WHERE id = {gone_id}"))
-        .unwrap();
-    drop(p);
+    exec(
+        &mut s.p(),
+        &format!("DELETE FROM widgets WHERE id = {gone_id}"),
+    );
     assert_eq!(s.secondary.backfill_all().unwrap(), (0, 1));
     assert!(s.reg(wd(), *gone_id).is_none());
     assert_eq!(
@@ -1058,9 +944,9 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans() {
 // 9. fairness and the concurrency limit
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn one_sync_pass_claims_fairly_from_both_types() {
+fn one_sync_pass_claims_fairly_from_both_types(backend: Backend) {
     let s = Sites::open(
+        backend,
         SecondaryConfig {
             sync_batch: 10,
             ..SecondaryConfig::default()
@@ -1073,23 +959,12 @@ fn one_sync_pass_claims_fairly_from_both_types() {
     }
     s.secondary.cursor_pass().unwrap();
     assert_eq!(s.secondary.sync_pass().unwrap(), 10);
-    assert_eq!(
-        registry::Registry::of(wd())
-            .counts(&mut s.t())
-            .unwrap()
-            .synced,
-        5
-    );
-    assert_eq!(
-        registry::Registry::of(gd())
-            .counts(&mut s.t())
-            .unwrap()
-            .synced,
-        5
-    );
+    assert_eq!(registry::Registry::of(wd()).counts(&mut s.t()).unwrap().synced, 5);
+    assert_eq!(registry::Registry::of(gd()).counts(&mut s.t()).unwrap().synced, 5);
 
     // A type that cannot use its share leaves it to the other.
     let s = Sites::open(
+        backend,
         SecondaryConfig {
             sync_batch: 10,
             ..SecondaryConfig::default()
@@ -1104,108 +979,47 @@ fn one_sync_pass_claims_fairly_from_both_types() {
     }
     s.secondary.cursor_pass().unwrap();
     assert_eq!(s.secondary.sync_pass().unwrap(), 10);
-    assert_eq!(
-        registry::Registry::of(wd())
-            .counts(&mut s.t())
-            .unwrap()
-            .synced,
-        7
-    );
-    assert_eq!(
-        registry::Registry::of(gd())
-            .counts(&mut s.t())
-            .unwrap()
-            .synced,
-        3
-    );
+    assert_eq!(registry::Registry::of(wd()).counts(&mut s.t()).unwrap().synced, 7);
+    assert_eq!(registry::Registry::of(gd()).counts(&mut s.t()).unwrap().synced, 3);
 }
+
+/// (open, peak) readers, and a condition variable signalled on every change.
+type Gauge = Arc<(Mutex<(usize, usize)>, Condvar)>;
 
 /// Counts readers open at once; the first reads wait (bounded) until two are open, so a
 /// working limit of 2 is reached deterministically.
-struct CountingSource {
-    inner: Arc<dyn PrimarySource>,
-    state: Arc<(Mutex<(usize, usize)>, Condvar)>,
+struct CountingDownloads {
+    gauge: Gauge,
 }
 
-struct CountingReader {
-    inner: Box<dyn Read + Send>,
-    state: Arc<(Mutex<(usize, usize)>, Condvar)>,
-    first: bool,
-}
-
-impl Read for CountingReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if self.first {
-            self.first = false;
-            let (lock, cv) = &*self.state;
-            let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-            let _ = cv.wait_timeout_while(guard, StdDuration::from_secs(10), |(_, peak)| *peak < 2);
-        }
-        self.inner.read(buf)
-    }
-}
-
-impl Drop for CountingReader {
-    fn drop(&mut self) {
-        let (lock, cv) = &*self.state;
-        lock.lock().unwrap_or_else(|p| p.into_inner()).0 -= 1;
-        cv.notify_all();
-    }
-}
-
-impl PrimarySource for CountingSource {
-    fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError> {
-        self.inner.events_after(after_id, limit)
-    }
-    fn events_by_ids(&self, ids: &[i64]) -> Result<Vec<Event>, SourceError> {
-        self.inner.events_by_ids(ids)
-    }
-    fn max_event_id(&self) -> Result<Option<i64>, SourceError> {
-        self.inner.max_event_id()
-    }
-    fn model_ids(
-        &self,
-        replicable: &str,
-        range: std::ops::RangeInclusive<i64>,
-    ) -> Result<Vec<i64>, SourceError> {
-        self.inner.model_ids(replicable, range)
-    }
-    fn max_model_id(&self, replicable: &str) -> Result<Option<i64>, SourceError> {
-        self.inner.max_model_id(replicable)
-    }
-    fn primary_checksums(
-        &self,
-        replicable: &str,
-        ids: &[i64],
-    ) -> Result<BTreeMap<i64, PrimaryChecksum>, SourceError> {
-        self.inner.primary_checksums(replicable, ids)
-    }
-    fn blob_path(&self, replicable: &str, id: i64) -> Result<Option<String>, SourceError> {
-        self.inner.blob_path(replicable, id)
-    }
-    fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError> {
-        let blob = self.inner.open_blob(replicable, id)?;
+impl Interceptor for CountingDownloads {
+    fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
+        let blob = inner.open_blob(replicable, id)?;
         {
-            let (lock, cv) = &*self.state;
+            let (lock, cv) = &*self.gauge;
             let mut g = lock.lock().unwrap_or_else(|p| p.into_inner());
             g.0 += 1;
             g.1 = g.1.max(g.0);
             cv.notify_all();
         }
-        Ok(BlobStream {
-            reader: Box::new(CountingReader {
-                inner: blob.reader,
-                state: Arc::clone(&self.state),
-                first: true,
-            }),
-            size: blob.size,
-            checksum: blob.checksum,
-        })
+        let (first, last) = (Arc::clone(&self.gauge), Arc::clone(&self.gauge));
+        Ok(HookedReader::wrap(blob, |r| {
+            r.before_first_read(move || {
+                let (lock, cv) = &*first;
+                let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
+                let _ =
+                    cv.wait_timeout_while(guard, StdDuration::from_secs(10), |(_, peak)| *peak < 2);
+            })
+            .on_drop(move || {
+                let (lock, cv) = &*last;
+                lock.lock().unwrap_or_else(|p| p.into_inner()).0 -= 1;
+                cv.notify_all();
+            })
+        }))
     }
 }
 
-#[test]
-fn concurrent_downloads_never_exceed_sync_capacity() {
+fn concurrent_downloads_never_exceed_sync_capacity(backend: Backend) {
     let state = Arc::new((Mutex::new((0usize, 0usize)), Condvar::new()));
     let st = Arc::clone(&state);
     let config = SecondaryConfig {
@@ -1213,8 +1027,8 @@ fn concurrent_downloads_never_exceed_sync_capacity() {
         sync_batch: 10,
         ..SecondaryConfig::default()
     };
-    let s = Sites::open_with(config, 0, move |inner| {
-        Arc::new(CountingSource { inner, state: st })
+    let s = Sites::open_with(backend, config, 0, move |inner| {
+        Intercepted::new(inner, CountingDownloads { gauge: st })
     });
     for i in 0..9 {
         s.widget(i, 30_000);
@@ -1228,14 +1042,8 @@ fn concurrent_downloads_never_exceed_sync_capacity() {
         "at most sync_capacity = 2 downloads at once, and the limit is used"
     );
     assert_eq!(
-        registry::Registry::of(wd())
-            .counts(&mut s.t())
-            .unwrap()
-            .synced
-            + registry::Registry::of(gd())
-                .counts(&mut s.t())
-                .unwrap()
-                .synced,
+        registry::Registry::of(wd()).counts(&mut s.t()).unwrap().synced
+            + registry::Registry::of(gd()).counts(&mut s.t()).unwrap().synced,
         18
     );
     s.assert_files_identical();
@@ -1245,9 +1053,8 @@ fn concurrent_downloads_never_exceed_sync_capacity() {
 // 10. feature flag
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn replication_flag_off_skips_events_and_syncs_and_publishes_nothing() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn replication_flag_off_skips_events_and_syncs_and_publishes_nothing(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     primary::set_replication_enabled(&mut s.t(), gd(), false, s.now()).unwrap();
     assert!(!primary::replication_enabled(&mut s.t(), gd()).unwrap());
     assert!(primary::replication_enabled(&mut s.t(), wd()).unwrap());
@@ -1268,13 +1075,11 @@ fn replication_flag_off_skips_events_and_syncs_and_publishes_nothing() {
 
     // A gadget row that exists anyway is not synced while the flag is off; neither does the
     // backfill create rows for the type.
-    registry::Registry::of(gd())
-        .insert_missing(&mut s.t(), &[g.id])
-        .unwrap();
+    registry::Registry::of(gd()).insert_missing(&mut s.t(), &[g.id]).unwrap();
     s.converge();
     assert_eq!(s.reg(gd(), g.id).unwrap().state, PENDING);
     assert_eq!(s.secondary_sum(&g.blob_key), None);
-    assert_synced_verified(&s, wd(), w.id, &wb);
+    s.assert_synced_verified(wd(), w.id, &wb);
 
     // On the primary, the flag off means no event.
     primary::set_replication_enabled(&mut s.p(), gd(), false, s.now()).unwrap();
@@ -1288,9 +1093,9 @@ fn replication_flag_off_skips_events_and_syncs_and_publishes_nothing() {
     // Flag back on at the secondary: the backfill catches up on what the events missed.
     primary::set_replication_enabled(&mut s.t(), gd(), true, s.now()).unwrap();
     s.converge();
-    assert_synced_verified(&s, gd(), g.id, &gb);
-    assert_synced_verified(&s, gd(), g2.id, &g2b);
-    assert_synced_verified(&s, wd(), w2.id, &w2b);
+    s.assert_synced_verified(gd(), g.id, &gb);
+    s.assert_synced_verified(gd(), g2.id, &g2b);
+    s.assert_synced_verified(wd(), w2.id, &w2b);
     s.assert_files_identical();
 }
 
@@ -1298,9 +1103,10 @@ fn replication_flag_off_skips_events_and_syncs_and_publishes_nothing() {
 // 11. primary verification
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn primary_verification_checksums_fails_with_backoff_reverifies_and_respects_updates() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn primary_verification_checksums_fails_with_backoff_reverifies_and_respects_updates(
+    backend: Backend,
+) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     let (w1, w1b) = s.widget(50, 3000);
     let (w2, w2b) = s.widget(51, 3000);
     let (g1, g1b) = s.gadget(50, 3000);
@@ -1442,10 +1248,9 @@ fn primary_verification_checksums_fails_with_backoff_reverifies_and_respects_upd
     assert_eq!(row.verification_checksum, Some(sum(&newest)));
 }
 
-#[test]
-fn primary_verification_timeouts_and_state_backfill() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
-    let (id, _, _) = insert_widget_silently(&s, 60, 100);
+fn primary_verification_timeouts_and_state_backfill(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
+    let (id, _, _) = s.widget_silently(60, 100);
     assert!(
         s.primary_row(wd(), id).is_none(),
         "no states row without publish_created"
@@ -1468,9 +1273,8 @@ fn primary_verification_timeouts_and_state_backfill() {
 // 12. status
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn status_fields_match_the_databases() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn status_fields_match_the_databases(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     let ws: Vec<_> = (0..4).map(|i| s.widget(70 + i, 500)).collect();
     let gs: Vec<_> = (0..2).map(|i| s.gadget(70 + i, 500)).collect();
     // One widget's file is missing on the primary: it fails on both sides.
@@ -1479,9 +1283,7 @@ fn status_fields_match_the_databases() {
         .unwrap();
     s.converge();
     // One gadget row left pending on the secondary.
-    registry::Registry::of(gd())
-        .resync(&mut s.t(), Some(&[gs[1].0.id]))
-        .unwrap();
+    registry::Registry::of(gd()).resync(&mut s.t(), Some(&[gs[1].0.id])).unwrap();
 
     let secondary: BTreeMap<_, _> = s
         .secondary
@@ -1505,6 +1307,7 @@ fn status_fields_match_the_databases() {
     let w = &secondary["widget"];
     let c = registry::Registry::of(wd()).counts(&mut s.t()).unwrap();
     assert_eq!((c.registry, c.synced, c.failed, c.verified), (4, 3, 1, 3));
+    assert_eq!(c.missing_on_primary, 1);
     assert_eq!(w.registry_count, Some(c.registry as u64));
     assert_eq!(w.synced_count, Some(c.synced as u64));
     assert_eq!(w.failed_count, Some(c.failed as u64));
@@ -1573,85 +1376,36 @@ fn status_fields_match_the_databases() {
 /// A closure run once, shared between the test and the source.
 type Hook = Arc<Mutex<Option<Box<dyn FnOnce() + Send>>>>;
 
-/// Runs `hook` once, at the first read of the blob of `target`.
-struct HookSource {
-    inner: Arc<dyn PrimarySource>,
+/// Runs `hook` once, at the first read of the blob of widget `target`.
+struct HookedDownload {
     target: i64,
     hook: Hook,
 }
 
-struct HookReader {
-    inner: Box<dyn Read + Send>,
-    hook: Option<Hook>,
-}
-
-impl Read for HookReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        if let Some(hook) = self.hook.take() {
-            let f = hook.lock().unwrap_or_else(|p| p.into_inner()).take();
-            if let Some(f) = f {
-                f();
-            }
+impl Interceptor for HookedDownload {
+    fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
+        let blob = inner.open_blob(replicable, id)?;
+        if (replicable, id) != ("widget", self.target) {
+            return Ok(blob);
         }
-        self.inner.read(buf)
+        let hook = Arc::clone(&self.hook);
+        Ok(HookedReader::wrap(blob, |r| {
+            r.before_first_read(move || {
+                let f = hook.lock().unwrap_or_else(|p| p.into_inner()).take();
+                if let Some(f) = f {
+                    f();
+                }
+            })
+        }))
     }
 }
 
-impl PrimarySource for HookSource {
-    fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError> {
-        self.inner.events_after(after_id, limit)
-    }
-    fn events_by_ids(&self, ids: &[i64]) -> Result<Vec<Event>, SourceError> {
-        self.inner.events_by_ids(ids)
-    }
-    fn max_event_id(&self) -> Result<Option<i64>, SourceError> {
-        self.inner.max_event_id()
-    }
-    fn model_ids(
-        &self,
-        replicable: &str,
-        range: std::ops::RangeInclusive<i64>,
-    ) -> Result<Vec<i64>, SourceError> {
-        self.inner.model_ids(replicable, range)
-    }
-    fn max_model_id(&self, replicable: &str) -> Result<Option<i64>, SourceError> {
-        self.inner.max_model_id(replicable)
-    }
-    fn primary_checksums(
-        &self,
-        replicable: &str,
-        ids: &[i64],
-    ) -> Result<BTreeMap<i64, PrimaryChecksum>, SourceError> {
-        self.inner.primary_checksums(replicable, ids)
-    }
-    fn blob_path(&self, replicable: &str, id: i64) -> Result<Option<String>, SourceError> {
-        self.inner.blob_path(replicable, id)
-    }
-    fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError> {
-        let blob = self.inner.open_blob(replicable, id)?;
-        let hook = (replicable == "widget" && id == self.target).then(|| Arc::clone(&self.hook));
-        Ok(BlobStream {
-            reader: Box::new(HookReader {
-                inner: blob.reader,
-                hook,
-            }),
-            size: blob.size,
-            checksum: blob.checksum,
-        })
-    }
-}
-
-#[test]
-fn record_deleted_while_its_download_is_in_flight_leaves_no_file() {
+fn record_deleted_while_its_download_is_in_flight_leaves_no_file(backend: Backend) {
     let hook: Hook = Arc::new(Mutex::new(None));
     let h = Arc::clone(&hook);
     // The first widget created gets id 1.
-    let s = Sites::open_with(SecondaryConfig::default(), 0, move |inner| {
-        Arc::new(HookSource {
-            inner,
-            target: 1,
-            hook: h,
-        })
+    let s = Sites::open_with(backend, SecondaryConfig::default(), 0, move |inner| {
+        Intercepted::new(inner, HookedDownload { target: 1, hook: h })
     });
     let (w, _) = s.widget(80, 50_000);
     assert_eq!(w.id, 1);
@@ -1685,9 +1439,10 @@ fn record_deleted_while_its_download_is_in_flight_leaves_no_file() {
 // a new secondary whose backfill ran ahead of its cursor
 // ---------------------------------------------------------------------------------------------
 
-#[test]
-fn fresh_secondary_does_not_download_again_when_the_backfill_ran_ahead_of_the_cursor() {
-    let s = Sites::open(SecondaryConfig::default(), 0);
+fn fresh_secondary_does_not_download_again_when_the_backfill_ran_ahead_of_the_cursor(
+    backend: Backend,
+) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
     for i in 0..5 {
         s.widget(90 + i, 10_000);
     }
