@@ -45,3 +45,22 @@ pub mod __private {
     pub use ::geo_core;
     pub use ::geo_core::__private::{Registration, inventory};
 }
+
+/// Builder-style setters for a `#[non_exhaustive]` config struct: `Config::default().field(v)`
+/// sets one public field and returns the config, so code outside the crate can configure every
+/// field without a struct literal.
+macro_rules! config_setters {
+    ($ty:ty { $($field:ident: $t:ty),* $(,)? }) => {
+        impl $ty {
+            $(
+                #[doc = concat!("Sets `", stringify!($field), "`.")]
+                #[must_use]
+                pub fn $field(mut self, value: $t) -> Self {
+                    self.$field = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+pub(crate) use config_setters;

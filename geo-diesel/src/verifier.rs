@@ -20,6 +20,7 @@ use crate::secondary::{WorkerHandle, worker_loop};
 
 /// Tunables of the primary's workers.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PrimaryConfig {
     /// Records claimed per verification pass and type.
     pub verification_batch: i64,
@@ -32,6 +33,14 @@ pub struct PrimaryConfig {
     /// Sleep between passes when there is nothing to do.
     pub idle_sleep: std::time::Duration,
 }
+
+crate::config_setters!(PrimaryConfig {
+    verification_batch: i64,
+    verification_threads: usize,
+    reverification_interval: Duration,
+    verification_timeout: Duration,
+    idle_sleep: std::time::Duration,
+});
 
 impl Default for PrimaryConfig {
     fn default() -> Self {

@@ -342,11 +342,9 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     http.read_timeout = Duration::from_secs(args.read_timeout_secs.max(1));
     let source = Arc::new(HttpSource::new(http));
     let link = source.stats();
-    let config = SecondaryConfig {
-        sync_capacity: args.sync_capacity.max(1),
-        idle_sleep: Duration::from_millis(args.idle_ms.max(1)),
-        ..SecondaryConfig::default()
-    };
+    let config = SecondaryConfig::default()
+        .sync_capacity(args.sync_capacity.max(1))
+        .idle_sleep(Duration::from_millis(args.idle_ms.max(1)));
     let secondary = Arc::new(Secondary::new(
         tracking,
         source.clone(),

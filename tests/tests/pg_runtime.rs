@@ -167,13 +167,11 @@ fn create_records(s: &Sites, widgets: u64, gadgets: u64) -> BTreeSet<(String, i6
 }
 
 fn worker_config() -> SecondaryConfig {
-    SecondaryConfig {
-        reclaim_on_start: false,
-        sync_batch: 6,
-        sync_capacity: 3,
-        idle_sleep: StdDuration::from_millis(10),
-        ..SecondaryConfig::default()
-    }
+    SecondaryConfig::default()
+        .reclaim_on_start(false)
+        .sync_batch(6)
+        .sync_capacity(3)
+        .idle_sleep(StdDuration::from_millis(10))
 }
 
 /// `n` secondaries on the tracking database of `s`, each with its own pool of `pool`
@@ -238,8 +236,20 @@ fn secondaries_on_one_tracking_database_never_download_one_record_at_once() {
     assert_eq!(total, 200);
     // Downloads matched the primary's checksums, so every row is verified too.
     let mut conn = s.t();
-    assert_eq!(registry::Registry::of(wd()).counts(&mut conn).unwrap().verified, 150);
-    assert_eq!(registry::Registry::of(gd()).counts(&mut conn).unwrap().verified, 50);
+    assert_eq!(
+        registry::Registry::of(wd())
+            .counts(&mut conn)
+            .unwrap()
+            .verified,
+        150
+    );
+    assert_eq!(
+        registry::Registry::of(gd())
+            .counts(&mut conn)
+            .unwrap()
+            .verified,
+        50
+    );
     s.assert_files_identical();
 }
 
@@ -444,12 +454,10 @@ fn primary_verifiers_on_one_database_never_checksum_one_record_twice() {
                 s.primary_database.pool(3),
                 Arc::clone(&store),
                 Env::system(),
-                PrimaryConfig {
-                    verification_batch: 7,
-                    verification_threads: 2,
-                    idle_sleep: StdDuration::from_millis(10),
-                    ..PrimaryConfig::default()
-                },
+                PrimaryConfig::default()
+                    .verification_batch(7)
+                    .verification_threads(2)
+                    .idle_sleep(StdDuration::from_millis(10)),
             ))
         })
         .collect();
@@ -952,13 +960,7 @@ fn figures_b5_backfill_and_b6_cursor_on_postgres() {
     );
     for batch in [10_000i64, 50_000] {
         exec(&mut s.t(), "TRUNCATE widget_registry, gadget_registry");
-        let sec = s.new_secondary(
-            s.direct(),
-            SecondaryConfig {
-                backfill_batch: batch,
-                ..SecondaryConfig::default()
-            },
-        );
+        let sec = s.new_secondary(s.direct(), SecondaryConfig::default().backfill_batch(batch));
         let t = Instant::now();
         let (created, removed) = sec.backfill_all().unwrap();
         let took = t.elapsed();
@@ -981,7 +983,9 @@ fn figures_b5_backfill_and_b6_cursor_on_postgres() {
     }
     let read = t.elapsed();
     let t = Instant::now();
-    registry::Registry::of(wd()).insert_missing(&mut s.t(), &ids).unwrap();
+    registry::Registry::of(wd())
+        .insert_missing(&mut s.t(), &ids)
+        .unwrap();
     let insert = t.elapsed();
     exec(&mut s.t(), "TRUNCATE widget_registry");
     let t = Instant::now();
@@ -1012,13 +1016,7 @@ fn figures_b5_backfill_and_b6_cursor_on_postgres() {
             &mut s.t(),
             "TRUNCATE widget_registry, gadget_registry, geo_event_log_states, geo_event_log_gaps",
         );
-        let sec = s.new_secondary(
-            s.direct(),
-            SecondaryConfig {
-                cursor_batch: batch,
-                ..SecondaryConfig::default()
-            },
-        );
+        let sec = s.new_secondary(s.direct(), SecondaryConfig::default().cursor_batch(batch));
         let t = Instant::now();
         let mut read = 0;
         loop {

@@ -166,7 +166,9 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
     let now = s.now();
 
     // The scheduler claims the row: a download of the old content is "in flight".
-    let claimed = registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, now).unwrap();
+    let claimed = registry::Registry::of(wd())
+        .claim_sync(&mut s.t(), 10, now)
+        .unwrap();
     assert_eq!(claimed, vec![w.id]);
     assert_eq!(s.reg(wd(), w.id).unwrap().state, STARTED);
 
@@ -178,7 +180,8 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(row.state, STARTED);
     assert!(
-        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, now)
+        registry::Registry::of(wd())
+            .claim_sync(&mut s.t(), 10, now)
             .unwrap()
             .is_empty(),
         "a row with a download in flight must not be claimed twice"
@@ -191,16 +194,24 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
         primary: None,
     };
     assert!(
-        !registry::Registry::of(wd()).record_sync_claimed(&mut s.t(), w.id, now, &synced, &retry, now).unwrap()
+        !registry::Registry::of(wd())
+            .record_sync_claimed(&mut s.t(), w.id, now, &synced, &retry, now)
+            .unwrap()
     );
     assert_eq!(s.reg(wd(), w.id).unwrap().state, PENDING);
     let failed = SyncOutcome::Failed {
         message: "late failure".into(),
         missing_on_primary: false,
     };
-    assert!(!registry::Registry::of(wd()).record_sync(&mut s.t(), w.id, &failed, &retry, now).unwrap());
     assert!(
-        !registry::Registry::of(wd()).record_sync_claimed(&mut s.t(), w.id, now, &failed, &retry, now).unwrap()
+        !registry::Registry::of(wd())
+            .record_sync(&mut s.t(), w.id, &failed, &retry, now)
+            .unwrap()
+    );
+    assert!(
+        !registry::Registry::of(wd())
+            .record_sync_claimed(&mut s.t(), w.id, now, &failed, &retry, now)
+            .unwrap()
     );
     let row = s.reg(wd(), w.id).unwrap();
     assert_eq!(
@@ -236,10 +247,17 @@ fn file_corrupted_on_the_secondary_is_caught_by_verification_and_resynced(backen
 
     // An operator asks for reverification of the rows; the secondary re-hashes the files.
     assert_eq!(
-        registry::Registry::of(wd()).reverify(&mut s.t(), Some(&[w.id])).unwrap(),
+        registry::Registry::of(wd())
+            .reverify(&mut s.t(), Some(&[w.id]))
+            .unwrap(),
         1
     );
-    assert_eq!(registry::Registry::of(gd()).reverify(&mut s.t(), None).unwrap(), 1);
+    assert_eq!(
+        registry::Registry::of(gd())
+            .reverify(&mut s.t(), None)
+            .unwrap(),
+        1
+    );
     assert_eq!(s.secondary.verification_pass().unwrap(), 2);
     let now = s.now();
     let row = s.reg(wd(), w.id).unwrap();
@@ -292,7 +310,9 @@ fn file_deleted_on_the_secondary_is_caught_by_verification_and_resynced(backend:
     s.assert_synced_verified(gd(), g.id, &bytes);
     std::fs::remove_file(s.secondary_store.root().join(&g.blob_key)).unwrap();
 
-    registry::Registry::of(gd()).reverify(&mut s.t(), None).unwrap();
+    registry::Registry::of(gd())
+        .reverify(&mut s.t(), None)
+        .unwrap();
     assert_eq!(s.secondary.verification_pass().unwrap(), 1);
     let row = s.reg(gd(), g.id).unwrap();
     assert_eq!(
@@ -322,7 +342,9 @@ fn repaired_mismatch_clears_the_mismatched_checksum(backend: Backend) {
     let (w, bytes) = s.widget(5, 2000);
     s.converge();
     std::fs::write(s.secondary_store.root().join(&w.file_path), b"garbage").unwrap();
-    registry::Registry::of(wd()).reverify(&mut s.t(), None).unwrap();
+    registry::Registry::of(wd())
+        .reverify(&mut s.t(), None)
+        .unwrap();
     s.secondary.verification_pass().unwrap();
     assert!(
         s.reg(wd(), w.id)
@@ -413,7 +435,8 @@ fn file_missing_on_the_primary_fails_with_the_four_hour_cap(backend: Backend) {
     );
     assert_eq!(retry_at, now + Duration::hours(4) + Duration::seconds(74));
     assert_eq!(
-        registry::Registry::of(wd()).counts(&mut s.t())
+        registry::Registry::of(wd())
+            .counts(&mut s.t())
             .unwrap()
             .missing_on_primary,
         1
@@ -460,7 +483,9 @@ fn sync_stuck_in_started_times_out(backend: Backend) {
     let (w, _) = s.widget(8, 100);
     s.secondary.cursor_pass().unwrap();
     assert_eq!(
-        registry::Registry::of(wd()).claim_sync(&mut s.t(), 10, s.now()).unwrap(),
+        registry::Registry::of(wd())
+            .claim_sync(&mut s.t(), 10, s.now())
+            .unwrap(),
         vec![w.id]
     );
     s.clock.advance(Duration::hours(8));
@@ -726,12 +751,10 @@ fn assert_no_partial_file_at_a_final_path(s: &Sites) -> usize {
 }
 
 fn workers_crashed_mid_sync_and_restarted_converge_without_partial_files(backend: Backend) {
-    let config = SecondaryConfig {
-        sync_capacity: 4,
-        sync_batch: 8,
-        idle_sleep: StdDuration::from_millis(10),
-        ..SecondaryConfig::default()
-    };
+    let config = SecondaryConfig::default()
+        .sync_capacity(4)
+        .sync_batch(8)
+        .idle_sleep(StdDuration::from_millis(10));
     let s = Sites::open(backend, config.clone(), 0);
     let mut expected = Vec::new();
     for i in 0..90u64 {
@@ -783,8 +806,14 @@ fn workers_crashed_mid_sync_and_restarted_converge_without_partial_files(backend
         assert_no_partial_file_at_a_final_path(&s);
         // Rows of the interrupted batch are left `started`, as after a real crash.
         assert!(
-            registry::Registry::of(wd()).counts(&mut s.t()).unwrap().started
-                + registry::Registry::of(gd()).counts(&mut s.t()).unwrap().started
+            registry::Registry::of(wd())
+                .counts(&mut s.t())
+                .unwrap()
+                .started
+                + registry::Registry::of(gd())
+                    .counts(&mut s.t())
+                    .unwrap()
+                    .started
                 > 0
         );
     }
@@ -878,22 +907,19 @@ fn blob_store_write_with_a_failing_reader_leaves_no_file_at_the_final_path() {
 // ---------------------------------------------------------------------------------------------
 
 fn backfill_creates_rows_for_records_without_events_and_removes_orphans(backend: Backend) {
-    let s = Sites::open(
-        backend,
-        SecondaryConfig {
-            backfill_batch: 3,
-            ..SecondaryConfig::default()
-        },
-        0,
-    );
+    let s = Sites::open(backend, SecondaryConfig::default().backfill_batch(3), 0);
     let silent: Vec<_> = (0..7)
         .map(|i| s.widget_silently(30 + i, 1000 + i as usize))
         .collect();
     assert!(s.events().is_empty());
     // Orphans: registry rows whose records do not exist on the primary, below and above the
     // primary's largest id.
-    registry::Registry::of(wd()).insert_missing(&mut s.t(), &[silent[6].0 + 1, 500]).unwrap();
-    registry::Registry::of(gd()).insert_missing(&mut s.t(), &[3]).unwrap();
+    registry::Registry::of(wd())
+        .insert_missing(&mut s.t(), &[silent[6].0 + 1, 500])
+        .unwrap();
+    registry::Registry::of(gd())
+        .insert_missing(&mut s.t(), &[3])
+        .unwrap();
 
     let (created, removed) = s.secondary.backfill_all().unwrap();
     assert_eq!((created, removed), (7, 3));
@@ -923,7 +949,9 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans(backend:
     // removes its registry row and the file the sync wrote, found through `blob_path`.
     let (gone_id, gone_path, _) = &silent[2];
     assert_eq!(
-        registry::Registry::of(wd()).blob_paths(&mut s.t(), &[*gone_id]).unwrap(),
+        registry::Registry::of(wd())
+            .blob_paths(&mut s.t(), &[*gone_id])
+            .unwrap(),
         vec![(*gone_id, gone_path.clone())]
     );
     exec(
@@ -945,32 +973,30 @@ fn backfill_creates_rows_for_records_without_events_and_removes_orphans(backend:
 // ---------------------------------------------------------------------------------------------
 
 fn one_sync_pass_claims_fairly_from_both_types(backend: Backend) {
-    let s = Sites::open(
-        backend,
-        SecondaryConfig {
-            sync_batch: 10,
-            ..SecondaryConfig::default()
-        },
-        0,
-    );
+    let s = Sites::open(backend, SecondaryConfig::default().sync_batch(10), 0);
     for i in 0..12 {
         s.widget(i, 100);
         s.gadget(i, 100);
     }
     s.secondary.cursor_pass().unwrap();
     assert_eq!(s.secondary.sync_pass().unwrap(), 10);
-    assert_eq!(registry::Registry::of(wd()).counts(&mut s.t()).unwrap().synced, 5);
-    assert_eq!(registry::Registry::of(gd()).counts(&mut s.t()).unwrap().synced, 5);
+    assert_eq!(
+        registry::Registry::of(wd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced,
+        5
+    );
+    assert_eq!(
+        registry::Registry::of(gd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced,
+        5
+    );
 
     // A type that cannot use its share leaves it to the other.
-    let s = Sites::open(
-        backend,
-        SecondaryConfig {
-            sync_batch: 10,
-            ..SecondaryConfig::default()
-        },
-        0,
-    );
+    let s = Sites::open(backend, SecondaryConfig::default().sync_batch(10), 0);
     for i in 0..12 {
         s.widget(i, 100);
     }
@@ -979,8 +1005,20 @@ fn one_sync_pass_claims_fairly_from_both_types(backend: Backend) {
     }
     s.secondary.cursor_pass().unwrap();
     assert_eq!(s.secondary.sync_pass().unwrap(), 10);
-    assert_eq!(registry::Registry::of(wd()).counts(&mut s.t()).unwrap().synced, 7);
-    assert_eq!(registry::Registry::of(gd()).counts(&mut s.t()).unwrap().synced, 3);
+    assert_eq!(
+        registry::Registry::of(wd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced,
+        7
+    );
+    assert_eq!(
+        registry::Registry::of(gd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced,
+        3
+    );
 }
 
 /// (open, peak) readers, and a condition variable signalled on every change.
@@ -1022,11 +1060,7 @@ impl Interceptor for CountingDownloads {
 fn concurrent_downloads_never_exceed_sync_capacity(backend: Backend) {
     let state = Arc::new((Mutex::new((0usize, 0usize)), Condvar::new()));
     let st = Arc::clone(&state);
-    let config = SecondaryConfig {
-        sync_capacity: 2,
-        sync_batch: 10,
-        ..SecondaryConfig::default()
-    };
+    let config = SecondaryConfig::default().sync_capacity(2).sync_batch(10);
     let s = Sites::open_with(backend, config, 0, move |inner| {
         Intercepted::new(inner, CountingDownloads { gauge: st })
     });
@@ -1042,8 +1076,14 @@ fn concurrent_downloads_never_exceed_sync_capacity(backend: Backend) {
         "at most sync_capacity = 2 downloads at once, and the limit is used"
     );
     assert_eq!(
-        registry::Registry::of(wd()).counts(&mut s.t()).unwrap().synced
-            + registry::Registry::of(gd()).counts(&mut s.t()).unwrap().synced,
+        registry::Registry::of(wd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced
+            + registry::Registry::of(gd())
+                .counts(&mut s.t())
+                .unwrap()
+                .synced,
         18
     );
     s.assert_files_identical();
@@ -1075,7 +1115,9 @@ fn replication_flag_off_skips_events_and_syncs_and_publishes_nothing(backend: Ba
 
     // A gadget row that exists anyway is not synced while the flag is off; neither does the
     // backfill create rows for the type.
-    registry::Registry::of(gd()).insert_missing(&mut s.t(), &[g.id]).unwrap();
+    registry::Registry::of(gd())
+        .insert_missing(&mut s.t(), &[g.id])
+        .unwrap();
     s.converge();
     assert_eq!(s.reg(gd(), g.id).unwrap().state, PENDING);
     assert_eq!(s.secondary_sum(&g.blob_key), None);
@@ -1283,7 +1325,9 @@ fn status_fields_match_the_databases(backend: Backend) {
         .unwrap();
     s.converge();
     // One gadget row left pending on the secondary.
-    registry::Registry::of(gd()).resync(&mut s.t(), Some(&[gs[1].0.id])).unwrap();
+    registry::Registry::of(gd())
+        .resync(&mut s.t(), Some(&[gs[1].0.id]))
+        .unwrap();
 
     let secondary: BTreeMap<_, _> = s
         .secondary

@@ -199,10 +199,7 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
             tmp.path().to_path_buf()
         }
     };
-    let config = SecondaryConfig {
-        idle_sleep: Duration::from_millis(50),
-        ..SecondaryConfig::default()
-    };
+    let config = SecondaryConfig::default().idle_sleep(Duration::from_millis(50));
     let sites = open_sites(&dir, opts.database_url.as_deref(), config)?;
     let started = Instant::now();
     let primary_workers = sites.verifier.spawn()?;

@@ -36,6 +36,7 @@ pub(crate) use worker::worker_loop;
 
 /// Tunables of a secondary. Defaults follow GitLab where it has a value.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SecondaryConfig {
     /// Downloads in flight at once, across all types, whether the sync was triggered by an event
     /// or by the backfill (GitLab `files_max_capacity`: 10).
@@ -63,6 +64,20 @@ pub struct SecondaryConfig {
     /// `sync_timeout`).
     pub reclaim_on_start: bool,
 }
+
+crate::config_setters!(SecondaryConfig {
+    sync_capacity: usize,
+    sync_batch: usize,
+    verification_batch: usize,
+    verification_threads: usize,
+    backfill_batch: i64,
+    sync_timeout: Duration,
+    verification_timeout: Duration,
+    cursor_batch: usize,
+    gap_timeout: Duration,
+    idle_sleep: std::time::Duration,
+    reclaim_on_start: bool,
+});
 
 impl Default for SecondaryConfig {
     fn default() -> Self {

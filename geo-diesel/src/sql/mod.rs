@@ -312,7 +312,7 @@ mod tests {
     #[cfg(feature = "postgres")]
     #[test]
     fn postgres_gets_numbered_placeholders_and_the_lock_clause() {
-        let now = chrono::Utc::now();
+        let now = Utc::now();
         let claim = &rules::claims(now)[1];
         let sql = TABLE.claim_sql(claim, 10);
         let text = pg(&sql);
@@ -327,7 +327,7 @@ mod tests {
 
     #[test]
     fn a_change_renders_its_guard_and_follow_up() {
-        let now = chrono::Utc::now();
+        let now = Utc::now();
         let failure = geo_core::SyncFailure::new("boom");
         let change = rules::sync_failed(Some(now), &failure);
         let text = sqlite(&TABLE.update_sql(&change, Some(&[3, 4])));

@@ -356,10 +356,7 @@ pub fn secondary(
     http.read_timeout = Duration::from_secs(5);
     http.connect_timeout = Duration::from_secs(2);
     let source = Arc::new(HttpSource::new(http));
-    let config = SecondaryConfig {
-        idle_sleep: Duration::from_millis(20),
-        ..SecondaryConfig::default()
-    };
+    let config = SecondaryConfig::default().idle_sleep(Duration::from_millis(20));
     (
         Arc::new(Secondary::new(tracking, source, store.clone(), env, config)),
         store,

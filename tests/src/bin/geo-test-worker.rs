@@ -106,14 +106,12 @@ fn main() {
             delay: StdDuration::from_millis(o.download_delay_ms),
         },
     );
-    let config = SecondaryConfig {
-        reclaim_on_start: false,
-        sync_timeout: Duration::seconds(o.sync_timeout_s),
-        sync_batch: o.sync_batch,
-        sync_capacity: o.sync_capacity,
-        idle_sleep: StdDuration::from_millis(20),
-        ..SecondaryConfig::default()
-    };
+    let config = SecondaryConfig::default()
+        .reclaim_on_start(false)
+        .sync_timeout(Duration::seconds(o.sync_timeout_s))
+        .sync_batch(o.sync_batch)
+        .sync_capacity(o.sync_capacity)
+        .idle_sleep(StdDuration::from_millis(20));
     let secondary = Arc::new(Secondary::new(
         tracking,
         source,

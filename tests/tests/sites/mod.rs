@@ -265,10 +265,7 @@ impl Sites {
             primary_db.clone(),
             primary_store.clone(),
             env.clone(),
-            PrimaryConfig {
-                verification_threads: 2,
-                ..PrimaryConfig::default()
-            },
+            PrimaryConfig::default().verification_threads(2),
         );
         let direct: Arc<dyn PrimarySource> =
             Arc::new(DirectSource::new(primary_db.clone(), primary_store.clone()));
@@ -573,8 +570,12 @@ impl Sites {
     /// (synced, total) registry rows over both types.
     pub fn synced_and_total(&self) -> (i64, i64) {
         let mut conn = self.t();
-        let w = geo_diesel::registry::Registry::of(wd()).counts(&mut conn).expect("widget counts");
-        let g = geo_diesel::registry::Registry::of(gd()).counts(&mut conn).expect("gadget counts");
+        let w = geo_diesel::registry::Registry::of(wd())
+            .counts(&mut conn)
+            .expect("widget counts");
+        let g = geo_diesel::registry::Registry::of(gd())
+            .counts(&mut conn)
+            .expect("gadget counts");
         (w.synced + g.synced, w.registry + g.registry)
     }
 }

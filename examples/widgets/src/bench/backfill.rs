@@ -52,13 +52,7 @@ pub(super) fn bench_backfill(opts: &BenchOptions, dir: &Path) -> Result<BenchRes
         .map(|&b| {
             (
                 b,
-                secondary_with(
-                    &sites,
-                    SecondaryConfig {
-                        backfill_batch: b,
-                        ..SecondaryConfig::default()
-                    },
-                ),
+                secondary_with(&sites, SecondaryConfig::default().backfill_batch(b)),
             )
         })
         .collect();

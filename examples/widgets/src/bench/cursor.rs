@@ -46,13 +46,7 @@ pub(super) fn bench_cursor(opts: &BenchOptions, dir: &Path) -> Result<BenchResul
         .map(|&b| {
             (
                 b,
-                secondary_with(
-                    &sites,
-                    SecondaryConfig {
-                        cursor_batch: b,
-                        ..SecondaryConfig::default()
-                    },
-                ),
+                secondary_with(&sites, SecondaryConfig::default().cursor_batch(b)),
             )
         })
         .collect();

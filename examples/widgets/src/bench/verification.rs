@@ -37,11 +37,9 @@ pub(super) fn bench_primary_verification(opts: &BenchOptions, dir: &Path) -> Res
     let setup = t.elapsed().as_secs_f64();
     let files: Vec<PathBuf> = paths.iter().map(|p| root.join(p)).collect();
 
-    let config = PrimaryConfig {
-        verification_batch: n as i64,
-        verification_threads: opts.threads,
-        ..PrimaryConfig::default()
-    };
+    let config = PrimaryConfig::default()
+        .verification_batch(n as i64)
+        .verification_threads(opts.threads);
     let verifier = PrimaryVerifier::new(
         sites.primary_db.clone(),
         sites.primary_store.clone(),
