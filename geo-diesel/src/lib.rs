@@ -29,13 +29,7 @@ pub use migrations::{
 pub use primary::{publish_created, publish_deleted, publish_updated};
 pub use types::{UtcDateTime, sql_types};
 
-/// Cuts a failure message to 255 characters on a character boundary, as GitLab's columns do.
-pub fn truncate_failure(message: &str) -> String {
-    match message.char_indices().nth(255) {
-        Some((at, _)) => message[..at].to_string(),
-        None => message.to_string(),
-    }
-}
+pub use geo_core::truncate_failure;
 
 /// Re-exports used by code that `#[replicable]` generates. Not public API.
 #[doc(hidden)]

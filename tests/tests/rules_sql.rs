@@ -37,7 +37,6 @@ use geo_diesel::registry::Registry;
 use geo_diesel::sql::Table;
 use geo_diesel::sql_types::GeoTimestamp;
 use geo_diesel::{UtcDateTime, run_migrations};
-use geo_tests::sqlite_temp_file;
 use widgets::{Gadget, Widget, app};
 
 // ---------------------------------------------------------------------------------------------
@@ -265,7 +264,11 @@ struct Fixture<F> {
 }
 
 fn migrated(role: Role) -> (tempfile::TempDir, SqliteConnection) {
-    let (dir, path) = sqlite_temp_file();
+    let dir = tempfile::Builder::new()
+        .prefix("geo-rules-")
+        .tempdir()
+        .expect("a temporary folder for the SQLite file");
+    let path = dir.path().join("geo.sqlite3");
     let mut conn = SqliteConnection::establish(path.to_str().unwrap()).expect("open SQLite");
     // Durability is not under test; speed is welcome.
     conn.batch_execute("PRAGMA journal_mode = MEMORY; PRAGMA synchronous = OFF;")

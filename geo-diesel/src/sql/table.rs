@@ -201,6 +201,9 @@ impl Table {
         ids: Option<&[i64]>,
         retry_at: &dyn Fn(i16, geo_core::BackoffCap) -> DateTime<Utc>,
     ) -> QueryResult<Vec<i64>> {
+        if ids.is_some_and(<[i64]>::is_empty) {
+            return Ok(Vec::new());
+        }
         let Some(Then::ScheduleRetry { at, cap, .. }) = &change.then else {
             let mut out = Vec::new();
             match ids {
