@@ -180,6 +180,17 @@ impl Env {
     pub fn below(&self, n: u32) -> u32 {
         self.rng.below(n)
     }
+
+    /// When the `retry_count`-th retry after a failure at `now` is due
+    /// ([`next_retry_time`](crate::backoff::next_retry_time) with this environment's randomness).
+    pub fn retry_time(
+        &self,
+        now: DateTime<Utc>,
+        retry_count: i16,
+        cap: crate::backoff::BackoffCap,
+    ) -> DateTime<Utc> {
+        crate::backoff::next_retry_time(now, i64::from(retry_count), cap, self.rng.as_ref())
+    }
 }
 
 impl Default for Env {

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
 use chrono::Duration;
-use geo_core::backoff::{BackoffCap, next_retry_time};
+use geo_core::backoff::BackoffCap;
 use geo_core::blob_store::{BlobPath, BlobStore};
 use geo_core::clock::Env;
 use geo_core::status::ReplicableStatus;
@@ -157,14 +157,7 @@ impl PrimaryVerifier {
                     Err(message) => {
                         self.failed.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(replicable = d.name, id = claim.id, reason = %message, "verification failed");
-                        let retry = |n: i16| {
-                            next_retry_time(
-                                now,
-                                i64::from(n),
-                                BackoffCap::Default,
-                                self.env.rng.as_ref(),
-                            )
-                        };
+                        let retry = |n: i16| self.env.retry_time(now, n, BackoffCap::Default);
                         primary::record_verification_failure(
                             &mut conn, d, claim, &message, retry, now,
                         )?;
@@ -204,7 +197,7 @@ impl PrimaryVerifier {
     /// stuck in `started`. Returns how many rows changed.
     pub fn maintenance_pass(&self) -> Result<usize, VerifierError> {
         let now = self.env.now();
-        let retry = next_retry_time(now, 1, BackoffCap::Default, self.env.rng.as_ref());
+        let retry = self.env.retry_time(now, 1, BackoffCap::Default);
         let mut conn = self.db.get()?;
         let mut n = 0;
         for d in replicables().into_iter().filter(|d| d.verifies()) {
@@ -231,13 +224,7 @@ impl PrimaryVerifier {
     pub fn run_until_idle(&self, max_rounds: usize) -> Result<usize, VerifierError> {
         for round in 1..=max_rounds {
             let mut work = self.maintenance_pass()?;
-            loop {
-                let n = self.verification_pass()?;
-                work += n;
-                if n == 0 {
-                    break;
-                }
-            }
+            work += crate::secondary::drain(|| self.verification_pass())?;
             if work == 0 {
                 return Ok(round);
             }

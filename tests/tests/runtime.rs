@@ -167,7 +167,7 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
 
     // The scheduler claims the row: a download of the old content is "in flight".
     let claimed = registry::Registry::of(wd())
-        .claim_sync(&mut s.t(), 10, now)
+        .claim(&mut s.t(), registry::Work::Sync, 10, now)
         .unwrap();
     assert_eq!(claimed, vec![w.id]);
     assert_eq!(s.reg(wd(), w.id).unwrap().state, STARTED);
@@ -181,7 +181,7 @@ fn record_updated_while_its_sync_is_in_flight_ends_pending_then_syncs_new_conten
     assert_eq!(row.state, STARTED);
     assert!(
         registry::Registry::of(wd())
-            .claim_sync(&mut s.t(), 10, now)
+            .claim(&mut s.t(), registry::Work::Sync, 10, now)
             .unwrap()
             .is_empty(),
         "a row with a download in flight must not be claimed twice"
@@ -248,13 +248,13 @@ fn file_corrupted_on_the_secondary_is_caught_by_verification_and_resynced(backen
     // An operator asks for reverification of the rows; the secondary re-hashes the files.
     assert_eq!(
         registry::Registry::of(wd())
-            .reverify(&mut s.t(), Some(&[w.id]))
+            .act(&mut s.t(), registry::Action::Reverify, Some(&[w.id]))
             .unwrap(),
         1
     );
     assert_eq!(
         registry::Registry::of(gd())
-            .reverify(&mut s.t(), None)
+            .act(&mut s.t(), registry::Action::Reverify, None)
             .unwrap(),
         1
     );
@@ -311,7 +311,7 @@ fn file_deleted_on_the_secondary_is_caught_by_verification_and_resynced(backend:
     std::fs::remove_file(s.secondary_store.root().join(&g.blob_key)).unwrap();
 
     registry::Registry::of(gd())
-        .reverify(&mut s.t(), None)
+        .act(&mut s.t(), registry::Action::Reverify, None)
         .unwrap();
     assert_eq!(s.secondary.verification_pass().unwrap(), 1);
     let row = s.reg(gd(), g.id).unwrap();
@@ -343,7 +343,7 @@ fn repaired_mismatch_clears_the_mismatched_checksum(backend: Backend) {
     s.converge();
     std::fs::write(s.secondary_store.root().join(&w.file_path), b"garbage").unwrap();
     registry::Registry::of(wd())
-        .reverify(&mut s.t(), None)
+        .act(&mut s.t(), registry::Action::Reverify, None)
         .unwrap();
     s.secondary.verification_pass().unwrap();
     assert!(
@@ -484,7 +484,7 @@ fn sync_stuck_in_started_times_out(backend: Backend) {
     s.secondary.cursor_pass().unwrap();
     assert_eq!(
         registry::Registry::of(wd())
-            .claim_sync(&mut s.t(), 10, s.now())
+            .claim(&mut s.t(), registry::Work::Sync, 10, s.now())
             .unwrap(),
         vec![w.id]
     );
@@ -1326,7 +1326,7 @@ fn status_fields_match_the_databases(backend: Backend) {
     s.converge();
     // One gadget row left pending on the secondary.
     registry::Registry::of(gd())
-        .resync(&mut s.t(), Some(&[gs[1].0.id]))
+        .act(&mut s.t(), registry::Action::Resync, Some(&[gs[1].0.id]))
         .unwrap();
 
     let secondary: BTreeMap<_, _> = s

@@ -22,8 +22,6 @@ const SYNCED: States = States::Replication(&[R::Synced]);
 const NOT_STARTED: States = States::Replication(&[R::Pending, R::Synced, R::Failed]);
 const CLAIMABLE: States = States::Replication(&[R::Pending, R::Failed]);
 const V_STARTED: States = States::Verification(&[V::Started]);
-const V_PENDING: States = States::Verification(&[V::Pending]);
-const V_FAILED: States = States::Verification(&[V::Failed]);
 const V_NOT_STARTED: States =
     States::Verification(&[V::Pending, V::Succeeded, V::Failed, V::Disabled]);
 const V_UNCOMPARED: States = States::Verification(&[V::Pending, V::Disabled]);
@@ -279,35 +277,15 @@ pub fn reverify() -> Change {
 }
 
 /// Secondary verification's claims, in order: synced rows with verification `pending` (never
-/// verified first, then the oldest), then `failed` ones whose retry is due.
+/// verified first, then the oldest), then `failed` ones whose retry is due (by when they were
+/// last verified).
 pub fn verification_claims(now: DateTime<Utc>) -> [Claim; 2] {
-    let start = || {
-        vec![
-            (VerificationState, Value::verification(V::Started)),
-            (VerificationStartedAt, Value::time(now)),
-        ]
-    };
-    [
-        Claim {
-            change: Change::new(
-                "claiming rows to verify",
-                guard(&[SYNCED, V_PENDING]),
-                start(),
-            ),
-            order: vec![Order::NullsFirst(VerifiedAt), Order::Key],
-        },
-        Claim {
-            change: Change::new(
-                "claiming rows to re-verify",
-                Guard {
-                    states: vec![SYNCED, V_FAILED],
-                    conditions: vec![Condition::NullOrNotAfter(VerificationRetryAt, now)],
-                },
-                start(),
-            ),
-            order: vec![Order::NullsFirst(VerifiedAt), Order::Key],
-        },
-    ]
+    super::verification::claims_where(
+        &[SYNCED],
+        VerifiedAt,
+        ["claiming rows to verify", "claiming rows to re-verify"],
+        now,
+    )
 }
 
 fn succeeded_columns(now: DateTime<Utc>) -> Vec<(Column, Value)> {

@@ -43,34 +43,51 @@ pub fn pending() -> Change {
 /// `failed` whose retry is due (no retry time first, then the oldest). Claimed rows become
 /// `started` with `verification_started_at = now`, the claim token.
 pub fn claims(now: DateTime<Utc>) -> [Claim; 2] {
+    claims_where(
+        &[],
+        VerificationRetryAt,
+        [
+            "claiming a verification batch",
+            "claiming verification retries",
+        ],
+        now,
+    )
+}
+
+/// Verification claims on rows also in `states` (a registry's: synced): `pending` first, never
+/// verified first, then `failed` with a due retry ordered by `failed_by`, nulls first. Shared by
+/// the primary's verifier and a secondary's verification pass.
+pub(super) fn claims_where(
+    states: &[States],
+    failed_by: Column,
+    names: [&'static str; 2],
+    now: DateTime<Utc>,
+) -> [Claim; 2] {
     let start = || {
         vec![
             (VerificationState, Value::verification(V::Started)),
             (VerificationStartedAt, Value::time(now)),
         ]
     };
+    let guard = |state: States, conditions: Vec<Condition>| Guard {
+        states: states.iter().copied().chain([state]).collect(),
+        conditions,
+    };
     [
         Claim {
-            change: Change::new(
-                "claiming a verification batch",
-                Guard {
-                    states: vec![V_PENDING],
-                    conditions: Vec::new(),
-                },
-                start(),
-            ),
+            change: Change::new(names[0], guard(V_PENDING, Vec::new()), start()),
             order: vec![Order::NullsFirst(VerifiedAt), Order::Key],
         },
         Claim {
             change: Change::new(
-                "claiming verification retries",
-                Guard {
-                    states: vec![V_FAILED],
-                    conditions: vec![Condition::NullOrNotAfter(VerificationRetryAt, now)],
-                },
+                names[1],
+                guard(
+                    V_FAILED,
+                    vec![Condition::NullOrNotAfter(VerificationRetryAt, now)],
+                ),
                 start(),
             ),
-            order: vec![Order::NullsFirst(VerificationRetryAt), Order::Key],
+            order: vec![Order::NullsFirst(failed_by), Order::Key],
         },
     ]
 }

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use geo_core::{BlobReplicator, Replicable, ReplicableDescriptor, Replicator};
 
 use crate::db::{AsDbConn, with_conn};
-use crate::schema::{geo_events, geo_feature_flags};
+use crate::schema::geo_feature_flags;
 use crate::sql::{IdRow, Sql};
 use crate::types::UtcDateTime;
 
@@ -115,30 +115,6 @@ pub fn set_replication_enabled(
         .set((dsl::enabled.eq(enabled), dsl::updated_at.eq(UtcDateTime(now))))
         .execute(c)?);
     Ok(())
-}
-
-/// Inserts one event row. Runs inside whatever transaction the caller holds.
-pub fn insert_event(
-    conn: &mut impl AsDbConn,
-    d: &'static ReplicableDescriptor,
-    kind: EventKind,
-    model_record_id: i64,
-    payload: &serde_json::Value,
-    now: DateTime<Utc>,
-) -> Result<i64, PrimaryError> {
-    use geo_events::dsl;
-    let row = (
-        dsl::replicable_name.eq(d.name),
-        dsl::event_name.eq(kind.as_str()),
-        dsl::model_record_id.eq(model_record_id),
-        dsl::payload.eq(crate::json::JsonValue(payload.clone())),
-        dsl::created_at.eq(UtcDateTime(now)),
-    );
-    with_conn!(conn, c => diesel::insert_into(dsl::geo_events)
-        .values(row)
-        .returning(dsl::id)
-        .get_result(c)
-        .map_err(q("inserting an event", d)))
 }
 
 /// Inserts an event unless the type's feature flag is off, in one statement: the first thing a

@@ -1,13 +1,13 @@
 //! Reads of the primary's model tables and verification state that the secondaries ask for.
 
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, Binary, Nullable, SmallInt, Text};
+use diesel::sql_types::{BigInt, Binary, Nullable, SmallInt};
 use geo_core::schema::Column;
 use geo_core::{ReplicableDescriptor, VerificationState};
 
 use super::{PrimaryError, q};
 use crate::db::AsDbConn;
-use crate::sql::{IdRow, Sql};
+use crate::sql::{IdPathRow, IdRow, Sql};
 
 /// The blob paths of `ids`, read from the model table.
 pub fn blob_paths(
@@ -15,13 +15,6 @@ pub fn blob_paths(
     d: &'static ReplicableDescriptor,
     ids: &[i64],
 ) -> Result<Vec<(i64, String)>, PrimaryError> {
-    #[derive(QueryableByName)]
-    struct Row {
-        #[diesel(sql_type = BigInt)]
-        id: i64,
-        #[diesel(sql_type = Text)]
-        path: String,
-    }
     let mut out = Vec::new();
     let (t, id, file) = (d.tables.model, d.tables.model_id, d.tables.model_file);
     for chunk in ids.chunks(crate::sql::CHUNK) {
@@ -37,7 +30,7 @@ pub fn blob_paths(
             .push(" IN (")
             .ints(chunk.iter().copied())
             .push(")");
-        let rows: Vec<Row> = sql.load(conn).map_err(q("reading blob paths", d))?;
+        let rows: Vec<IdPathRow> = sql.load(conn).map_err(q("reading blob paths", d))?;
         out.extend(rows.into_iter().map(|r| (r.id, r.path)));
     }
     Ok(out)
@@ -120,14 +113,7 @@ pub fn all_ids(
     conn: &mut impl AsDbConn,
     d: &'static ReplicableDescriptor,
 ) -> Result<Vec<i64>, PrimaryError> {
-    let id = d.tables.model_id;
-    let mut sql = Sql::new();
-    sql.push("SELECT CAST(")
-        .ident(id)
-        .push(" AS BIGINT) AS id FROM ");
-    sql.ident(d.tables.model).push(" ORDER BY ").ident(id);
-    let rows: Vec<IdRow> = sql.load(conn).map_err(q("reading ids", d))?;
-    Ok(rows.into_iter().map(|r| r.id).collect())
+    model_ids(conn, d, i64::MIN, i64::MAX)
 }
 
 /// The model ids in `[from, to]`, ascending.

@@ -7,14 +7,14 @@ use std::collections::BTreeSet;
 
 use chrono::{DateTime, Duration, Utc};
 use diesel::QueryableByName;
-use diesel::sql_types::{BigInt, SmallInt, Text};
+use diesel::sql_types::{BigInt, SmallInt};
 use geo_core::schema::Column;
 use geo_core::transitions::registry as rules;
 use geo_core::transitions::{Datum, SyncFailure};
 use geo_core::{BackoffCap, ReplicableDescriptor, ReplicationState, VerificationState};
 
 use crate::db::AsDbConn;
-use crate::sql::{IdRow, Sql, Table};
+use crate::sql::{IdPathRow, IdRow, Sql, Table};
 
 mod reads;
 mod sync;
@@ -109,6 +109,24 @@ pub struct RegistryCounts {
     pub verification_failed: i64,
     /// Rows with `missing_on_primary`.
     pub missing_on_primary: i64,
+}
+
+/// What a secondary claims registry rows for ([`Registry::claim`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Work {
+    /// Downloading the file.
+    Sync,
+    /// Re-hashing the synced file (secondary verification).
+    Verification,
+}
+
+/// An operator's action on registry rows ([`Registry::act`]), GitLab's `resync` and `reverify`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Download again: rows not `started` become `pending`.
+    Resync,
+    /// Verify again: synced rows not being verified become verification `pending`.
+    Reverify,
 }
 
 /// The registry of one replicable on a secondary: knows its descriptor and table once.

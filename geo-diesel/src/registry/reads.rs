@@ -107,13 +107,6 @@ impl Registry {
         conn: &mut impl AsDbConn,
         ids: &[i64],
     ) -> Result<Vec<(i64, String)>, RegistryError> {
-        #[derive(QueryableByName)]
-        struct Row {
-            #[diesel(sql_type = BigInt)]
-            id: i64,
-            #[diesel(sql_type = Text)]
-            path: String,
-        }
         let mut out = Vec::new();
         for chunk in ids.chunks(crate::sql::CHUNK) {
             let mut sql = Sql::new();
@@ -129,7 +122,7 @@ impl Registry {
             sql.push(") AND ")
                 .ident(Column::BlobPath.name())
                 .push(" IS NOT NULL");
-            let rows: Vec<Row> = sql.load(conn).map_err(self.err("reading blob paths"))?;
+            let rows: Vec<IdPathRow> = sql.load(conn).map_err(self.err("reading blob paths"))?;
             out.extend(rows.into_iter().map(|r| (r.id, r.path)));
         }
         Ok(out)

@@ -77,17 +77,23 @@ impl Registry {
         Ok(n)
     }
 
-    /// Claims up to `limit` rows to sync ([`rules::claims`]): never-synced first, then failed
-    /// with a due retry. They become `started` with `last_synced_at = now`.
-    pub fn claim_sync(
+    /// Claims up to `limit` rows for `work` ([`rules::claims`] for a sync: never-synced
+    /// first, then failed with a due retry, becoming `started` with `last_synced_at = now`;
+    /// [`rules::verification_claims`] for secondary verification). Returns their model ids.
+    pub fn claim(
         &self,
         conn: &mut impl AsDbConn,
+        work: Work,
         limit: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<i64>, RegistryError> {
+        let (claims, what) = match work {
+            Work::Sync => (rules::claims(now), "claiming rows to sync"),
+            Work::Verification => (rules::verification_claims(now), "claiming rows to verify"),
+        };
         self.table
-            .claim(conn, &rules::claims(now), limit)
-            .map_err(self.err("claiming rows to sync"))
+            .claim(conn, &claims, limit)
+            .map_err(self.err(what))
     }
 
     /// Moves specific rows to `started` if they are `pending` or `failed`. Returns the ids

@@ -50,18 +50,6 @@ impl Registry {
         Ok((verified.len(), pending))
     }
 
-    /// Claims up to `limit` synced rows for secondary verification ([`rules::verification_claims`]).
-    pub fn claim_verification(
-        &self,
-        conn: &mut impl AsDbConn,
-        limit: i64,
-        now: DateTime<Utc>,
-    ) -> Result<Vec<i64>, RegistryError> {
-        self.table
-            .claim(conn, &rules::verification_claims(now), limit)
-            .map_err(self.err("claiming rows to verify"))
-    }
-
     /// Records a secondary verification result on a synced row being verified. A mismatch or an
     /// unreadable file also moves the row to replication `failed` with `retry_count =
     /// verification_retry_count`, so it is downloaded again with growing backoff.
@@ -104,28 +92,21 @@ impl Registry {
         Ok(self.apply(conn, &change, None)?.len())
     }
 
-    /// Manual resync: rows not `started` become `pending` (all rows when `ids` is `None`).
-    pub fn resync(
+    /// An operator's `action` on rows `ids` (all rows when `None`): [`Action::Resync`] sends
+    /// rows not `started` back to `pending` ([`rules::resync`]); [`Action::Reverify`] makes synced
+    /// rows not being verified verification `pending` ([`rules::reverify`]). Returns the rows
+    /// changed.
+    pub fn act(
         &self,
         conn: &mut impl AsDbConn,
+        action: Action,
         ids: Option<&[i64]>,
     ) -> Result<usize, RegistryError> {
-        if ids.is_some_and(<[i64]>::is_empty) {
-            return Ok(0);
-        }
-        Ok(self.apply(conn, &rules::resync(), ids)?.len())
-    }
-
-    /// Manual reverify: synced rows become verification `pending`.
-    pub fn reverify(
-        &self,
-        conn: &mut impl AsDbConn,
-        ids: Option<&[i64]>,
-    ) -> Result<usize, RegistryError> {
-        if ids.is_some_and(<[i64]>::is_empty) {
-            return Ok(0);
-        }
-        Ok(self.apply(conn, &rules::reverify(), ids)?.len())
+        let change = match action {
+            Action::Resync => rules::resync(),
+            Action::Reverify => rules::reverify(),
+        };
+        Ok(self.apply(conn, &change, ids)?.len())
     }
 
     /// Releases rows this worker claimed for verification but could not process.

@@ -32,7 +32,7 @@ mod worker;
 
 pub use backfill::diff_sorted;
 pub use worker::WorkerHandle;
-pub(crate) use worker::worker_loop;
+pub(crate) use worker::{drain, worker_loop};
 
 /// Tunables of a secondary. Defaults follow GitLab where it has a value.
 #[derive(Debug, Clone)]

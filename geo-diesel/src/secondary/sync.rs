@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
 use geo_core::ReplicableDescriptor;
-use geo_core::backoff::{BackoffCap, next_retry_time};
+use geo_core::backoff::BackoffCap;
 use geo_core::blob_store::{BlobError, BlobPath};
 use geo_core::checksum::Checksum;
 use geo_core::source::SourceError;
@@ -49,7 +49,8 @@ impl Secondary {
                     break;
                 }
                 let want = share.min(left);
-                let ids = registry::Registry::of(d).claim_sync(&mut conn, want, now)?;
+                let ids =
+                    registry::Registry::of(d).claim(&mut conn, registry::Work::Sync, want, now)?;
                 if ids.len() as i64 == want {
                     still_open.push(d);
                 }
@@ -178,12 +179,8 @@ impl Secondary {
 
     fn retry_at(&self, now: DateTime<Utc>) -> impl Fn(i16, bool) -> DateTime<Utc> + '_ {
         move |n, missing| {
-            next_retry_time(
-                now,
-                i64::from(n),
-                BackoffCap::for_missing_on_primary(missing),
-                self.env.rng.as_ref(),
-            )
+            self.env
+                .retry_time(now, n, BackoffCap::for_missing_on_primary(missing))
         }
     }
 

@@ -1,7 +1,7 @@
 //! Timeouts: rows stuck in `started` fail after the configured timeouts; on start, rows an
 //! earlier run left `started` are reclaimed.
 
-use geo_core::backoff::{BackoffCap, next_retry_time};
+use geo_core::backoff::BackoffCap;
 use geo_core::replicables;
 
 use super::{Secondary, SecondaryError};
@@ -28,7 +28,7 @@ impl Secondary {
     /// Fails rows stuck in `started` (sync or verification) for longer than the timeouts.
     pub fn timeouts_pass(&self) -> Result<usize, SecondaryError> {
         let now = self.now();
-        let retry = next_retry_time(now, 1, BackoffCap::Default, self.env.rng.as_ref());
+        let retry = self.env.retry_time(now, 1, BackoffCap::Default);
         let mut conn = self.tracking.get()?;
         let mut n = 0;
         for d in replicables() {

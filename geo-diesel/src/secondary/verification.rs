@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use geo_core::ReplicableDescriptor;
-use geo_core::backoff::{BackoffCap, next_retry_time};
+use geo_core::backoff::BackoffCap;
 use geo_core::blob_store::BlobPath;
 use geo_core::checksum::Checksum;
 
@@ -22,8 +22,9 @@ impl Secondary {
         let mut processed = 0;
         for d in self.enabled_types()?.into_iter().filter(|d| d.verifies()) {
             let mut conn = self.tracking.get()?;
-            let ids = registry::Registry::of(d).claim_verification(
+            let ids = registry::Registry::of(d).claim(
                 &mut conn,
+                registry::Work::Verification,
                 self.config.verification_batch as i64,
                 now,
             )?;
@@ -57,14 +58,7 @@ impl Secondary {
                     };
                     (id, outcome)
                 });
-            let retry = |n: i16| {
-                next_retry_time(
-                    now,
-                    i64::from(n),
-                    BackoffCap::Default,
-                    self.env.rng.as_ref(),
-                )
-            };
+            let retry = |n: i16| self.env.retry_time(now, n, BackoffCap::Default);
             let mut conn = self.tracking.get()?;
             for (id, outcome) in &results {
                 registry::Registry::of(d)

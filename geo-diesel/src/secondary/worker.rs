@@ -24,20 +24,8 @@ impl Secondary {
             }
             let (c, r) = self.backfill_all()?;
             work += c + r;
-            loop {
-                let n = self.sync_pass()?;
-                work += n;
-                if n == 0 {
-                    break;
-                }
-            }
-            loop {
-                let n = self.verification_pass()?;
-                work += n;
-                if n == 0 {
-                    break;
-                }
-            }
+            work += drain(|| self.sync_pass())?;
+            work += drain(|| self.verification_pass())?;
             if work == 0 {
                 return Ok(round);
             }
@@ -164,5 +152,16 @@ impl WorkerHandle {
 impl Drop for WorkerHandle {
     fn drop(&mut self) {
         self.stop_and_join();
+    }
+}
+
+/// Runs `pass` until it does nothing; returns the total work it did.
+pub(crate) fn drain<E>(mut pass: impl FnMut() -> Result<usize, E>) -> Result<usize, E> {
+    let mut total = 0;
+    loop {
+        match pass()? {
+            0 => return Ok(total),
+            n => total += n,
+        }
     }
 }

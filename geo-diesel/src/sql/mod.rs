@@ -268,7 +268,7 @@ where
 
 mod table;
 
-pub use table::{BATCH_CHUNK, CHUNK, IdRow, Table};
+pub use table::{BATCH_CHUNK, CHUNK, IdPathRow, IdRow, Table};
 
 #[cfg(test)]
 mod tests {

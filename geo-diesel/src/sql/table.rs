@@ -32,6 +32,17 @@ pub struct IdRow {
     pub id: i64,
 }
 
+/// A row of `… key AS id, <path column> AS path`.
+#[derive(Debug, QueryableByName)]
+pub struct IdPathRow {
+    /// The key.
+    #[diesel(sql_type = BigInt)]
+    pub id: i64,
+    /// The path.
+    #[diesel(sql_type = diesel::sql_types::Text)]
+    pub path: String,
+}
+
 #[derive(Debug, QueryableByName)]
 struct IdCountRow {
     #[diesel(sql_type = BigInt)]
