@@ -29,6 +29,24 @@ macro_rules! ledger_sql {
 const SQLITE_LEDGER: &str = ledger_sql!("TEXT", "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))");
 const POSTGRES_LEDGER: &str = ledger_sql!("TIMESTAMPTZ", "now()");
 
+/// The tables both roles create first: the runner's ledger and `geo_feature_flags`.
+macro_rules! both_roles_sql {
+    ($ts:literal, $now:literal) => {
+        concat!(
+            ledger_sql!($ts, $now),
+            "\n",
+            r#"CREATE TABLE IF NOT EXISTS "geo_feature_flags" (
+    "name" VARCHAR(255) NOT NULL PRIMARY KEY,
+    "enabled" BOOLEAN NOT NULL,
+    "updated_at" "#,
+            $ts,
+            " NOT NULL DEFAULT ",
+            $now,
+            "\n);"
+        )
+    };
+}
+
 /// Defines the framework SQL of one backend from its dialect pieces, so the two backends can't
 /// drift apart in table or column names.
 macro_rules! framework_sql {
@@ -36,17 +54,8 @@ macro_rules! framework_sql {
         (
             // primary up
             concat!(
-                ledger_sql!($ts, $now),
-                "\n",
-                r#"CREATE TABLE IF NOT EXISTS "geo_feature_flags" (
-    "name" VARCHAR(255) NOT NULL PRIMARY KEY,
-    "enabled" BOOLEAN NOT NULL,
-    "updated_at" "#,
-                $ts,
-                " NOT NULL DEFAULT ",
-                $now,
+                both_roles_sql!($ts, $now),
                 r#"
-);
 CREATE TABLE IF NOT EXISTS "geo_events" (
     "id" "#,
                 $id,
@@ -73,17 +82,8 @@ DROP TABLE IF EXISTS "geo_feature_flags";
 "#,
             // secondary up
             concat!(
-                ledger_sql!($ts, $now),
-                "\n",
-                r#"CREATE TABLE IF NOT EXISTS "geo_feature_flags" (
-    "name" VARCHAR(255) NOT NULL PRIMARY KEY,
-    "enabled" BOOLEAN NOT NULL,
-    "updated_at" "#,
-                $ts,
-                " NOT NULL DEFAULT ",
-                $now,
+                both_roles_sql!($ts, $now),
                 r#"
-);
 CREATE TABLE IF NOT EXISTS "geo_event_log_states" (
     "id" SMALLINT NOT NULL PRIMARY KEY DEFAULT 0 CHECK ("id" >= 0),
     "event_id" BIGINT NOT NULL,

@@ -216,19 +216,26 @@ impl Registry {
         Ok(done)
     }
 
-    /// Rows `started` for longer than `timeout` become failed ("Sync timed out after …") with
-    /// `retry_count = 1` and `retry_at = retry_at`.
-    pub fn fail_sync_timeouts(
+    /// Rows `started` for `work` longer than `timeout` fail ("Sync timed out after …", "Verification
+    /// timed out after …") with a retry count of 1 and `retry_at` ([`rules::sync_timed_out`],
+    /// [`rules::verification_timed_out`]).
+    pub fn fail_timeouts(
         &self,
         conn: &mut impl AsDbConn,
+        work: Work,
         timeout: Duration,
         retry_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<usize, RegistryError> {
         let timeout = timeout.to_std().unwrap_or_default();
-        let message = geo_core::transitions::sync_timeout_message(timeout);
         let cutoff = geo_core::transitions::timeout_cutoff(now, timeout);
-        let change = rules::sync_timed_out(cutoff, &message, retry_at);
+        let change = match work {
+            Work::Sync => {
+                let message = geo_core::transitions::sync_timeout_message(timeout);
+                rules::sync_timed_out(cutoff, &message, retry_at)
+            }
+            Work::Verification => rules::verification_timed_out(cutoff, timeout, retry_at),
+        };
         Ok(self.apply(conn, &change, None)?.len())
     }
 

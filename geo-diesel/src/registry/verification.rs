@@ -78,20 +78,6 @@ impl Registry {
         Ok(!changed.is_empty())
     }
 
-    /// Rows verification-`started` for longer than `timeout` become verification failed.
-    pub fn fail_verification_timeouts(
-        &self,
-        conn: &mut impl AsDbConn,
-        timeout: Duration,
-        retry_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<usize, RegistryError> {
-        let timeout = timeout.to_std().unwrap_or_default();
-        let cutoff = geo_core::transitions::timeout_cutoff(now, timeout);
-        let change = rules::verification_timed_out(cutoff, timeout, retry_at);
-        Ok(self.apply(conn, &change, None)?.len())
-    }
-
     /// An operator's `action` on rows `ids` (all rows when `None`): [`Action::Resync`] sends
     /// rows not `started` back to `pending` ([`rules::resync`]); [`Action::Reverify`] makes synced
     /// rows not being verified verification `pending` ([`rules::reverify`]). Returns the rows

@@ -5,7 +5,7 @@ use geo_core::backoff::BackoffCap;
 use geo_core::replicables;
 
 use super::{Secondary, SecondaryError};
-use crate::registry;
+use crate::registry::{Registry, Work};
 
 impl Secondary {
     /// Moves rows left `started` by an earlier run back to `pending` (see
@@ -14,7 +14,7 @@ impl Secondary {
         let mut conn = self.tracking.get()?;
         let mut n = 0;
         for d in replicables() {
-            n += registry::Registry::of(d).reclaim_started(&mut conn)?;
+            n += Registry::of(d).reclaim_started(&mut conn)?;
         }
         if n > 0 {
             tracing::info!(
@@ -31,19 +31,14 @@ impl Secondary {
         let retry = self.env.retry_time(now, 1, BackoffCap::Default);
         let mut conn = self.tracking.get()?;
         let mut n = 0;
+        let work = [
+            (Work::Sync, self.config.sync_timeout),
+            (Work::Verification, self.config.verification_timeout),
+        ];
         for d in replicables() {
-            n += registry::Registry::of(d).fail_sync_timeouts(
-                &mut conn,
-                self.config.sync_timeout,
-                retry,
-                now,
-            )?;
-            n += registry::Registry::of(d).fail_verification_timeouts(
-                &mut conn,
-                self.config.verification_timeout,
-                retry,
-                now,
-            )?;
+            for (work, timeout) in work {
+                n += Registry::of(d).fail_timeouts(&mut conn, work, timeout, retry, now)?;
+            }
         }
         Ok(n)
     }
