@@ -2,6 +2,19 @@
 //!
 //! Everything of Geo for Rust that touches a database. Add this crate beside the `diesel` your
 //! models already use; it re-exports the [`replicable`] attribute and [`geo_core`].
+//!
+//! - Connections: a [`DbPool`] (SQLite file or `postgres://…`) lends them; every function here
+//!   takes an [`AsDbConn`] — your own `SqliteConnection` or `PgConnection`, a pooled one, or a
+//!   borrowed [`DbConn`]. [`run_migrations`] (or [`DbPool::migrate`]) creates the tables of a
+//!   role.
+//! - Primary: [`publish_created`]/[`publish_updated`]/[`publish_deleted`] in the caller's
+//!   transaction, [`primary`]'s verification state, and the [`verifier`] workers.
+//! - Secondary: [`registry::Registry`] (one handle per replicable), the [`cursor`] and the
+//!   [`secondary`] workers (one module per pass), reading the primary through a
+//!   [`geo_core::source::PrimarySource`] such as [`direct::DirectSource`].
+//! - Every state change is one of geo-core's rules ([`geo_core::transitions`]), rendered as one
+//!   conditional statement by [`sql::Table`]; per-replicable SQL is built from typed pieces
+//!   ([`sql::Sql`]), framework tables go through their `table!`s ([`schema`]).
 
 pub mod connection;
 pub mod cursor;

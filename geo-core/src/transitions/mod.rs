@@ -7,7 +7,7 @@
 //! or a claim `… WHERE <key> IN (SELECT … ORDER BY … LIMIT n [FOR UPDATE SKIP LOCKED])` — and
 //! treats "0 rows updated" as "the row changed meanwhile; this result is stale".
 //! [`Change::apply`] performs the same change on an in-memory row ([`RegistryFields`],
-//! [`VerificationFields`](crate::VerificationFields)): the property tests run the rules there,
+//! [`VerificationFields`]): the property tests run the rules there,
 //! and a differential test in geo-tests checks that the SQL geo-diesel renders does exactly
 //! the same on real SQLite.
 //!

@@ -8,7 +8,7 @@ use geo_core::{Backend, Migration, Role};
 pub const FRAMEWORK_MIGRATION_PREFIX: &str = "geo_framework";
 
 /// The diesel_cli version of the framework migration. Replicable migrations get a version
-/// starting with `9` (see [`NamedMigration::version`]).
+/// starting with `9` (see [`NamedMigration::version`](super::NamedMigration::version)).
 pub const FRAMEWORK_VERSION: &str = "00000000000001";
 
 /// The DDL of the runner's ledger in one dialect (timestamp type, current-time default).

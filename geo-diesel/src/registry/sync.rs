@@ -111,7 +111,7 @@ impl Registry {
     }
 
     /// Records the outcome of a sync claimed at `claimed_at` (the `now` given to
-    /// [`Registry::claim_sync`]): only while the row is `started` with that claim token. When an
+    /// [`Registry::claim`] with [`Work::Sync`]): only while the row is `started` with that claim token. When an
     /// event moved the token during the download, nothing is recorded and the row goes back to
     /// `pending` ([`rules::requeue_changed`]). `retry_at(n, missing_on_primary)` gives the next
     /// retry time for the n-th failure. Returns whether the outcome was recorded.

@@ -5,7 +5,7 @@
 //! ([`Change`](geo_core::Change), [`Claim`](geo_core::Claim)) into conditional statements.
 //!
 //! Identifiers come only from [`geo_core::ReplicableDescriptor`]s (validated by the macro at
-//! compile time) and [`Column`] names. Integer id lists and state values (from the state enums)
+//! compile time) and [`Column`](geo_core::schema::Column) names. Integer id lists and state values (from the state enums)
 //! are rendered as literals: an `i64` cannot inject anything, and a literal state lets the
 //! planners use the partial indexes.
 
