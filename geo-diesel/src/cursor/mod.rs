@@ -262,9 +262,11 @@ impl LogCursor {
                 .on_conflict(states::id)
                 .do_nothing()
                 .execute(c)?;
-            // PostgreSQL: lock the cursor row (SQLite holds the write lock since the insert).
+            // PostgreSQL: lock the cursor row, waiting for a racing cursor to commit (SQLite holds
+            // the write lock since the insert).
             let mut lock = crate::sql::Sql::new();
-            lock.push("SELECT event_id AS id FROM geo_event_log_states WHERE id = 0").lock();
+            lock.push("SELECT event_id AS id FROM geo_event_log_states WHERE id = 0")
+                .lock(crate::sql::Lock::Wait);
             lock.load::<IdRow>(c)?;
             if load_state(c)? != state {
                 raced.set(true);

@@ -73,11 +73,34 @@ impl GeoBackend for diesel::pg::Pg {
 
 /// The row-locking clause of a claim's subselect: `FOR UPDATE SKIP LOCKED` on PostgreSQL (so
 /// concurrent workers claim disjoint rows without waiting), nothing on SQLite (one writer).
-pub fn lock_clause(backend: geo_core::Backend) -> &'static str {
-    match backend {
-        geo_core::Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-        geo_core::Backend::Sqlite => "",
+pub fn lock_clause(backend: geo_core::Backend, lock: Lock) -> &'static str {
+    match (backend, lock) {
+        (geo_core::Backend::Postgres, Lock::SkipLocked) => " FOR UPDATE SKIP LOCKED",
+        (geo_core::Backend::Postgres, Lock::Wait) => " FOR UPDATE",
+        (geo_core::Backend::Sqlite, _) => "",
     }
+}
+
+/// How a `SELECT` locks the rows it reads (PostgreSQL; SQLite has one writer at a time and a
+/// transaction that wrote first already holds the lock).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lock {
+    /// `FOR UPDATE SKIP LOCKED`: a claim takes rows nobody else holds, without waiting.
+    SkipLocked,
+    /// `FOR UPDATE`: wait for whoever holds the row (a compare-and-set on one row).
+    Wait,
+}
+
+/// A bound value.
+#[derive(Debug, Clone)]
+enum Bound {
+    BigInt(i64),
+    SmallInt(i16),
+    Bool(bool),
+    Text(String),
+    Bytes(Vec<u8>),
+    Time(UtcDateTime),
+    Json(crate::json::JsonValue),
 }
 
 #[derive(Debug, Clone)]
@@ -85,12 +108,9 @@ enum Piece {
     Sql(&'static str),
     Int(i64),
     Ident(&'static str),
-    Bind(Datum),
-    BindI64(i64),
-    BindTime(UtcDateTime),
-    BindJson(crate::json::JsonValue),
+    Bind(Bound),
     IdSet(IdSet),
-    LockClause,
+    Lock(Lock),
 }
 
 /// A statement built from typed pieces; see the module docs.
@@ -141,22 +161,21 @@ impl Sql {
 
     /// Appends a bound value (`NULL` is written as the keyword).
     pub fn bind(&mut self, value: Datum) -> &mut Self {
-        match value {
-            Datum::Null => self.push("NULL"),
-            Datum::Time(t) => {
-                self.pieces.push(Piece::BindTime(UtcDateTime(t)));
-                self
-            }
-            v => {
-                self.pieces.push(Piece::Bind(v));
-                self
-            }
-        }
+        let bound = match value {
+            Datum::Null => return self.push("NULL"),
+            Datum::SmallInt(n) => Bound::SmallInt(n),
+            Datum::Bool(b) => Bound::Bool(b),
+            Datum::Text(s) => Bound::Text(s),
+            Datum::Bytes(b) => Bound::Bytes(b),
+            Datum::Time(t) => Bound::Time(UtcDateTime(t)),
+        };
+        self.pieces.push(Piece::Bind(bound));
+        self
     }
 
     /// Appends a bound `BIGINT`.
     pub fn bind_i64(&mut self, n: i64) -> &mut Self {
-        self.pieces.push(Piece::BindI64(n));
+        self.pieces.push(Piece::Bind(Bound::BigInt(n)));
         self
     }
 
@@ -167,7 +186,8 @@ impl Sql {
 
     /// Appends a bound JSON document (`jsonb` on PostgreSQL, text on SQLite).
     pub fn bind_json(&mut self, v: serde_json::Value) -> &mut Self {
-        self.pieces.push(Piece::BindJson(crate::json::JsonValue(v)));
+        self.pieces
+            .push(Piece::Bind(Bound::Json(crate::json::JsonValue(v))));
         self
     }
 
@@ -183,8 +203,8 @@ impl Sql {
     }
 
     /// Appends the backend's row-locking clause ([`lock_clause`]).
-    pub fn lock(&mut self) -> &mut Self {
-        self.pieces.push(Piece::LockClause);
+    pub fn lock(&mut self, lock: Lock) -> &mut Self {
+        self.pieces.push(Piece::Lock(lock));
         self
     }
 
@@ -247,18 +267,16 @@ where
                 Piece::Sql(s) => out.push_sql(s),
                 Piece::Int(n) => out.push_sql(&n.to_string()),
                 Piece::Ident(name) => out.push_identifier(name)?,
-                Piece::BindI64(n) => out.push_bind_param::<BigInt, _>(n)?,
-                Piece::BindTime(t) => out.push_bind_param::<GeoTimestamp, _>(t)?,
-                Piece::BindJson(j) => out.push_bind_param::<crate::json::GeoJson, _>(j)?,
-                Piece::LockClause => out.push_sql(lock_clause(DB::KIND)),
+                Piece::Lock(lock) => out.push_sql(lock_clause(DB::KIND, *lock)),
                 Piece::IdSet(set) => DB::walk_id_set(set, &mut out)?,
-                Piece::Bind(d) => match d {
-                    Datum::Null => out.push_sql("NULL"),
-                    Datum::SmallInt(n) => out.push_bind_param::<SmallInt, _>(n)?,
-                    Datum::Bool(b) => out.push_bind_param::<Bool, _>(b)?,
-                    Datum::Text(s) => out.push_bind_param::<Text, _>(s)?,
-                    Datum::Bytes(b) => out.push_bind_param::<Binary, _>(b)?,
-                    Datum::Time(_) => unreachable!("timestamps are stored as BindTime"),
+                Piece::Bind(b) => match b {
+                    Bound::BigInt(n) => out.push_bind_param::<BigInt, _>(n)?,
+                    Bound::SmallInt(n) => out.push_bind_param::<SmallInt, _>(n)?,
+                    Bound::Bool(b) => out.push_bind_param::<Bool, _>(b)?,
+                    Bound::Text(s) => out.push_bind_param::<Text, _>(s)?,
+                    Bound::Bytes(b) => out.push_bind_param::<Binary, _>(b)?,
+                    Bound::Time(t) => out.push_bind_param::<GeoTimestamp, _>(t)?,
+                    Bound::Json(j) => out.push_bind_param::<crate::json::GeoJson, _>(j)?,
                 },
             }
         }
@@ -323,6 +341,14 @@ mod tests {
         assert!(!text.contains('?'), "{text}");
         assert!(text.contains("FOR UPDATE SKIP LOCKED"), "{text}");
         assert!(!sqlite(&sql).contains("FOR UPDATE"), "{}", sqlite(&sql));
+    }
+
+    #[test]
+    fn claims_skip_locked_rows_and_a_compare_and_set_waits() {
+        use geo_core::Backend::{Postgres, Sqlite};
+        assert_eq!(lock_clause(Postgres, Lock::SkipLocked), " FOR UPDATE SKIP LOCKED");
+        assert_eq!(lock_clause(Postgres, Lock::Wait), " FOR UPDATE");
+        assert_eq!(lock_clause(Sqlite, Lock::Wait), "");
     }
 
     #[test]

@@ -285,7 +285,10 @@ impl Table {
                 }
             }
         }
-        sql.push(" LIMIT ").bind_i64(limit).lock().push(")");
+        sql.push(" LIMIT ")
+            .bind_i64(limit)
+            .lock(super::Lock::SkipLocked)
+            .push(")");
         self.returning(&mut sql, change);
         sql
     }
