@@ -346,7 +346,10 @@ mod tests {
     #[test]
     fn claims_skip_locked_rows_and_a_compare_and_set_waits() {
         use geo_core::Backend::{Postgres, Sqlite};
-        assert_eq!(lock_clause(Postgres, Lock::SkipLocked), " FOR UPDATE SKIP LOCKED");
+        assert_eq!(
+            lock_clause(Postgres, Lock::SkipLocked),
+            " FOR UPDATE SKIP LOCKED"
+        );
         assert_eq!(lock_clause(Postgres, Lock::Wait), " FOR UPDATE");
         assert_eq!(lock_clause(Sqlite, Lock::Wait), "");
     }
