@@ -196,7 +196,8 @@ mod sql {
 );
 CREATE UNIQUE INDEX IF NOT EXISTS "index_widget_registry_on_widget_id" ON "widget_registry" ("widget_id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_retry_at" ON "widget_registry" ("retry_at");
-CREATE INDEX IF NOT EXISTS "index_widget_registry_on_state" ON "widget_registry" ("state");
+CREATE INDEX IF NOT EXISTS "index_widget_registry_on_state_and_id" ON "widget_registry" ("state", "id");
+CREATE INDEX IF NOT EXISTS "index_widget_registry_on_verification_state_and_id" ON "widget_registry" ("verification_state", "id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_failed_verification" ON "widget_registry" ("verification_retry_at") WHERE "state" = 2 AND "verification_state" = 3;
 CREATE INDEX IF NOT EXISTS "index_widget_registry_needs_verification" ON "widget_registry" ("verification_state") WHERE "state" = 2 AND "verification_state" IN (0, 3);
 CREATE INDEX IF NOT EXISTS "index_widget_registry_pending_verification" ON "widget_registry" ("verified_at") WHERE "state" = 2 AND "verification_state" = 0;
@@ -225,7 +226,8 @@ CREATE INDEX IF NOT EXISTS "index_widget_registry_pending_verification" ON "widg
 );
 CREATE UNIQUE INDEX IF NOT EXISTS "index_widget_registry_on_widget_id" ON "widget_registry" ("widget_id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_retry_at" ON "widget_registry" ("retry_at");
-CREATE INDEX IF NOT EXISTS "index_widget_registry_on_state" ON "widget_registry" ("state");
+CREATE INDEX IF NOT EXISTS "index_widget_registry_on_state_and_id" ON "widget_registry" ("state", "id");
+CREATE INDEX IF NOT EXISTS "index_widget_registry_on_verification_state_and_id" ON "widget_registry" ("verification_state", "id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_failed_verification" ON "widget_registry" ("verification_retry_at" NULLS FIRST) WHERE "state" = 2 AND "verification_state" = 3;
 CREATE INDEX IF NOT EXISTS "index_widget_registry_needs_verification" ON "widget_registry" ("verification_state") WHERE "state" = 2 AND "verification_state" IN (0, 3);
 CREATE INDEX IF NOT EXISTS "index_widget_registry_pending_verification" ON "widget_registry" ("verified_at" NULLS FIRST) WHERE "state" = 2 AND "verification_state" = 0;
@@ -388,14 +390,14 @@ ALTER TABLE "widgets" DROP COLUMN IF EXISTS "verification_state";
             .lines()
             .filter_map(|l| l.split('"').nth(1).filter(|_| l.contains("INDEX")))
             .collect();
-        assert_eq!(names.len(), 6);
+        assert_eq!(names.len(), 7);
         for name in &names {
             assert!(name.len() <= 63, "{name}");
         }
         let mut unique = names.clone();
         unique.sort_unstable();
         unique.dedup();
-        assert_eq!(unique.len(), 6, "{names:?}");
+        assert_eq!(unique.len(), 7, "{names:?}");
     }
 }
 

@@ -105,7 +105,8 @@ struct Index<'a> {
     /// The name is `index_<table>_<suffix>`.
     suffix: String,
     unique: bool,
-    column: &'a str,
+    /// The indexed columns, in order.
+    columns: Vec<&'a str>,
     /// `NULLS FIRST` on PostgreSQL (the order the workers scan in).
     nulls_first: bool,
     /// A partial index's `WHERE`: each column equals one of its values, all of them hold.
@@ -118,7 +119,19 @@ impl<'a> Index<'a> {
         Index {
             suffix: format!("on_{column}"),
             unique,
-            column,
+            columns: vec![column],
+            nulls_first: false,
+            condition: &[],
+        }
+    }
+
+    /// A plain index `index_<table>_on_<a>_and_<b>` on two columns: serves a filter on `a`
+    /// that reads rows in `b` order (the admin lists filter by state and page by id).
+    fn on_pair(a: &'a str, b: &'a str) -> Self {
+        Index {
+            suffix: format!("on_{a}_and_{b}"),
+            unique: false,
+            columns: vec![a, b],
             nulls_first: false,
             condition: &[],
         }
@@ -134,7 +147,7 @@ impl<'a> Index<'a> {
         Index {
             suffix: suffix.to_owned(),
             unique: false,
-            column: column.name(),
+            columns: vec![column.name()],
             nulls_first,
             condition,
         }
@@ -168,11 +181,12 @@ fn create_index(backend: Backend, table: &str, index: &Index<'_>) -> String {
     } else {
         format!(" WHERE {}", condition_sql(index.condition))
     };
+    let columns: Vec<String> = index.columns.iter().map(|c| quoted(c)).collect();
     format!(
         "CREATE {unique}INDEX IF NOT EXISTS {} ON {} ({}{nulls}){condition};\n",
         quoted(&index_name(table, &index.suffix)),
         quoted(table),
-        quoted(index.column),
+        columns.join(", "),
     )
 }
 
@@ -201,13 +215,15 @@ fn verification_indexes() -> [Index<'static>; 3] {
     ]
 }
 
-/// The registry's indexes: unique on `fk`, the scheduler's and the verifier's.
-fn registry_indexes(fk: &str) -> [Index<'_>; 6] {
+/// The registry's indexes: unique on `fk`, the scheduler's, the admin lists' (a state filter
+/// read in id order) and the verifier's.
+fn registry_indexes(fk: &str) -> [Index<'_>; 7] {
     use Column::*;
     [
         Index::on(fk, true),
         Index::on(RetryAt.name(), false),
-        Index::on(State.name(), false),
+        Index::on_pair(State.name(), "id"),
+        Index::on_pair(VerificationState.name(), "id"),
         Index::partial(
             "failed_verification",
             VerificationRetryAt,
