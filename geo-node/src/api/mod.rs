@@ -27,7 +27,9 @@ use serde::{Deserialize, Serialize};
 
 pub mod batch;
 pub mod status;
+pub mod types;
 
+pub use types::{ReplicableType, parse_gid};
 pub use status::{
     CursorStatus, HealthStatus, LinkStatus, NodeStatus, PrimaryStatus, SecondaryStatus, SiteRole,
 };
