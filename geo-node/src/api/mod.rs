@@ -29,10 +29,10 @@ pub mod batch;
 pub mod status;
 pub mod types;
 
-pub use types::{ReplicableType, parse_gid};
 pub use status::{
     CursorStatus, HealthStatus, LinkStatus, NodeStatus, PrimaryStatus, SecondaryStatus, SiteRole,
 };
+pub use types::{ReplicableType, parse_gid};
 
 /// Response header carrying the primary's blake3 checksum (hex) of a blob it has verified.
 pub const CHECKSUM_HEADER: &str = "x-geo-checksum";
@@ -68,6 +68,8 @@ pub mod geo_code {
     pub const BLOB_PATH_REFUSED: &str = "BLOB_PATH_REFUSED";
     /// Missing or bad credentials.
     pub const UNAUTHORIZED: &str = "UNAUTHORIZED";
+    /// Valid credentials that may not do this.
+    pub const FORBIDDEN: &str = "FORBIDDEN";
     /// This site does not serve that endpoint (a secondary asked for primary data).
     pub const NOT_A_PRIMARY: &str = "NOT_A_PRIMARY";
     /// A temporary failure on the primary (database busy, I/O): retry later.

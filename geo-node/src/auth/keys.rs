@@ -11,6 +11,7 @@ use hmac::Mac;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
+use super::admin::{AdminToken, AdminTokens, Scope};
 use super::token::{HmacSha256, sign};
 use super::{ACCESS_KEY_LEN, MAX_VALIDITY, RequestData, SCHEME, SECRET_LEN};
 
@@ -187,12 +188,14 @@ impl Credentials {
 #[derive(Clone, Default)]
 pub struct KeyRing {
     keys: BTreeMap<AccessKey, Secret>,
+    admin: AdminTokens,
 }
 
 impl fmt::Debug for KeyRing {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyRing")
             .field("access_keys", &self.keys.keys().collect::<Vec<_>>())
+            .field("admin", &self.admin)
             .finish()
     }
 }
@@ -217,17 +220,28 @@ impl KeyRing {
         ring
     }
 
-    /// Number of keys.
+    /// The admin tokens of the keys file (lines `admin <scope> <sha256> [name]`).
+    pub fn admin_tokens(&self) -> &AdminTokens {
+        &self.admin
+    }
+
+    /// Accepts an admin token too.
+    pub fn insert_admin(&mut self, token: &AdminToken, scope: Scope, name: &str) {
+        self.admin.insert(token, scope, name);
+    }
+
+    /// Number of site keys (admin tokens are not counted).
     pub fn len(&self) -> usize {
         self.keys.len()
     }
 
-    /// Whether there is no key.
+    /// Whether there is no site key.
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }
 
-    /// Parses a keys file: one `ACCESS_KEY SECRET` (or `ACCESS_KEY:SECRET`) per line, `#`
+    /// Parses a keys file: one `ACCESS_KEY SECRET` (or `ACCESS_KEY:SECRET`) per line, or
+    /// `admin <read|admin> <sha256 hex> [name]` for an admin token ([`super::admin`]); `#`
     /// comments and blank lines ignored; anything after the secret (a name) is ignored.
     pub fn parse(text: &str) -> Result<Self, KeyError> {
         let mut ring = KeyRing::new();
@@ -246,6 +260,19 @@ impl KeyRing {
             let (Some(k), Some(s)) = (parts.next(), parts.next()) else {
                 return Err(bad("expected `ACCESS_KEY SECRET`".into()));
             };
+            if k == "admin" {
+                let scope = Scope::parse(s)
+                    .ok_or_else(|| bad(format!("admin scope {s:?} is not `read` or `admin`")))?;
+                let digest = parts.next().unwrap_or("");
+                let name = parts.next().unwrap_or("admin");
+                if !ring.admin.insert_digest(digest, scope, name) {
+                    return Err(bad(
+                        "expected `admin <read|admin> <sha256 of the token, 64 hex digits> [name]`"
+                            .into(),
+                    ));
+                }
+                continue;
+            }
             ring.insert(Credentials::new(k, s).map_err(|e| bad(e.to_string()))?);
         }
         Ok(ring)
@@ -303,6 +330,24 @@ pub(super) mod tests {
         )
         .unwrap();
         assert_eq!(ring.len(), 2);
+        let token = AdminToken::generate();
+        let ring = KeyRing::parse(&format!(
+            "0123456789abcdef0123 abcdefghijklmnopqrstuvwxyz0123456789-_AB\n{}\n",
+            token.keys_file_line(Scope::Admin, "ops")
+        ))
+        .unwrap();
+        assert_eq!(ring.len(), 1);
+        assert_eq!(
+            ring.admin_tokens().verify(token.expose()),
+            Some(Scope::Admin)
+        );
+        for bad in ["admin root 00", "admin read xyz", "admin read"] {
+            let err = KeyRing::parse(bad).unwrap_err();
+            assert!(
+                matches!(err, KeyError::BadLine { line: 1, .. }),
+                "{bad}: {err}"
+            );
+        }
         let err = KeyRing::parse("ok\n").unwrap_err();
         assert!(matches!(err, KeyError::BadLine { line: 1, .. }), "{err}");
         let err = KeyRing::parse("0123456789abcdef0123 tooshort\n").unwrap_err();

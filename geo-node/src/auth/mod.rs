@@ -8,11 +8,16 @@
 //! its [`KeyRing`], checks the signature in constant time (`hmac::Mac::verify_slice`), the
 //! expiry with a bounded leeway, and that `data` equals what the request asks for.
 //!
+//! Operators use separate credentials: admin tokens with a read or admin [`Scope`], for GraphQL
+//! and the admin page ([`admin`]).
+//!
 //! Secrets never appear in logs: [`Secret`]'s `Debug` and `Display` print `***`.
 
+pub mod admin;
 mod keys;
 mod token;
 
+pub use admin::{AdminToken, AdminTokens, Scope, Session, Sessions};
 pub use keys::{AccessKey, Credentials, KeyError, KeyRing, Secret};
 pub use token::{AuthError, RequestData, sign};
 

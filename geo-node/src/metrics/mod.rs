@@ -34,8 +34,9 @@ use crate::server::NodeState;
 /// The `Content-Type` of `/metrics`.
 pub const CONTENT_TYPE: &str = prometheus_text::CONTENT_TYPE;
 
-/// The `reason` label of `geo_auth_failures_total`, one per [`AuthError`] variant.
-pub const AUTH_FAILURE_REASONS: [&str; 8] = [
+/// The `reason` label of `geo_auth_failures_total`: one per [`AuthError`] variant (site keys),
+/// then `admin` for a refused operator's request.
+pub const AUTH_FAILURE_REASONS: [&str; 9] = [
     "missing",
     "malformed",
     "algorithm",
@@ -44,6 +45,7 @@ pub const AUTH_FAILURE_REASONS: [&str; 8] = [
     "expired",
     "immature",
     "wrong_request",
+    "admin",
 ];
 
 fn auth_failure_reason(e: &AuthError) -> &'static str {
@@ -194,6 +196,13 @@ impl Metrics {
         let reason = auth_failure_reason(e);
         self.auth_failures
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// Counts a refused operator's request (GraphQL, the admin page): reason `admin`.
+    pub fn admin_auth_failure(&self) {
+        self.auth_failures
+            .get_or_create(&ReasonLabels { reason: "admin" })
             .inc();
     }
 

@@ -60,6 +60,17 @@ impl ApiError {
         )
     }
 
+    /// `401 UNAUTHORIZED` for an operator's request: no admin token or session, or a refused one.
+    pub(crate) fn admin_unauthorized(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, geo_code::UNAUTHORIZED, message)
+    }
+
+    /// `403 FORBIDDEN`: authenticated, but not allowed (a read-only token writing, a site key on
+    /// an operator's endpoint, a cookie write without its CSRF token).
+    pub(crate) fn forbidden(message: impl Into<String>) -> Self {
+        ApiError::new(StatusCode::FORBIDDEN, geo_code::FORBIDDEN, message)
+    }
+
     /// `403 BLOB_PATH_REFUSED`: a stored path that is absolute, has `..` or leaves the store.
     pub(crate) fn blob_path_refused(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::FORBIDDEN, geo_code::BLOB_PATH_REFUSED, message)

@@ -6,14 +6,15 @@
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, Path, Query};
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{Method, header};
 use geo_diesel::geo_core::find_replicable;
 use serde::de::DeserializeOwned;
 
 use super::{ApiError, NodeState, PrimaryService};
 use crate::api;
-use crate::auth::RequestData;
+use crate::auth::admin::{CSRF_HEADER, SESSION_COOKIE};
+use crate::auth::{RequestData, Scope, Session};
 
 /// Proof that the request carries a valid GL-Geo token bound to its method, path and query
 /// (`{"request": "GET /api/geo/events?after=0"}`).
@@ -137,6 +138,105 @@ impl FromRequestParts<Arc<NodeState>> for Primary {
             .map(Primary)
             .ok_or_else(ApiError::not_a_primary)
     }
+}
+
+/// An operator: an admin token (`Authorization: Bearer …`) or the admin page's session cookie.
+/// Refuses with `401` when neither is valid, `403` for a site key (`GL-Geo`, which may not
+/// administer) and for a cookie-authenticated write without its CSRF token ([`CSRF_HEADER`]).
+/// Handlers that change things check [`AdminCaller::require_write`].
+#[derive(Debug, Clone)]
+pub struct AdminCaller {
+    /// What the credential may do.
+    pub scope: Scope,
+    /// The admin page's session, when the request came with its cookie.
+    pub session: Option<Session>,
+}
+
+impl AdminCaller {
+    /// `403` unless the caller may change things.
+    pub fn require_write(&self) -> Result<(), ApiError> {
+        if self.scope.can_write() {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden("this token is read-only"))
+        }
+    }
+}
+
+impl FromRequestParts<Arc<NodeState>> for AdminCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<NodeState>,
+    ) -> Result<Self, ApiError> {
+        admin_caller(parts, state).inspect_err(|e| {
+            state.metrics().admin_auth_failure();
+            tracing::warn!(status = e.status().as_u16(), reason = %e.body().message, "refused an operator's request");
+        })
+    }
+}
+
+fn admin_caller(parts: &Parts, state: &NodeState) -> Result<AdminCaller, ApiError> {
+    if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().unwrap_or("");
+        if value.starts_with(crate::auth::SCHEME) {
+            return Err(ApiError::forbidden(
+                "site keys cannot use the operator's API: use an admin token",
+            ));
+        }
+        let token = value.strip_prefix("Bearer ").ok_or_else(|| {
+            ApiError::admin_unauthorized("expected `Authorization: Bearer <admin token>`")
+        })?;
+        let scope = state
+            .admin_tokens()
+            .verify(token.trim())
+            .ok_or_else(|| ApiError::admin_unauthorized("unknown admin token"))?;
+        return Ok(AdminCaller {
+            scope,
+            session: None,
+        });
+    }
+    let id = session_cookie(parts)
+        .ok_or_else(|| ApiError::admin_unauthorized("sign in with an admin token"))?;
+    let session = state
+        .sessions()
+        .get(id)
+        .ok_or_else(|| ApiError::admin_unauthorized("the session has ended: sign in again"))?;
+    let safe = matches!(parts.method, Method::GET | Method::HEAD);
+    if !safe {
+        let sent = parts
+            .headers
+            .get(CSRF_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !constant_time_eq(sent.as_bytes(), session.csrf.as_bytes()) {
+            return Err(ApiError::forbidden(format!(
+                "a write from the admin page needs its {CSRF_HEADER} header"
+            )));
+        }
+    }
+    Ok(AdminCaller {
+        scope: session.scope,
+        session: Some(session),
+    })
+}
+
+/// The admin session cookie's value.
+pub fn session_cookie(parts: &Parts) -> Option<&str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == SESSION_COOKIE)
+        .map(|(_, v)| v)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// Checks the request's token against `data`; a refusal is counted and logged once, here.

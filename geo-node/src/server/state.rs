@@ -15,7 +15,7 @@ use geo_diesel::secondary::Secondary;
 use geo_diesel::verifier::PrimaryVerifier;
 
 use super::ApiError;
-use crate::auth::{AuthError, DEFAULT_LEEWAY, KeyRing, RequestData};
+use crate::auth::{AdminTokens, AuthError, DEFAULT_LEEWAY, KeyRing, RequestData, Sessions};
 use crate::client::LinkStats;
 use crate::metrics::Metrics;
 
@@ -153,6 +153,7 @@ pub struct NodeState {
     secondary: Option<SecondaryService>,
     metrics: Metrics,
     started: Instant,
+    sessions: Sessions,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -180,6 +181,7 @@ impl NodeState {
             primary: None,
             secondary: None,
             started: Instant::now(),
+            sessions: Sessions::default(),
         }
     }
 
@@ -229,6 +231,21 @@ impl NodeState {
         self.keys
             .verify(header, data, self.clock.now().timestamp(), self.leeway)
             .map(|_| ())
+    }
+
+    /// The admin tokens this site accepts (from its keys file).
+    pub fn admin_tokens(&self) -> &AdminTokens {
+        self.keys.admin_tokens()
+    }
+
+    /// The admin page's sessions.
+    pub fn sessions(&self) -> &Sessions {
+        &self.sessions
+    }
+
+    /// Whether the site is a primary.
+    pub fn is_primary(&self) -> bool {
+        self.primary.is_some()
     }
 
     /// The site's name.
