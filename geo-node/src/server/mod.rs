@@ -59,9 +59,11 @@ pub mod route {
     pub const STATUS: &str = "/api/geo/status";
     /// `GET`: Prometheus metrics.
     pub const METRICS: &str = "/metrics";
+    /// `POST`: GraphQL for operators ([`crate::graphql`]).
+    pub const GRAPHQL: &str = "/api/graphql";
 
     /// Every route with its `endpoint` label (`geo_http_requests_total{endpoint}`).
-    pub const ALL: [(&str, &str); 9] = [
+    pub const ALL: [(&str, &str); 10] = [
         (RETRIEVE, "retrieve"),
         (BLOB_PATH, "blob_path"),
         (EVENTS, "events"),
@@ -71,6 +73,7 @@ pub mod route {
         (RETRIEVE_BATCH, "retrieve_batch"),
         (STATUS, "status"),
         (METRICS, "metrics"),
+        (GRAPHQL, "graphql"),
     ];
 
     /// The route and endpoint label of a matched route pattern.
@@ -91,6 +94,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(route::RETRIEVE_BATCH, get(retrieve::retrieve_batch))
         .route(route::STATUS, get(status::status))
         .route(route::METRICS, get(status::metrics))
+        .route(route::GRAPHQL, axum::routing::post(crate::graphql::handle))
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             middleware::track,
