@@ -215,3 +215,11 @@ impl BulkWorker {
         todo!()
     }
 }
+pub fn run_to_end(
+    conn: &mut impl AsDbConn,
+    role: Role,
+    batch: usize,
+    on_progress: &mut dyn FnMut(&BulkUpdate),
+) -> Result<Option<BulkUpdate>, AdminError> {
+    todo!()
+}
