@@ -24,8 +24,8 @@ use geo_node::client::{HttpConfig, HttpSource};
 use geo_node::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
 use serde_json::{Value, json};
 
-/// A second type, without verification (its primary migration is empty, so the primary needs
-/// no table for it).
+/// A second type, without verification (its primary migration is empty; the primary still
+/// has its model table, which the backfill reads).
 mod notes_schema {
     diesel::table! {
         /// Notes.
@@ -130,6 +130,15 @@ impl Sites {
         let tmp = tempfile::tempdir().unwrap();
         let _ = <Note as Replicable>::DESCRIPTOR;
         let primary = Primary::direct(tmp.path());
+        {
+            use diesel::connection::SimpleConnection;
+            let mut conn = primary.db.get().unwrap();
+            sqlite(&mut conn)
+                .batch_execute(
+                    "CREATE TABLE notes (id INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, path TEXT NOT NULL)",
+                )
+                .unwrap();
+        }
         for i in 0..DOCS {
             create_doc(
                 &primary.db,
@@ -805,13 +814,17 @@ fn who_may_do_what() {
         post_raw(&addr, &[("Authorization", &admin)], "{nope").0,
         400
     );
-    let nested = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { ofType { name } } } } } } } } } } } } } } } }";
-    let (_, body) = post(&addr, &[("Authorization", &admin)], nested, json!({}));
+    let nested = format!(
+        "{{ __schema {{ types {{ fields {{ type {{ {} name {} }} }} }} }} }}",
+        "ofType { ".repeat(14),
+        " }".repeat(14)
+    );
+    let (_, body) = post(&addr, &[("Authorization", &admin)], &nested, json!({}));
     assert!(
         body["errors"][0]["message"]
             .as_str()
             .unwrap_or("")
-            .contains("depth"),
+            .contains("too deep"),
         "{body}"
     );
 }

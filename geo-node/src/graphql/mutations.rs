@@ -29,9 +29,15 @@ const BULK_INPUT: &str = "GeoRegistriesBulkUpdateInput";
 const UPDATE_PAYLOAD: &str = "GeoRegistriesUpdatePayload";
 const BULK_PAYLOAD: &str = "GeoRegistriesBulkUpdatePayload";
 
+/// The row a `geoRegistriesUpdate` changed.
+enum Registrable {
+    Registry(RegistryNode),
+    Record(RecordNode),
+}
+
 /// What `geoRegistriesUpdate` answers.
 struct UpdatePayload {
-    registry: Option<FieldValue<'static>>,
+    registry: Option<Registrable>,
     errors: Vec<String>,
     client_mutation_id: Option<String>,
 }
@@ -112,7 +118,10 @@ pub(crate) fn types(kinds: &[Arc<Kind>]) -> Vec<Type> {
             update_payload.field(Field::new("registry", TypeRef::named(REGISTRABLE), |ctx| {
                 FieldFuture::new(async move {
                     let p = ctx.parent_value.try_downcast_ref::<UpdatePayload>()?;
-                    Ok(p.registry.as_ref().map(clone_node))
+                    Ok(p.registry.as_ref().map(|r| match r {
+                        Registrable::Registry(n) => n.clone().union_value(),
+                        Registrable::Record(n) => n.clone().union_value(),
+                    }))
                 })
             }));
     }
@@ -165,17 +174,6 @@ pub(crate) fn types(kinds: &[Arc<Kind>]) -> Vec<Type> {
     out
 }
 
-/// The payload's registry, re-wrapped (a `FieldValue` is not `Clone`).
-fn clone_node(v: &FieldValue<'static>) -> FieldValue<'static> {
-    if let Some(n) = v.downcast_ref::<RegistryNode>() {
-        n.clone().value()
-    } else if let Some(n) = v.downcast_ref::<RecordNode>() {
-        n.clone().value()
-    } else {
-        FieldValue::NULL
-    }
-}
-
 /// The `Mutation` root.
 pub(crate) fn mutation(kinds: &[Arc<Kind>]) -> Object {
     let all: Arc<Vec<Arc<Kind>>> = Arc::new(kinds.to_vec());
@@ -226,7 +224,7 @@ async fn update(
     };
     let client_mutation_id = client_mutation_id(&input);
     let (ty, id) = parse_gid(&gid).ok_or_else(|| format!("{gid:?} is not a global id"))?;
-    let payload = |registry: Option<FieldValue<'static>>, errors: Vec<String>| {
+    let payload = |registry: Option<Registrable>, errors: Vec<String>| {
         FieldValue::owned_any(UpdatePayload {
             registry,
             errors,
@@ -253,7 +251,7 @@ async fn update(
             kind: Arc::clone(kind),
             row,
         };
-        return Ok(payload(Some(node.value()), errors));
+        return Ok(payload(Some(Registrable::Registry(node)), errors));
     }
     if let Some(kind) = kinds.iter().find(|k| k.names.pascal() == ty) {
         if action != Action::Reverify {
@@ -289,7 +287,7 @@ async fn update(
             kind: Arc::clone(kind),
             row,
         };
-        return Ok(payload(Some(node.value()), errors));
+        return Ok(payload(Some(Registrable::Record(node)), errors));
     }
     Err(format!("{ty} is not a registry or record type of this site").into())
 }

@@ -33,8 +33,13 @@ pub(crate) struct RecordNode {
 }
 
 impl RegistryNode {
-    /// As a field value of its object type (so unions resolve it).
+    /// As a field value of its object type.
     pub(crate) fn value(self) -> FieldValue<'static> {
+        FieldValue::owned_any(self)
+    }
+
+    /// As a member of a union (which needs the object type named).
+    pub(crate) fn union_value(self) -> FieldValue<'static> {
         let ty = self.kind.names.graphql_registry_type.clone();
         FieldValue::owned_any(self).with_type(ty)
     }
@@ -43,6 +48,11 @@ impl RegistryNode {
 impl RecordNode {
     /// As a field value of its object type.
     pub(crate) fn value(self) -> FieldValue<'static> {
+        FieldValue::owned_any(self)
+    }
+
+    /// As a member of a union.
+    pub(crate) fn union_value(self) -> FieldValue<'static> {
         let ty = self.kind.names.graphql_record_type.clone();
         FieldValue::owned_any(self).with_type(ty)
     }
