@@ -56,6 +56,9 @@ pub enum AdminError {
     /// A registry statement failed.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// The connection pool gave no connection.
+    #[error("database pool: {0}")]
+    Pool(String),
     /// Another statement failed.
     #[error("{what}: {source}")]
     Database {
