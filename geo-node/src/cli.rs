@@ -1,5 +1,6 @@
 //! The node commands an application mounts in its own command line:
-//! `primary`, `secondary`, `status` and `keys generate`.
+//! `primary`, `secondary`, `status`, `resync`, `reverify`, `flags` ([`crate::ops`]) and
+//! `keys generate`.
 //!
 //! ```ignore
 //! #[derive(clap::Subcommand)]
@@ -78,7 +79,10 @@ pub enum NodeCommand {
     Secondary(SecondaryArgs),
     /// Show a site's status (GET /api/geo/status).
     Status(StatusArgs),
-    /// Manage secondaries' access keys.
+    /// Operators' actions on a site's database: `resync`, `reverify`, `flags`.
+    #[command(flatten)]
+    Ops(crate::ops::OpsCommand),
+    /// Manage secondaries' access keys and operators' admin tokens.
     Keys {
         /// What to do.
         #[command(subcommand)]
@@ -231,6 +235,7 @@ impl NodeCommand {
             NodeCommand::Primary(args) => run_primary(args, app),
             NodeCommand::Secondary(args) => run_secondary(args),
             NodeCommand::Status(args) => run_status(args),
+            NodeCommand::Ops(cmd) => cmd.run(),
             NodeCommand::Keys {
                 action:
                     KeysAction::Generate {

@@ -25,7 +25,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Node commands: `primary`, `secondary`, `status`, `keys generate` (geo-node).
+    /// Node commands: `primary`, `secondary`, `status`, `resync`, `reverify`, `flags`,
+    /// `keys generate` (geo-node).
     #[command(flatten)]
     Node(geo_node::cli::NodeCommand),
     /// Create demo records with files on a primary's database and blob folder (for a primary
