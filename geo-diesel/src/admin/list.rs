@@ -224,6 +224,51 @@ impl Registry {
         }
     }
 
+    fn list_sql(&self, filter: &RegistryFilter, sort: RegistrySort, plan: &super::Plan) -> Sql {
+        let mut sql = self.select();
+        self.filter(&mut sql, filter);
+        let keyset = Keyset {
+            table: self.descriptor().tables.registry,
+            id: "id",
+            time: sort.column().map(Column::name),
+            ascending: sort.ascending(),
+        };
+        keyset.finish(&mut sql, plan);
+        sql
+    }
+
+    fn count_sql(&self, filter: &RegistryFilter) -> Sql {
+        let mut sql = Sql::new();
+        sql.push("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ")
+            .ident(self.descriptor().tables.registry)
+            .push(" WHERE 1 = 1");
+        self.filter(&mut sql, filter);
+        sql
+    }
+
+    /// The backend's plans of the two statements [`Registry::list`] and
+    /// [`Registry::count_matching`] run for these arguments ([`Sql::explain`]), to check that
+    /// they read the registry's indexes.
+    pub fn explain_list(
+        &self,
+        conn: &mut impl AsDbConn,
+        filter: &RegistryFilter,
+        sort: RegistrySort,
+        page: &PageRequest,
+    ) -> Result<(Vec<String>, Vec<String>), AdminError> {
+        self.check_filter(filter)?;
+        let plan = plan(page, sort.tag())?;
+        let list = self
+            .list_sql(filter, sort, &plan)
+            .explain(conn)
+            .map_err(db("explaining a registry list"))?;
+        let count = self
+            .count_sql(filter)
+            .explain(conn)
+            .map_err(db("explaining a registry count"))?;
+        Ok((list, count))
+    }
+
     /// One page of the rows matching `filter` in `sort` order (GitLab's registries resolver).
     pub fn list(
         &self,
@@ -234,15 +279,7 @@ impl Registry {
     ) -> Result<Page<RegistryRecord>, AdminError> {
         self.check_filter(filter)?;
         let plan = plan(page, sort.tag())?;
-        let mut sql = self.select();
-        self.filter(&mut sql, filter);
-        let keyset = Keyset {
-            table: self.descriptor().tables.registry,
-            id: "id",
-            time: sort.column().map(Column::name),
-            ascending: sort.ascending(),
-        };
-        keyset.finish(&mut sql, &plan);
+        let sql = self.list_sql(filter, sort, &plan);
         let rows: Vec<Row> = sql.load(conn).map_err(db("listing registry rows"))?;
         let rows = rows.into_iter().map(Row::into_record).collect();
         Ok(into_page(rows, &plan, sort.tag(), |r: &RegistryRecord| {
@@ -257,13 +294,7 @@ impl Registry {
         filter: &RegistryFilter,
     ) -> Result<i64, AdminError> {
         self.check_filter(filter)?;
-        let name = self.descriptor().tables.registry;
-        let mut sql = Sql::new();
-        sql.push("SELECT CAST(COUNT(*) AS BIGINT) AS n FROM ")
-            .ident(name)
-            .push(" WHERE 1 = 1");
-        self.filter(&mut sql, filter);
-        count(conn, &sql, "counting registry rows")
+        count(conn, &self.count_sql(filter), "counting registry rows")
     }
 
     /// The row with registry id `registry_id`.

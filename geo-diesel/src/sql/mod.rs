@@ -208,6 +208,43 @@ impl Sql {
         self
     }
 
+    /// The backend's plan of this statement, one line per row: `EXPLAIN QUERY PLAN`'s `detail`
+    /// on SQLite, `EXPLAIN`'s text on PostgreSQL (for tests and benchmarks that check an index
+    /// is used).
+    pub fn explain(&self, conn: &mut impl AsDbConn) -> QueryResult<Vec<String>> {
+        #[derive(QueryableByName)]
+        struct SqliteLine {
+            #[diesel(sql_type = Text)]
+            detail: String,
+        }
+        #[cfg(feature = "postgres")]
+        #[derive(QueryableByName)]
+        struct PgLine {
+            #[diesel(sql_type = Text)]
+            #[diesel(column_name = "QUERY PLAN")]
+            line: String,
+        }
+        let mut db = conn.db();
+        let prefix = match db.backend() {
+            geo_core::Backend::Sqlite => "EXPLAIN QUERY PLAN ",
+            geo_core::Backend::Postgres => "EXPLAIN ",
+        };
+        let mut sql = Sql::new();
+        sql.push(prefix);
+        sql.pieces.extend(self.pieces.iter().cloned());
+        match &mut db {
+            crate::db::DbConn::Sqlite(c) => Ok(RunQueryDsl::load::<SqliteLine>(SqlRef(&sql), *c)?
+                .into_iter()
+                .map(|l| l.detail)
+                .collect()),
+            #[cfg(feature = "postgres")]
+            crate::db::DbConn::Pg(c) => Ok(RunQueryDsl::load::<PgLine>(SqlRef(&sql), *c)?
+                .into_iter()
+                .map(|l| l.line)
+                .collect()),
+        }
+    }
+
     /// Runs the statement; returns the number of rows changed.
     pub fn execute(&self, conn: &mut impl AsDbConn) -> QueryResult<usize> {
         crate::db::with_conn!(conn, c => RunQueryDsl::execute(SqlRef(self), c))
