@@ -14,7 +14,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, anyhow, bail};
 use geo_diesel::DbPool;
 use geo_diesel::admin::{
-    self, AdminError, BULK_BATCH, BulkAction, BulkFilter, FlagState, RecordFilter, RegistryFilter,
+    self, AdminError, BulkAction, BulkFilter, FlagState, RecordFilter, RegistryFilter,
 };
 use geo_diesel::geo_core::{
     ReplicableDescriptor, ReplicationState, Role, VerificationState, find_replicable, replicables,
@@ -193,10 +193,16 @@ fn act(action: Action, args: ActionArgs) -> Result<ExitCode> {
         .progress_chars("=> "),
     );
     bar.set_message(format!("{} {}", verb(action), d.name));
-    let done = admin::run_job_to_end(&mut conn, role, BULK_BATCH, job, &mut |j| {
-        bar.set_length(bar.length().unwrap_or(0).max(j.processed.max(0) as u64));
-        bar.set_position(j.processed.max(0) as u64);
-    })?;
+    let done = admin::run_job_to_end(
+        &mut conn,
+        role,
+        admin::batch_for(db.backend()),
+        job,
+        &mut |j| {
+            bar.set_length(bar.length().unwrap_or(0).max(j.processed.max(0) as u64));
+            bar.set_position(j.processed.max(0) as u64);
+        },
+    )?;
     bar.finish_and_clear();
     let what = match action {
         Action::Resync => "now pending",

@@ -31,9 +31,22 @@ use crate::schema::geo_bulk_updates;
 use crate::sql::{IdRow, Sql, Table};
 use crate::types::UtcDateTime;
 
-/// Rows per batch: one short transaction each. 1,000 keeps a batch's write lock in the low
-/// milliseconds (the id list of one `UPDATE … WHERE id IN (…)`).
+/// Rows per batch on SQLite: one short transaction each. 1,000 keeps a batch's hold on
+/// SQLite's single writer lock in the low milliseconds (the id list of one
+/// `UPDATE … WHERE id IN (…)`).
 pub const BULK_BATCH: usize = 1000;
+
+/// Rows per batch on PostgreSQL, where a batch locks only its own rows (the sync workers claim
+/// with `SKIP LOCKED` around them), so fewer, larger transactions cost less per row.
+pub const BULK_BATCH_POSTGRES: usize = 5000;
+
+/// The batch size for `backend`: [`BULK_BATCH`] or [`BULK_BATCH_POSTGRES`].
+pub const fn batch_for(backend: geo_core::Backend) -> usize {
+    match backend {
+        geo_core::Backend::Sqlite => BULK_BATCH,
+        geo_core::Backend::Postgres => BULK_BATCH_POSTGRES,
+    }
+}
 
 /// What a bulk job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -460,7 +473,7 @@ pub struct BulkWorkerHandle {
 }
 
 impl BulkWorker {
-    /// Starts a thread `geo-bulk-updates` that calls [`step`] with [`BULK_BATCH`] in a loop on
+    /// Starts a thread `geo-bulk-updates` that calls [`step`] with [`batch_for`] the backend in a loop on
     /// `db`, a database of `role`, sleeping `idle` when no job is unfinished. After each batch it
     /// pauses as long as the batch took, so the sync and verification workers get the database
     /// between batches (SQLite has one writer). Errors are logged and retried after `idle`.
@@ -484,10 +497,9 @@ fn wait(rx: &mpsc::Receiver<()>, d: Duration) -> bool {
 fn worker_loop(db: &DbPool, role: Role, idle: Duration, rx: &mpsc::Receiver<()>) {
     loop {
         let started = Instant::now();
-        let result = db
-            .get()
-            .map_err(|e| e.to_string())
-            .and_then(|mut conn| step(&mut conn, role, BULK_BATCH).map_err(|e| e.to_string()));
+        let result = db.get().map_err(|e| e.to_string()).and_then(|mut conn| {
+            step(&mut conn, role, batch_for(db.backend())).map_err(|e| e.to_string())
+        });
         let pause = match result {
             Ok(Some(job)) => {
                 tracing::debug!(

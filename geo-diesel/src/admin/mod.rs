@@ -28,8 +28,8 @@ pub mod list;
 pub mod records;
 
 pub use bulk::{
-    BULK_BATCH, BulkAction, BulkFilter, BulkUpdate, BulkWorker, BulkWorkerHandle, enqueue, job,
-    jobs, run_job_to_end, run_to_end, step,
+    BULK_BATCH, BULK_BATCH_POSTGRES, BulkAction, BulkFilter, BulkUpdate, BulkWorker,
+    BulkWorkerHandle, batch_for, enqueue, job, jobs, run_job_to_end, run_to_end, step,
 };
 pub use flags::{FlagState, detect_role, flags, set_flag};
 pub use list::RegistryRecord;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, ensure};
-use geo_diesel::admin::{self, BULK_BATCH, BulkAction, BulkFilter};
+use geo_diesel::admin::{self, BulkAction, BulkFilter};
 use geo_diesel::direct::DirectSource;
 use geo_diesel::geo_core::{Backend, Role};
 use geo_diesel::secondary::SecondaryConfig;
@@ -187,6 +187,7 @@ pub(super) fn bench_bulk(opts: &BenchOptions, dir: &Path) -> Result<BenchResult>
     let sites = open(opts, dir, SecondaryConfig::default())?;
     let d = widget();
     let tracking = sites.secondary.tracking().clone();
+    let batch = admin::batch_for(tracking.backend());
     let mut runs = Vec::new();
     let mut setup = 0.0;
     for _ in 0..opts.repeat {
@@ -200,7 +201,7 @@ pub(super) fn bench_bulk(opts: &BenchOptions, dir: &Path) -> Result<BenchResult>
             BulkAction::ResyncAll,
             BulkFilter::default(),
         )?;
-        let job = admin::run_to_end(&mut conn, Role::Secondary, BULK_BATCH, &mut |_| {})?
+        let job = admin::run_to_end(&mut conn, Role::Secondary, batch, &mut |_| {})?
             .context("the bulk job vanished")?;
         runs.push(t.elapsed().as_secs_f64());
         ensure!(
@@ -215,7 +216,7 @@ pub(super) fn bench_bulk(opts: &BenchOptions, dir: &Path) -> Result<BenchResult>
         what: "bulk resync (RESYNC_ALL) of a whole registry".to_string(),
         data: rows_text(n),
         ours: vec![Figure {
-            label: format!("bulk RESYNC_ALL, batches of {BULK_BATCH}"),
+            label: format!("bulk RESYNC_ALL, batches of {batch}"),
             samples: runs,
             items: n as f64,
             item_unit: "rows",
