@@ -421,9 +421,24 @@ fn http(
 
 // ---- the tests --------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sign_in_form_then_an_httponly_strict_session_cookie() {
+/// Runs the browser half of a test on its own runtime. The sites are built and dropped outside
+/// it: their HTTP link to the primary blocks on a runtime of its own.
+fn in_browser(f: impl Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(f)
+}
+
+#[test]
+fn sign_in_form_then_an_httponly_strict_session_cookie() {
     let sites = Sites::new(2, 0);
+    in_browser(async { sign_in_form_then_an_httponly_strict_session_cookie_in(&sites).await });
+}
+
+async fn sign_in_form_then_an_httponly_strict_session_cookie_in(sites: &Sites) {
     let b = Browser::open("sign_in", 1280, 900).await;
     b.client
         .goto(&format!("{}/admin/geo", sites.url()))
@@ -491,9 +506,13 @@ async fn sign_in_form_then_an_httponly_strict_session_cookie() {
     b.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_write_without_the_csrf_header_is_refused() {
+#[test]
+fn a_write_without_the_csrf_header_is_refused() {
     let sites = Sites::new(1, 1);
+    in_browser(async { a_write_without_the_csrf_header_is_refused_in(&sites).await });
+}
+
+async fn a_write_without_the_csrf_header_is_refused_in(sites: &Sites) {
     let addr = sites.server.addr().to_string();
     let b = Browser::open("csrf", 1280, 900).await;
     b.sign_in(&sites.url(), sites.token.expose()).await;
@@ -582,9 +601,13 @@ async fn a_write_without_the_csrf_header_is_refused() {
     b.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overview_numbers_equal_the_database() {
+#[test]
+fn overview_numbers_equal_the_database() {
     let sites = Sites::new(5, 2);
+    in_browser(async { overview_numbers_equal_the_database_in(&sites).await });
+}
+
+async fn overview_numbers_equal_the_database_in(sites: &Sites) {
     let b = Browser::open("overview", 1280, 900).await;
     b.sign_in(&sites.url(), sites.token.expose()).await;
     let name = doc_name();
@@ -646,9 +669,13 @@ async fn overview_numbers_equal_the_database() {
     b.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn replication_filter_narrows_the_list_to_the_failed_rows() {
+#[test]
+fn replication_filter_narrows_the_list_to_the_failed_rows() {
     let sites = Sites::new(4, 3);
+    in_browser(async { replication_filter_narrows_the_list_to_the_failed_rows_in(&sites).await });
+}
+
+async fn replication_filter_narrows_the_list_to_the_failed_rows_in(sites: &Sites) {
     let b = Browser::open("filter", 1280, 900).await;
     b.sign_in(&sites.url(), sites.token.expose()).await;
     b.client
@@ -684,9 +711,13 @@ async fn replication_filter_narrows_the_list_to_the_failed_rows() {
     b.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resync_turns_a_failed_row_pending_then_synced() {
+#[test]
+fn resync_turns_a_failed_row_pending_then_synced() {
     let sites = Sites::new(2, 1);
+    in_browser(async { resync_turns_a_failed_row_pending_then_synced_in(&sites).await });
+}
+
+async fn resync_turns_a_failed_row_pending_then_synced_in(sites: &Sites) {
     let b = Browser::open("resync", 1280, 900).await;
     b.sign_in(&sites.url(), sites.token.expose()).await;
     b.client
@@ -729,9 +760,13 @@ async fn resync_turns_a_failed_row_pending_then_synced() {
     b.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn resync_all_failed_empties_the_failed_list() {
+#[test]
+fn resync_all_failed_empties_the_failed_list() {
     let sites = Sites::new(3, 3);
+    in_browser(async { resync_all_failed_empties_the_failed_list_in(&sites).await });
+}
+
+async fn resync_all_failed_empties_the_failed_list_in(sites: &Sites) {
     let b = Browser::open("resync_all_failed", 1280, 900).await;
     b.sign_in(&sites.url(), sites.token.expose()).await;
     b.client
@@ -763,9 +798,13 @@ async fn resync_all_failed_empties_the_failed_list() {
     b.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn narrow_screen_390px() {
+#[test]
+fn narrow_screen_390px() {
     let sites = Sites::new(3, 2);
+    in_browser(async { narrow_screen_390px_in(&sites).await });
+}
+
+async fn narrow_screen_390px_in(sites: &Sites) {
     let b = Browser::open("narrow_390", 390, 844).await;
     b.sign_in(&sites.url(), sites.token.expose()).await;
     b.until(
@@ -794,9 +833,13 @@ async fn narrow_screen_390px() {
     b.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn primary_lists_records_with_their_checksum_state() {
+#[test]
+fn primary_lists_records_with_their_checksum_state() {
     let sites = Sites::new(3, 1);
+    in_browser(async { primary_lists_records_with_their_checksum_state_in(&sites).await });
+}
+
+async fn primary_lists_records_with_their_checksum_state_in(sites: &Sites) {
     // The primary's own admin page, on the same data the secondary replicated from.
     let token = AdminToken::generate();
     let mut keys = KeyRing::new();
