@@ -298,7 +298,7 @@ impl Sites {
         let mut keys = KeyRing::new();
         keys.insert_admin(&token, Scope::Admin, "browser-test");
         let source = Arc::new(HttpSource::new(HttpConfig::new(
-            &primary.url(),
+            primary.url(),
             primary.creds.clone(),
         )));
         let state = NodeState::new("test-secondary", keys)

@@ -219,9 +219,16 @@ async fn sign_in(
     };
     let session = state.sessions().create(scope);
     tracing::info!(scope = %scope, "admin page signed in");
+    // `Secure` when the form came over HTTPS (a browser's `Origin` says so); a plain-HTTP
+    // loopback site would never get a `Secure` cookie back.
+    let secure = headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
+        .is_some_and(|o| o.starts_with("https://"));
     let cookie = format!(
-        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
-        session.id
+        "{SESSION_COOKIE}={}; HttpOnly; SameSite=Strict; Path=/{}",
+        session.id,
+        if secure { "; Secure" } else { "" }
     );
     let mut res = StatusCode::SEE_OTHER.into_response();
     let h = res.headers_mut();
