@@ -20,7 +20,8 @@ use common::*;
 use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use fantoccini::{Client, ClientBuilder, Locator};
-use geo_diesel::geo_core::Replicable;
+use geo_diesel::admin::{BulkWorker, BulkWorkerHandle};
+use geo_diesel::geo_core::{Replicable, Role};
 use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::geo_core::source::PrimarySource;
@@ -273,6 +274,8 @@ struct Sites {
     sec: Arc<Secondary>,
     server: ServerHandle,
     token: AdminToken,
+    /// Runs the bulk updates the page asks for (as `geo-node secondary` does).
+    _bulk: BulkWorkerHandle,
     /// (model id, path, content) of the docs whose files were deleted.
     missing: Vec<(i64, String, Vec<u8>)>,
 }
@@ -304,7 +307,14 @@ impl Sites {
         let state = NodeState::new("test-secondary", keys)
             .with_secondary(SecondaryService::new(sec.clone(), source));
         let server = ServerHandle::start("127.0.0.1:0", Arc::new(state), 2).unwrap();
+        let bulk = BulkWorker::spawn(
+            sec.tracking().clone(),
+            Role::Secondary,
+            Duration::from_millis(50),
+        )
+        .unwrap();
         let sites = Sites {
+            _bulk: bulk,
             _tmp: tmp,
             primary,
             sec,
