@@ -16,6 +16,7 @@
 //!   conditional statement by [`sql::Table`]; per-replicable SQL is built from typed pieces
 //!   ([`sql::Sql`]), framework tables go through their `table!`s ([`schema`]).
 
+pub mod admin;
 pub mod connection;
 pub mod cursor;
 pub mod db;

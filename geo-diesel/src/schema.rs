@@ -85,4 +85,35 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::sql_types::GeoTimestamp;
+
+    /// Both roles (migration `geo_admin_<role>`): the operator's bulk resync and reverify jobs
+    /// ([`crate::admin::bulk`]), one row per job. A worker steps the oldest unfinished job one
+    /// batch at a time, committing `cursor`, `processed` and `changed` with each batch, so a
+    /// job survives a restart.
+    geo_bulk_updates (id) {
+        /// Job id, assigned by the database.
+        id -> BigInt,
+        /// The replicable name, e.g. `widget`.
+        replicable -> Text,
+        /// `resync_all` or `reverify_all`.
+        action -> Text,
+        /// The job's filter as JSON (`ids`, `replication_state`, `verification_state`).
+        filter -> Text,
+        /// The last row key processed (registry `id` on a secondary, the verification table's
+        /// key on the primary); `0` before the first batch.
+        cursor -> BigInt,
+        /// Rows looked at so far.
+        processed -> BigInt,
+        /// Rows the rule changed so far.
+        changed -> BigInt,
+        /// When the job was enqueued.
+        created_at -> GeoTimestamp,
+        /// When its last batch ran; `NULL` while it is unfinished.
+        finished_at -> Nullable<GeoTimestamp>,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(geo_event_log_states, geo_event_log_gaps);

@@ -114,6 +114,11 @@ impl PrimaryVerifier {
         &self.db
     }
 
+    /// The workers' tunables.
+    pub fn config(&self) -> &PrimaryConfig {
+        &self.config
+    }
+
     /// One verification pass over every verifying type: claims up to `verification_batch`
     /// records per type (pending first, then failed with a due retry), checksums them on
     /// `verification_threads` threads, and records each result. Returns how many it processed.

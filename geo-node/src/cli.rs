@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use geo_diesel::MigrationReport;
+use geo_diesel::admin::BulkWorker;
 use geo_diesel::db::{DbPool, PooledConn};
 use geo_diesel::geo_core::Role;
 use geo_diesel::geo_core::blob_store::LocalBlobStore;
@@ -33,9 +34,12 @@ use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
 use geo_diesel::geo_core::status::ReplicableStatuses;
 
 use crate::api::NodeStatus;
-use crate::auth::{Credentials, KeyRing};
+use crate::auth::{AdminToken, Credentials, KeyRing, Scope};
 use crate::client::{HttpConfig, HttpSource, NodeClient};
 use crate::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
+
+/// How often the bulk worker looks for a queued bulk update when it has none.
+const BULK_IDLE: Duration = Duration::from_millis(250);
 
 /// Error type of an application's setup hook.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
@@ -95,7 +99,8 @@ pub struct PrimaryArgs {
     /// The primary's blob store directory.
     #[arg(long, env = "GEO_BLOB_DIR")]
     pub blob_dir: PathBuf,
-    /// File of accepted secondary keys: `ACCESS_KEY SECRET [name]` per line.
+    /// File of accepted keys: a secondary's `ACCESS_KEY SECRET [name]` per line, and operators'
+    /// `admin SCOPE SHA256 [name]` (see `keys generate`).
     #[arg(long, env = "GEO_KEYS_FILE")]
     pub keys_file: Option<PathBuf>,
     /// Accepted secondary keys as `ACCESS_KEY:SECRET`, comma-separated (prefer the file).
@@ -134,6 +139,10 @@ pub struct SecondaryArgs {
     /// This secondary's access key.
     #[arg(long, env = "GEO_ACCESS_KEY")]
     pub access_key: String,
+    /// Keys file of the secondary's own server: admin tokens for GraphQL and the admin page
+    /// (`keys generate --admin --append-to FILE`); site keys in it may read its status.
+    #[arg(long, env = "GEO_KEYS_FILE")]
+    pub keys_file: Option<PathBuf>,
     /// This secondary's secret (prefer the environment variable).
     #[arg(long, env = "GEO_SECRET", hide_env_values = true)]
     pub secret: String,
@@ -183,13 +192,23 @@ pub struct StatusArgs {
 pub enum KeysAction {
     /// Print a new access key and secret for a secondary (as `export GEO_ACCESS_KEY=…` and
     /// `export GEO_SECRET=…` lines, ready for `eval`).
+    ///
+    /// With `--admin`: an operator's admin token for GraphQL and the admin page instead, printed
+    /// as `export GEO_ADMIN_TOKEN=…`; the keys file keeps only its SHA-256.
     Generate {
-        /// Also append `ACCESS_KEY SECRET NAME` to this primary keys file (created mode 0600).
+        /// Also append the key (`ACCESS_KEY SECRET NAME`, or `admin SCOPE SHA256 NAME`) to this
+        /// keys file (created mode 0600).
         #[arg(long)]
         append_to: Option<PathBuf>,
-        /// A name for the key in the keys file.
-        #[arg(long, default_value = "secondary")]
-        name: String,
+        /// A name for the key in the keys file (default `secondary`, or `admin`).
+        #[arg(long)]
+        name: Option<String>,
+        /// Generate an operator's admin token instead of a secondary's site key.
+        #[arg(long)]
+        admin: bool,
+        /// With `--admin`: a token that may query but not change anything.
+        #[arg(long, requires = "admin")]
+        read_only: bool,
     },
 }
 
@@ -213,8 +232,21 @@ impl NodeCommand {
             NodeCommand::Secondary(args) => run_secondary(args),
             NodeCommand::Status(args) => run_status(args),
             NodeCommand::Keys {
-                action: KeysAction::Generate { append_to, name },
-            } => keys_generate(append_to, &name),
+                action:
+                    KeysAction::Generate {
+                        append_to,
+                        name,
+                        admin,
+                        read_only,
+                    },
+            } => {
+                if admin {
+                    let scope = if read_only { Scope::Read } else { Scope::Admin };
+                    admin_token_generate(append_to, name.as_deref().unwrap_or("admin"), scope)
+                } else {
+                    keys_generate(append_to, name.as_deref().unwrap_or("secondary"))
+                }
+            }
         }
     }
 }
@@ -312,6 +344,7 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
     } else {
         Some(verifier.spawn()?)
     };
+    let bulk = BulkWorker::spawn(db.clone(), Role::Primary, BULK_IDLE)?;
     let state = NodeState::new(args.name, keys)
         .with_leeway(args.token_leeway_secs)
         .with_primary(PrimaryService::direct(db, store, Some(verifier)));
@@ -319,6 +352,7 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
     announce(&server, "primary");
     wait_for_signal()?;
     server.stop();
+    bulk.stop();
     drop(workers);
     Ok(ExitCode::SUCCESS)
 }
@@ -353,7 +387,10 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
         config,
     ));
     // The state first: it times the secondary's downloads from the first one.
-    let state = NodeState::new(args.name, KeyRing::with([creds]))
+    let mut keys = load_keys(args.keys_file.as_deref(), &[])?;
+    keys.insert(creds);
+    let bulk = BulkWorker::spawn(secondary.tracking().clone(), Role::Secondary, BULK_IDLE)?;
+    let state = NodeState::new(args.name, keys)
         .with_leeway(args.token_leeway_secs)
         .with_secondary(SecondaryService::new(Arc::clone(&secondary), source).with_link(link));
     let workers = secondary.spawn()?;
@@ -361,6 +398,7 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     announce(&server, "secondary");
     wait_for_signal()?;
     server.stop();
+    bulk.stop();
     workers.stop();
     Ok(ExitCode::SUCCESS)
 }
@@ -426,27 +464,44 @@ pub fn render_status(status: &NodeStatus) -> String {
     out
 }
 
+/// Appends `line` to the keys file at `path` (created mode 0600).
+fn append_key_line(path: &std::path::Path, line: &str) -> Result<()> {
+    use std::io::Write as _;
+    let mut opts = std::fs::OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    writeln!(f, "{line}")?;
+    eprintln!("appended the key to {}", path.display());
+    Ok(())
+}
+
 fn keys_generate(append_to: Option<PathBuf>, name: &str) -> Result<ExitCode> {
     let creds = Credentials::generate();
     if let Some(path) = append_to {
-        use std::io::Write as _;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts
-            .open(&path)
-            .with_context(|| format!("opening {}", path.display()))?;
-        writeln!(
-            f,
-            "{} {} {}",
-            creds.access_key,
-            creds.secret.expose(),
-            name.split_whitespace().collect::<Vec<_>>().join("_")
+        let name = name.split_whitespace().collect::<Vec<_>>().join("_");
+        append_key_line(
+            &path,
+            &format!("{} {} {name}", creds.access_key, creds.secret.expose()),
         )?;
-        eprintln!("appended the key to {}", path.display());
     }
     println!("export GEO_ACCESS_KEY={}", creds.access_key);
     println!("export GEO_SECRET={}", creds.secret.expose());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn admin_token_generate(append_to: Option<PathBuf>, name: &str, scope: Scope) -> Result<ExitCode> {
+    let token = AdminToken::generate();
+    match append_to {
+        Some(path) => append_key_line(&path, &token.keys_file_line(scope, name))?,
+        None => eprintln!(
+            "add this line to the site's keys file (--keys-file):\n{}",
+            token.keys_file_line(scope, name)
+        ),
+    }
+    println!("export GEO_ADMIN_TOKEN={}", token.expose());
     Ok(ExitCode::SUCCESS)
 }

@@ -153,6 +153,7 @@ fn plan_is_framework_then_replicables_in_name_order(backend: Backend) {
             names,
             [
                 format!("geo_framework_{role}"),
+                format!("geo_admin_{role}"),
                 format!("bare_{role}"),
                 format!("sample_{role}")
             ]
@@ -168,13 +169,19 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
     assert_eq!(first.backend, backend);
     assert_eq!(
         first.applied,
-        strings(&["geo_framework_primary", "bare_primary", "sample_primary"])
+        strings(&[
+            "geo_framework_primary",
+            "geo_admin_primary",
+            "bare_primary",
+            "sample_primary"
+        ])
     );
     assert!(first.already_applied.is_empty());
     assert!(!first.is_up_to_date());
     assert_eq!(
         conn.tables(),
         strings(&[
+            "geo_bulk_updates",
             "geo_events",
             "geo_feature_flags",
             "geo_schema_migrations",
@@ -183,7 +190,12 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
     );
     assert_eq!(
         ledger(&mut conn),
-        strings(&["bare_primary", "geo_framework_primary", "sample_primary"])
+        strings(&[
+            "bare_primary",
+            "geo_admin_primary",
+            "geo_framework_primary",
+            "sample_primary"
+        ])
     );
 
     // A second run, on a new connection, applies nothing and says so.
@@ -197,7 +209,12 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
     let reverted = again.revert_migrations(Role::Primary).expect("revert");
     assert_eq!(
         reverted.reverted,
-        strings(&["sample_primary", "bare_primary", "geo_framework_primary"])
+        strings(&[
+            "sample_primary",
+            "bare_primary",
+            "geo_admin_primary",
+            "geo_framework_primary"
+        ])
     );
     assert!(reverted.dropped_ledger);
     assert_eq!(again.tables(), Vec::<String>::new());
@@ -216,6 +233,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
         first.applied,
         strings(&[
             "geo_framework_secondary",
+            "geo_admin_secondary",
             "bare_secondary",
             "sample_secondary"
         ])
@@ -224,6 +242,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
         conn.tables(),
         strings(&[
             "bare_registry",
+            "geo_bulk_updates",
             "geo_event_log_gaps",
             "geo_event_log_states",
             "geo_feature_flags",
@@ -235,6 +254,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
         ledger(&mut conn),
         strings(&[
             "bare_secondary",
+            "geo_admin_secondary",
             "geo_framework_secondary",
             "sample_secondary"
         ])
@@ -280,7 +300,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
     assert!(!enabled);
 
     let reverted = conn.revert_migrations(Role::Secondary).expect("revert");
-    assert_eq!(reverted.reverted.len(), 3);
+    assert_eq!(reverted.reverted.len(), 4);
     assert_eq!(conn.tables(), Vec::<String>::new());
 }
 
@@ -293,7 +313,12 @@ fn revert_keeps_the_ledger_for_the_other_role(backend: Backend) {
     assert!(!reverted.dropped_ledger);
     assert_eq!(
         ledger(&mut conn),
-        strings(&["bare_primary", "geo_framework_primary", "sample_primary"])
+        strings(&[
+            "bare_primary",
+            "geo_admin_primary",
+            "geo_framework_primary",
+            "sample_primary"
+        ])
     );
     assert!(conn.tables().contains(&"geo_events".to_string()));
 }
@@ -320,6 +345,7 @@ fn concurrent_runners_apply_each_migration_once(backend: Backend) {
         applied,
         strings(&[
             "bare_secondary",
+            "geo_admin_secondary",
             "geo_framework_secondary",
             "sample_secondary"
         ])
@@ -341,7 +367,8 @@ fn diesel_cli_folders_are_byte_identical_and_build_the_same_schema(backend: Back
         assert_eq!(folders, again);
         assert_eq!(folders[0], format!("00000000000001_geo_framework_{role}"));
         // `bare` has no primary SQL, so no folder on the primary.
-        let expected = if role == Role::Primary { 2 } else { 3 };
+        assert_eq!(folders[1], format!("00000000000002_geo_admin_{role}"));
+        let expected = if role == Role::Primary { 3 } else { 4 };
         assert_eq!(folders.len(), expected, "{folders:?}");
         for folder in &folders {
             for file in ["up.sql", "down.sql"] {
@@ -501,7 +528,7 @@ fn a_failing_migration_is_named_and_rolled_back(backend: Backend) {
     // The migrations before it stay applied and recorded; the failing one is not recorded.
     assert_eq!(
         ledger(&mut conn),
-        strings(&["bare_primary", "geo_framework_primary"])
+        strings(&["bare_primary", "geo_admin_primary", "geo_framework_primary"])
     );
 }
 

@@ -64,7 +64,7 @@ enum Command {
     },
     /// Measure the runtime against peers (b3sum, sha256sum, rsync) run on the same data.
     Bench {
-        /// Run only these benchmarks (comma-separated: B1,B2,B3,B5,B6).
+        /// Run only these benchmarks (comma-separated: B1,B2,B3,B5,B6,B7,B8).
         #[arg(long, value_delimiter = ',')]
         only: Vec<widgets::bench::BenchId>,
         /// Small sizes and one run: a smoke test in seconds, not a measurement.

@@ -11,6 +11,14 @@ pub const FRAMEWORK_MIGRATION_PREFIX: &str = "geo_framework";
 /// starting with `9` (see [`NamedMigration::version`](super::NamedMigration::version)).
 pub const FRAMEWORK_VERSION: &str = "00000000000001";
 
+/// The ledger name prefix of the admin migrations: `geo_admin_primary`, `geo_admin_secondary`
+/// (the operator's durable bulk updates, `geo_bulk_updates`). No replicable may be named
+/// `geo_admin`.
+pub const ADMIN_MIGRATION_PREFIX: &str = "geo_admin";
+
+/// The diesel_cli version of the admin migration: right after [`FRAMEWORK_VERSION`].
+pub const ADMIN_VERSION: &str = "00000000000002";
+
 /// The DDL of the runner's ledger in one dialect (timestamp type, current-time default).
 macro_rules! ledger_sql {
     ($ts:literal, $now:literal) => {
@@ -141,6 +149,66 @@ pub const fn framework_migration(backend: Backend, role: Role) -> Migration {
     match role {
         Role::Primary => Migration { up: pu, down: pd },
         Role::Secondary => Migration { up: su, down: sd },
+    }
+}
+
+/// Defines `geo_bulk_updates` in one dialect (the same table for both roles).
+macro_rules! admin_sql {
+    (id = $id:literal, ts = $ts:literal, now = $now:literal) => {
+        concat!(
+            r#"CREATE TABLE IF NOT EXISTS "geo_bulk_updates" (
+    "id" "#,
+            $id,
+            r#",
+    "replicable" VARCHAR(255) NOT NULL,
+    "action" VARCHAR(32) NOT NULL,
+    "filter" TEXT NOT NULL DEFAULT '{}',
+    "cursor" BIGINT NOT NULL DEFAULT 0,
+    "processed" BIGINT NOT NULL DEFAULT 0,
+    "changed" BIGINT NOT NULL DEFAULT 0,
+    "created_at" "#,
+            $ts,
+            " NOT NULL DEFAULT ",
+            $now,
+            r#",
+    "finished_at" "#,
+            $ts,
+            r#"
+);
+CREATE INDEX IF NOT EXISTS "index_geo_bulk_updates_on_finished_at_and_id"
+    ON "geo_bulk_updates" ("finished_at", "id");
+"#
+        )
+    };
+}
+
+const SQLITE_ADMIN: &str = admin_sql!(
+    id = "INTEGER PRIMARY KEY AUTOINCREMENT",
+    ts = "TEXT",
+    now = "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))"
+);
+
+const POSTGRES_ADMIN: &str = admin_sql!(
+    id = "BIGSERIAL PRIMARY KEY",
+    ts = "TIMESTAMPTZ",
+    now = "now()"
+);
+
+const ADMIN_DOWN: &str = r#"DROP TABLE IF EXISTS "geo_bulk_updates";
+"#;
+
+/// The admin migration for `backend` (the same for both roles): `geo_bulk_updates`, the
+/// progress of the operator's bulk resync and reverify jobs ([`crate::admin::bulk`]). A second
+/// framework step, so databases that recorded `geo_framework_<role>` before it existed get it
+/// without their first migration changing.
+pub const fn admin_migration(backend: Backend, _role: Role) -> Migration {
+    let up = match backend {
+        Backend::Sqlite => SQLITE_ADMIN,
+        Backend::Postgres => POSTGRES_ADMIN,
+    };
+    Migration {
+        up,
+        down: ADMIN_DOWN,
     }
 }
 

@@ -28,15 +28,17 @@ use crate::db::AsDbConn;
 mod framework;
 
 pub use framework::{
-    FRAMEWORK_MIGRATION_PREFIX, FRAMEWORK_VERSION, framework_migration, ledger_ddl,
+    ADMIN_MIGRATION_PREFIX, ADMIN_VERSION, FRAMEWORK_MIGRATION_PREFIX, FRAMEWORK_VERSION,
+    admin_migration, framework_migration, ledger_ddl,
 };
 
 /// One step of a migration plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedMigration {
-    /// Ledger name: `geo_framework_<role>` or `<replicable name>_<role>`.
+    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>` or `<replicable name>_<role>`.
     pub name: String,
-    /// diesel_cli version (14 digits): [`FRAMEWORK_VERSION`] for the framework; for a
+    /// diesel_cli version (14 digits): [`FRAMEWORK_VERSION`] for the framework,
+    /// [`ADMIN_VERSION`] for the admin tables; for a
     /// replicable `9` followed by 13 digits of a stable hash of its name. Stable, so adding a
     /// replicable never renumbers an existing folder, and starting with `9` so that diesel_cli
     /// applies it after the application's own timestamped migrations (which create the model
@@ -55,8 +57,9 @@ impl NamedMigration {
     }
 }
 
-/// The migrations for `backend` and `role`, in the order they are applied: the framework, then
-/// every registered replicable in name order.
+/// The migrations for `backend` and `role`, in the order they are applied: the framework
+/// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), then every registered
+/// replicable in name order.
 pub fn migration_plan(backend: Backend, role: Role) -> Vec<NamedMigration> {
     plan_for(&replicables(), backend, role)
 }
@@ -74,6 +77,13 @@ pub fn plan_for(
         up: framework.up,
         down: framework.down,
     }];
+    let admin = admin_migration(backend, role);
+    plan.push(NamedMigration {
+        name: format!("{ADMIN_MIGRATION_PREFIX}_{role}"),
+        version: ADMIN_VERSION.to_owned(),
+        up: admin.up,
+        down: admin.down,
+    });
     plan.extend(descriptors.iter().map(|d| {
         let m = d.migration(backend, role);
         NamedMigration {
@@ -226,7 +236,10 @@ pub enum MigrationError {
 fn checked_plan(backend: Backend, role: Role) -> Result<Vec<NamedMigration>, MigrationError> {
     let all = replicables();
     check_replicables(&all)?;
-    if let Some(d) = all.iter().find(|d| d.name == FRAMEWORK_MIGRATION_PREFIX) {
+    if let Some(d) = all
+        .iter()
+        .find(|d| d.name == FRAMEWORK_MIGRATION_PREFIX || d.name == ADMIN_MIGRATION_PREFIX)
+    {
         return Err(MigrationError::ReservedName(d.name));
     }
     Ok(plan_for(&all, backend, role))

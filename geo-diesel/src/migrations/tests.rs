@@ -5,11 +5,26 @@ fn framework_plan_comes_first_with_role_names() {
     for backend in Backend::ALL {
         for role in Role::ALL {
             let plan = plan_for(&[], backend, role);
-            assert_eq!(plan.len(), 1);
+            assert_eq!(plan.len(), 2);
             assert_eq!(plan[0].name, format!("geo_framework_{role}"));
             assert_eq!(
                 plan[0].folder_name(),
                 format!("00000000000001_geo_framework_{role}")
+            );
+            assert_eq!(plan[1].name, format!("geo_admin_{role}"));
+            assert_eq!(
+                plan[1].folder_name(),
+                format!("00000000000002_geo_admin_{role}")
+            );
+            assert!(
+                plan[1]
+                    .up
+                    .contains(r#"CREATE TABLE IF NOT EXISTS "geo_bulk_updates""#)
+            );
+            assert!(
+                plan[1]
+                    .down
+                    .contains(r#"DROP TABLE IF EXISTS "geo_bulk_updates""#)
             );
         }
     }

@@ -123,6 +123,14 @@ pub struct SecondaryStatus {
     pub cursor: Option<CursorStatus>,
     /// The primary's highest event id, `null` when the primary could not be asked.
     pub last_event_id: Option<i64>,
+    /// Event ids between the cursor and the primary's newest event (`0` when caught up),
+    /// `null` when either is unknown.
+    #[serde(default)]
+    pub events_behind: Option<i64>,
+    /// Age in seconds of the oldest event the cursor has not processed (`0` when caught up),
+    /// `null` when unknown.
+    #[serde(default)]
+    pub seconds_behind: Option<i64>,
     /// Events the log cursor skipped since start (unknown type, malformed, disabled).
     pub cursor_skipped_events_count: u64,
     /// The link to the primary, when it is an HTTP link.
@@ -209,6 +217,8 @@ mod tests {
                     open_gaps: vec![5],
                 }),
                 last_event_id: Some(6),
+                events_behind: Some(2),
+                seconds_behind: Some(1),
                 cursor_skipped_events_count: 0,
                 primary_link: Some(LinkStatus {
                     requests: 3,

@@ -73,9 +73,11 @@ pub mod route {
     pub const ADMIN_API_TYPES: &str = "/admin/geo/api/types";
     /// `GET`: the site's status, for an operator.
     pub const ADMIN_API_STATUS: &str = "/admin/geo/api/status";
+    /// `POST`: GraphQL for operators ([`crate::graphql`]).
+    pub const GRAPHQL: &str = "/api/graphql";
 
     /// Every route with its `endpoint` label (`geo_http_requests_total{endpoint}`).
-    pub const ALL: [(&str, &str); 16] = [
+    pub const ALL: [(&str, &str); 17] = [
         (RETRIEVE, "retrieve"),
         (BLOB_PATH, "blob_path"),
         (EVENTS, "events"),
@@ -85,6 +87,7 @@ pub mod route {
         (RETRIEVE_BATCH, "retrieve_batch"),
         (STATUS, "status"),
         (METRICS, "metrics"),
+        (GRAPHQL, "graphql"),
         (ADMIN_PAGE, "admin_page"),
         (ADMIN_ASSET, "admin_asset"),
         (ADMIN_SESSION, "admin_session"),
@@ -112,6 +115,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(route::RETRIEVE_BATCH, get(retrieve::retrieve_batch))
         .route(route::STATUS, get(status::status))
         .route(route::METRICS, get(status::metrics))
+        .route(route::GRAPHQL, axum::routing::post(crate::graphql::handle))
         .merge(crate::admin::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),

@@ -154,6 +154,7 @@ pub struct NodeState {
     metrics: Metrics,
     started: Instant,
     sessions: Sessions,
+    graphql: Option<async_graphql::dynamic::Schema>,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -182,6 +183,9 @@ impl NodeState {
             secondary: None,
             started: Instant::now(),
             sessions: Sessions::default(),
+            graphql: crate::graphql::schema()
+                .inspect_err(|e| tracing::error!(error = %e, "cannot build the GraphQL schema"))
+                .ok(),
         }
     }
 
@@ -236,6 +240,11 @@ impl NodeState {
     /// The admin tokens this site accepts (from its keys file).
     pub fn admin_tokens(&self) -> &AdminTokens {
         self.keys.admin_tokens()
+    }
+
+    /// The GraphQL schema of this build's replicables (built once, at start).
+    pub(crate) fn graphql(&self) -> Option<&async_graphql::dynamic::Schema> {
+        self.graphql.as_ref()
     }
 
     /// The admin page's sessions.

@@ -84,10 +84,31 @@ pub fn collect_status(state: &NodeState) -> NodeStatus {
                 None
             }
         };
+        let position = cursor.as_ref().map(|c| c.cursor_last_event_id);
+        let events_behind = match (last_event_id, position) {
+            (Some(last), Some(at)) => Some((last - at).max(0)),
+            (None, Some(_)) if problems.is_empty() => Some(0),
+            _ => None,
+        };
+        let seconds_behind = match (events_behind, position) {
+            (Some(0), _) => Some(0),
+            (Some(_), Some(at)) => match s.source.events_after(at, 1) {
+                Ok(events) => Some(events.first().map_or(0, |e| {
+                    (chrono::Utc::now() - e.created_at).num_seconds().max(0)
+                })),
+                Err(e) => {
+                    problems.push(format!("primary unreachable: {e}"));
+                    None
+                }
+            },
+            _ => None,
+        };
         SecondaryStatus {
             replicables,
             cursor,
             last_event_id,
+            events_behind,
+            seconds_behind,
             cursor_skipped_events_count: s.secondary.cursor().counters.skipped(),
             primary_link: s.link.as_ref().map(|l| l.snapshot()),
         }

@@ -9,13 +9,15 @@
 //! | B3 | the same with 10 MiB files | `rsync -a` |
 //! | B5 | backfill of registry rows ([`Secondary::backfill_all`](geo_diesel::secondary::Secondary::backfill_all)) | floor: one `INSERT … SELECT` |
 //! | B6 | log-cursor events per second ([`Secondary::cursor_pass`](geo_diesel::secondary::Secondary::cursor_pass)) | floor: one set-based upsert |
+//! | B7 | a filtered `widgetRegistries` GraphQL query over HTTP on a 1,000,000-row registry | aim: ≤ 50 ms median |
+//! | B8 | a bulk resync (`RESYNC_ALL`) of the same registry | aim: ≤ 10 s |
 //!
 //! Data goes to a tmpfs folder (`/dev/shm`) when there is one, so page-cache and disk effects do
 //! not decide the comparison. Peers that are not installed are reported as missing with the
 //! command that installs them; nothing is ever estimated in their place.
 //!
 //! One file per section: `verification.rs` (B1), `sync.rs` (B2, B3), `backfill.rs` (B5),
-//! `cursor.rs` (B6); `peers.rs` finds and times the peers and holds the shared measuring helpers
+//! `cursor.rs` (B6), `admin.rs` (B7, B8); `peers.rs` finds and times the peers and holds the shared measuring helpers
 //! (median, load average, tmpfs choice), `data.rs` writes the files and rows every section runs
 //! on, `report.rs` holds the figures and renders them as text and JSON.
 
@@ -28,6 +30,7 @@ use std::str::FromStr;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use geo_diesel::geo_core::Backend;
 
+mod admin;
 mod backfill;
 mod cursor;
 mod data;
@@ -55,16 +58,22 @@ pub enum BenchId {
     B5,
     /// Log-cursor events per second.
     B6,
+    /// A filtered GraphQL registries query over a large registry.
+    B7,
+    /// A bulk resync of a large registry.
+    B8,
 }
 
 impl BenchId {
     /// Every benchmark, in the order they run.
-    pub const ALL: [BenchId; 5] = [
+    pub const ALL: [BenchId; 7] = [
         BenchId::B1,
         BenchId::B2,
         BenchId::B3,
         BenchId::B5,
         BenchId::B6,
+        BenchId::B7,
+        BenchId::B8,
     ];
 
     /// `"B1"`, `"B2"`, …
@@ -75,6 +84,8 @@ impl BenchId {
             BenchId::B3 => "B3",
             BenchId::B5 => "B5",
             BenchId::B6 => "B6",
+            BenchId::B7 => "B7",
+            BenchId::B8 => "B8",
         }
     }
 }
@@ -87,7 +98,7 @@ impl fmt::Display for BenchId {
 
 /// A benchmark name that is not one of [`BenchId::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown benchmark {0:?}: expected one of B1, B2, B3, B5, B6")]
+#[error("unknown benchmark {0:?}: expected one of B1, B2, B3, B5, B6, B7, B8")]
 pub struct UnknownBench(pub String);
 
 impl FromStr for BenchId {
@@ -124,14 +135,16 @@ pub struct Sizes {
     pub b6_events: i64,
     /// B6: the `cursor_batch` values tried.
     pub b6_batches: Vec<usize>,
+    /// B7, B8: registry rows queried and bulk-resynced.
+    pub b7_rows: i64,
 }
 
 const MIB: u64 = 1 << 20;
 const KIB: u64 = 1 << 10;
 
 impl Sizes {
-    /// The sizes of the issue: 8 × 128 MiB, 10 000 × 4 KiB, 100 × 10 MiB, 1 000 000 rows,
-    /// 100 000 events.
+    /// The sizes of the issues: 8 × 128 MiB, 10 000 × 4 KiB, 100 × 10 MiB, 1 000 000 rows,
+    /// 100 000 events, a 1 000 000-row registry.
     pub fn full() -> Self {
         Sizes {
             b1_files: 8,
@@ -144,6 +157,7 @@ impl Sizes {
             b5_batches: vec![10_000, 100_000],
             b6_events: 100_000,
             b6_batches: vec![1000, 5000],
+            b7_rows: 1_000_000,
         }
     }
 
@@ -160,6 +174,7 @@ impl Sizes {
             b5_batches: vec![10_000, 100_000],
             b6_events: 5_000,
             b6_batches: vec![1000, 5000],
+            b7_rows: 20_000,
         }
     }
 }
@@ -314,6 +329,8 @@ pub fn run_with(
             ),
             BenchId::B5 => backfill::bench_backfill(opts, &dir),
             BenchId::B6 => cursor::bench_cursor(opts, &dir),
+            BenchId::B7 => admin::bench_query(opts, &dir),
+            BenchId::B8 => admin::bench_bulk(opts, &dir),
         }
         .with_context(|| format!("benchmark {id}"))?;
         if let (Some(a), Some(b)) = (load_before, load_average()) {
@@ -324,8 +341,10 @@ pub fn run_with(
         }
         // Free the tmpfs space before the next benchmark.
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        // On PostgreSQL, B5 and B6 are also measured on SQLite in the same run, side by side.
-        if opts.database_url.is_some() && matches!(id, BenchId::B5 | BenchId::B6) {
+        // On PostgreSQL, B5–B8 are also measured on SQLite in the same run, side by side.
+        if opts.database_url.is_some()
+            && matches!(id, BenchId::B5 | BenchId::B6 | BenchId::B7 | BenchId::B8)
+        {
             let sqlite_opts = BenchOptions {
                 database_url: None,
                 ..opts.clone()
@@ -334,6 +353,8 @@ pub fn run_with(
             fs::create_dir_all(&sdir)?;
             let mut sqlite = match id {
                 BenchId::B5 => backfill::bench_backfill(&sqlite_opts, &sdir),
+                BenchId::B7 => admin::bench_query(&sqlite_opts, &sdir),
+                BenchId::B8 => admin::bench_bulk(&sqlite_opts, &sdir),
                 _ => cursor::bench_cursor(&sqlite_opts, &sdir),
             }
             .with_context(|| format!("benchmark {id} on SQLite"))?;
