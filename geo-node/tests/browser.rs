@@ -21,11 +21,11 @@ use diesel::prelude::*;
 use diesel::sql_types::BigInt;
 use fantoccini::{Client, ClientBuilder, Locator};
 use geo_diesel::admin::{BulkWorker, BulkWorkerHandle};
-use geo_diesel::geo_core::{Replicable, Role};
 use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::geo_core::source::PrimarySource;
 use geo_diesel::geo_core::state::ReplicationState;
+use geo_diesel::geo_core::{Replicable, Role};
 use geo_diesel::secondary::Secondary;
 use geo_node::auth::{AdminToken, KeyRing, Scope};
 use geo_node::client::{HttpConfig, HttpSource};
@@ -363,6 +363,36 @@ impl Sites {
                 .collect();
         ids.sort();
         ids
+    }
+
+    /// The registry id of the row of doc `model_id`.
+    fn registry_id_of(&self, model_id: i64) -> i64 {
+        let d = <Doc as Replicable>::DESCRIPTOR;
+        let rows = self.count(&format!("\"{}\" = {model_id}", d.tables.registry_model_id));
+        assert_eq!(rows, 1, "one registry row per doc");
+        #[derive(QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = BigInt)]
+            id: i64,
+        }
+        let mut conn = self.sec.tracking().get().unwrap();
+        diesel::sql_query(format!(
+            "SELECT id FROM \"{}\" WHERE \"{}\" = {model_id}",
+            d.tables.registry, d.tables.registry_model_id
+        ))
+        .get_result::<Row>(sqlite(&mut conn))
+        .unwrap()
+        .id
+    }
+
+    /// The model id of the doc at `path` on the primary.
+    fn model_id_of(&self, path: &str) -> i64 {
+        self.primary
+            .paths()
+            .into_iter()
+            .find(|(_, p)| p == path)
+            .unwrap_or_else(|| panic!("no doc at {path}"))
+            .0
     }
 
     /// `COUNT(*)` of the registry rows matching `condition`.
@@ -703,20 +733,19 @@ async fn replication_filter_narrows_the_list_to_the_failed_rows_in(sites: &Sites
             .await,
         json!("3")
     );
-    // The keyword narrows further: one failed doc by its path.
-    let (_, path, _) = &sites.missing[0];
-    b.client
-        .find(Locator::Id("filter-keyword"))
-        .await
-        .unwrap()
-        .send_keys(path)
-        .await
-        .unwrap();
-    b.until(
-        "one row for the keyword",
-        "return document.querySelectorAll('#list-body tr[data-row-id]').length === 1",
-    )
-    .await;
+    // The keyword narrows further: a number is a model id.
+    let (model_id, _, _) = &sites.missing[0];
+    let keyword = b.client.find(Locator::Id("filter-keyword")).await.unwrap();
+    keyword.send_keys(&model_id.to_string()).await.unwrap();
+    let row = sites.registry_id_of(*model_id);
+    b.until_listed("the failed row of that doc", &[row]).await;
+    // Text is a part of the blob path (known once a row has synced).
+    b.select("filter-replication", "").await;
+    keyword.clear().await.unwrap();
+    keyword.send_keys("docs/001").await.unwrap();
+    let synced_row = sites.registry_id_of(sites.model_id_of("docs/001.bin"));
+    b.until_listed("the row whose path matches", &[synced_row])
+        .await;
     b.screenshot("").await;
     b.close().await;
 }

@@ -97,7 +97,7 @@
 
   function humanize(s) {
     return String(s).replace(/([A-Z])/g, " $1").replace(/^./, (c) => c.toUpperCase())
-      .replace(/ I d$/, " ID").trim();
+      .replace(/ Id$/, " ID").trim();
   }
 
   function fmt(v) {
