@@ -733,6 +733,43 @@ async fn replication_filter_narrows_the_list_to_the_failed_rows_in(sites: &Sites
             .await,
         json!("3")
     );
+    // The details of a failed row: every field, in its section.
+    let first = failed[0];
+    b.click(&format!(
+        "#list-body tr[data-row-id=\"{first}\"] a[data-action=\"details\"]"
+    ))
+    .await;
+    b.until(
+        "the details",
+        "return document.querySelector('#details-body [data-field=\"missingOnPrimary\"]')?.textContent === 'yes'",
+    )
+    .await;
+    let fields = b
+        .js("return [...document.querySelectorAll('#details-body [data-field]')].map(e => e.dataset.field)")
+        .await;
+    for f in [
+        "id",
+        "docId",
+        "state",
+        "retryCount",
+        "lastSyncFailure",
+        "verificationState",
+        "verificationChecksum",
+        "blobPath",
+    ] {
+        assert!(
+            fields.as_array().unwrap().contains(&json!(f)),
+            "{f} in {fields}"
+        );
+    }
+    assert_ne!(
+        b.js("return document.querySelector('#details-body [data-field=\"lastSyncFailure\"]').textContent").await,
+        json!("—")
+    );
+    b.screenshot("details").await;
+    b.client.back().await.unwrap();
+    b.until_listed("the failed rows again", &failed).await;
+
     // The keyword narrows further: a number is a model id.
     let (model_id, _, _) = &sites.missing[0];
     let keyword = b.client.find(Locator::Id("filter-keyword")).await.unwrap();
@@ -917,14 +954,69 @@ async fn primary_lists_records_with_their_checksum_state_in(sites: &Sites) {
         "no replication filter on the primary"
     );
     let (missing_id, _, _) = sites.missing[0];
+    let state_is = |id: i64, state: &str| {
+        format!(
+            "return document.querySelector('#list-body tr[data-row-id=\"{id}\"]')?.dataset.verification === '{state}'"
+        )
+    };
     b.until(
         "the record whose file is gone, failed",
-        &format!(
-            "return document.querySelector('#list-body tr[data-row-id=\"{missing_id}\"]')?.dataset.verification === 'FAILED'"
-        ),
+        &state_is(missing_id, "FAILED"),
     )
     .await;
     assert!(b.listed_ids().await.contains(&missing_id));
     b.screenshot("").await;
+
+    // No registry here: no Resync, and of the bulk actions only "Reverify all failed".
+    let buttons = b
+        .js("return [...document.querySelectorAll('#bulk button')].map(b => b.dataset.bulk)")
+        .await;
+    assert_eq!(buttons, json!(["reverify_all_failed"]));
+    assert_eq!(
+        b.js(
+            "return document.querySelectorAll('#list-body button[data-action=\"resync\"]').length"
+        )
+        .await,
+        json!(0)
+    );
+
+    // Reverify one: the record goes back to pending, then the verifier checksums it.
+    let ok_id = ids[0];
+    b.click(&format!(
+        "#list-body tr[data-row-id=\"{ok_id}\"] button[data-action=\"reverify\"]"
+    ))
+    .await;
+    b.until("the reverified record pending", &state_is(ok_id, "PENDING"))
+        .await;
+
+    // "Reverify all failed", once the file is back: the failed record is checksummed again.
+    sites.restore_files();
+    let _bulk = BulkWorker::spawn(p.db.clone(), Role::Primary, Duration::from_millis(50)).unwrap();
+    b.click("button[data-bulk=\"reverify_all_failed\"]").await;
+    b.until(
+        "the confirmation",
+        "return document.getElementById('confirm').open",
+    )
+    .await;
+    b.click("#confirm-ok").await;
+    b.until(
+        "the failed record pending",
+        &state_is(missing_id, "PENDING"),
+    )
+    .await;
+    let verifier = p.verifier.clone();
+    tokio::task::spawn_blocking(move || verifier.run_until_idle(50).unwrap())
+        .await
+        .unwrap();
+    b.until(
+        "both records verified",
+        &format!(
+            "{} && {}",
+            state_is(missing_id, "SUCCEEDED").replace("return ", "return ("),
+            state_is(ok_id, "SUCCEEDED").replace("return ", "") + ")"
+        ),
+    )
+    .await;
+    b.screenshot("reverified").await;
     b.close().await;
 }

@@ -97,7 +97,7 @@
 
   function humanize(s) {
     return String(s).replace(/([A-Z])/g, " $1").replace(/^./, (c) => c.toUpperCase())
-      .replace(/ Id$/, " ID").trim();
+      .replace(/ Id$/, " ID").replace(/^Id$/, "ID").trim();
   }
 
   function fmt(v) {
@@ -574,11 +574,13 @@
       }
       const fields = nodeFields(type);
       const rep = fields.filter((k) => REPLICATION_GROUP.indexOf(k) !== -1);
-      const ver = fields.filter((k) => k.startsWith("verification") || k === "checksumMismatch");
+      const ver = fields.filter((k) => k.startsWith("verification") || k === "verifiedAt" || k === "checksumMismatch");
       const ident = fields.filter((k) => rep.indexOf(k) === -1 && ver.indexOf(k) === -1);
       const section = (title, keys) => h("section", { className: "card" }, h("h3", {}, title),
         h("dl", { className: "fields" }, keys.map((k) => [h("dt", {}, humanize(k)),
-          h("dd", { dataset: { field: k } }, /At$/.test(k) ? fmtTime(r[k]) : fmt(r[k]))])));
+          h("dd", { dataset: { field: k } }, /At$/.test(k) ? fmtTime(r[k])
+            : k === "state" ? stateBadge(r[k], "state")
+            : k === "verificationState" ? stateBadge(r[k], "verification") : fmt(r[k]))])));
       const parts = [section("Record", ident)];
       if (rep.length) parts.push(section("Replication information", rep));
       if (type.verification_enabled) parts.push(section("Verification information", ver));
