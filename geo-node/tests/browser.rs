@@ -701,6 +701,10 @@ async fn overview_numbers_equal_the_database_in(sites: &Sites) {
             .await,
         json!("Healthy")
     );
+    let seconds = b
+        .js("return document.getElementById('seconds-behind').textContent")
+        .await;
+    assert_eq!(seconds, json!("0"), "caught up: no event waits");
     assert!(
         doc_plural().ends_with('s'),
         "the bars are read from `<plural>_synced_count`"
@@ -941,6 +945,7 @@ async fn primary_lists_records_with_their_checksum_state_in(sites: &Sites) {
         ),
     )
     .await;
+    b.screenshot("overview").await;
     b.client
         .goto(&format!("{}/admin/geo#/type/{}", server.url(), doc_name()))
         .await
@@ -1018,5 +1023,37 @@ async fn primary_lists_records_with_their_checksum_state_in(sites: &Sites) {
     )
     .await;
     b.screenshot("reverified").await;
+    b.close().await;
+}
+
+#[test]
+fn pages_of_twenty() {
+    let sites = Sites::new(23, 0);
+    in_browser(async { pages_of_twenty_in(&sites).await });
+}
+
+async fn pages_of_twenty_in(sites: &Sites) {
+    let b = Browser::open("pages", 1280, 900).await;
+    b.sign_in(&sites.url(), sites.token.expose()).await;
+    b.client
+        .goto(&format!("{}/admin/geo#/type/{}", sites.url(), doc_name()))
+        .await
+        .unwrap();
+    let all = sites.registry_ids(None);
+    assert_eq!(all.len(), 23);
+    b.until_listed("the first page", &all[..20]).await;
+    let disabled = |id: &str| format!("return document.getElementById('{id}').disabled");
+    assert_eq!(b.js(&disabled("page-prev")).await, json!(true));
+    assert_eq!(
+        b.js("return document.getElementById('list-count').dataset.count")
+            .await,
+        json!("23")
+    );
+    b.click("#page-next").await;
+    b.until_listed("the second page", &all[20..]).await;
+    assert_eq!(b.js(&disabled("page-next")).await, json!(true));
+    b.screenshot("").await;
+    b.click("#page-prev").await;
+    b.until_listed("the first page again", &all[..20]).await;
     b.close().await;
 }
