@@ -504,7 +504,7 @@
     } catch (e) {
       handleError(e);
     }
-    refreshCurrent();
+    refreshView();
   }
 
   const BULK = [
@@ -550,7 +550,7 @@
     } catch (e) {
       handleError(e);
     }
-    refreshCurrent();
+    refreshView();
   }
 
   // ---- details -------------------------------------------------------------------------
@@ -593,11 +593,23 @@
 
   // ---- refresh -------------------------------------------------------------------------
 
-  function refreshCurrent() {
-    if (!app.view || document.hidden) return;
-    if (app.view.kind === "overview") refreshOverview();
+  // Right after an action: not held back by a refresh already in flight.
+  function refreshView() {
     if (app.view.kind === "list") refreshList();
     if (app.view.kind === "details") refreshDetails();
+  }
+
+  // One refresh at a time: a slow answer is not stacked on by the next tick.
+  async function refreshCurrent() {
+    if (!app.view || document.hidden || app.loading) return;
+    app.loading = true;
+    try {
+      if (app.view.kind === "overview") await refreshOverview();
+      if (app.view.kind === "list") await refreshList();
+      if (app.view.kind === "details") await refreshDetails();
+    } finally {
+      app.loading = false;
+    }
   }
 
   function startRefresh() {
