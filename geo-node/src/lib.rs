@@ -5,7 +5,7 @@
 //! [`PrimarySource`](geo_diesel::geo_core::source::PrimarySource) a secondary replicates
 //! through ([`client::HttpSource`]), status and Prometheus metrics ([`metrics`]), and the
 //! `primary` / `secondary` / `status` / `keys` commands an application mounts in its own CLI
-//! ([`cli`]).
+//! ([`cli`]), and the operator's `resync` / `reverify` / `flags` ([`ops`]).
 
 pub mod admin;
 pub mod api;
@@ -14,6 +14,7 @@ pub mod cli;
 pub mod client;
 pub mod graphql;
 pub mod metrics;
+pub mod ops;
 pub mod server;
 
 pub use auth::{AccessKey, Credentials, KeyRing, Secret};

@@ -1090,3 +1090,177 @@ fn detect_role_reads_the_ledger(backend: Backend) {
         Err(AdminError::BadArgument(_))
     ));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Scale: not a timed test (the benchmark measures), a way to look at plans and times by hand:
+// `cargo test -p geo-tests --test admin -- --ignored --nocapture scale` (add `--features
+// pg-suite` and GEO_TEST_DATABASE_URL for PostgreSQL).
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "1,000,000 registry rows: run by hand with --ignored --nocapture"]
+fn scale_sqlite() {
+    scale(Backend::Sqlite);
+}
+
+#[cfg(feature = "pg-suite")]
+#[test]
+#[ignore = "1,000,000 registry rows: run by hand with --ignored --nocapture"]
+fn scale_postgres() {
+    scale(Backend::Postgres);
+}
+
+fn plan_lines(conn: &mut impl AsDbConn, sql: &str) -> Vec<String> {
+    #[derive(QueryableByName)]
+    struct Sqlite {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        detail: String,
+    }
+    #[derive(QueryableByName)]
+    struct Pg {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        #[diesel(column_name = "QUERY PLAN")]
+        line: String,
+    }
+    match conn.db() {
+        geo_diesel::db::DbConn::Sqlite(c) => diesel::sql_query(format!("EXPLAIN QUERY PLAN {sql}"))
+            .load::<Sqlite>(c)
+            .expect("explain")
+            .into_iter()
+            .map(|r| r.detail)
+            .collect(),
+        geo_diesel::db::DbConn::Pg(c) => diesel::sql_query(format!("EXPLAIN {sql}"))
+            .load::<Pg>(c)
+            .expect("explain")
+            .into_iter()
+            .map(|r| r.line)
+            .collect(),
+    }
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn scale(backend: Backend) {
+    const N: i64 = 1_000_000;
+    let (_db, pool) = tracking(backend);
+    let mut conn = pool.get().expect("conn");
+    let t = Instant::now();
+    // 1 % failed, the rest synced; verification succeeded on synced rows but every 50th.
+    exec(
+        &mut conn,
+        &format!(
+            "WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {N}) \
+             INSERT INTO widget_registry (id, widget_id, state, verification_state, blob_path) \
+             SELECT n, n, CASE WHEN n % 100 = 0 THEN 3 ELSE 2 END, \
+             CASE WHEN n % 100 = 0 THEN 4 WHEN n % 50 = 0 THEN 3 ELSE 2 END, \
+             'widgets/' || n || '.bin' FROM s"
+        ),
+    );
+    exec(&mut conn, "ANALYZE");
+    println!("{backend:?}: seeded {N} rows in {:?}", t.elapsed());
+    for sql in [
+        "SELECT * FROM widget_registry WHERE 1 = 1 AND widget_registry.state = 3 \
+         ORDER BY widget_registry.id ASC LIMIT 21",
+        "SELECT * FROM widget_registry WHERE 1 = 1 AND widget_registry.state = 3 \
+         AND (widget_registry.id > 500000) ORDER BY widget_registry.id DESC LIMIT 21",
+        "SELECT CAST(COUNT(*) AS BIGINT) AS n FROM widget_registry WHERE 1 = 1 \
+         AND widget_registry.state = 3",
+        "SELECT * FROM widget_registry WHERE 1 = 1 AND widget_registry.verification_state = 3 \
+         ORDER BY widget_registry.id ASC LIMIT 21",
+        "SELECT widget_registry.id AS id FROM widget_registry WHERE widget_registry.id > 1000 \
+         AND widget_registry.state = 3 ORDER BY widget_registry.id LIMIT 1000",
+    ] {
+        println!("{sql}");
+        for line in plan_lines(&mut conn, sql) {
+            println!("    {line}");
+        }
+    }
+    let reg = Registry::of(wd());
+    let failed = RegistryFilter {
+        replication_state: Some(R::Failed),
+        ..Default::default()
+    };
+    let mut times = Vec::new();
+    let mut deep = Vec::new();
+    for _ in 0..21 {
+        let t = Instant::now();
+        let page = reg
+            .list(
+                &mut conn,
+                &failed,
+                RegistrySort::IdAsc,
+                &PageRequest::first(20),
+            )
+            .expect("list");
+        let n = reg.count_matching(&mut conn, &failed).expect("count");
+        times.push(t.elapsed());
+        assert_eq!((page.rows.len(), n), (20, N / 100));
+        let t = Instant::now();
+        let page = reg
+            .list(
+                &mut conn,
+                &failed,
+                RegistrySort::IdAsc,
+                &PageRequest::last(20).before(page.end_cursor().expect("c")),
+            )
+            .expect("list");
+        deep.push(t.elapsed());
+        assert_eq!(page.rows.len(), 19);
+    }
+    println!(
+        "{backend:?}: FAILED first 20 + count: median {:?}; a page backward: median {:?}",
+        median(times),
+        median(deep)
+    );
+    let t = Instant::now();
+    let page = reg
+        .list(
+            &mut conn,
+            &RegistryFilter::default(),
+            RegistrySort::LastSyncedAtDesc,
+            &PageRequest::first(20),
+        )
+        .expect("list");
+    println!(
+        "{backend:?}: unindexed sort last_synced_at desc, first 20: {:?} ({} rows)",
+        t.elapsed(),
+        page.rows.len()
+    );
+
+    for (filter, label) in [
+        (
+            BulkFilter {
+                replication_state: Some(R::Failed),
+                ..Default::default()
+            },
+            "resync all failed",
+        ),
+        (BulkFilter::default(), "resync all"),
+    ] {
+        let t = Instant::now();
+        admin::enqueue(
+            &mut conn,
+            Role::Secondary,
+            wd(),
+            BulkAction::ResyncAll,
+            filter,
+        )
+        .expect("enqueue");
+        let mut batches = 0;
+        let done = admin::run_to_end(&mut conn, Role::Secondary, admin::BULK_BATCH, &mut |_| {
+            batches += 1
+        })
+        .expect("run")
+        .expect("job");
+        println!(
+            "{backend:?}: {label}: {} rows, {} changed, {batches} batches of {} in {:?}",
+            done.processed,
+            done.changed,
+            admin::BULK_BATCH,
+            t.elapsed()
+        );
+    }
+}

@@ -283,6 +283,24 @@ impl Registry {
         Ok(rows.into_iter().next().map(Row::into_record))
     }
 
+    /// The row tracking model record `model_record_id`.
+    pub fn get_by_model_id(
+        &self,
+        conn: &mut impl AsDbConn,
+        model_record_id: i64,
+    ) -> Result<Option<RegistryRecord>, AdminError> {
+        let tables = &self.descriptor().tables;
+        let mut sql = self.select();
+        in_ids(
+            &mut sql,
+            tables.registry,
+            tables.registry_model_id,
+            &[model_record_id],
+        );
+        let rows: Vec<Row> = sql.load(conn).map_err(db("reading a registry row"))?;
+        Ok(rows.into_iter().next().map(Row::into_record))
+    }
+
     /// The registry table keyed by its own `id` (the operator's ids are registry ids).
     pub(crate) fn by_row_id(&self) -> Table {
         Table {

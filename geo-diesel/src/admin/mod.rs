@@ -1,7 +1,7 @@
 //! The database layer of the operator's face (GraphQL, the admin page, the CLI): filtered,
 //! sorted, keyset-paginated registry lists ([`list`]), the primary's records and their checksum
 //! state ([`records`]), durable batched bulk updates ([`bulk`]), and the replication feature
-//! flags and a database's role ([`flags`]).
+//! flags and a database's role ([`mod@flags`]).
 //!
 //! Pagination follows Relay: `first`/`after` page forward, `last`/`before` backward (`after` and
 //! `before` may bound one request together). Every sort is a keyset on its sort key plus the
@@ -56,6 +56,9 @@ pub enum AdminError {
     /// A registry statement failed.
     #[error(transparent)]
     Registry(#[from] crate::registry::RegistryError),
+    /// The connection pool gave no connection.
+    #[error("database pool: {0}")]
+    Pool(String),
     /// Another statement failed.
     #[error("{what}: {source}")]
     Database {

@@ -394,5 +394,5 @@ pub(crate) fn records_field(kind: &Arc<Kind>) -> Field {
 
 /// A pool failure as an [`AdminError`].
 pub(crate) fn pool_error(e: impl std::fmt::Display) -> AdminError {
-    AdminError::BadArgument(format!("database pool: {e}"))
+    AdminError::Pool(e.to_string())
 }
