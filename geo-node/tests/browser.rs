@@ -274,6 +274,8 @@ struct Sites {
     sec: Arc<Secondary>,
     server: ServerHandle,
     token: AdminToken,
+    /// A read-only token of the secondary.
+    read_token: AdminToken,
     /// Runs the bulk updates the page asks for (as `geo-node secondary` does).
     _bulk: BulkWorkerHandle,
     /// (model id, path, content) of the docs whose files were deleted.
@@ -300,6 +302,8 @@ impl Sites {
         let token = AdminToken::generate();
         let mut keys = KeyRing::new();
         keys.insert_admin(&token, Scope::Admin, "browser-test");
+        let read_token = AdminToken::generate();
+        keys.insert_admin(&read_token, Scope::Read, "browser-test-read");
         let source = Arc::new(HttpSource::new(HttpConfig::new(
             primary.url(),
             primary.creds.clone(),
@@ -320,6 +324,7 @@ impl Sites {
             sec,
             server,
             token,
+            read_token,
             missing: gone,
         };
         assert_eq!(
@@ -543,6 +548,25 @@ async fn sign_in_form_then_an_httponly_strict_session_cookie_in(sites: &Sites) {
         "",
     );
     assert_eq!(status, 401, "the session ended with sign-out");
+
+    // A read-only token reads everything and is offered no action.
+    b.sign_in(&sites.url(), sites.read_token.expose()).await;
+    assert_eq!(
+        b.js("return document.body.dataset.scope").await,
+        json!("read")
+    );
+    b.client
+        .goto(&format!("{}/admin/geo#/type/{}", sites.url(), doc_name()))
+        .await
+        .unwrap();
+    b.until_listed("every row", &sites.registry_ids(None)).await;
+    assert_eq!(
+        b.js("return document.querySelectorAll('#list-body button, #bulk button').length + (document.getElementById('bulk').hidden ? 0 : 1)")
+            .await,
+        json!(0),
+        "no Resync, Reverify or bulk action for a read-only token"
+    );
+    b.screenshot("read-only").await;
     b.close().await;
 }
 

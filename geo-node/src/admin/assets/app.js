@@ -515,10 +515,10 @@
   ];
 
   function renderBulk(type) {
-    const buttons = BULK.filter((b) => (!b.secondaryOnly || isSecondary()) && (!b.verification || type.verification_enabled))
+    const buttons = BULK.filter((b) => canWrite() && (!b.secondaryOnly || isSecondary()) && (!b.verification || type.verification_enabled))
       .map((b) => h("button", { type: "button", dataset: { bulk: b.key }, onclick: () => bulk(type, b) }, b.label));
     $("bulk").replaceChildren(...buttons);
-    $("bulk").hidden = !canWrite() || !buttons.length;
+    $("bulk").hidden = !buttons.length;
   }
 
   function confirmDialog(title, text) {
