@@ -26,7 +26,6 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::api::{NodeStatus, ReplicableType, SiteRole};
-use crate::auth::Scope;
 use crate::auth::admin::{CSRF_HEADER, SESSION_COOKIE};
 use crate::server::extract::AdminCaller;
 use crate::server::{ApiError, NodeState, collect_status, route};
@@ -250,11 +249,10 @@ async fn sign_out(State(state): State<Arc<NodeState>>, caller: AdminCaller) -> R
         state.sessions().remove(&s.id);
     }
     let mut res = StatusCode::NO_CONTENT.into_response();
+    let expired = format!("{SESSION_COOKIE}=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0");
     res.headers_mut().insert(
         header::SET_COOKIE,
-        HeaderValue::from_static(
-            "geo_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0", // SESSION_COOKIE
-        ),
+        HeaderValue::from_str(&expired).expect("a constant cookie"),
     );
     res
 }
@@ -284,11 +282,7 @@ pub struct NodeInfo {
 /// `GET /admin/geo/api/session`: who is signed in, or `401`.
 async fn session(State(state): State<Arc<NodeState>>, caller: AdminCaller) -> Json<SessionInfo> {
     Json(SessionInfo {
-        scope: match caller.scope {
-            Scope::Read => "read",
-            Scope::Admin => "admin",
-        }
-        .to_owned(),
+        scope: caller.scope.as_str().to_owned(),
         csrf: caller.session.map(|s| s.csrf),
         csrf_header: CSRF_HEADER.to_owned(),
         node: NodeInfo {
