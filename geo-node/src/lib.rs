@@ -7,6 +7,7 @@
 //! `primary` / `secondary` / `status` / `keys` commands an application mounts in its own CLI
 //! ([`cli`]), and the operator's `resync` / `reverify` / `flags` ([`ops`]).
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod cli;

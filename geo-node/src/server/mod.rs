@@ -59,11 +59,25 @@ pub mod route {
     pub const STATUS: &str = "/api/geo/status";
     /// `GET`: Prometheus metrics.
     pub const METRICS: &str = "/metrics";
+    /// `GET`: the admin page ([`crate::admin`]).
+    pub const ADMIN_PAGE: &str = "/admin/geo";
+    /// `GET`: the admin page's embedded script and style.
+    pub const ADMIN_ASSET: &str = "/admin/geo/assets/{file}";
+    /// `POST`: the admin page's sign-in form (`token=…`).
+    pub const ADMIN_SESSION: &str = "/admin/geo/session";
+    /// `POST`: signs the admin page out.
+    pub const ADMIN_SESSION_DELETE: &str = "/admin/geo/session/delete";
+    /// `GET`: the admin page's session.
+    pub const ADMIN_API_SESSION: &str = "/admin/geo/api/session";
+    /// `GET`: the replicable types the admin page shows.
+    pub const ADMIN_API_TYPES: &str = "/admin/geo/api/types";
+    /// `GET`: the site's status, for an operator.
+    pub const ADMIN_API_STATUS: &str = "/admin/geo/api/status";
     /// `POST`: GraphQL for operators ([`crate::graphql`]).
     pub const GRAPHQL: &str = "/api/graphql";
 
     /// Every route with its `endpoint` label (`geo_http_requests_total{endpoint}`).
-    pub const ALL: [(&str, &str); 10] = [
+    pub const ALL: [(&str, &str); 17] = [
         (RETRIEVE, "retrieve"),
         (BLOB_PATH, "blob_path"),
         (EVENTS, "events"),
@@ -74,6 +88,13 @@ pub mod route {
         (STATUS, "status"),
         (METRICS, "metrics"),
         (GRAPHQL, "graphql"),
+        (ADMIN_PAGE, "admin_page"),
+        (ADMIN_ASSET, "admin_asset"),
+        (ADMIN_SESSION, "admin_session"),
+        (ADMIN_SESSION_DELETE, "admin_session_delete"),
+        (ADMIN_API_SESSION, "admin_api_session"),
+        (ADMIN_API_TYPES, "admin_api_types"),
+        (ADMIN_API_STATUS, "admin_api_status"),
     ];
 
     /// The route and endpoint label of a matched route pattern.
@@ -95,6 +116,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(route::STATUS, get(status::status))
         .route(route::METRICS, get(status::metrics))
         .route(route::GRAPHQL, axum::routing::post(crate::graphql::handle))
+        .merge(crate::admin::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             middleware::track,
