@@ -162,7 +162,7 @@ impl Sites {
             ring.insert_admin(&read, Scope::Read, "viewer");
             ring
         };
-        let mut http = HttpConfig::new(&primary.url(), primary.creds.clone());
+        let mut http = HttpConfig::new(primary.url(), primary.creds.clone());
         http.read_timeout = Duration::from_secs(5);
         let source = Arc::new(HttpSource::new(http));
         let state = NodeState::new("test-secondary", ring(&primary.creds))

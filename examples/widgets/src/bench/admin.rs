@@ -67,7 +67,10 @@ fn fill_registry(sites: &Sites, n: i64) -> Result<f64> {
         Backend::Postgres => "now()",
     };
     let t = Instant::now();
-    exec(tracking, &clear_tables_sql(backend, &[reg.clone()]))?;
+    exec(
+        tracking,
+        &clear_tables_sql(backend, std::slice::from_ref(&reg)),
+    )?;
     exec(
         tracking,
         &insert_series_sql(
