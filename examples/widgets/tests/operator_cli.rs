@@ -90,6 +90,19 @@ fn graphql(addr: &str, token: Option<&str>, query: &str) -> (u16, Value) {
     (status, json)
 }
 
+fn get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
 fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -201,6 +214,19 @@ fn admin_tokens_graphql_and_cli_actions_between_two_processes() {
         (s, body["data"]["geoRegistriesBulkUpdate"]["errors"].clone()),
         (200, json!([]))
     );
+    // The admin page answers on both nodes, with or without the trailing slash.
+    for addr in [&primary.addr, &secondary.addr] {
+        let page = get(addr, "/admin/geo");
+        assert!(
+            page.starts_with("HTTP/1.1 200") && page.contains("<html"),
+            "{page}"
+        );
+        let slash = get(addr, "/admin/geo/");
+        assert!(
+            slash.starts_with("HTTP/1.1 308") && slash.contains("location: /admin/geo\r\n"),
+            "{slash}"
+        );
+    }
     // The primary lists its records and their checksums.
     let (s, body) = graphql(
         &primary.addr,

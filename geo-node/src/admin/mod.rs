@@ -43,6 +43,11 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-
 pub fn routes() -> Router<Arc<NodeState>> {
     Router::new()
         .route(route::ADMIN_PAGE, get(page))
+        // The address typed with a trailing slash finds the page too.
+        .route(
+            "/admin/geo/",
+            get(|| async { axum::response::Redirect::permanent(route::ADMIN_PAGE) }),
+        )
         .route(route::ADMIN_ASSET, get(asset))
         .route(route::ADMIN_SESSION, post(sign_in))
         .route(route::ADMIN_SESSION_DELETE, post(sign_out))
