@@ -2,7 +2,7 @@
 //! variants), durable and batched: [`enqueue`] records a job in `geo_bulk_updates`; [`step`]
 //! runs one bounded batch of the oldest unfinished job in one short transaction and commits
 //! its cursor with it, so a job survives a restart and never holds the workers' tables for
-//! long. A node's [`BulkWorker`] steps jobs in the background; the CLI steps them in the
+//! long. A node's [`BulkWorker`](super::BulkWorker) steps jobs in the background; the CLI steps them in the
 //! foreground ([`run_job_to_end`]). Both may step the same job at once: each step first takes
 //! the job row's write lock (an `UPDATE`; a row lock on PostgreSQL, the database write lock on
 //! SQLite), so batches of one job never overlap.
@@ -15,9 +15,7 @@
 //! `ReverifyAll` applies: the verification table's rows in key order become verification
 //! `pending`, as [`crate::primary::mark_verification_pending`] does.
 
-use std::sync::mpsc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -25,7 +23,7 @@ use geo_core::transitions::verification as primary_rules;
 use geo_core::{ReplicableDescriptor, ReplicationState, Role, VerificationState, find_replicable};
 
 use super::{AdminError, db, in_ids};
-use crate::db::{AsDbConn, DbPool, with_conn};
+use crate::db::{AsDbConn, with_conn};
 use crate::registry::{Action, Registry};
 use crate::schema::geo_bulk_updates;
 use crate::sql::{IdRow, Sql, Table};
@@ -428,7 +426,7 @@ pub fn run_to_end(
 }
 
 /// Steps (oldest job first, as [`step`] does) until job `id` has finished, and returns its
-/// final state. Safe beside a [`BulkWorker`] stepping the same jobs: whichever stepper runs a
+/// final state. Safe beside a [`BulkWorker`](super::BulkWorker) stepping the same jobs: whichever stepper runs a
 /// batch, each batch runs once. `on_progress` sees job `id` after every batch that was its.
 pub fn run_job_to_end(
     conn: &mut impl AsDbConn,
@@ -458,95 +456,5 @@ pub fn run_job_to_end(
             // Unfinished yet not stepped: a concurrent stepper holds it; let it finish.
             std::thread::sleep(Duration::from_millis(10));
         }
-    }
-}
-
-/// Steps bulk jobs in the background ([`BulkWorker::spawn`]).
-#[derive(Debug)]
-pub struct BulkWorker;
-
-/// A running [`BulkWorker`]; stops (and joins its thread) on [`BulkWorkerHandle::stop`] or drop.
-#[derive(Debug)]
-pub struct BulkWorkerHandle {
-    stop: Option<mpsc::Sender<()>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl BulkWorker {
-    /// Starts a thread `geo-bulk-updates` that calls [`step`] with [`batch_for`] the backend in a loop on
-    /// `db`, a database of `role`, sleeping `idle` when no job is unfinished. After each batch it
-    /// pauses as long as the batch took, so the sync and verification workers get the database
-    /// between batches (SQLite has one writer). Errors are logged and retried after `idle`.
-    pub fn spawn(db: DbPool, role: Role, idle: Duration) -> std::io::Result<BulkWorkerHandle> {
-        let (tx, rx) = mpsc::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("geo-bulk-updates".into())
-            .spawn(move || worker_loop(&db, role, idle, &rx))?;
-        Ok(BulkWorkerHandle {
-            stop: Some(tx),
-            thread: Some(thread),
-        })
-    }
-}
-
-/// Waits up to `d`; true when the worker must stop.
-fn wait(rx: &mpsc::Receiver<()>, d: Duration) -> bool {
-    !matches!(rx.recv_timeout(d), Err(mpsc::RecvTimeoutError::Timeout))
-}
-
-fn worker_loop(db: &DbPool, role: Role, idle: Duration, rx: &mpsc::Receiver<()>) {
-    loop {
-        let started = Instant::now();
-        let result = db.get().map_err(|e| e.to_string()).and_then(|mut conn| {
-            step(&mut conn, role, batch_for(db.backend())).map_err(|e| e.to_string())
-        });
-        let pause = match result {
-            Ok(Some(job)) => {
-                tracing::debug!(
-                    job = job.id,
-                    replicable = %job.replicable,
-                    processed = job.processed,
-                    changed = job.changed,
-                    finished = job.finished_at.is_some(),
-                    "bulk update batch"
-                );
-                if job.finished_at.is_some() {
-                    tracing::info!(job = job.id, replicable = %job.replicable, processed = job.processed, changed = job.changed, "bulk update finished");
-                }
-                started
-                    .elapsed()
-                    .clamp(Duration::from_millis(1), idle.max(Duration::from_millis(1)))
-            }
-            Ok(None) => idle,
-            Err(error) => {
-                tracing::warn!(%error, "bulk update step failed; retrying");
-                idle
-            }
-        };
-        if wait(rx, pause) {
-            return;
-        }
-    }
-}
-
-impl BulkWorkerHandle {
-    /// Stops the worker after its current batch and joins its thread.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        drop(self.stop.take());
-        if let Some(t) = self.thread.take()
-            && t.join().is_err()
-        {
-            tracing::error!("the bulk update worker panicked");
-        }
-    }
-}
-
-impl Drop for BulkWorkerHandle {
-    fn drop(&mut self) {
-        self.shutdown();
     }
 }
