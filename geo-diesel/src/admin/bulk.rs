@@ -22,7 +22,9 @@ use diesel::prelude::*;
 use geo_core::transitions::verification as primary_rules;
 use geo_core::{ReplicableDescriptor, ReplicationState, Role, VerificationState, find_replicable};
 
-use super::{AdminError, db, in_ids};
+use geo_core::schema::Column;
+
+use super::{AdminError, db, in_ids, state_is};
 use crate::db::{AsDbConn, with_conn};
 use crate::registry::{Action, Registry};
 use crate::schema::geo_bulk_updates;
@@ -311,16 +313,10 @@ fn run_batch(
         in_ids(&mut sql, table, key, ids);
     }
     if let (Some(s), Role::Secondary) = (f.replication_state, role) {
-        sql.push(" AND ")
-            .qualified(table, geo_core::schema::Column::State.name())
-            .push(" = ")
-            .int(i64::from(s.as_i16()));
+        state_is(&mut sql, table, Column::State, s.as_i16());
     }
     if let Some(s) = f.verification_state {
-        sql.push(" AND ")
-            .qualified(table, geo_core::schema::Column::VerificationState.name())
-            .push(" = ")
-            .int(i64::from(s.as_i16()));
+        state_is(&mut sql, table, Column::VerificationState, s.as_i16());
     }
     sql.push(" ORDER BY ").qualified(table, key);
     sql.push(" LIMIT ").int(batch as i64);

@@ -6,6 +6,8 @@ use diesel::QueryableByName;
 use diesel::sql_types::BigInt;
 
 use super::{AdminError, DEFAULT_PAGE, MAX_PAGE, Page, PageRequest, db};
+use geo_core::schema::Column;
+
 use crate::db::AsDbConn;
 use crate::sql::Sql;
 
@@ -197,6 +199,40 @@ pub(crate) fn like_pattern(s: &str) -> String {
     }
     out.push('%');
     out
+}
+
+/// Appends ` AND "t"."c" = <state>` for a state column.
+pub(crate) fn state_is(sql: &mut Sql, table: &'static str, column: Column, value: i16) {
+    sql.push(" AND ")
+        .qualified(table, column.name())
+        .push(" = ")
+        .int(i64::from(value));
+}
+
+/// Appends the keyword filter: ` AND "t"."<id>" = k` when `keyword` is a number, else
+/// ` AND "t"."<path>" LIKE %k% ESCAPE '\'` (the pattern escaped). Nothing for a blank keyword.
+pub(crate) fn keyword_is(
+    sql: &mut Sql,
+    table: &'static str,
+    id: &'static str,
+    path: &'static str,
+    keyword: Option<&str>,
+) {
+    let Some(k) = keyword.map(str::trim).filter(|k| !k.is_empty()) else {
+        return;
+    };
+    sql.push(" AND ");
+    match k.parse::<i64>() {
+        Ok(n) => {
+            sql.qualified(table, id).push(" = ").bind_i64(n);
+        }
+        Err(_) => {
+            sql.qualified(table, path)
+                .push(" LIKE ")
+                .bind(geo_core::transitions::Datum::Text(like_pattern(k)))
+                .push(" ESCAPE '\\'");
+        }
+    }
 }
 
 /// Appends ` AND "t"."c" IN (ids)` (`AND 1 = 0` for no ids).

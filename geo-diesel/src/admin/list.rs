@@ -14,7 +14,7 @@ use geo_core::{ReplicationState, VerificationState};
 
 use super::{
     AdminError, Key, Keyset, Page, PageRequest, RegistryFilter, RegistrySort, count, db, in_ids,
-    into_page, like_pattern, micros, plan,
+    into_page, micros, plan,
 };
 use crate::db::AsDbConn;
 use crate::registry::{Action, Registry};
@@ -189,39 +189,18 @@ impl Registry {
             in_ids(sql, name, "id", ids);
         }
         if let Some(s) = filter.replication_state {
-            sql.push(" AND ")
-                .qualified(name, Column::State.name())
-                .push(" = ")
-                .int(i64::from(s.as_i16()));
+            super::state_is(sql, name, Column::State, s.as_i16());
         }
         if let Some(s) = filter.verification_state {
-            sql.push(" AND ")
-                .qualified(name, Column::VerificationState.name())
-                .push(" = ")
-                .int(i64::from(s.as_i16()));
+            super::state_is(sql, name, Column::VerificationState, s.as_i16());
         }
-        if let Some(k) = filter
-            .keyword
-            .as_deref()
-            .map(str::trim)
-            .filter(|k| !k.is_empty())
-        {
-            match k.parse::<i64>() {
-                Ok(id) => {
-                    sql.push(" AND ")
-                        .qualified(name, tables.registry_model_id)
-                        .push(" = ")
-                        .bind_i64(id);
-                }
-                Err(_) => {
-                    sql.push(" AND ")
-                        .qualified(name, Column::BlobPath.name())
-                        .push(" LIKE ")
-                        .bind(geo_core::transitions::Datum::Text(like_pattern(k)))
-                        .push(" ESCAPE '\\'");
-                }
-            }
-        }
+        super::keyword_is(
+            sql,
+            name,
+            tables.registry_model_id,
+            Column::BlobPath.name(),
+            filter.keyword.as_deref(),
+        );
     }
 
     fn list_sql(&self, filter: &RegistryFilter, sort: RegistrySort, plan: &super::Plan) -> Sql {

@@ -7,11 +7,11 @@ use chrono::{DateTime, Utc};
 use diesel::QueryableByName;
 use diesel::sql_types::{BigInt, Binary, Nullable, SmallInt, Text};
 use geo_core::schema::Column;
-use geo_core::transitions::Datum;
 use geo_core::{ReplicableDescriptor, VerificationMode, VerificationState};
 
 use super::{
-    AdminError, Key, Keyset, Page, PageRequest, count, db, in_ids, into_page, like_pattern, plan,
+    AdminError, Key, Keyset, Page, PageRequest, count, db, in_ids, into_page, keyword_is, plan,
+    state_is,
 };
 use crate::db::AsDbConn;
 use crate::sql::Sql;
@@ -168,33 +168,15 @@ fn filter(sql: &mut Sql, d: &ReplicableDescriptor, filter: &RecordFilter) {
         in_ids(sql, m, d.tables.model_id, ids);
     }
     if let (Some(s), Some(st)) = (filter.verification_state, state_table(d)) {
-        sql.push(" AND ")
-            .qualified(st, Column::VerificationState.name())
-            .push(" = ")
-            .int(i64::from(s.as_i16()));
+        state_is(sql, st, Column::VerificationState, s.as_i16());
     }
-    if let Some(k) = filter
-        .keyword
-        .as_deref()
-        .map(str::trim)
-        .filter(|k| !k.is_empty())
-    {
-        match k.parse::<i64>() {
-            Ok(id) => {
-                sql.push(" AND ")
-                    .qualified(m, d.tables.model_id)
-                    .push(" = ")
-                    .bind_i64(id);
-            }
-            Err(_) => {
-                sql.push(" AND ")
-                    .qualified(m, d.tables.model_file)
-                    .push(" LIKE ")
-                    .bind(Datum::Text(like_pattern(k)))
-                    .push(" ESCAPE '\\'");
-            }
-        }
-    }
+    keyword_is(
+        sql,
+        m,
+        d.tables.model_id,
+        d.tables.model_file,
+        filter.keyword.as_deref(),
+    );
 }
 
 const TAG: &str = "records";
