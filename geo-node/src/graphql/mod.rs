@@ -130,76 +130,61 @@ pub(crate) fn admin_error(e: AdminError) -> async_graphql::Error {
     }
 }
 
+/// A `GeoNode` field read from the site's state (`None` is `null`).
+fn site_field(
+    name: &'static str,
+    ty: TypeRef,
+    get: fn(&NodeState) -> Option<async_graphql::Value>,
+) -> Field {
+    Field::new(name, ty, move |ctx| {
+        FieldFuture::new(async move {
+            let c = ctx.data::<Ctx>()?;
+            Ok(get(&c.state).map(FieldValue::value))
+        })
+    })
+}
+
 /// The schema of this build's replicables.
 pub fn schema() -> Result<Schema, SchemaError> {
     let kinds = Kind::all();
     let mut geo_node = Object::new("GeoNode")
         .description("The current site (GitLab's GeoNode)")
-        .field(Field::new(
+        .field(site_field(
             "name",
             TypeRef::named_nn(TypeRef::STRING),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let c = ctx.data::<Ctx>()?;
-                    Ok(Some(FieldValue::value(c.state.name().to_owned())))
-                })
-            },
+            |s| Some(s.name().into()),
         ))
-        .field(Field::new(
+        .field(site_field(
             "primary",
             TypeRef::named_nn(TypeRef::BOOLEAN),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let c = ctx.data::<Ctx>()?;
-                    Ok(Some(FieldValue::value(c.state.is_primary())))
-                })
-            },
+            |s| Some(s.is_primary().into()),
         ))
-        .field(Field::new(
+        .field(site_field(
             "filesMaxCapacity",
             TypeRef::named(TypeRef::INT),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let c = ctx.data::<Ctx>()?;
-                    let v = c
-                        .state
-                        .secondary_service()
-                        .map(|s| s.secondary.config().sync_capacity as i64);
-                    Ok(v.map(FieldValue::value))
-                })
+            |s| {
+                let s = s.secondary_service()?;
+                Some((s.secondary.config().sync_capacity as i64).into())
             },
         ))
-        .field(Field::new(
+        .field(site_field(
             "verificationMaxCapacity",
             TypeRef::named(TypeRef::INT),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let c = ctx.data::<Ctx>()?;
-                    let v = match (c.state.secondary_service(), c.state.primary_service()) {
-                        (Some(s), _) => Some(s.secondary.config().verification_threads as i64),
-                        (None, Some(p)) => p
-                            .verifier
-                            .as_ref()
-                            .map(|v| v.config().verification_threads as i64),
-                        (None, None) => None,
-                    };
-                    Ok(v.map(FieldValue::value))
-                })
+            |s| {
+                let threads = match (s.secondary_service(), s.primary_service()) {
+                    (Some(sec), _) => sec.secondary.config().verification_threads,
+                    (None, Some(p)) => p.verifier.as_ref()?.config().verification_threads,
+                    (None, None) => return None,
+                };
+                Some((threads as i64).into())
             },
         ))
-        .field(Field::new(
+        .field(site_field(
             "minimumReverificationInterval",
             TypeRef::named(TypeRef::INT),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let c = ctx.data::<Ctx>()?;
-                    let v = c
-                        .state
-                        .primary_service()
-                        .and_then(|p| p.verifier.as_ref())
-                        .map(|v| v.config().reverification_interval.num_days());
-                    Ok(v.map(FieldValue::value))
-                })
+            |s| {
+                let v = s.primary_service()?.verifier.as_ref()?;
+                Some(v.config().reverification_interval.num_days().into())
             },
         ));
     let mut builder_types = Vec::new();

@@ -11,7 +11,6 @@ use async_graphql::dynamic::{
 };
 use geo_diesel::admin::{self, BulkAction, BulkFilter};
 use geo_diesel::geo_core::Role;
-use geo_diesel::geo_core::state::{ReplicationState, VerificationState};
 use geo_diesel::registry::{Action, Registry};
 
 use super::nodes::{RecordNode, RegistryNode};
@@ -49,8 +48,56 @@ struct BulkPayload {
     client_mutation_id: Option<String>,
 }
 
-fn errors_value(errors: &[String]) -> FieldValue<'static> {
-    FieldValue::list(errors.iter().map(|e| FieldValue::value(e.clone())))
+/// A mutation payload: `errors` and `clientMutationId` are read the same way from both.
+trait Payload: Send + Sync + 'static {
+    fn errors(&self) -> &[String];
+    fn client_mutation_id(&self) -> Option<&str>;
+}
+
+impl Payload for UpdatePayload {
+    fn errors(&self) -> &[String] {
+        &self.errors
+    }
+    fn client_mutation_id(&self) -> Option<&str> {
+        self.client_mutation_id.as_deref()
+    }
+}
+
+impl Payload for BulkPayload {
+    fn errors(&self) -> &[String] {
+        &self.errors
+    }
+    fn client_mutation_id(&self) -> Option<&str> {
+        self.client_mutation_id.as_deref()
+    }
+}
+
+/// Object `name` of payload `P` with its `errors` and `clientMutationId` fields.
+fn payload_object<P: Payload>(name: &str) -> Object {
+    Object::new(name)
+        .field(Field::new(
+            "errors",
+            TypeRef::named_nn_list_nn(TypeRef::STRING),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let p = ctx.parent_value.try_downcast_ref::<P>()?;
+                    Ok(Some(FieldValue::list(
+                        p.errors().iter().map(|e| FieldValue::value(e.clone())),
+                    )))
+                })
+            },
+        ))
+        .field(Field::new(
+            "clientMutationId",
+            TypeRef::named(TypeRef::STRING),
+            |ctx| {
+                FieldFuture::new(async move {
+                    let p = ctx.parent_value.try_downcast_ref::<P>()?;
+                    Ok(p.client_mutation_id()
+                        .map(|s| FieldValue::value(s.to_owned())))
+                })
+            },
+        ))
 }
 
 /// The enums, scalar, union, inputs and payloads of the two mutations.
@@ -92,27 +139,7 @@ pub(crate) fn types(kinds: &[Arc<Kind>]) -> Vec<Type> {
             TypeRef::named(VERIFICATION_STATE_ENUM),
         ))
         .field(client_id());
-    let errors_field = |get: fn(&FieldValue<'_>) -> async_graphql::Result<FieldValue<'static>>| {
-        Field::new(
-            "errors",
-            TypeRef::named_nn_list_nn(TypeRef::STRING),
-            move |ctx| FieldFuture::new(async move { Ok(Some(get(ctx.parent_value)?)) }),
-        )
-    };
-    let mut update_payload = Object::new(UPDATE_PAYLOAD)
-        .field(errors_field(|p| {
-            Ok(errors_value(&p.try_downcast_ref::<UpdatePayload>()?.errors))
-        }))
-        .field(Field::new(
-            "clientMutationId",
-            TypeRef::named(TypeRef::STRING),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let p = ctx.parent_value.try_downcast_ref::<UpdatePayload>()?;
-                    Ok(p.client_mutation_id.clone().map(FieldValue::value))
-                })
-            },
-        ));
+    let mut update_payload = payload_object::<UpdatePayload>(UPDATE_PAYLOAD);
     if !kinds.is_empty() {
         update_payload =
             update_payload.field(Field::new("registry", TypeRef::named(REGISTRABLE), |ctx| {
@@ -125,32 +152,18 @@ pub(crate) fn types(kinds: &[Arc<Kind>]) -> Vec<Type> {
                 })
             }));
     }
-    let bulk_payload = Object::new(BULK_PAYLOAD)
-        .field(errors_field(|p| {
-            Ok(errors_value(&p.try_downcast_ref::<BulkPayload>()?.errors))
-        }))
-        .field(Field::new(
-            "registryClass",
-            TypeRef::named(CLASS_ENUM),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let p = ctx.parent_value.try_downcast_ref::<BulkPayload>()?;
-                    Ok(Some(FieldValue::value(Value::Enum(
-                        async_graphql::Name::new(&p.registry_class),
-                    ))))
-                })
-            },
-        ))
-        .field(Field::new(
-            "clientMutationId",
-            TypeRef::named(TypeRef::STRING),
-            |ctx| {
-                FieldFuture::new(async move {
-                    let p = ctx.parent_value.try_downcast_ref::<BulkPayload>()?;
-                    Ok(p.client_mutation_id.clone().map(FieldValue::value))
-                })
-            },
-        ));
+    let bulk_payload = payload_object::<BulkPayload>(BULK_PAYLOAD).field(Field::new(
+        "registryClass",
+        TypeRef::named(CLASS_ENUM),
+        |ctx| {
+            FieldFuture::new(async move {
+                let p = ctx.parent_value.try_downcast_ref::<BulkPayload>()?;
+                Ok(Some(FieldValue::value(Value::Enum(
+                    async_graphql::Name::new(&p.registry_class),
+                ))))
+            })
+        },
+    ));
     let mut out: Vec<Type> = vec![
         Enum::new(ACTION_ENUM).items(["RESYNC", "REVERIFY"]).into(),
         Enum::new(BULK_ACTION_ENUM)
@@ -307,34 +320,6 @@ fn not_changed(action: Action, row: &admin::RegistryRecord) -> String {
     }
 }
 
-fn state_in<T: Copy>(
-    input: &ObjectAccessor<'_>,
-    name: &str,
-    parse: fn(&str) -> Option<T>,
-) -> async_graphql::Result<Option<T>> {
-    match input.get(name) {
-        Some(v) if !v.is_null() => {
-            let n = v.enum_name()?;
-            parse(n)
-                .map(Some)
-                .ok_or_else(|| format!("unknown {name} {n}").into())
-        }
-        _ => Ok(None),
-    }
-}
-
-fn replication_state(n: &str) -> Option<ReplicationState> {
-    ReplicationState::ALL
-        .into_iter()
-        .find(|s| super::paging::replication_name(*s) == n)
-}
-
-fn verification_state(n: &str) -> Option<VerificationState> {
-    VerificationState::ALL
-        .into_iter()
-        .find(|s| super::paging::verification_name(*s) == n)
-}
-
 async fn bulk(
     ctx: ResolverContext<'_>,
     kinds: &[Arc<Kind>],
@@ -363,24 +348,11 @@ async fn bulk(
             kind.names.pascal().to_owned(),
         ),
     };
-    let ids = match input.get("ids") {
-        Some(v) if !v.is_null() => {
-            let mut ids = Vec::new();
-            for item in v.list()?.iter() {
-                let s = item.string()?;
-                match parse_gid(s) {
-                    Some((ty, id)) if ty == id_type => ids.push(id),
-                    _ => return Err(format!("{s:?} is not a global id of a {id_type}").into()),
-                }
-            }
-            Some(ids)
-        }
-        _ => None,
-    };
+    let ids = super::paging::gid_list(input.get("ids"), &id_type)?;
     let filter = BulkFilter {
         ids,
-        replication_state: state_in(&input, "replicationState", replication_state)?,
-        verification_state: state_in(&input, "verificationState", verification_state)?,
+        replication_state: super::paging::replication_in(input.get("replicationState"))?,
+        verification_state: super::paging::verification_in(input.get("verificationState"))?,
     };
     let client_mutation_id = client_mutation_id(&input);
     let d = kind.d;

@@ -293,8 +293,8 @@ pub(crate) fn registries_field(kind: &Arc<Kind>) -> Field {
                 let db = c.tracking()?;
                 let filter = RegistryFilter {
                     ids: paging::ids_arg(&ctx, &kind.names.graphql_registry_type)?,
-                    replication_state: paging::replication_arg(&ctx, "replicationState")?,
-                    verification_state: paging::verification_arg(&ctx, "verificationState")?,
+                    replication_state: paging::replication_in(ctx.args.get("replicationState"))?,
+                    verification_state: paging::verification_in(ctx.args.get("verificationState"))?,
                     keyword: keyword_arg(&ctx)?,
                 };
                 if filter.verification_state.is_some() && !kind.d.verifies() {
@@ -353,7 +353,7 @@ pub(crate) fn records_field(kind: &Arc<Kind>) -> Field {
                 let db = c.primary_db()?;
                 let filter = RecordFilter {
                     ids: paging::ids_arg(&ctx, kind.names.pascal())?,
-                    verification_state: paging::verification_arg(&ctx, "verificationState")?,
+                    verification_state: paging::verification_in(ctx.args.get("verificationState"))?,
                     keyword: keyword_arg(&ctx)?,
                 };
                 if filter.verification_state.is_some() && !kind.d.verifies() {

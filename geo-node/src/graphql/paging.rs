@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_graphql::Value;
 use async_graphql::dynamic::{
     Enum, Field, FieldFuture, FieldValue, InputValue, Object, ResolverContext, Scalar, Type,
-    TypeRef,
+    TypeRef, ValueAccessor,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 use geo_diesel::admin::{AdminError, Page, PageRequest, RegistrySort};
@@ -65,17 +65,15 @@ pub(crate) fn verification_name(s: VerificationState) -> &'static str {
         .map_or("PENDING", |(n, _)| n)
 }
 
-fn enum_arg<T: Copy>(
-    ctx: &ResolverContext<'_>,
+/// The enum value `value` (an argument or an input field named `name`), looked up in `table`.
+fn enum_value<T: Copy>(
+    value: Option<ValueAccessor<'_>>,
     name: &str,
     table: &[(&str, T)],
 ) -> async_graphql::Result<Option<T>> {
-    let Some(v) = ctx.args.get(name) else {
+    let Some(v) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
-    if v.is_null() {
-        return Ok(None);
-    }
     let given = v.enum_name()?;
     table
         .iter()
@@ -84,25 +82,23 @@ fn enum_arg<T: Copy>(
         .ok_or_else(|| format!("unknown {name} {given:?}").into())
 }
 
-/// The `replicationState` argument.
-pub(crate) fn replication_arg(
-    ctx: &ResolverContext<'_>,
-    name: &str,
+/// A `replicationState` argument or input field.
+pub(crate) fn replication_in(
+    value: Option<ValueAccessor<'_>>,
 ) -> async_graphql::Result<Option<ReplicationState>> {
-    enum_arg(ctx, name, &REPLICATION)
+    enum_value(value, "replicationState", &REPLICATION)
 }
 
-/// The `verificationState` argument.
-pub(crate) fn verification_arg(
-    ctx: &ResolverContext<'_>,
-    name: &str,
+/// A `verificationState` argument or input field.
+pub(crate) fn verification_in(
+    value: Option<ValueAccessor<'_>>,
 ) -> async_graphql::Result<Option<VerificationState>> {
-    enum_arg(ctx, name, &VERIFICATION)
+    enum_value(value, "verificationState", &VERIFICATION)
 }
 
 /// The `sort` argument.
 pub(crate) fn sort_arg(ctx: &ResolverContext<'_>) -> async_graphql::Result<RegistrySort> {
-    Ok(enum_arg(ctx, "sort", &SORTS)?.unwrap_or_default())
+    Ok(enum_value(ctx.args.get("sort"), "sort", &SORTS)?.unwrap_or_default())
 }
 
 /// A time as GitLab's `Time` scalar shows it (ISO 8601, UTC).
@@ -161,12 +157,17 @@ pub(crate) fn ids_arg(
     ctx: &ResolverContext<'_>,
     type_name: &str,
 ) -> async_graphql::Result<Option<Vec<i64>>> {
-    let Some(v) = ctx.args.get("ids") else {
+    gid_list(ctx.args.get("ids"), type_name)
+}
+
+/// A list of global ids of `type_name` (`None` when absent or null), as their ids.
+pub(crate) fn gid_list(
+    value: Option<ValueAccessor<'_>>,
+    type_name: &str,
+) -> async_graphql::Result<Option<Vec<i64>>> {
+    let Some(v) = value.filter(|v| !v.is_null()) else {
         return Ok(None);
     };
-    if v.is_null() {
-        return Ok(None);
-    }
     let mut out = Vec::new();
     for item in v.list()?.iter() {
         let s = item.string()?;
