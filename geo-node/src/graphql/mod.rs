@@ -22,7 +22,7 @@
 //! `<camelName>Id` and our `blobPath`), and `<camelName>Records` of `<Type>Record` on the
 //! primary (the records and their checksum state: GitLab's "Data management"). Arguments:
 //! `ids`, `replicationState`, `verificationState`, `keyword`, `sort`, `first/after/last/before`
-//! (at most [`MAX_PAGE`] rows a page). Filtering by verification state on a type without
+//! (at most [`MAX_PAGE`](geo_diesel::admin::MAX_PAGE) rows a page). Filtering by verification state on a type without
 //! verification is a GraphQL error.
 //!
 //! Who may ask ([`AdminCaller`]): an admin token (`Authorization: Bearer`) or the admin page's
@@ -43,7 +43,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use geo_diesel::admin::{AdminError, MAX_PAGE};
+use geo_diesel::admin::AdminError;
 use geo_diesel::db::DbPool;
 use geo_diesel::geo_core::{ReplicableDescriptor, replicables};
 
@@ -107,9 +107,7 @@ pub(crate) async fn with_db<T: Send + 'static>(
     f: impl FnOnce(&mut geo_diesel::db::PooledConn) -> Result<T, AdminError> + Send + 'static,
 ) -> async_graphql::Result<T> {
     tokio::task::spawn_blocking(move || {
-        let mut conn = db
-            .get()
-            .map_err(|e| async_graphql::Error::new(format!("database pool: {e}")))?;
+        let mut conn = db.get().map_err(nodes::pool_error).map_err(admin_error)?;
         f(&mut conn).map_err(admin_error)
     })
     .await
@@ -267,6 +265,3 @@ pub(crate) async fn handle(
     let response = schema.execute(request).await;
     Ok((StatusCode::OK, Json(response)).into_response())
 }
-
-/// Most rows one page may hold, for the docs of the `first`/`last` arguments.
-pub(crate) const PAGE_CAP: usize = MAX_PAGE;

@@ -10,7 +10,7 @@ use async_graphql::dynamic::{
     TypeRef, ValueAccessor,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
-use geo_diesel::admin::{AdminError, Page, PageRequest, RegistrySort};
+use geo_diesel::admin::{AdminError, MAX_PAGE, Page, PageRequest, RegistrySort};
 use geo_diesel::geo_core::state::{ReplicationState, VerificationState};
 use tokio::sync::OnceCell;
 
@@ -113,14 +113,12 @@ pub(crate) fn page_args(field: Field) -> Field {
     field
         .argument(
             InputValue::new("first", TypeRef::named(TypeRef::INT))
-                .description(format!("Rows after `after` (at most {})", super::PAGE_CAP)),
+                .description(format!("Rows after `after` (at most {})", MAX_PAGE)),
         )
         .argument(InputValue::new("after", TypeRef::named(TypeRef::STRING)))
         .argument(
-            InputValue::new("last", TypeRef::named(TypeRef::INT)).description(format!(
-                "Rows before `before` (at most {})",
-                super::PAGE_CAP
-            )),
+            InputValue::new("last", TypeRef::named(TypeRef::INT))
+                .description(format!("Rows before `before` (at most {})", MAX_PAGE)),
         )
         .argument(InputValue::new("before", TypeRef::named(TypeRef::STRING)))
 }
