@@ -40,8 +40,10 @@ use crate::client::{HttpConfig, HttpSource, NodeClient};
 use crate::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
 
 mod keys;
+mod tunables;
 
 pub use keys::{KeysAction, load_keys};
+pub use tunables::{PrimaryTunables, SecondaryTunables, Span};
 
 /// How often the bulk worker looks for a queued bulk update when it has none.
 const BULK_IDLE: Duration = Duration::from_millis(250);
@@ -129,6 +131,9 @@ pub struct PrimaryArgs {
     /// Database connections.
     #[arg(long, env = "GEO_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,
+    /// The verification workers' batch size, threads, interval and timeout.
+    #[command(flatten, next_help_heading = "Tunables")]
+    pub tuning: PrimaryTunables,
 }
 
 /// `secondary`.
@@ -160,21 +165,18 @@ pub struct SecondaryArgs {
     /// The site's name (the `name` label of its metrics).
     #[arg(long, env = "GEO_NODE_NAME", default_value = "secondary")]
     pub name: String,
-    /// Downloads in flight at once.
-    #[arg(long, env = "GEO_SYNC_CAPACITY", default_value_t = 10)]
-    pub sync_capacity: usize,
     /// TCP connect timeout to the primary, in seconds.
     #[arg(long, env = "GEO_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
     pub connect_timeout_secs: u64,
     /// Longest wait for an answer, or for each piece of a blob, in seconds.
     #[arg(long, env = "GEO_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub read_timeout_secs: u64,
-    /// Sleep between worker passes when idle, in milliseconds.
-    #[arg(long, env = "GEO_IDLE_MS", default_value_t = 200)]
-    pub idle_ms: u64,
     /// Clock leeway for tokens on the status server, in seconds.
     #[arg(long, env = "GEO_TOKEN_LEEWAY_SECS", default_value_t = crate::auth::DEFAULT_LEEWAY)]
     pub token_leeway_secs: i64,
+    /// The workers' capacities, batch sizes and timeouts.
+    #[command(flatten, next_help_heading = "Tunables")]
+    pub tuning: SecondaryTunables,
 }
 
 /// `status`.
@@ -288,7 +290,7 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
         db.clone(),
         store.clone(),
         Env::system(),
-        PrimaryConfig::default(),
+        args.tuning.apply(PrimaryConfig::default()),
     ));
     let workers = if args.no_verify {
         None
@@ -327,9 +329,7 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     http.read_timeout = Duration::from_secs(args.read_timeout_secs.max(1));
     let source = Arc::new(HttpSource::new(http));
     let link = source.stats();
-    let config = SecondaryConfig::default()
-        .sync_capacity(args.sync_capacity.max(1))
-        .idle_sleep(Duration::from_millis(args.idle_ms.max(1)));
+    let config = args.tuning.apply(SecondaryConfig::default());
     let secondary = Arc::new(Secondary::new(
         tracking,
         source.clone(),

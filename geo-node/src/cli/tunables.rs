@@ -1,0 +1,278 @@
+//! Every tunable of a site's workers as a flag with an environment variable. The defaults shown
+//! by `--help` are read from [`SecondaryConfig::default`] and [`PrimaryConfig::default`], so the
+//! help text and the library never disagree.
+//!
+//! Durations take a number and a unit (`30s`, `15m`, `8h`, `7d`; `humantime`'s syntax).
+
+use std::fmt;
+use std::str::FromStr;
+
+use clap::builder::TypedValueParser as _;
+
+use geo_diesel::secondary::SecondaryConfig;
+use geo_diesel::verifier::PrimaryConfig;
+
+/// A positive duration on the command line: `30s`, `15m`, `8h`, `7d`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span(pub std::time::Duration);
+
+impl Span {
+    /// The duration as chrono's, as the configs hold it.
+    pub fn chrono(self) -> chrono::TimeDelta {
+        chrono::TimeDelta::from_std(self.0).unwrap_or(chrono::TimeDelta::MAX)
+    }
+
+    fn of(d: chrono::TimeDelta) -> Span {
+        Span(d.to_std().unwrap_or_default())
+    }
+}
+
+impl FromStr for Span {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let d = humantime::parse_duration(s.trim())
+            .map_err(|e| format!("{e} (write a number and a unit: 30s, 15m, 8h, 7d)"))?;
+        if d.is_zero() {
+            return Err("must be longer than zero".to_owned());
+        }
+        Ok(Span(d))
+    }
+}
+
+impl fmt::Display for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&humantime::format_duration(self.0), f)
+    }
+}
+
+fn secondary() -> SecondaryConfig {
+    SecondaryConfig::default()
+}
+
+fn primary() -> PrimaryConfig {
+    PrimaryConfig::default()
+}
+
+/// The secondary's workers: capacities, batch sizes, timeouts.
+#[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
+pub struct SecondaryTunables {
+    /// Downloads in flight at once, across all types (GitLab's `files_max_capacity`).
+    #[arg(long, env = "GEO_SYNC_CAPACITY", default_value_t = secondary().sync_capacity,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub sync_capacity: usize,
+    /// Registry rows claimed per scheduler pass (at least the sync capacity).
+    #[arg(long, env = "GEO_SYNC_BATCH", default_value_t = secondary().sync_batch,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub sync_batch: usize,
+    /// Synced files re-hashed per verification pass.
+    #[arg(long, env = "GEO_VERIFICATION_BATCH", default_value_t = secondary().verification_batch,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub verification_batch: usize,
+    /// Threads hashing files during verification (GitLab's `verification_max_capacity`).
+    #[arg(long, env = "GEO_VERIFICATION_THREADS", default_value_t = secondary().verification_threads,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub verification_threads: usize,
+    /// Model ids compared per backfill range.
+    #[arg(long, env = "GEO_BACKFILL_BATCH", default_value_t = secondary().backfill_batch,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub backfill_batch: i64,
+    /// Events read per log cursor pass.
+    #[arg(long, env = "GEO_CURSOR_BATCH", default_value_t = secondary().cursor_batch,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub cursor_batch: usize,
+    /// A sync `started` for longer than this fails and is retried.
+    #[arg(long, env = "GEO_SYNC_TIMEOUT", default_value_t = Span::of(secondary().sync_timeout))]
+    pub sync_timeout: Span,
+    /// A verification `started` for longer than this fails and is retried.
+    #[arg(long, env = "GEO_VERIFICATION_TIMEOUT",
+          default_value_t = Span::of(secondary().verification_timeout))]
+    pub verification_timeout: Span,
+    /// How long a missing event id (a transaction not yet committed on the primary) is awaited
+    /// before the cursor gives it up.
+    #[arg(long, env = "GEO_GAP_TIMEOUT", default_value_t = Span::of(secondary().gap_timeout))]
+    pub gap_timeout: Span,
+    /// Sleep between worker passes when there is nothing to do, in milliseconds.
+    #[arg(long, env = "GEO_IDLE_MS", default_value_t = secondary().idle_sleep.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_ms: u64,
+}
+
+impl SecondaryTunables {
+    /// `config` with every tunable set from the flags.
+    pub fn apply(&self, config: SecondaryConfig) -> SecondaryConfig {
+        config
+            .sync_capacity(self.sync_capacity)
+            .sync_batch(self.sync_batch.max(self.sync_capacity))
+            .verification_batch(self.verification_batch)
+            .verification_threads(self.verification_threads)
+            .backfill_batch(self.backfill_batch)
+            .cursor_batch(self.cursor_batch)
+            .sync_timeout(self.sync_timeout.chrono())
+            .verification_timeout(self.verification_timeout.chrono())
+            .gap_timeout(self.gap_timeout.chrono())
+            .idle_sleep(std::time::Duration::from_millis(self.idle_ms))
+    }
+}
+
+/// The primary's verification workers.
+#[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
+pub struct PrimaryTunables {
+    /// Records claimed per verification pass and type.
+    #[arg(long, env = "GEO_VERIFICATION_BATCH", default_value_t = primary().verification_batch,
+          value_parser = clap::value_parser!(i64).range(1..))]
+    pub verification_batch: i64,
+    /// Threads computing checksums (GitLab's `verification_max_capacity`; default: the cores).
+    #[arg(long, env = "GEO_VERIFICATION_THREADS", default_value_t = primary().verification_threads,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub verification_threads: usize,
+    /// Succeeded records are checksummed again after this long.
+    #[arg(long, env = "GEO_REVERIFICATION_INTERVAL",
+          default_value_t = Span::of(primary().reverification_interval))]
+    pub reverification_interval: Span,
+    /// A verification `started` for longer than this fails and is retried.
+    #[arg(long, env = "GEO_VERIFICATION_TIMEOUT",
+          default_value_t = Span::of(primary().verification_timeout))]
+    pub verification_timeout: Span,
+    /// Sleep between verification passes when there is nothing to do, in milliseconds.
+    #[arg(long, env = "GEO_IDLE_MS", default_value_t = primary().idle_sleep.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub idle_ms: u64,
+}
+
+impl PrimaryTunables {
+    /// `config` with every tunable set from the flags.
+    pub fn apply(&self, config: PrimaryConfig) -> PrimaryConfig {
+        config
+            .verification_batch(self.verification_batch)
+            .verification_threads(self.verification_threads)
+            .reverification_interval(self.reverification_interval.chrono())
+            .verification_timeout(self.verification_timeout.chrono())
+            .idle_sleep(std::time::Duration::from_millis(self.idle_ms))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Sec {
+        #[command(flatten)]
+        t: SecondaryTunables,
+    }
+
+    #[derive(Debug, Parser)]
+    struct Pri {
+        #[command(flatten)]
+        t: PrimaryTunables,
+    }
+
+    #[test]
+    fn the_defaults_are_the_libraries_defaults() {
+        let d = SecondaryConfig::default();
+        let c = Sec::try_parse_from(["x"])
+            .unwrap()
+            .t
+            .apply(SecondaryConfig::default());
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+        let d = PrimaryConfig::default();
+        let c = Pri::try_parse_from(["x"])
+            .unwrap()
+            .t
+            .apply(PrimaryConfig::default());
+        assert_eq!(format!("{c:?}"), format!("{d:?}"));
+    }
+
+    #[test]
+    fn flags_set_every_field() {
+        let c = Sec::try_parse_from([
+            "x",
+            "--sync-capacity=3",
+            "--sync-batch=7",
+            "--verification-batch=9",
+            "--verification-threads=4",
+            "--backfill-batch=500",
+            "--cursor-batch=50",
+            "--sync-timeout=2h",
+            "--verification-timeout=90m",
+            "--gap-timeout=5m",
+            "--idle-ms=50",
+        ])
+        .unwrap()
+        .t
+        .apply(SecondaryConfig::default());
+        assert_eq!(
+            (
+                c.sync_capacity,
+                c.sync_batch,
+                c.verification_batch,
+                c.verification_threads
+            ),
+            (3, 7, 9, 4)
+        );
+        assert_eq!((c.backfill_batch, c.cursor_batch), (500, 50));
+        assert_eq!(c.sync_timeout, chrono::TimeDelta::hours(2));
+        assert_eq!(c.verification_timeout, chrono::TimeDelta::minutes(90));
+        assert_eq!(c.gap_timeout, chrono::TimeDelta::minutes(5));
+        assert_eq!(c.idle_sleep, std::time::Duration::from_millis(50));
+        let p = Pri::try_parse_from([
+            "x",
+            "--reverification-interval=1d",
+            "--verification-batch=5",
+        ])
+        .unwrap()
+        .t
+        .apply(PrimaryConfig::default());
+        assert_eq!(p.reverification_interval, chrono::TimeDelta::days(1));
+        assert_eq!(p.verification_batch, 5);
+    }
+
+    #[test]
+    fn a_sync_batch_below_the_capacity_is_raised_to_it() {
+        let c = Sec::try_parse_from(["x", "--sync-capacity=20", "--sync-batch=5"])
+            .unwrap()
+            .t
+            .apply(SecondaryConfig::default());
+        assert_eq!(c.sync_batch, 20);
+    }
+
+    #[test]
+    fn bad_values_are_refused_with_the_flag_named() {
+        for bad in [
+            ["x", "--sync-capacity=0"],
+            ["x", "--sync-timeout=0s"],
+            ["x", "--sync-timeout=8"],
+            ["x", "--backfill-batch=-1"],
+        ] {
+            let e = Sec::try_parse_from(bad).unwrap_err().to_string();
+            let flag = bad[1].split('=').next().unwrap();
+            assert!(e.contains(flag), "{bad:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn every_tunable_has_a_variable_and_shows_its_default() {
+        for mut cmd in [
+            <Sec as clap::CommandFactory>::command(),
+            <Pri as clap::CommandFactory>::command(),
+        ] {
+            let help = cmd.render_long_help().to_string();
+            for arg in cmd.get_arguments().filter(|a| a.get_id() != "help") {
+                let env = arg.get_env().map(|e| e.to_string_lossy().into_owned());
+                assert!(
+                    env.as_deref().is_some_and(|e| e.starts_with("GEO_")),
+                    "{arg:?}"
+                );
+                assert!(!arg.get_default_values().is_empty(), "{arg:?}");
+            }
+            assert!(
+                help.contains("[default: 7days]") || help.contains("[default: 1h]"),
+                "{help}"
+            );
+        }
+    }
+}
