@@ -21,6 +21,8 @@ use geo_diesel::geo_core::{
 };
 use geo_diesel::registry::{Action, Registry};
 
+use crate::cli::DatabaseUrl;
+
 /// `resync`, `reverify`, `flags`: operator actions on a site's database, on the same code paths
 /// as GraphQL.
 #[derive(Debug, clap::Subcommand)]
@@ -60,7 +62,7 @@ pub struct ActionArgs {
     /// The site's database: a secondary's tracking database or the primary's (SQLite path or
     /// postgres://…).
     #[arg(long, env = "GEO_DATABASE_URL")]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
 }
 
 /// `flags list|enable|disable`.
@@ -71,7 +73,7 @@ pub enum FlagsAction {
     List {
         /// The database (SQLite path or postgres://…).
         #[arg(long, env = "GEO_DATABASE_URL")]
-        database_url: String,
+        database_url: DatabaseUrl,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -82,7 +84,7 @@ pub enum FlagsAction {
         name: String,
         /// The database (SQLite path or postgres://…).
         #[arg(long, env = "GEO_DATABASE_URL")]
-        database_url: String,
+        database_url: DatabaseUrl,
     },
     /// Turn replication of a type off.
     Disable {
@@ -90,7 +92,7 @@ pub enum FlagsAction {
         name: String,
         /// The database (SQLite path or postgres://…).
         #[arg(long, env = "GEO_DATABASE_URL")]
-        database_url: String,
+        database_url: DatabaseUrl,
     },
 }
 

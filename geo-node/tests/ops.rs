@@ -56,7 +56,7 @@ fn args(url: &str, id: Option<i64>, failed: bool, all: bool) -> ActionArgs {
         id,
         failed,
         all,
-        database_url: url.to_owned(),
+        database_url: url.parse().unwrap(),
     }
 }
 
@@ -219,7 +219,7 @@ fn flags_enable_disable_and_list() {
     assert_eq!(
         run(FlagsAction::Disable {
             name: "geo_doc_replication".into(),
-            database_url: url.clone()
+            database_url: url.parse().unwrap()
         }),
         ExitCode::SUCCESS
     );
@@ -232,7 +232,7 @@ fn flags_enable_disable_and_list() {
     assert!(!f.enabled && f.stored);
     run(FlagsAction::Enable {
         name: "doc".into(),
-        database_url: url.clone(),
+        database_url: url.parse().unwrap(),
     });
     let flags = admin::flags(&mut db.get().expect("conn")).expect("flags");
     assert!(
@@ -243,13 +243,13 @@ fn flags_enable_disable_and_list() {
             .enabled
     );
     run(FlagsAction::List {
-        database_url: url.clone(),
+        database_url: url.parse().unwrap(),
         json: true,
     });
     let err = OpsCommand::Flags {
         action: FlagsAction::Enable {
             name: "nope".into(),
-            database_url: url,
+            database_url: url.parse().unwrap(),
         },
     }
     .run()

@@ -321,6 +321,8 @@ fn primary_killed_and_restarted_secondary_recovers_by_itself() {
         ),
     )
     .unwrap();
+    // A node refuses a keys file others may read.
+    std::fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let primary_args = |listen: &str| -> Vec<String> {
         [
             "primary",

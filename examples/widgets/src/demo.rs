@@ -402,6 +402,20 @@ pub struct SeedReport {
     pub deleted: usize,
 }
 
+/// A folder name no earlier run used: the file contents follow `--seed`, the paths never do,
+/// so a second run never points its records at the files of the first run's records.
+fn fresh_tag(blob_dir: &Path) -> String {
+    loop {
+        let tag = format!("{:016x}", rand::random::<u64>());
+        if ["widgets", "gadgets"]
+            .iter()
+            .all(|kind| !blob_dir.join(kind).join(&tag).exists())
+        {
+            return tag;
+        }
+    }
+}
+
 /// Creates `count` widgets and gadgets with files of mixed sizes on a primary (its database and
 /// blob folder), then updates and deletes some — the demo's data, for a primary that runs as its
 /// own process (`widgets primary`). Every change publishes its event in the same transaction.
@@ -412,7 +426,7 @@ pub fn seed(database_url: &str, blob_dir: &Path, count: usize, seed: u64) -> Res
     run_migrations(&mut conn, Role::Primary)?;
     let store = LocalBlobStore::new(blob_dir)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let tag = rng.random::<u32>();
+    let tag = fresh_tag(blob_dir);
     let mut report = SeedReport::default();
     let (mut widgets, mut gadgets) = (Vec::new(), Vec::new());
     for i in 0..count {
@@ -422,7 +436,7 @@ pub fn seed(database_url: &str, blob_dir: &Path, count: usize, seed: u64) -> Res
                 &mut conn,
                 &store,
                 &format!("gadget {i}"),
-                &format!("gadgets/{tag:08x}/{i:06}.bin"),
+                &format!("gadgets/{tag}/{i:06}.bin"),
                 &data,
             )?);
         } else {
@@ -430,7 +444,7 @@ pub fn seed(database_url: &str, blob_dir: &Path, count: usize, seed: u64) -> Res
                 &mut conn,
                 &store,
                 &format!("widget {i}"),
-                &format!("widgets/{tag:08x}/{i:06}.bin"),
+                &format!("widgets/{tag}/{i:06}.bin"),
                 &data,
             )?);
         }

@@ -11,6 +11,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
 use geo_diesel::geo_core::{Backend, Role};
 use geo_diesel::migrations::{migration_plan, write_diesel_cli_migrations};
+use geo_node::cli::DatabaseUrl;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,7 +35,7 @@ enum Command {
     Seed {
         /// The primary's database (a SQLite file path or postgres://…).
         #[arg(long, env = "GEO_DATABASE_URL")]
-        database_url: String,
+        database_url: DatabaseUrl,
         /// The primary's blob folder.
         #[arg(long, env = "GEO_BLOB_DIR")]
         blob_dir: PathBuf,
@@ -61,7 +62,7 @@ enum Command {
         timeout_secs: u64,
         /// Run on PostgreSQL: a server URL; two databases are created there.
         #[arg(long, env = "GEO_DATABASE_URL")]
-        database_url: Option<String>,
+        database_url: Option<DatabaseUrl>,
     },
     /// Measure the runtime against peers (b3sum, sha256sum, rsync) run on the same data.
     Bench {
@@ -88,7 +89,7 @@ enum Command {
         dir: Option<PathBuf>,
         /// Run on PostgreSQL: a server URL; databases are created there.
         #[arg(long)]
-        database_url: Option<String>,
+        database_url: Option<DatabaseUrl>,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -202,7 +203,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 dir,
                 json,
                 timeout: Duration::from_secs(timeout_secs),
-                database_url,
+                database_url: database_url.map(|u| u.as_str().to_owned()),
                 progress: !json && std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
             let report = widgets::demo::run(&opts)?;
@@ -259,7 +260,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             opts.sizes.b1_file_bytes = b1_mib.map_or(opts.sizes.b1_file_bytes, |m| m << 20);
             opts.threads = threads.unwrap_or(opts.threads);
             opts.dir = dir;
-            opts.database_url = database_url;
+            opts.database_url = database_url.map(|u| u.as_str().to_owned());
             bench::run_and_print(&opts, json)?;
             Ok(ExitCode::SUCCESS)
         }

@@ -33,6 +33,16 @@ pub enum KeyError {
         /// What is wrong.
         reason: String,
     },
+    /// The keys file may be read or written by its group or other users.
+    #[error(
+        "keys file {path} is accessible by group or others (mode {mode:04o}); it holds secrets: run `chmod 600 {path}`"
+    )]
+    Exposed {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
     /// The keys file cannot be read.
     #[error("reading keys file {path}: {source}")]
     Io {
@@ -278,12 +288,27 @@ impl KeyRing {
         Ok(ring)
     }
 
-    /// Reads a keys file (see [`KeyRing::parse`]).
+    /// Reads a keys file (see [`KeyRing::parse`]). As ssh does with a private key, a file that
+    /// its group or other users may read or write is refused ([`KeyError::Exposed`]): it holds
+    /// the secondaries' secrets.
     pub fn load(path: &Path) -> Result<Self, KeyError> {
-        let text = std::fs::read_to_string(path).map_err(|e| KeyError::Io {
+        let io = |e: std::io::Error| KeyError::Io {
             path: path.display().to_string(),
             source: std::sync::Arc::new(e),
-        })?;
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = file.metadata().map_err(io)?.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(KeyError::Exposed {
+                    path: path.display().to_string(),
+                    mode,
+                });
+            }
+        }
+        let text = std::io::read_to_string(file).map_err(io)?;
         KeyRing::parse(&text)
     }
 
@@ -352,5 +377,31 @@ pub(super) mod tests {
         assert!(matches!(err, KeyError::BadLine { line: 1, .. }), "{err}");
         let err = KeyRing::parse("0123456789abcdef0123 tooshort\n").unwrap_err();
         assert!(err.to_string().contains("line 1"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_keys_file_others_may_read_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        std::fs::write(
+            &path,
+            "0123456789abcdef0123 abcdefghijklmnopqrstuvwxyz0123456789-_AB\n",
+        )
+        .unwrap();
+        for mode in [0o644, 0o640, 0o604, 0o620, 0o660] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = KeyRing::load(&path).unwrap_err();
+            assert!(
+                matches!(err, KeyError::Exposed { mode: m, .. } if m == mode),
+                "{mode:o}: {err}"
+            );
+            assert!(err.to_string().contains("chmod 600"), "{err}");
+        }
+        for mode in [0o600, 0o400] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            assert_eq!(KeyRing::load(&path).unwrap().len(), 1, "{mode:o}");
+        }
     }
 }

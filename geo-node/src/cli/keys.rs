@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
+use super::SecretArg;
 use crate::auth::{AdminToken, Credentials, KeyRing, Scope};
 
 /// `keys …`.
@@ -18,7 +19,7 @@ pub enum KeysAction {
     /// as `export GEO_ADMIN_TOKEN=…`; the keys file keeps only its SHA-256.
     Generate {
         /// Also append the key (`ACCESS_KEY SECRET NAME`, or `admin SCOPE SHA256 NAME`) to this
-        /// keys file (created mode 0600).
+        /// keys file (left mode 0600, even when it existed).
         #[arg(long)]
         append_to: Option<PathBuf>,
         /// A name for the key in the keys file (default `secondary`, or `admin`).
@@ -55,13 +56,14 @@ impl KeysAction {
 }
 
 /// Reads the primary's keys from `--keys-file` and `--keys`.
-pub fn load_keys(file: Option<&std::path::Path>, inline: &[String]) -> Result<KeyRing> {
+pub fn load_keys(file: Option<&std::path::Path>, inline: &[SecretArg]) -> Result<KeyRing> {
     let mut ring = match file {
         Some(f) => KeyRing::load(f)?,
         None => KeyRing::new(),
     };
     for (i, k) in inline.iter().enumerate() {
         let (a, s) = k
+            .expose()
             .split_once(':')
             .with_context(|| format!("--keys entry {} is not ACCESS_KEY:SECRET", i + 1))?;
         ring.insert(
@@ -72,7 +74,7 @@ pub fn load_keys(file: Option<&std::path::Path>, inline: &[String]) -> Result<Ke
     Ok(ring)
 }
 
-/// Appends `line` to the keys file at `path` (created mode 0600).
+/// Appends `line` to the keys file at `path`, which is left mode 0600 whether it existed or not.
 fn append_key_line(path: &std::path::Path, line: &str) -> Result<()> {
     use std::io::Write as _;
     let mut opts = std::fs::OpenOptions::new();
@@ -82,6 +84,14 @@ fn append_key_line(path: &std::path::Path, line: &str) -> Result<()> {
     let mut f = opts
         .open(path)
         .with_context(|| format!("opening {}", path.display()))?;
+    // The mode above applies only to a file this call creates: an existing one is made 0600
+    // too, before a secret is written to it.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        f.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {} readable by its owner only", path.display()))?;
+    }
     writeln!(f, "{line}")?;
     eprintln!("appended the key to {}", path.display());
     Ok(())
@@ -112,4 +122,26 @@ fn admin_token_generate(append_to: Option<PathBuf>, name: &str, scope: Scope) ->
     }
     println!("export GEO_ADMIN_TOKEN={}", token.expose());
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
+
+    #[test]
+    fn appending_to_an_existing_keys_file_leaves_it_0600() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys");
+        std::fs::write(&path, "# keys\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        super::append_key_line(&path, "line").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "# keys\nline\n");
+        // A new file is created 0600 too.
+        let new = dir.path().join("new");
+        super::append_key_line(&new, "line").unwrap();
+        let mode = std::fs::metadata(&new).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 }

@@ -40,9 +40,11 @@ use crate::client::{HttpConfig, HttpSource, NodeClient};
 use crate::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
 
 mod keys;
+mod secret;
 mod tunables;
 
 pub use keys::{KeysAction, load_keys};
+pub use secret::{DatabaseUrl, SecretArg};
 pub use tunables::{PrimaryTunables, SecondaryTunables, Span};
 
 /// How often the bulk worker looks for a queued bulk update when it has none.
@@ -105,7 +107,7 @@ pub struct PrimaryArgs {
     pub listen: String,
     /// The application's database (SQLite path or postgres://…).
     #[arg(long, env = "GEO_DATABASE_URL")]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// The primary's blob store directory.
     #[arg(long, env = "GEO_BLOB_DIR")]
     pub blob_dir: PathBuf,
@@ -115,7 +117,7 @@ pub struct PrimaryArgs {
     pub keys_file: Option<PathBuf>,
     /// Accepted secondary keys as `ACCESS_KEY:SECRET`, comma-separated (prefer the file).
     #[arg(long, env = "GEO_KEYS", value_delimiter = ',', hide_env_values = true)]
-    pub keys: Vec<String>,
+    pub keys: Vec<SecretArg>,
     /// The site's name (the `name` label of its metrics).
     #[arg(long, env = "GEO_NODE_NAME", default_value = "primary")]
     pub name: String,
@@ -145,7 +147,7 @@ pub struct SecondaryArgs {
     pub primary: String,
     /// The tracking database (SQLite path or postgres://…).
     #[arg(long, env = "GEO_TRACKING_DATABASE_URL")]
-    pub database_url: String,
+    pub database_url: DatabaseUrl,
     /// The secondary's blob store directory.
     #[arg(long, env = "GEO_BLOB_DIR")]
     pub blob_dir: PathBuf,
@@ -158,7 +160,7 @@ pub struct SecondaryArgs {
     pub keys_file: Option<PathBuf>,
     /// This secondary's secret (prefer the environment variable).
     #[arg(long, env = "GEO_SECRET", hide_env_values = true)]
-    pub secret: String,
+    pub secret: SecretArg,
     /// Address of the secondary's own status and metrics server.
     #[arg(long, env = "GEO_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: String,
@@ -191,7 +193,7 @@ pub struct StatusArgs {
     pub access_key: String,
     /// Its secret (prefer the environment variable).
     #[arg(long, env = "GEO_SECRET", hide_env_values = true)]
-    pub secret: String,
+    pub secret: SecretArg,
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
@@ -311,7 +313,7 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
 }
 
 fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
-    let creds = Credentials::new(&args.access_key, &args.secret)
+    let creds = Credentials::new(&args.access_key, args.secret.expose())
         .context("--access-key/--secret (GEO_ACCESS_KEY/GEO_SECRET)")?;
     let tracking = open_secondary_db(&args.database_url, 16)?;
     let store = Arc::new(
@@ -355,7 +357,7 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
 }
 
 fn run_status(args: StatusArgs) -> Result<ExitCode> {
-    let creds = Credentials::new(&args.access_key, &args.secret)
+    let creds = Credentials::new(&args.access_key, args.secret.expose())
         .context("--access-key/--secret (GEO_ACCESS_KEY/GEO_SECRET)")?;
     let client = NodeClient::new(HttpConfig::new(&args.url, creds));
     let status = client.status().context("asking the site's status")?;
