@@ -15,7 +15,8 @@ pub mod records;
 pub mod verification;
 
 pub use records::{
-    PrimaryChecksum, all_ids, blob_paths, count_records, max_model_id, model_ids, primary_checksums,
+    PrimaryChecksum, all_ids, blob_path_in_use, blob_paths, count_records, max_model_id, model_ids,
+    primary_checksums,
 };
 pub use verification::{
     Claimed, backfill_verification_states, claim_verification_batch, fail_verification_timeouts,

@@ -154,3 +154,38 @@ pub fn max_model_id(
     let rows: Vec<Row> = sql.load(conn).map_err(q("reading the max model id", d))?;
     Ok(rows.first().and_then(|r| r.n))
 }
+
+/// Whether any record of any registered replicable still points at `path` (its file column),
+/// optionally leaving out one record (`except`: the replicable name and model id being removed).
+/// A record removed from the primary removes its file only when this is `false`: two records
+/// may share one file.
+pub fn blob_path_in_use(
+    conn: &mut impl AsDbConn,
+    path: &str,
+    except: Option<(&str, i64)>,
+) -> Result<bool, PrimaryError> {
+    use geo_core::transitions::Datum;
+    for d in geo_core::replicables() {
+        let (t, id, file) = (d.tables.model, d.tables.model_id, d.tables.model_file);
+        let mut sql = Sql::new();
+        sql.push("SELECT CAST(")
+            .ident(id)
+            .push(" AS BIGINT) AS id FROM ")
+            .ident(t)
+            .push(" WHERE ")
+            .ident(file)
+            .push(" = ")
+            .bind(Datum::Text(path.to_owned()));
+        if let Some((_, except_id)) = except.filter(|(name, _)| *name == d.name) {
+            sql.push(" AND ").ident(id).push(" <> ").bind_i64(except_id);
+        }
+        sql.push(" LIMIT 1");
+        let rows: Vec<IdRow> = sql
+            .load(conn)
+            .map_err(q("looking for other users of a file", d))?;
+        if !rows.is_empty() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
