@@ -320,15 +320,17 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
         LocalBlobStore::new(&args.blob_dir)
             .with_context(|| format!("opening the blob store {}", args.blob_dir.display()))?,
     );
-    // Temporary files of downloads interrupted by the last stop (one secondary process per
-    // blob directory).
-    let removed = store.remove_stale_temp_files(Duration::ZERO)?;
+    // Temporary files of interrupted downloads. Several secondary processes may share this
+    // blob directory: a live download writes at least once per read timeout or fails, so only
+    // files untouched for twice that long are another process's leftovers.
+    let read_timeout = Duration::from_secs(args.read_timeout_secs.max(1));
+    let removed = store.remove_stale_temp_files(read_timeout * 2)?;
     if removed > 0 {
         tracing::info!(removed, "removed temporary files of interrupted downloads");
     }
     let mut http = HttpConfig::new(&args.primary, creds.clone());
     http.connect_timeout = Duration::from_secs(args.connect_timeout_secs.max(1));
-    http.read_timeout = Duration::from_secs(args.read_timeout_secs.max(1));
+    http.read_timeout = read_timeout;
     let source = Arc::new(HttpSource::new(http));
     let link = source.stats();
     let config = args.tuning.apply(SecondaryConfig::default());
