@@ -5,7 +5,17 @@ fn framework_plan_comes_first_with_role_names() {
     for backend in Backend::ALL {
         for role in Role::ALL {
             let plan = plan_for(&[], backend, role);
-            assert_eq!(plan.len(), 2);
+            assert_eq!(plan.len(), 3);
+            assert_eq!(
+                plan[2].folder_name(),
+                format!("00000000000004_geo_leases_{role}")
+            );
+            assert_eq!(
+                plan[2]
+                    .up
+                    .contains(r#"CREATE TABLE IF NOT EXISTS "geo_leases""#),
+                role == Role::Secondary
+            );
             assert_eq!(plan[0].name, format!("geo_framework_{role}"));
             assert_eq!(
                 plan[0].folder_name(),

@@ -49,8 +49,13 @@ impl Secondary {
                     break;
                 }
                 let want = share.min(left);
-                let ids =
-                    registry::Registry::of(d).claim(&mut conn, registry::Work::Sync, want, now)?;
+                let ids = registry::Registry::of(d).claim_as(
+                    &mut conn,
+                    registry::Work::Sync,
+                    want,
+                    now,
+                    self.worker_id(),
+                )?;
                 if ids.len() as i64 == want {
                     still_open.push(d);
                 }
@@ -92,7 +97,16 @@ impl Secondary {
     ) -> Done {
         let started = std::time::Instant::now();
         let written = std::cell::Cell::new(0);
+        tracing::debug!(replicable = d.name, id, worker = %self.worker_id(), "download started");
         let done = self.download_inner(d, id, known, primary, &written);
+        tracing::debug!(
+            replicable = d.name,
+            id,
+            worker = %self.worker_id(),
+            bytes = written.get(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "download finished"
+        );
         if let Some(observer) = self.observer.get() {
             use geo_core::observe::SyncResult;
             let result = match &done {
@@ -188,6 +202,7 @@ impl Secondary {
     /// fair across types), downloads them with at most `sync_capacity` in flight, and records
     /// every outcome in one transaction. Returns how many rows it processed.
     pub fn sync_pass(&self) -> Result<usize, SecondaryError> {
+        self.release_unreleased()?;
         let types = self.enabled_types()?;
         if types.is_empty() {
             return Ok(0);
@@ -249,9 +264,8 @@ impl Secondary {
             });
         let now = self.now();
         let retry_at = self.retry_at(now);
-        let mut conn = self.tracking.get()?;
         let mut stale_files: Vec<BlobPath> = Vec::new();
-        crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
+        let recorded = self.tracking.get().map_err(SecondaryError::from).and_then(|mut conn| crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
             stale_files.clear();
             // Successful downloads first, set-based per type; rows the batch did not record (a
             // newer event moved their token, or they were deleted) go through the per-row path.
@@ -307,7 +321,13 @@ impl Secondary {
                 }
             }
             Ok(())
-        }))?;
+        })));
+        if let Err(e) = recorded {
+            // Nothing of the batch was recorded: its rows go back to `pending` now rather than
+            // waiting, `started`, for the sync timeout.
+            self.release_after_failed_recording(&claimed, claimed_at, &e);
+            return Err(e);
+        }
         for path in stale_files {
             match self.store.delete(&path) {
                 Ok(_) => {
@@ -319,5 +339,66 @@ impl Secondary {
             }
         }
         Ok(results.len())
+    }
+}
+
+/// Claims of one type taken at one time whose outcome was not recorded and whose release failed.
+#[derive(Debug)]
+pub(super) struct Unreleased {
+    d: &'static ReplicableDescriptor,
+    ids: Vec<i64>,
+    claimed_at: DateTime<Utc>,
+}
+
+impl Secondary {
+    /// The recording transaction of a pass failed (`error`): its claims go back to `pending` by
+    /// [`registry::Registry::release_claimed`] (only rows still `started` with this pass's claim
+    /// token). If that fails too, they are kept and released by the next pass.
+    fn release_after_failed_recording(
+        &self,
+        claimed: &[(&'static ReplicableDescriptor, i64)],
+        claimed_at: DateTime<Utc>,
+        error: &SecondaryError,
+    ) {
+        let mut by_type: BTreeMap<&'static str, Unreleased> = BTreeMap::new();
+        for (d, id) in claimed {
+            by_type
+                .entry(d.name)
+                .or_insert_with(|| Unreleased {
+                    d,
+                    ids: Vec::new(),
+                    claimed_at,
+                })
+                .ids
+                .push(*id);
+        }
+        tracing::warn!(rows = claimed.len(), error = %error, "recording the outcome of a sync batch failed; releasing its claims");
+        let mut left = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
+        left.extend(by_type.into_values());
+        drop(left);
+        if let Err(e) = self.release_unreleased() {
+            tracing::warn!(error = %e, "could not release the claims of a failed sync batch; retrying on the next pass");
+        }
+    }
+
+    /// Releases the claims kept by [`Secondary::release_after_failed_recording`]. Returns how
+    /// many rows went back to `pending`.
+    fn release_unreleased(&self) -> Result<usize, SecondaryError> {
+        let mut left = self.unreleased.lock().unwrap_or_else(|p| p.into_inner());
+        if left.is_empty() {
+            return Ok(0);
+        }
+        let mut conn = self.tracking.get()?;
+        let mut released = 0;
+        while let Some(u) = left.last() {
+            released +=
+                registry::Registry::of(u.d).release_claimed(&mut conn, &u.ids, u.claimed_at)?;
+            left.pop();
+        }
+        tracing::info!(
+            rows = released,
+            "released the claims of a sync batch that was not recorded"
+        );
+        Ok(released)
     }
 }

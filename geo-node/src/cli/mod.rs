@@ -175,6 +175,11 @@ pub struct SecondaryArgs {
     /// Clock leeway for tokens on the status server, in seconds.
     #[arg(long, env = "GEO_TOKEN_LEEWAY_SECS", default_value_t = crate::auth::DEFAULT_LEEWAY)]
     pub token_leeway_secs: i64,
+    /// Lease period, in seconds: how long this process may stay silent (it heartbeats every
+    /// third of it) before the other `secondary` processes on the tracking database take its
+    /// claims back and one of them takes over the log cursor and the backfill.
+    #[arg(long, env = "GEO_LEASE_PERIOD_SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub lease_period_secs: u64,
 }
 
 /// `status`.
@@ -316,9 +321,12 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
         LocalBlobStore::new(&args.blob_dir)
             .with_context(|| format!("opening the blob store {}", args.blob_dir.display()))?,
     );
-    // Temporary files of downloads interrupted by the last stop (one secondary process per
-    // blob directory).
-    let removed = store.remove_stale_temp_files(Duration::ZERO)?;
+    // Temporary files of interrupted downloads. Other `secondary` processes may share the blob
+    // directory: a live download touches its file at least every read timeout, so only files
+    // untouched for longer (and for longer than a lease) are stale.
+    let stale_after = (Duration::from_secs(args.read_timeout_secs.max(1)) * 2)
+        .max(Duration::from_secs(args.lease_period_secs));
+    let removed = store.remove_stale_temp_files(stale_after)?;
     if removed > 0 {
         tracing::info!(removed, "removed temporary files of interrupted downloads");
     }
@@ -329,7 +337,11 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     let link = source.stats();
     let config = SecondaryConfig::default()
         .sync_capacity(args.sync_capacity.max(1))
-        .idle_sleep(Duration::from_millis(args.idle_ms.max(1)));
+        .idle_sleep(Duration::from_millis(args.idle_ms.max(1)))
+        .lease_period(
+            chrono::Duration::from_std(Duration::from_secs(args.lease_period_secs))
+                .unwrap_or(chrono::Duration::MAX),
+        );
     let secondary = Arc::new(Secondary::new(
         tracking,
         source.clone(),
