@@ -212,10 +212,9 @@ pub const fn admin_migration(backend: Backend, _role: Role) -> Migration {
     }
 }
 
-/// The ledger name prefix of the scale-out migrations: `geo_leases_primary` (empty),
-/// `geo_leases_secondary` (the live secondary processes, named leases and backfill
-/// positions that let several processes share one tracking database). No replicable may be
-/// named `geo_leases`.
+/// The ledger name prefix of the scale-out migration `geo_leases_secondary` (the live secondary
+/// processes, named leases and backfill positions that let several processes share one tracking
+/// database; a secondary-only step). No replicable may be named `geo_leases`.
 pub const LEASES_MIGRATION_PREFIX: &str = "geo_leases";
 
 /// The diesel_cli version of the scale-out migration (`00000000000003` is the step before it).
@@ -273,7 +272,7 @@ DROP TABLE IF EXISTS "geo_secondary_workers";
 /// running process and its heartbeat; the owner recorded in a registry row's `claimed_by`),
 /// `geo_leases` (named leases: one active log cursor, one backfill) and
 /// `geo_backfill_positions` (where the backfill of each replicable continues). Primary: no
-/// statements (the step exists for both roles so their ledgers read alike).
+/// statements ([`super::migration_plan`] has the step on a secondary only).
 pub const fn leases_migration(backend: Backend, role: Role) -> Migration {
     match role {
         Role::Primary => Migration { up: "", down: "" },

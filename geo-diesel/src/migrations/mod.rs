@@ -36,7 +36,7 @@ pub use framework::{
 /// One step of a migration plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedMigration {
-    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>`, `geo_leases_<role>` or
+    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>`, `geo_leases_secondary` or
     /// `<replicable name>_<role>`.
     pub name: String,
     /// diesel_cli version (14 digits): [`FRAMEWORK_VERSION`] for the framework,
@@ -60,9 +60,8 @@ impl NamedMigration {
 }
 
 /// The migrations for `backend` and `role`, in the order they are applied: the framework
-/// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), the scale-out tables
-/// (`geo_leases_<role>`), then every registered
-/// replicable in name order.
+/// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), on a secondary the
+/// scale-out tables (`geo_leases_secondary`), then every registered replicable in name order.
 pub fn migration_plan(backend: Backend, role: Role) -> Vec<NamedMigration> {
     plan_for(&replicables(), backend, role)
 }
@@ -87,13 +86,15 @@ pub fn plan_for(
         up: admin.up,
         down: admin.down,
     });
-    let leases = leases_migration(backend, role);
-    plan.push(NamedMigration {
-        name: format!("{LEASES_MIGRATION_PREFIX}_{role}"),
-        version: LEASES_VERSION.to_owned(),
-        up: leases.up,
-        down: leases.down,
-    });
+    if role == Role::Secondary {
+        let leases = leases_migration(backend, role);
+        plan.push(NamedMigration {
+            name: format!("{LEASES_MIGRATION_PREFIX}_{role}"),
+            version: LEASES_VERSION.to_owned(),
+            up: leases.up,
+            down: leases.down,
+        });
+    }
     plan.extend(descriptors.iter().map(|d| {
         let m = d.migration(backend, role);
         NamedMigration {
