@@ -224,7 +224,9 @@ impl Gen {
             checksum_mismatch: self.flip(),
             verification_checksum_mismatched: self.sum(),
             blob_path: self.path(),
-            claimed_by: self.flip().then(|| ["a", "b"][self.below(2) as usize].to_string()),
+            claimed_by: self
+                .flip()
+                .then(|| ["a", "b"][self.below(2) as usize].to_string()),
             verification: self.verification(now),
         }
     }
