@@ -27,6 +27,7 @@ use crate::registry;
 
 mod backfill;
 mod membership;
+mod record;
 mod sync;
 mod timeouts;
 mod verification;
@@ -158,7 +159,7 @@ pub struct Secondary {
     member: membership::Membership,
     /// Claims whose outcome could not be recorded nor released (the database failed twice),
     /// released at the start of the next sync pass.
-    unreleased: Mutex<Vec<sync::Unreleased>>,
+    unreleased: Mutex<Vec<record::Unreleased>>,
     counters: SecondaryCounters,
     observer: std::sync::OnceLock<Arc<dyn geo_core::observe::SyncObserver>>,
 }
