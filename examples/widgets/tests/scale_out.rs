@@ -9,8 +9,8 @@
 //!   and `download finished` per record at debug level; the intervals are compared, the
 //!   killed process's open ones ending at its death);
 //! - the primary served at most 1.01 × records downloads (its own Prometheus counter of
-//!   `retrieve` answers, and its bytes served): only the killed process's in-flight downloads
-//!   may be repeated.
+//!   `retrieve` answers, and its bytes served): only the killed process's downloads in flight
+//!   or finished but not yet recorded (at most twice its `--sync-capacity`) are repeated.
 //!
 //! Every file is larger than the batch limit (`MAX_BATCH_BLOB`, 64 KiB), so each download is one
 //! `retrieve` request and no bytes travel in `retrieve_batch` answers.
@@ -431,6 +431,13 @@ fn three_secondaries_on_one_postgres_tracking_database_converge_without_double_d
     let mut repeated = 0;
     for (id, list) in &all {
         repeated += list.len() - 1;
+        // Only the killed process's work is done twice: its downloads in flight and those
+        // finished but not yet recorded when it died.
+        assert!(
+            list.len() == 1 || (list.len() == 2 && list.iter().any(|(p, _)| *p == 0)),
+            "widget {id} downloaded {} times: {list:?}",
+            list.len()
+        );
         for (x, (p, a)) in list.iter().enumerate() {
             for (q, b) in &list[x + 1..] {
                 let overlap = a.start < b.end.unwrap() && b.start < a.end.unwrap();
@@ -480,7 +487,10 @@ fn three_secondaries_on_one_postgres_tracking_database_converge_without_double_d
         "{served} downloads for {RECORDS} records"
     );
     assert!(bytes <= total_bytes as f64 * 1.01, "{bytes} bytes served");
-    assert!(repeated <= CAPACITY, "{repeated} downloads repeated");
+    assert!(
+        repeated <= 2 * CAPACITY,
+        "{repeated} downloads repeated: more than the killed process's in flight and unrecorded"
+    );
     drop(others);
     drop(victim);
     drop(primary);
