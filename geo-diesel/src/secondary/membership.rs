@@ -29,6 +29,9 @@ pub(super) struct Membership {
     pid: u32,
     /// Leases held, with when each lapses.
     held: Mutex<BTreeMap<&'static str, DateTime<Utc>>>,
+    /// Leases another process holds, with when to ask again (when the holder's lapses, and at
+    /// least every third of the lease period), so a waiting process does not write every pass.
+    wait: Mutex<BTreeMap<&'static str, DateTime<Utc>>>,
 }
 
 impl Membership {
@@ -38,11 +41,16 @@ impl Membership {
             host: this_host(),
             pid: std::process::id(),
             held: Mutex::new(BTreeMap::new()),
+            wait: Mutex::new(BTreeMap::new()),
         }
     }
 
     fn held(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, DateTime<Utc>>> {
         self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn wait(&self) -> std::sync::MutexGuard<'_, BTreeMap<&'static str, DateTime<Utc>>> {
+        self.wait.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -191,8 +199,22 @@ impl Secondary {
         {
             return Ok(true);
         }
+        if self.member.wait().get(name).is_some_and(|next| now < *next) {
+            return Ok(false);
+        }
         let mut conn = self.tracking.get()?;
-        self.try_hold(&mut conn, name, now)
+        let ok = self.try_hold(&mut conn, name, now)?;
+        if ok {
+            self.member.wait().remove(name);
+        } else {
+            // Ask again when the holder's lease lapses (sooner if it gives it up: every third
+            // of the lease period at the latest).
+            let lapses = lease::holder(&mut conn, name)?.map(|(_, until)| until);
+            let latest = now.checked_add_signed(margin).unwrap_or(now);
+            let next = lapses.map_or(latest, |t| t.min(latest));
+            self.member.wait().insert(name, next);
+        }
+        Ok(ok)
     }
 
     fn try_hold(

@@ -12,6 +12,9 @@ use super::{Secondary, SecondaryError};
 impl Secondary {
     /// Runs cursor, backfill, sync and verification passes until one whole round finds nothing to
     /// do. Rows waiting for a retry later do not count as work. Returns the number of rounds.
+    ///
+    /// For one process driving its secondary by hand (tests, the demo): it runs the log cursor
+    /// and the backfill without asking for their leases ([`Secondary::spawn`] does).
     pub fn run_until_idle(&self, max_rounds: usize) -> Result<usize, SecondaryError> {
         for round in 1..=max_rounds {
             let mut work = 0;
