@@ -38,8 +38,10 @@ pub fn parallel_map<T: Sync, R: Send>(
 
 /// Applies `f` to every item on at most `threads` scoped threads, as [`parallel_map`] does, and
 /// hands the results to `sink` on the calling thread as they finish: each call gets every
-/// result that finished since the last one (at least one), so the caller can record them in
-/// groups while the threads keep working. Returns how many items it processed.
+/// result waiting (at least one), so the caller can record them in groups while the threads
+/// keep working. A thread with a result waits for the sink before it takes the next item, so
+/// at most `2 × threads` results are ever finished but not yet through the sink (the group in
+/// the sink and one waiting per thread). Returns how many items it processed.
 pub fn parallel_stream<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
@@ -47,7 +49,7 @@ pub fn parallel_stream<T: Sync, R: Send>(
     mut sink: impl FnMut(Vec<R>),
 ) -> usize {
     let next = AtomicUsize::new(0);
-    let (tx, rx) = std::sync::mpsc::channel::<R>();
+    let (tx, rx) = std::sync::mpsc::sync_channel::<R>(0);
     let mut processed = 0;
     thread::scope(|s| {
         for _ in 0..threads.max(1).min(items.len()) {
