@@ -125,6 +125,23 @@ pub fn deregister(conn: &mut impl AsDbConn, id: &str) -> QueryResult<usize> {
     crate::db::with_conn!(conn, c => diesel::delete(w::geo_secondary_workers.filter(w::id.eq(id))).execute(c))
 }
 
+/// Removes the process `id` only if its last heartbeat is still before `cutoff` (it did not
+/// come back meanwhile). Returns whether it did.
+pub fn deregister_if_silent(
+    conn: &mut impl AsDbConn,
+    id: &str,
+    cutoff: DateTime<Utc>,
+) -> QueryResult<bool> {
+    use geo_secondary_workers::dsl as w;
+    crate::db::with_conn!(conn, c => diesel::delete(
+        w::geo_secondary_workers
+            .filter(w::id.eq(id))
+            .filter(w::heartbeat_at.lt(UtcDateTime(cutoff))),
+    )
+    .execute(c))
+    .map(|n| n == 1)
+}
+
 /// Every registered process, oldest registration first.
 pub fn workers(conn: &mut impl AsDbConn) -> QueryResult<Vec<WorkerRow>> {
     use geo_secondary_workers::dsl as w;

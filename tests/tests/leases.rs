@@ -30,6 +30,7 @@ geo_tests::backend_tests! {
     only_the_lease_holders_log_cursor_applies_events,
     the_backfill_continues_where_the_last_process_stopped,
     a_failed_recording_releases_its_claims_at_once,
+    another_process_counts_as_running_until_its_heartbeat_is_older_than_the_lease,
 }
 
 const LEASE: Duration = Duration::seconds(30);
@@ -375,4 +376,26 @@ fn a_failed_recording_releases_its_claims_at_once(backend: Backend) {
     exec(&mut s.t(), &remove);
     while p.sync_pass().expect("sync") > 0 {}
     assert_eq!(s.synced_and_total(), (5, 5));
+}
+
+/// A process starting alone may clean up after its predecessors (the CLI then removes every
+/// temporary file): another process counts as running while its heartbeat is younger than the
+/// lease period.
+fn another_process_counts_as_running_until_its_heartbeat_is_older_than_the_lease(backend: Backend) {
+    let s = Sites::open(backend, config(), 0);
+    let (a, b) = (
+        s.new_secondary(s.direct(), config()),
+        s.new_secondary(s.direct(), config()),
+    );
+    assert!(!b.other_processes_running().expect("alone"));
+    a.heartbeat_pass().expect("A registers");
+    assert!(b.other_processes_running().expect("A runs"));
+    assert!(!a.other_processes_running().expect("A is alone"));
+    s.clock.advance(LEASE);
+    assert!(
+        b.other_processes_running()
+            .expect("A's lease has not lapsed")
+    );
+    s.clock.advance(Duration::milliseconds(1));
+    assert!(!b.other_processes_running().expect("A is silent"));
 }

@@ -145,7 +145,11 @@ impl Secondary {
         }
         let mut released = 0;
         for w in gone.into_iter().filter(|w| w.id != self.member.id) {
-            let n = self.release_worker(&mut conn, &w.id)?;
+            // A silent process that heartbeats again before the release keeps its rows.
+            let silent_before = (w.heartbeat_at.get() < cutoff).then_some(cutoff);
+            let Some(n) = self.release_worker(&mut conn, &w.id, silent_before)? else {
+                continue;
+            };
             tracing::info!(
                 worker = %w.id,
                 host = %w.host,
@@ -159,12 +163,32 @@ impl Secondary {
         Ok(released)
     }
 
+    /// Whether another secondary process runs on this tracking database: registered, with a
+    /// heartbeat younger than the lease period, and not a process of this host whose pid is
+    /// gone. A process that is alone may, for example, remove every temporary file of the blob
+    /// directory on start.
+    pub fn other_processes_running(&self) -> Result<bool, SecondaryError> {
+        let now = self.now();
+        let cutoff = geo_core::transitions::timeout_cutoff(
+            now,
+            self.config.lease_period.to_std().unwrap_or_default(),
+        );
+        let mut conn = self.tracking.get()?;
+        Ok(lease::workers(&mut conn)?.into_iter().any(|w| {
+            w.id != self.member.id
+                && w.heartbeat_at.get() >= cutoff
+                && !(w.host == self.member.host && pid_alive(w.pid) == Some(false))
+        }))
+    }
+
     /// Gives back everything this process holds: its claims go back to `pending`, its leases
     /// are released and it leaves `geo_secondary_workers`. Run by a clean stop of
     /// [`Secondary::spawn`]'s workers. Returns how many rows it released.
     pub fn release_own(&self) -> Result<usize, SecondaryError> {
         let mut conn = self.tracking.get()?;
-        let n = self.release_worker(&mut conn, &self.member.id.clone())?;
+        let n = self
+            .release_worker(&mut conn, &self.member.id.clone(), None)?
+            .unwrap_or(0);
         self.member.held().clear();
         if n > 0 {
             tracing::info!(rows = n, "released this process's claims on stop");
@@ -172,16 +196,34 @@ impl Secondary {
         Ok(n)
     }
 
-    /// One process's claims, leases and registration, in one transaction.
-    fn release_worker(&self, conn: &mut impl AsDbConn, id: &str) -> Result<usize, SecondaryError> {
+    /// One process's registration, leases and claims, in one transaction; with `silent_before`,
+    /// only if its heartbeat is still older than that (`None` returned otherwise: it came back).
+    /// Returns how many rows went back to `pending`.
+    fn release_worker(
+        &self,
+        conn: &mut impl AsDbConn,
+        id: &str,
+        silent_before: Option<DateTime<Utc>>,
+    ) -> Result<Option<usize>, SecondaryError> {
         conn.db().transaction(|c| {
+            // The registration first: it locks the process's row, so a heartbeat waits for
+            // this transaction and then registers the process anew, without its claims.
+            match silent_before {
+                Some(cutoff) => {
+                    if !lease::deregister_if_silent(c, id, cutoff)? {
+                        return Ok(None);
+                    }
+                }
+                None => {
+                    lease::deregister(c, id)?;
+                }
+            }
+            lease::release_all(c, id)?;
             let mut n = 0;
             for d in replicables() {
                 n += Registry::of(d).release_owned(c, id)?;
             }
-            lease::release_all(c, id)?;
-            lease::deregister(c, id)?;
-            Ok(n)
+            Ok(Some(n))
         })
     }
 
