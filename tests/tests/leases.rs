@@ -31,6 +31,7 @@ geo_tests::backend_tests! {
     the_backfill_continues_where_the_last_process_stopped,
     a_failed_recording_releases_its_claims_at_once,
     another_process_counts_as_running_until_its_heartbeat_is_older_than_the_lease,
+    a_restart_on_the_same_host_takes_a_dead_predecessors_rows_back_at_once,
 }
 
 const LEASE: Duration = Duration::seconds(30);
@@ -398,4 +399,51 @@ fn another_process_counts_as_running_until_its_heartbeat_is_older_than_the_lease
     );
     s.clock.advance(Duration::milliseconds(1));
     assert!(!b.other_processes_running().expect("A is silent"));
+}
+
+/// A predecessor on this host died a moment ago (its heartbeat is fresh, its pid is gone): a
+/// process starting with `reclaim_on_start` takes its rows back at once, without waiting for
+/// its lease; a live process of the same host keeps its rows.
+fn a_restart_on_the_same_host_takes_a_dead_predecessors_rows_back_at_once(backend: Backend) {
+    let s = Sites::open(backend, config(), 0);
+    pending_widgets(&s, 6);
+    let live = s.new_secondary(s.direct(), config());
+    live.heartbeat_pass().expect("registers");
+    let host = geo_tests::on_conn!(&mut s.t(), c => lease::workers(c)).expect("workers")[0]
+        .host
+        .clone();
+    let mut exited = std::process::Command::new("true")
+        .spawn()
+        .expect("a process");
+    let dead_pid = exited.id();
+    exited.wait().expect("it exits");
+    geo_tests::on_conn!(&mut s.t(), c => lease::heartbeat(c, "dead-one", &host, dead_pid, s.now()))
+        .expect("the predecessor's registration");
+    let theirs = Registry::of(wd())
+        .claim_as(&mut s.t(), Work::Sync, 2, s.now(), "dead-one")
+        .expect("the predecessor's claims");
+    let mine = claim(&s, &live, 2);
+    // No replication, so the new process's scheduler leaves the released rows alone.
+    geo_diesel::primary::set_replication_enabled(&mut s.t(), wd(), false, s.now())
+        .expect("replication off");
+
+    let restarted = s.new_secondary(s.direct(), config());
+    let handle = restarted.spawn().expect("start");
+    let rows = owners(&s, wd());
+    for id in &theirs {
+        assert_eq!(
+            rows[id],
+            (PENDING, V_PENDING, None),
+            "the dead one's row {id}"
+        );
+    }
+    for id in &mine {
+        assert_eq!(
+            rows[id].2.as_deref(),
+            Some(live.worker_id()),
+            "the live one's row {id}"
+        );
+    }
+    assert!(!worker_ids(&s).contains(&"dead-one".to_owned()));
+    handle.stop();
 }
