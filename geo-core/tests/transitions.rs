@@ -89,7 +89,7 @@ fn bytes(b: &[u8]) -> Datum {
 }
 
 /// The registry columns the rules read and write (every column but the ids and `created_at`).
-const REGISTRY_COLUMNS: [Column; 16] = [
+const REGISTRY_COLUMNS: [Column; 17] = [
     Column::State,
     Column::RetryCount,
     Column::RetryAt,
@@ -99,6 +99,7 @@ const REGISTRY_COLUMNS: [Column; 16] = [
     Column::ChecksumMismatch,
     Column::VerificationChecksumMismatched,
     Column::BlobPath,
+    Column::ClaimedBy,
     Column::VerificationState,
     Column::VerificationStartedAt,
     Column::VerificationRetryAt,
@@ -374,6 +375,7 @@ fn changed_on_primary_starts_every_other_row_over() {
             checksum_mismatch: true,
             verification_checksum_mismatched: Some(vec![1; 32]),
             blob_path: Some("a/b".into()),
+            claimed_by: Some("w1".into()),
             verification: VerificationFields {
                 state: V::Failed.as_i16(),
                 started_at: Some(t0()),
@@ -399,6 +401,8 @@ fn changed_on_primary_starts_every_other_row_over() {
             last_synced_at: row.last_synced_at,
             verification_checksum_mismatched: None,
             blob_path: before.blob_path.clone(),
+            // The owner of a claim is only read together with `started`.
+            claimed_by: before.claimed_by.clone(),
             verification: VerificationFields {
                 verified_at: before.verification.verified_at,
                 checksum: before.verification.checksum.clone(),
@@ -524,6 +528,53 @@ fn reclaim_after_a_restart() {
     assert_eq!(row.verification.state, V::Pending.as_i16());
     assert_eq!(row.verification.started_at, None);
     assert_eq!(row.state, R::Synced.as_i16());
+}
+
+#[test]
+fn claims_by_a_process_record_it_and_only_its_rows_are_released() {
+    let env = fixed_env(t0(), 0);
+    let [sync, _] = reg::sync_claims(t0(), "w1");
+    let mut mine = RegistryFields::new();
+    apply(&mut mine, &sync.change, &[], &env);
+    assert_eq!(mine.state, R::Started.as_i16());
+    assert_eq!(mine.claimed_by.as_deref(), Some("w1"));
+    let [other_claim, _] = reg::sync_claims(t0(), "w2");
+    let mut theirs = RegistryFields::new();
+    apply(&mut theirs, &other_claim.change, &[], &env);
+
+    // w1 stopped: its row goes back to pending; w2's row is left alone.
+    refused(&theirs, &reg::release_owned_syncs("w1"), &[], &env);
+    apply(&mut mine, &reg::release_owned_syncs("w1"), &[], &env);
+    assert_eq!(
+        (mine.state, mine.last_synced_at, mine.claimed_by.clone()),
+        (R::Pending.as_i16(), None, None)
+    );
+    refused(&mine, &reg::release_owned_syncs("w1"), &[], &env);
+
+    // A synced row w1 claimed for verification: only its verification is released.
+    let [verify, _] = reg::verification_claims_by(t0(), "w1");
+    let mut row = RegistryFields {
+        state: R::Synced.as_i16(),
+        ..RegistryFields::new()
+    };
+    apply(&mut row, &verify.change, &[], &env);
+    assert_eq!(row.verification.state, V::Started.as_i16());
+    assert_eq!(row.claimed_by.as_deref(), Some("w1"));
+    refused(&row, &reg::release_owned_syncs("w1"), &[], &env);
+    refused(&row, &reg::release_owned_verifications("w2"), &[], &env);
+    apply(&mut row, &reg::release_owned_verifications("w1"), &[], &env);
+    assert_eq!(row.verification.state, V::Pending.as_i16());
+    assert_eq!((row.state, row.claimed_by), (R::Synced.as_i16(), None));
+}
+
+#[test]
+fn claims_whose_recording_failed_are_released_by_their_token() {
+    let env = fixed_env(t0(), 0);
+    let mut row = claimed_row(t0());
+    refused(&row, &reg::release_claimed(t0() - secs(1)), &[], &env);
+    apply(&mut row, &reg::release_claimed(t0()), &[], &env);
+    assert_eq!((row.state, row.last_synced_at), (R::Pending.as_i16(), None));
+    refused(&row, &reg::release_claimed(t0()), &[], &env);
 }
 
 #[test]
@@ -1074,11 +1125,13 @@ prop_compose! {
         checksum_mismatch in any::<bool>(),
         verification_checksum_mismatched in any_sum(),
         blob_path in prop_oneof![Just(None), "[a-z]{1,8}/[a-z]{1,8}".prop_map(Some)],
+        claimed_by in prop_oneof![Just(None), Just(Some("a".to_string())), Just(Some("b".to_string()))],
         verification in any_verification(now),
     ) -> RegistryFields {
         RegistryFields {
             state, retry_count, retry_at, last_synced_at, last_sync_failure, missing_on_primary,
-            checksum_mismatch, verification_checksum_mismatched, blob_path, verification,
+            checksum_mismatch, verification_checksum_mismatched, blob_path, claimed_by,
+            verification,
         }
     }
 }
@@ -1160,6 +1213,9 @@ fn registry_rules(now: DateTime<Utc>, at: DateTime<Utc>, sum: &[u8]) -> Vec<(Cha
         ),
         (reg::release_verification(), vec![]),
         (reg::set_blob_path("ab/cd"), vec![]),
+        (reg::release_owned_syncs("a"), vec![]),
+        (reg::release_owned_verifications("a"), vec![]),
+        (reg::release_claimed(at), vec![]),
     ];
     for token in [None, Some(at)] {
         for at_once in [false, true] {
@@ -1178,6 +1234,8 @@ fn registry_rules(now: DateTime<Utc>, at: DateTime<Utc>, sum: &[u8]) -> Vec<(Cha
     let claims: Vec<Claim> = reg::claims(now)
         .into_iter()
         .chain(reg::verification_claims(now))
+        .chain(reg::sync_claims(now, "a"))
+        .chain(reg::verification_claims_by(now, "b"))
         .collect();
     out.extend(claims.into_iter().map(|c| (c.change, vec![])));
     out
@@ -1420,6 +1478,33 @@ proptest! {
             let mut by_event = row.clone();
             prop_assert!(reg::changed_on_primary(now).apply(&mut by_event, &[], &seeded_env(now, seed)));
             prop_assert_eq!(after, by_event, "a resync does what an event does to a row not started");
+        }
+    }
+
+    #[test]
+    fn a_stopped_process_releases_exactly_its_started_rows((now, row, seed) in registry_case()) {
+        let env = seeded_env(now, seed);
+        let owned = row.claimed_by.as_deref() == Some("a");
+        let mut after = row.clone();
+        let syncs = is(row.state, R::Started) && owned;
+        prop_assert_eq!(reg::release_owned_syncs("a").apply(&mut after, &[], &env), syncs);
+        if syncs {
+            let want = RegistryFields { state: R::Pending.as_i16(), last_synced_at: None, claimed_by: None, ..row.clone() };
+            prop_assert_eq!(&after, &want);
+        }
+        let mut after = row.clone();
+        let verifications = vis(row.verification.state, V::Started) && owned;
+        prop_assert_eq!(reg::release_owned_verifications("a").apply(&mut after, &[], &env), verifications);
+        if verifications {
+            prop_assert_eq!(after.verification.state, V::Pending.as_i16());
+            prop_assert_eq!(after.state, row.state);
+        }
+        // A claim by a process records it, whatever the row held before.
+        for claim in reg::sync_claims(now, "b").into_iter().chain(reg::verification_claims_by(now, "b")) {
+            let mut after = row.clone();
+            if claim.change.apply(&mut after, &[], &env) {
+                prop_assert_eq!(after.claimed_by.as_deref(), Some("b"));
+            }
         }
     }
 

@@ -22,6 +22,7 @@ pub mod cursor;
 pub mod db;
 pub mod direct;
 pub mod json;
+pub mod lease;
 pub mod migrations;
 pub mod parallel;
 pub mod primary;

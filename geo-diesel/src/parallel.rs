@@ -36,6 +36,45 @@ pub fn parallel_map<T: Sync, R: Send>(
         .collect()
 }
 
+/// Applies `f` to every item on at most `threads` scoped threads, as [`parallel_map`] does, and
+/// hands the results to `sink` on the calling thread as they finish: each call gets every
+/// result waiting (at least one), so the caller can record them in groups while the threads
+/// keep working. A thread with a result waits for the sink before it takes the next item, so
+/// at most `2 × threads` results are ever finished but not yet through the sink (the group in
+/// the sink and one waiting per thread). Returns how many items it processed.
+pub fn parallel_stream<T: Sync, R: Send>(
+    items: &[T],
+    threads: usize,
+    f: impl Fn(&T) -> R + Sync,
+    mut sink: impl FnMut(Vec<R>),
+) -> usize {
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<R>(0);
+    let mut processed = 0;
+    thread::scope(|s| {
+        for _ in 0..threads.max(1).min(items.len()) {
+            let (tx, next, f) = (tx.clone(), &next, &f);
+            s.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(item) = items.get(i) else { break };
+                    if tx.send(f(item)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        while let Ok(first) = rx.recv() {
+            let mut group = vec![first];
+            group.extend(rx.try_iter());
+            processed += group.len();
+            sink(group);
+        }
+    });
+    processed
+}
+
 #[cfg(test)]
 mod tests {
     use super::parallel_map;
@@ -55,5 +94,39 @@ mod tests {
         assert_eq!(out, (0..50).map(|x| x * 2).collect::<Vec<_>>());
         assert!(peak.load(Ordering::SeqCst) <= 3);
         assert!(parallel_map(&[] as &[u8], 4, |x| *x).is_empty());
+    }
+
+    #[test]
+    fn stream_hands_over_every_result_while_the_others_still_run() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let live = AtomicUsize::new(0);
+        let peak = AtomicUsize::new(0);
+        let mut seen = Vec::new();
+        let mut busy_at_a_sink = false;
+        let n = super::parallel_stream(
+            &(0..40).collect::<Vec<u64>>(),
+            3,
+            |x| {
+                let now = live.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                live.fetch_sub(1, Ordering::SeqCst);
+                x * 2
+            },
+            |group| {
+                assert!(!group.is_empty());
+                busy_at_a_sink |= live.load(Ordering::SeqCst) > 0;
+                seen.extend(group);
+            },
+        );
+        assert_eq!(n, 40);
+        seen.sort_unstable();
+        assert_eq!(seen, (0..40).map(|x| x * 2).collect::<Vec<_>>());
+        assert!(peak.load(Ordering::SeqCst) <= 3);
+        assert!(busy_at_a_sink, "results were only handed over at the end");
+        assert_eq!(
+            super::parallel_stream(&[] as &[u8], 4, |x| *x, |_| panic!()),
+            0
+        );
     }
 }

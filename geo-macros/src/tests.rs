@@ -192,7 +192,8 @@ mod sql {
     "checksum_mismatch" BOOLEAN NOT NULL DEFAULT FALSE,
     "verification_failure" VARCHAR(255),
     "missing_on_primary" BOOLEAN NOT NULL DEFAULT FALSE,
-    "blob_path" TEXT
+    "blob_path" TEXT,
+    "claimed_by" TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS "index_widget_registry_on_widget_id" ON "widget_registry" ("widget_id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_retry_at" ON "widget_registry" ("retry_at");
@@ -222,7 +223,8 @@ CREATE INDEX IF NOT EXISTS "index_widget_registry_pending_verification" ON "widg
     "checksum_mismatch" BOOLEAN NOT NULL DEFAULT FALSE,
     "verification_failure" VARCHAR(255),
     "missing_on_primary" BOOLEAN NOT NULL DEFAULT FALSE,
-    "blob_path" TEXT
+    "blob_path" TEXT,
+    "claimed_by" TEXT
 );
 CREATE UNIQUE INDEX IF NOT EXISTS "index_widget_registry_on_widget_id" ON "widget_registry" ("widget_id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_retry_at" ON "widget_registry" ("retry_at");

@@ -165,6 +165,8 @@ pub enum Column {
     MissingOnPrimary,
     /// `blob_path` (ours; GitLab's registries have none).
     BlobPath,
+    /// `claimed_by` (ours): the secondary process holding the row's sync or verification claim.
+    ClaimedBy,
 }
 
 /// The definition of one column: its SQL type, nullability, default and meaning.
@@ -219,7 +221,7 @@ const VERIFICATION_STATE_DOC: &str = "Verification state: pending 0, started 1, 
 
 impl Column {
     /// Every column, in the registry's DDL order (the same as [`REGISTRY_COLUMNS`]).
-    pub const ALL: [Column; 17] = [
+    pub const ALL: [Column; 18] = [
         Column::State,
         Column::RetryCount,
         Column::RetryAt,
@@ -237,6 +239,7 @@ impl Column {
         Column::VerificationFailure,
         Column::MissingOnPrimary,
         Column::BlobPath,
+        Column::ClaimedBy,
     ];
 
     /// The SQL (and generated Rust field) name.
@@ -259,6 +262,7 @@ impl Column {
             Column::VerificationFailure => "verification_failure",
             Column::MissingOnPrimary => "missing_on_primary",
             Column::BlobPath => "blob_path",
+            Column::ClaimedBy => "claimed_by",
         }
     }
 
@@ -326,6 +330,12 @@ impl Column {
                 Text,
                 "Where the last successful sync put the file, relative to the blob store root \
                  (so an orphan's file can be removed after its record is gone on the primary).",
+            ),
+            ClaimedBy => nullable(
+                self,
+                Text,
+                "The secondary process (`geo_secondary_workers.id`) that claimed the running sync \
+                 or verification; its claims return to `pending` when its heartbeat stops.",
             ),
         }
     }

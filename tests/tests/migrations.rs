@@ -149,15 +149,12 @@ fn plan_is_framework_then_replicables_in_name_order(backend: Backend) {
             .into_iter()
             .map(|m| m.name)
             .collect();
-        assert_eq!(
-            names,
-            [
-                format!("geo_framework_{role}"),
-                format!("geo_admin_{role}"),
-                format!("bare_{role}"),
-                format!("sample_{role}")
-            ]
-        );
+        let mut want = vec![format!("geo_framework_{role}"), format!("geo_admin_{role}")];
+        if role == Role::Secondary {
+            want.push("geo_leases_secondary".to_owned());
+        }
+        want.extend([format!("bare_{role}"), format!("sample_{role}")]);
+        assert_eq!(names, want);
     }
 }
 
@@ -234,6 +231,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
         strings(&[
             "geo_framework_secondary",
             "geo_admin_secondary",
+            "geo_leases_secondary",
             "bare_secondary",
             "sample_secondary"
         ])
@@ -242,11 +240,14 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
         conn.tables(),
         strings(&[
             "bare_registry",
+            "geo_backfill_positions",
             "geo_bulk_updates",
             "geo_event_log_gaps",
             "geo_event_log_states",
             "geo_feature_flags",
+            "geo_leases",
             "geo_schema_migrations",
+            "geo_secondary_workers",
             "sample_registry",
         ])
     );
@@ -256,6 +257,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
             "bare_secondary",
             "geo_admin_secondary",
             "geo_framework_secondary",
+            "geo_leases_secondary",
             "sample_secondary"
         ])
     );
@@ -299,8 +301,18 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
     let enabled: bool = on_conn!(&mut conn, c => read_flag.first(c)).expect("read flag");
     assert!(!enabled);
 
+    // The scale-out tables work through their `table!`s too.
+    on_conn!(&mut conn, c => {
+        use geo_diesel::lease;
+        lease::heartbeat(c, "w1", "host", 7, Utc::now()).expect("heartbeat");
+        let held = lease::try_hold(c, "log_cursor", "w1", Utc::now(), chrono::Duration::seconds(30));
+        assert!(held.expect("lease"));
+        lease::set_backfill_position(c, "sample", 11, Utc::now()).expect("position");
+        assert_eq!(lease::backfill_position(c, "sample").expect("read position"), 11);
+    });
+
     let reverted = conn.revert_migrations(Role::Secondary).expect("revert");
-    assert_eq!(reverted.reverted.len(), 4);
+    assert_eq!(reverted.reverted.len(), 5);
     assert_eq!(conn.tables(), Vec::<String>::new());
 }
 
@@ -347,6 +359,7 @@ fn concurrent_runners_apply_each_migration_once(backend: Backend) {
             "bare_secondary",
             "geo_admin_secondary",
             "geo_framework_secondary",
+            "geo_leases_secondary",
             "sample_secondary"
         ])
     );
@@ -368,7 +381,7 @@ fn diesel_cli_folders_are_byte_identical_and_build_the_same_schema(backend: Back
         assert_eq!(folders[0], format!("00000000000001_geo_framework_{role}"));
         // `bare` has no primary SQL, so no folder on the primary.
         assert_eq!(folders[1], format!("00000000000002_geo_admin_{role}"));
-        let expected = if role == Role::Primary { 3 } else { 4 };
+        let expected = if role == Role::Primary { 3 } else { 5 };
         assert_eq!(folders.len(), expected, "{folders:?}");
         for folder in &folders {
             for file in ["up.sql", "down.sql"] {

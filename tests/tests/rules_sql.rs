@@ -224,6 +224,9 @@ impl Gen {
             checksum_mismatch: self.flip(),
             verification_checksum_mismatched: self.sum(),
             blob_path: self.path(),
+            claimed_by: self
+                .flip()
+                .then(|| ["a", "b"][self.below(2) as usize].to_string()),
             verification: self.verification(now),
         }
     }
@@ -314,6 +317,7 @@ const REGISTRY_COLUMNS: &[Column] = &[
     Column::ChecksumMismatch,
     Column::VerificationChecksumMismatched,
     Column::BlobPath,
+    Column::ClaimedBy,
     Column::VerificationState,
     Column::VerificationStartedAt,
     Column::VerificationRetryAt,
@@ -346,10 +350,10 @@ fn insert_registry(conn: &mut SqliteConnection, t: &Table, id: i64, f: &Registry
     sql_query(format!(
         "INSERT INTO \"{}\" (\"{}\", state, retry_count, retry_at, last_synced_at, \
          last_sync_failure, missing_on_primary, checksum_mismatch, \
-         verification_checksum_mismatched, blob_path, verification_state, \
+         verification_checksum_mismatched, blob_path, claimed_by, verification_state, \
          verification_started_at, verification_retry_at, verified_at, verification_retry_count, \
          verification_checksum, verification_failure) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         t.name, t.key
     ))
     .bind::<BigInt, _>(id)
@@ -362,6 +366,7 @@ fn insert_registry(conn: &mut SqliteConnection, t: &Table, id: i64, f: &Registry
     .bind::<Bool, _>(f.checksum_mismatch)
     .bind::<Nullable<Binary>, _>(f.verification_checksum_mismatched.clone())
     .bind::<Nullable<Text>, _>(f.blob_path.clone())
+    .bind::<Nullable<Text>, _>(f.claimed_by.clone())
     .bind::<SmallInt, _>(v.state)
     .bind::<Nullable<GeoTimestamp>, _>(ts(v.started_at))
     .bind::<Nullable<GeoTimestamp>, _>(ts(v.retry_at))
@@ -431,6 +436,8 @@ struct RegistryRow {
     verification_checksum_mismatched: Option<Vec<u8>>,
     #[diesel(sql_type = Nullable<Text>)]
     blob_path: Option<String>,
+    #[diesel(sql_type = Nullable<Text>)]
+    claimed_by: Option<String>,
 }
 
 const VERIFICATION_SELECT: &str = "verification_state, verification_started_at, \
@@ -441,7 +448,7 @@ fn read_registry(conn: &mut SqliteConnection, t: &Table) -> Vec<Stored<RegistryF
     let rows: Vec<RegistryRow> = sql_query(format!(
         "SELECT \"{rk}\" AS key, \"{k}\" AS id, state, retry_count, retry_at, last_synced_at, \
          last_sync_failure, missing_on_primary, checksum_mismatch, \
-         verification_checksum_mismatched, blob_path, {VERIFICATION_SELECT} \
+         verification_checksum_mismatched, blob_path, claimed_by, {VERIFICATION_SELECT} \
          FROM \"{t}\" ORDER BY \"{k}\"",
         rk = t.row_key,
         k = t.key,
@@ -463,6 +470,7 @@ fn read_registry(conn: &mut SqliteConnection, t: &Table) -> Vec<Stored<RegistryF
                 checksum_mismatch: r.checksum_mismatch,
                 verification_checksum_mismatched: r.verification_checksum_mismatched,
                 blob_path: r.blob_path,
+                claimed_by: r.claimed_by,
                 verification: r.v.fields(),
             },
         })
@@ -1093,6 +1101,42 @@ fn registry_verification_timed_out() {
         let change =
             reg::verification_timed_out(cutoff, VERIFICATION_TIMEOUT, g.some_time(case.now));
         Op::Apply(change, None)
+    });
+}
+
+#[test]
+fn claims_by_a_process() {
+    registry_rule("sync_claims", |g, case| {
+        let owner = ["a", "b"][g.below(2) as usize];
+        let claims = if g.flip() {
+            reg::sync_claims(case.now, owner)
+        } else {
+            reg::verification_claims_by(case.now, owner)
+        };
+        Op::Claim(claims.to_vec(), g.limit())
+    });
+}
+
+#[test]
+fn release_owned() {
+    registry_rule("release_owned", |g, case| {
+        let owner = ["a", "b"][g.below(2) as usize];
+        let change = if g.flip() {
+            reg::release_owned_syncs(owner)
+        } else {
+            reg::release_owned_verifications(owner)
+        };
+        Op::Apply(change, target(g, case))
+    });
+}
+
+#[test]
+fn release_claimed() {
+    registry_rule("release_claimed", |g, case| {
+        Op::Apply(
+            reg::release_claimed(token(g, case, last_synced_at)),
+            target(g, case),
+        )
     });
 }
 

@@ -800,7 +800,8 @@ fn workers_crashed_mid_sync_and_restarted_converge_without_partial_files(backend
                 "the crash at download {crash_at} never happened"
             );
         }
-        handle.stop();
+        // As a crash leaves them: no clean stop's release.
+        handle.abandon();
         drop(secondary);
         total_panics += panics.load(Ordering::SeqCst);
         assert_no_partial_file_at_a_final_path(&s);

@@ -205,6 +205,8 @@ pub struct RegistryFields {
     pub verification_checksum_mismatched: Option<Vec<u8>>,
     /// `blob_path`: where the last successful sync wrote the file.
     pub blob_path: Option<String>,
+    /// `claimed_by`: the secondary process holding the row's running sync or verification.
+    pub claimed_by: Option<String>,
     /// The `verification_*` columns.
     pub verification: VerificationFields,
 }
@@ -296,6 +298,7 @@ impl Row for RegistryFields {
                 Datum::bytes(self.verification_checksum_mismatched.clone())
             }
             Column::BlobPath => Datum::text(self.blob_path.clone()),
+            Column::ClaimedBy => Datum::text(self.claimed_by.clone()),
             other => self.verification.get(other),
         }
     }
@@ -313,6 +316,7 @@ impl Row for RegistryFields {
                 self.verification_checksum_mismatched = bytes(value);
             }
             Column::BlobPath => self.blob_path = text(value),
+            Column::ClaimedBy => self.claimed_by = text(value),
             other => self.verification.set(other, value),
         }
     }

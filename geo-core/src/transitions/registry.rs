@@ -116,6 +116,79 @@ pub fn claims(now: DateTime<Utc>) -> [Claim; 2] {
     ]
 }
 
+/// `claims` taken by the secondary process `owner` (its `geo_secondary_workers` id): every
+/// claimed row also gets `claimed_by = owner`, so that when the process stops heartbeating its
+/// rows return to `pending` ([`release_owned_syncs`], [`release_owned_verifications`]) instead
+/// of waiting for the sync timeout.
+pub fn owned_by(claims: [Claim; 2], owner: &str) -> [Claim; 2] {
+    claims.map(|mut claim| {
+        claim.change.set.push((ClaimedBy, Value::text(owner)));
+        claim
+    })
+}
+
+/// The scheduler's claims ([`claims`]) by the secondary process `owner` ([`owned_by`]).
+pub fn sync_claims(now: DateTime<Utc>, owner: &str) -> [Claim; 2] {
+    owned_by(claims(now), owner)
+}
+
+/// Secondary verification's claims ([`verification_claims`]) by the process `owner`
+/// ([`owned_by`]).
+pub fn verification_claims_by(now: DateTime<Utc>, owner: &str) -> [Claim; 2] {
+    owned_by(verification_claims(now), owner)
+}
+
+/// The syncs of the secondary process `owner`, which stopped (cleanly, or its heartbeat is
+/// older than the lease): rows still `started` under its claim go back to `pending`. A row
+/// another process claimed since carries that process's id and is left alone.
+pub fn release_owned_syncs(owner: &str) -> Change {
+    Change::new(
+        "releasing the syncs of a stopped process",
+        Guard {
+            states: vec![STARTED],
+            conditions: vec![Condition::Equals(ClaimedBy, Value::text(owner))],
+        },
+        vec![
+            (State, Value::replication(R::Pending)),
+            (LastSyncedAt, Value::NULL),
+            (ClaimedBy, Value::NULL),
+        ],
+    )
+}
+
+/// The verifications of the secondary process `owner`, which stopped: rows whose verification
+/// is still `started` under its claim go back to verification `pending`.
+pub fn release_owned_verifications(owner: &str) -> Change {
+    Change::new(
+        "releasing the verifications of a stopped process",
+        Guard {
+            states: vec![V_STARTED],
+            conditions: vec![Condition::Equals(ClaimedBy, Value::text(owner))],
+        },
+        vec![
+            (VerificationState, Value::verification(V::Pending)),
+            (VerificationStartedAt, Value::NULL),
+            (ClaimedBy, Value::NULL),
+        ],
+    )
+}
+
+/// Claims taken at `claimed_at` whose outcome could not be recorded (the recording transaction
+/// failed): rows still `started` with that claim token go back to `pending` at once, so they
+/// are not stranded until the sync timeout. A row an event re-tokened meanwhile is left to
+/// [`requeue_changed`].
+pub fn release_claimed(claimed_at: DateTime<Utc>) -> Change {
+    Change::new(
+        "releasing claims whose outcome was not recorded",
+        claimed(&[STARTED], Some(claimed_at)),
+        vec![
+            (State, Value::replication(R::Pending)),
+            (LastSyncedAt, Value::NULL),
+            (ClaimedBy, Value::NULL),
+        ],
+    )
+}
+
 /// Claims specific rows (a sync requested for them) if they are `pending` or `failed`.
 pub fn claim_now(now: DateTime<Utc>) -> Change {
     Change::new("claiming rows", guard(&[CLAIMABLE]), start(now))

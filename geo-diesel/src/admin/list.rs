@@ -107,8 +107,9 @@ struct Row {
     blob_path: Option<String>,
 }
 
-/// The columns read, in [`Row`]'s names (besides `id` and the model id).
-const COLUMNS: [Column; 17] = Column::ALL;
+/// The columns read, in [`Row`]'s names (besides `id` and the model id): every registry column
+/// but `claimed_by`, which names a secondary process, not a state an operator reads.
+const COLUMNS: [Column; 18] = Column::ALL;
 
 fn t(v: Option<UtcDateTime>) -> Option<DateTime<Utc>> {
     v.map(UtcDateTime::get)
@@ -171,7 +172,7 @@ impl Registry {
         sql.push("SELECT ").qualified(name, "id").push(" AS id, ");
         sql.qualified(name, self.descriptor().tables.registry_model_id)
             .push(" AS model_record_id");
-        for c in COLUMNS {
+        for c in COLUMNS.into_iter().filter(|c| *c != Column::ClaimedBy) {
             sql.push(", ")
                 .qualified(name, c.name())
                 .push(" AS ")

@@ -212,6 +212,80 @@ pub const fn admin_migration(backend: Backend, _role: Role) -> Migration {
     }
 }
 
+/// The ledger name prefix of the scale-out migration `geo_leases_secondary` (the live secondary
+/// processes, named leases and backfill positions that let several processes share one tracking
+/// database; a secondary-only step). No replicable may be named `geo_leases`.
+pub const LEASES_MIGRATION_PREFIX: &str = "geo_leases";
+
+/// The diesel_cli version of the scale-out migration (`00000000000003` is the step before it).
+pub const LEASES_VERSION: &str = "00000000000004";
+
+/// Defines the scale-out tables of the secondary role in one dialect.
+macro_rules! leases_sql {
+    (ts = $ts:literal, now = $now:literal) => {
+        concat!(
+            r#"CREATE TABLE IF NOT EXISTS "geo_secondary_workers" (
+    "id" VARCHAR(64) NOT NULL PRIMARY KEY,
+    "host" VARCHAR(255) NOT NULL,
+    "pid" BIGINT NOT NULL,
+    "started_at" "#,
+            $ts,
+            " NOT NULL DEFAULT ",
+            $now,
+            r#",
+    "heartbeat_at" "#,
+            $ts,
+            r#" NOT NULL
+);
+CREATE INDEX IF NOT EXISTS "index_geo_secondary_workers_on_heartbeat_at"
+    ON "geo_secondary_workers" ("heartbeat_at");
+CREATE TABLE IF NOT EXISTS "geo_leases" (
+    "name" VARCHAR(255) NOT NULL PRIMARY KEY,
+    "owner" VARCHAR(64) NOT NULL,
+    "expires_at" "#,
+            $ts,
+            r#" NOT NULL
+);
+CREATE TABLE IF NOT EXISTS "geo_backfill_positions" (
+    "replicable_name" VARCHAR(255) NOT NULL PRIMARY KEY,
+    "next_id" BIGINT NOT NULL,
+    "updated_at" "#,
+            $ts,
+            " NOT NULL DEFAULT ",
+            $now,
+            "\n);\n"
+        )
+    };
+}
+
+const SQLITE_LEASES: &str =
+    leases_sql!(ts = "TEXT", now = "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))");
+
+const POSTGRES_LEASES: &str = leases_sql!(ts = "TIMESTAMPTZ", now = "now()");
+
+const LEASES_DOWN: &str = r#"DROP TABLE IF EXISTS "geo_backfill_positions";
+DROP TABLE IF EXISTS "geo_leases";
+DROP TABLE IF EXISTS "geo_secondary_workers";
+"#;
+
+/// The scale-out migration for `backend` and `role`. Secondary: `geo_secondary_workers` (each
+/// running process and its heartbeat; the owner recorded in a registry row's `claimed_by`),
+/// `geo_leases` (named leases: one active log cursor, one backfill) and
+/// `geo_backfill_positions` (where the backfill of each replicable continues). Primary: no
+/// statements ([`super::migration_plan`] has the step on a secondary only).
+pub const fn leases_migration(backend: Backend, role: Role) -> Migration {
+    match role {
+        Role::Primary => Migration { up: "", down: "" },
+        Role::Secondary => Migration {
+            up: match backend {
+                Backend::Sqlite => SQLITE_LEASES,
+                Backend::Postgres => POSTGRES_LEASES,
+            },
+            down: LEASES_DOWN,
+        },
+    }
+}
+
 /// The DDL creating the ledger `geo_schema_migrations` on `backend`.
 pub const fn ledger_ddl(backend: Backend) -> &'static str {
     match backend {

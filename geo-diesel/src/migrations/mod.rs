@@ -29,13 +29,15 @@ mod framework;
 
 pub use framework::{
     ADMIN_MIGRATION_PREFIX, ADMIN_VERSION, FRAMEWORK_MIGRATION_PREFIX, FRAMEWORK_VERSION,
-    admin_migration, framework_migration, ledger_ddl,
+    LEASES_MIGRATION_PREFIX, LEASES_VERSION, admin_migration, framework_migration,
+    leases_migration, ledger_ddl,
 };
 
 /// One step of a migration plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedMigration {
-    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>` or `<replicable name>_<role>`.
+    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>`, `geo_leases_secondary` or
+    /// `<replicable name>_<role>`.
     pub name: String,
     /// diesel_cli version (14 digits): [`FRAMEWORK_VERSION`] for the framework,
     /// [`ADMIN_VERSION`] for the admin tables; for a
@@ -58,8 +60,8 @@ impl NamedMigration {
 }
 
 /// The migrations for `backend` and `role`, in the order they are applied: the framework
-/// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), then every registered
-/// replicable in name order.
+/// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), on a secondary the
+/// scale-out tables (`geo_leases_secondary`), then every registered replicable in name order.
 pub fn migration_plan(backend: Backend, role: Role) -> Vec<NamedMigration> {
     plan_for(&replicables(), backend, role)
 }
@@ -84,6 +86,15 @@ pub fn plan_for(
         up: admin.up,
         down: admin.down,
     });
+    if role == Role::Secondary {
+        let leases = leases_migration(backend, role);
+        plan.push(NamedMigration {
+            name: format!("{LEASES_MIGRATION_PREFIX}_{role}"),
+            version: LEASES_VERSION.to_owned(),
+            up: leases.up,
+            down: leases.down,
+        });
+    }
     plan.extend(descriptors.iter().map(|d| {
         let m = d.migration(backend, role);
         NamedMigration {
@@ -236,10 +247,14 @@ pub enum MigrationError {
 fn checked_plan(backend: Backend, role: Role) -> Result<Vec<NamedMigration>, MigrationError> {
     let all = replicables();
     check_replicables(&all)?;
-    if let Some(d) = all
-        .iter()
-        .find(|d| d.name == FRAMEWORK_MIGRATION_PREFIX || d.name == ADMIN_MIGRATION_PREFIX)
-    {
+    if let Some(d) = all.iter().find(|d| {
+        [
+            FRAMEWORK_MIGRATION_PREFIX,
+            ADMIN_MIGRATION_PREFIX,
+            LEASES_MIGRATION_PREFIX,
+        ]
+        .contains(&d.name)
+    }) {
         return Err(MigrationError::ReservedName(d.name));
     }
     Ok(plan_for(&all, backend, role))

@@ -5,7 +5,23 @@ fn framework_plan_comes_first_with_role_names() {
     for backend in Backend::ALL {
         for role in Role::ALL {
             let plan = plan_for(&[], backend, role);
-            assert_eq!(plan.len(), 2);
+            let leases = plan.iter().find(|m| m.name == format!("geo_leases_{role}"));
+            match role {
+                Role::Primary => assert_eq!(plan.len(), 2),
+                Role::Secondary => {
+                    assert_eq!(plan.len(), 3);
+                    let leases = leases.expect("the scale-out step");
+                    assert_eq!(leases.folder_name(), "00000000000004_geo_leases_secondary");
+                    assert!(
+                        leases
+                            .up
+                            .contains(r#"CREATE TABLE IF NOT EXISTS "geo_leases""#)
+                    );
+                }
+            }
+            if role == Role::Primary {
+                assert!(leases.is_none());
+            }
             assert_eq!(plan[0].name, format!("geo_framework_{role}"));
             assert_eq!(
                 plan[0].folder_name(),

@@ -96,6 +96,62 @@ impl Registry {
             .map_err(self.err(what))
     }
 
+    /// [`Registry::claim`] by the secondary process `owner` (its `geo_secondary_workers` id):
+    /// the claimed rows record `claimed_by = owner` ([`rules::owned_by`]), so they return to
+    /// `pending` when the process stops ([`Registry::release_owned`]).
+    pub fn claim_as(
+        &self,
+        conn: &mut impl AsDbConn,
+        work: Work,
+        limit: i64,
+        now: DateTime<Utc>,
+        owner: &str,
+    ) -> Result<Vec<i64>, RegistryError> {
+        let (claims, what) = match work {
+            Work::Sync => (rules::sync_claims(now, owner), "claiming rows to sync"),
+            Work::Verification => (
+                rules::verification_claims_by(now, owner),
+                "claiming rows to verify",
+            ),
+        };
+        self.table
+            .claim(conn, &claims, limit)
+            .map_err(self.err(what))
+    }
+
+    /// Returns the claims of the process `owner` (stopped, or silent longer than the lease) to
+    /// `pending`: its syncs ([`rules::release_owned_syncs`]) and its verifications
+    /// ([`rules::release_owned_verifications`]). Returns how many rows.
+    pub fn release_owned(
+        &self,
+        conn: &mut impl AsDbConn,
+        owner: &str,
+    ) -> Result<usize, RegistryError> {
+        let a = self
+            .apply(conn, &rules::release_owned_syncs(owner), None)?
+            .len();
+        let b = self
+            .apply(conn, &rules::release_owned_verifications(owner), None)?
+            .len();
+        Ok(a + b)
+    }
+
+    /// Returns rows `ids` claimed at `claimed_at` whose outcome could not be recorded to
+    /// `pending` ([`rules::release_claimed`]). Returns how many.
+    pub fn release_claimed(
+        &self,
+        conn: &mut impl AsDbConn,
+        ids: &[i64],
+        claimed_at: DateTime<Utc>,
+    ) -> Result<usize, RegistryError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        Ok(self
+            .apply(conn, &rules::release_claimed(claimed_at), Some(ids))?
+            .len())
+    }
+
     /// Moves specific rows to `started` if they are `pending` or `failed`. Returns the ids
     /// claimed.
     pub fn claim_ids(
@@ -239,8 +295,9 @@ impl Registry {
         Ok(self.apply(conn, &change, None)?.len())
     }
 
-    /// Moves rows left `started` (sync or verification) back to `pending`, for a restart of
-    /// the only secondary process on this tracking database.
+    /// Moves every row left `started` (sync or verification) back to `pending`, whoever claimed
+    /// it: only right when no other process uses this tracking database (see
+    /// [`Registry::release_owned`] for one process's claims).
     pub fn reclaim_started(&self, conn: &mut impl AsDbConn) -> Result<usize, RegistryError> {
         let a = self.apply(conn, &rules::reclaim_syncs(), None)?.len();
         let b = self

@@ -1,7 +1,6 @@
 //! The backfill: compares id ranges of the primary's model tables with the registries, creates
 //! the missing rows and removes orphans (and their files).
 
-use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use geo_core::ReplicableDescriptor;
@@ -32,24 +31,14 @@ impl Secondary {
         &self,
         d: &'static ReplicableDescriptor,
     ) -> Result<(usize, usize, bool), SecondaryError> {
-        let pos = |f: &dyn Fn(&mut BTreeMap<&'static str, i64>)| {
-            f(&mut self.backfill_pos.lock().unwrap_or_else(|p| p.into_inner()))
-        };
-        let from = *self
-            .backfill_pos
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(d.name)
-            .unwrap_or(&1);
         let mut conn = self.tracking.get()?;
+        let from = self.backfill_position(&mut conn, d)?;
         let max = self
             .source
             .max_model_id(d.name)?
             .max(registry::Registry::of(d).max_tracked_id(&mut conn)?);
         let Some(max) = max.filter(|m| from <= *m) else {
-            pos(&|m| {
-                m.insert(d.name, 1);
-            });
+            self.set_backfill_position(&mut conn, d, 1)?;
             return Ok((0, 0, true));
         };
         let to = from.saturating_add(self.config.backfill_batch.max(1) - 1);
@@ -90,9 +79,7 @@ impl Secondary {
             .fetch_add(r as u64, Ordering::Relaxed);
         let next = to.saturating_add(1);
         let done = next > max;
-        pos(&|m| {
-            m.insert(d.name, if done { 1 } else { next });
-        });
+        self.set_backfill_position(&mut conn, d, if done { 1 } else { next })?;
         Ok((c, r, done))
     }
 
@@ -101,10 +88,7 @@ impl Secondary {
     pub fn backfill_all(&self) -> Result<(usize, usize), SecondaryError> {
         let (mut created, mut removed) = (0, 0);
         for d in self.enabled_types()? {
-            self.backfill_pos
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(d.name, 1);
+            self.set_backfill_position(&mut self.tracking.get()?, d, 1)?;
             loop {
                 let (c, r, done) = self.backfill_step(d)?;
                 created += c;

@@ -5,11 +5,12 @@
 //! One file per pass, each adding its methods to [`Secondary`]: `sync.rs`
 //! ([`Secondary::sync_pass`]), `backfill.rs` ([`Secondary::backfill_pass`]), `verification.rs`
 //! ([`Secondary::verification_pass`]), `timeouts.rs` ([`Secondary::timeouts_pass`]) and
-//! `worker.rs`, the loop that runs them ([`Secondary::run_until_idle`], [`Secondary::spawn`]).
-//! The log cursor's pass lives in [`crate::cursor`]. This file holds the secondary itself, its
+//! `worker.rs`, the loop that runs them ([`Secondary::run_until_idle`], [`Secondary::spawn`]);
+//! `membership.rs` lets several processes share one tracking database (heartbeats, claims
+//! owned by a process, the leases of the log cursor and the backfill). The log cursor's pass lives in [`crate::cursor`]. This file holds the secondary itself, its
 //! configuration, errors, counters and status.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
@@ -25,6 +26,8 @@ use crate::db::DbPool;
 use crate::registry;
 
 mod backfill;
+mod membership;
+mod record;
 mod sync;
 mod timeouts;
 mod verification;
@@ -59,10 +62,16 @@ pub struct SecondaryConfig {
     pub gap_timeout: Duration,
     /// Sleep between passes when there is nothing to do.
     pub idle_sleep: std::time::Duration,
-    /// On start, move rows left `started` by a previous run of this secondary back to `pending`
-    /// (right for one secondary process per tracking database; with several, rely on
-    /// `sync_timeout`).
+    /// On start, return at once the claims of processes registered from this host (same host
+    /// name and pid namespace) whose pid no longer runs — a restart after a crash takes its
+    /// rows back without waiting for their lease. Rows of live processes, and of processes on
+    /// other hosts, are never touched on start: those come back when their heartbeat is older
+    /// than `lease_period`.
     pub reclaim_on_start: bool,
+    /// How long a process may stay silent before the others take its claims and leases back.
+    /// Each process heartbeats every third of it; a dead process's rows return within two
+    /// lease periods, and the log cursor and backfill move to another process within about one.
+    pub lease_period: Duration,
 }
 
 crate::config_setters!(SecondaryConfig {
@@ -77,6 +86,7 @@ crate::config_setters!(SecondaryConfig {
     gap_timeout: Duration,
     idle_sleep: std::time::Duration,
     reclaim_on_start: bool,
+    lease_period: Duration,
 });
 
 impl Default for SecondaryConfig {
@@ -93,6 +103,7 @@ impl Default for SecondaryConfig {
             gap_timeout: Duration::hours(1),
             idle_sleep: std::time::Duration::from_millis(200),
             reclaim_on_start: true,
+            lease_period: membership::default_lease_period(),
         }
     }
 }
@@ -145,7 +156,10 @@ pub struct Secondary {
     env: Env,
     config: SecondaryConfig,
     cursor: LogCursor,
-    backfill_pos: Mutex<BTreeMap<&'static str, i64>>,
+    member: membership::Membership,
+    /// Claims whose outcome could not be recorded nor released (the database failed twice),
+    /// released at the start of the next sync pass.
+    unreleased: Mutex<Vec<record::Unreleased>>,
     counters: SecondaryCounters,
     observer: std::sync::OnceLock<Arc<dyn geo_core::observe::SyncObserver>>,
 }
@@ -155,6 +169,7 @@ impl std::fmt::Debug for Secondary {
         f.debug_struct("Secondary")
             .field("tracking", &self.tracking)
             .field("config", &self.config)
+            .field("worker_id", &self.member.id)
             .finish_non_exhaustive()
     }
 }
@@ -181,7 +196,8 @@ impl Secondary {
             env,
             config,
             cursor,
-            backfill_pos: Mutex::new(BTreeMap::new()),
+            member: membership::Membership::new(),
+            unreleased: Mutex::new(Vec::new()),
             counters: SecondaryCounters::default(),
             observer: std::sync::OnceLock::new(),
         }

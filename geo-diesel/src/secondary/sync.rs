@@ -1,7 +1,7 @@
-//! Syncing: claims due registry rows fairly across types, downloads their files with bounded
-//! concurrency and records every outcome against its claim token.
+//! Syncing: claims due registry rows fairly across types and downloads their files with bounded
+//! concurrency; `record.rs` records every outcome against its claim token.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
@@ -12,12 +12,11 @@ use geo_core::checksum::Checksum;
 use geo_core::source::SourceError;
 
 use super::{Secondary, SecondaryError};
-use crate::parallel::parallel_map;
 use crate::registry::{self, SyncOutcome};
 
 /// The result of syncing one record.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Done {
+pub(super) enum Done {
     /// The outcome, and for a successful write the path it wrote.
     Outcome(SyncOutcome, Option<BlobPath>),
     /// The record is gone on the primary: drop the row (and the file, when its path is known).
@@ -49,8 +48,13 @@ impl Secondary {
                     break;
                 }
                 let want = share.min(left);
-                let ids =
-                    registry::Registry::of(d).claim(&mut conn, registry::Work::Sync, want, now)?;
+                let ids = registry::Registry::of(d).claim_as(
+                    &mut conn,
+                    registry::Work::Sync,
+                    want,
+                    now,
+                    self.worker_id(),
+                )?;
                 if ids.len() as i64 == want {
                     still_open.push(d);
                 }
@@ -92,7 +96,16 @@ impl Secondary {
     ) -> Done {
         let started = std::time::Instant::now();
         let written = std::cell::Cell::new(0);
+        tracing::debug!(replicable = d.name, id, worker = %self.worker_id(), "download started");
         let done = self.download_inner(d, id, known, primary, &written);
+        tracing::debug!(
+            replicable = d.name,
+            id,
+            worker = %self.worker_id(),
+            bytes = written.get(),
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "download finished"
+        );
         if let Some(observer) = self.observer.get() {
             use geo_core::observe::SyncResult;
             let result = match &done {
@@ -177,7 +190,7 @@ impl Secondary {
         }
     }
 
-    fn retry_at(&self, now: DateTime<Utc>) -> impl Fn(i16, bool) -> DateTime<Utc> + '_ {
+    pub(super) fn retry_at(&self, now: DateTime<Utc>) -> impl Fn(i16, bool) -> DateTime<Utc> + '_ {
         move |n, missing| {
             self.env
                 .retry_time(now, n, BackoffCap::for_missing_on_primary(missing))
@@ -186,8 +199,10 @@ impl Secondary {
 
     /// One scheduler pass: claims due rows (never-synced first, then failed with a due retry,
     /// fair across types), downloads them with at most `sync_capacity` in flight, and records
-    /// every outcome in one transaction. Returns how many rows it processed.
+    /// the outcomes as downloads finish (each group of finished ones in one transaction; a group
+    /// whose recording fails goes back to `pending` at once). Returns how many rows it processed.
     pub fn sync_pass(&self) -> Result<usize, SecondaryError> {
+        self.release_unreleased()?;
         let types = self.enabled_types()?;
         if types.is_empty() {
             return Ok(0);
@@ -235,89 +250,37 @@ impl Secondary {
                 }
             }
         }
-        let results: Vec<(&'static ReplicableDescriptor, i64, Done)> =
-            parallel_map(&claimed, self.config.sync_capacity, |&(d, id)| {
-                let known = paths
-                    .get(d.name)
-                    .and_then(Option::as_ref)
-                    .map(|m| m.get(&id).cloned());
-                (
-                    d,
-                    id,
-                    self.download(d, id, known, expected.get(&(d.name, id)).copied()),
-                )
-            });
-        let now = self.now();
-        let retry_at = self.retry_at(now);
-        let mut conn = self.tracking.get()?;
-        let mut stale_files: Vec<BlobPath> = Vec::new();
-        crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
-            stale_files.clear();
-            // Successful downloads first, set-based per type; rows the batch did not record (a
-            // newer event moved their token, or they were deleted) go through the per-row path.
-            let mut batch: BTreeMap<&'static str, (&'static ReplicableDescriptor, Vec<registry::SyncedRow>)> = BTreeMap::new();
-            for (d, id, done) in &results {
-                if let Done::Outcome(SyncOutcome::Synced { local, primary }, Some(path)) = done {
-                    batch.entry(d.name).or_insert_with(|| (*d, Vec::new())).1.push(registry::SyncedRow {
-                        id: *id,
-                        local: local.clone(),
-                        primary: primary.clone(),
-                        path: path.as_str().to_string(),
-                    });
+        let download = |&(d, id): &(&'static ReplicableDescriptor, i64)| {
+            let known = paths
+                .get(d.name)
+                .and_then(Option::as_ref)
+                .map(|m| m.get(&id).cloned());
+            (
+                d,
+                id,
+                self.download(d, id, known, expected.get(&(d.name, id)).copied()),
+            )
+        };
+        // Outcomes are recorded as downloads finish, each group of finished downloads in one
+        // transaction, so a process that dies loses little more than its downloads in flight.
+        let mut failed: Option<SecondaryError> = None;
+        let processed = crate::parallel::parallel_stream(
+            &claimed,
+            self.config.sync_capacity,
+            download,
+            |group| {
+                if let Err(e) = self.record_group(claimed_at, &group) {
+                    // Nothing of the group was recorded: its rows go back to `pending` now rather
+                    // than waiting, `started`, for the sync timeout.
+                    let ids: Vec<_> = group.iter().map(|(d, id, _)| (*d, *id)).collect();
+                    self.release_after_failed_recording(&ids, claimed_at, &e);
+                    failed.get_or_insert(e);
                 }
-            }
-            let mut recorded: BTreeSet<(&'static str, i64)> = BTreeSet::new();
-            for (d, rows) in batch.values() {
-                for id in registry::Registry::of(d).record_synced_batch(c, claimed_at, rows, now)? {
-                    recorded.insert((d.name, id));
-                }
-            }
-            for (d, id, done) in &results {
-                match done {
-                    Done::Outcome(SyncOutcome::Synced { .. }, _) if recorded.contains(&(d.name, *id)) => {
-                        self.counters.synced.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Done::Outcome(outcome, path) => {
-                        let changed = registry::Registry::of(d).record_sync_claimed(c, *id, claimed_at, outcome, &retry_at, now)?;
-                        if let (true, Some(path)) = (changed, path) {
-                            registry::Registry::of(d).set_blob_path(c, *id, path.as_str())?;
-                        }
-                        match outcome {
-                            SyncOutcome::Synced { .. } => {
-                                self.counters.synced.fetch_add(1, Ordering::Relaxed);
-                                if !changed && registry::Registry::of(d).tracked_ids(c, *id, *id)?.is_empty() {
-                                    // Deleted while downloading: the cursor removed the row (and
-                                    // found no file yet); the file just written must go too.
-                                    stale_files.extend(path.clone());
-                                } else if !changed {
-                                    tracing::debug!(replicable = d.name, id, "synced, but a newer event moved the row back to pending; it will sync again");
-                                }
-                            }
-                            SyncOutcome::Failed { message, missing_on_primary } => {
-                                self.counters.sync_failed.fetch_add(1, Ordering::Relaxed);
-                                tracing::warn!(replicable = d.name, id, missing_on_primary, reason = %message, "sync failed");
-                            }
-                        }
-                    }
-                    Done::Orphan => {
-                        stale_files.extend(registry::Registry::of(d).blob_paths(c, &[*id])?.into_iter().filter_map(|(_, p)| BlobPath::new(&p).ok()));
-                        registry::Registry::of(d).delete_rows(c, &[*id])?;
-                        tracing::info!(replicable = d.name, id, "record no longer exists on the primary; registry row removed");
-                    }
-                }
-            }
-            Ok(())
-        }))?;
-        for path in stale_files {
-            match self.store.delete(&path) {
-                Ok(_) => {
-                    tracing::info!(path = %path, "removed the file of a record deleted during its download")
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path, error = %e, "could not remove the file of a record deleted during its download")
-                }
-            }
+            },
+        );
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(processed),
         }
-        Ok(results.len())
     }
 }

@@ -22,11 +22,12 @@ impl Secondary {
         let mut processed = 0;
         for d in self.enabled_types()?.into_iter().filter(|d| d.verifies()) {
             let mut conn = self.tracking.get()?;
-            let ids = registry::Registry::of(d).claim(
+            let ids = registry::Registry::of(d).claim_as(
                 &mut conn,
                 registry::Work::Verification,
                 self.config.verification_batch as i64,
                 now,
+                self.worker_id(),
             )?;
             if ids.is_empty() {
                 continue;

@@ -12,6 +12,9 @@ use super::{Secondary, SecondaryError};
 impl Secondary {
     /// Runs cursor, backfill, sync and verification passes until one whole round finds nothing to
     /// do. Rows waiting for a retry later do not count as work. Returns the number of rounds.
+    ///
+    /// For one process driving its secondary by hand (tests, the demo): it runs the log cursor
+    /// and the backfill without asking for their leases ([`Secondary::spawn`] does).
     pub fn run_until_idle(&self, max_rounds: usize) -> Result<usize, SecondaryError> {
         for round in 1..=max_rounds {
             let mut work = 0;
@@ -33,19 +36,45 @@ impl Secondary {
         Ok(max_rounds)
     }
 
-    /// Starts the workers on background threads: the log cursor, the scheduler, verification,
-    /// the backfill and the timeouts. They stop when the handle is stopped or dropped.
+    /// Starts the workers on background threads: the heartbeat, the log cursor, the scheduler,
+    /// verification, the backfill and the timeouts. They stop when the handle is stopped or
+    /// dropped; a clean stop then gives this process's claims and leases back
+    /// ([`Secondary::release_own`]).
+    ///
+    /// Several processes may run this on one tracking database: each registers and heartbeats
+    /// ([`Secondary::heartbeat_pass`]); the log cursor and the backfill run only in the process
+    /// holding their lease ([`crate::lease::LOG_CURSOR_LEASE`],
+    /// [`crate::lease::BACKFILL_LEASE`]); the claims of a process silent for longer than
+    /// `lease_period` return to `pending` ([`Secondary::release_silent`]). A start never resets
+    /// another live process's rows.
     pub fn spawn(self: &Arc<Self>) -> Result<WorkerHandle, SecondaryError> {
-        if self.config.reclaim_on_start {
-            self.reclaim_interrupted()?;
+        self.heartbeat_pass()?;
+        let released = self.release_silent(self.config.reclaim_on_start)?;
+        if released > 0 {
+            tracing::info!(rows = released, "took back the claims of stopped processes");
         }
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();
         type Pass = fn(&Secondary) -> Result<usize, SecondaryError>;
-        let loops: [(&str, Pass, std::time::Duration); 5] = [
+        let loops: [(&str, Pass, std::time::Duration); 6] = [
+            (
+                "geo-heartbeat",
+                // Never "busy": it runs every third of the lease period.
+                |s| {
+                    s.heartbeat_pass()?;
+                    s.release_silent(false).map(|_| 0)
+                },
+                self.heartbeat_interval(),
+            ),
             (
                 "geo-log-cursor",
-                |s| s.cursor_pass().map(|p| p.read),
+                |s| {
+                    if s.holds(crate::lease::LOG_CURSOR_LEASE)? {
+                        s.cursor_pass().map(|p| p.read)
+                    } else {
+                        Ok(0)
+                    }
+                },
                 self.config.idle_sleep,
             ),
             ("geo-sync", Secondary::sync_pass, self.config.idle_sleep),
@@ -57,10 +86,15 @@ impl Secondary {
             (
                 "geo-backfill",
                 |s| {
+                    if !s.holds(crate::lease::BACKFILL_LEASE)? {
+                        return Ok(0);
+                    }
                     s.backfill_pass()
                         .map(|(c, r, f)| if f > 0 && c + r == 0 { 0 } else { 1 })
                 },
-                self.config.idle_sleep * 25,
+                // Idle sweeps every 25 idle sleeps, but a waiting process asks for the lease
+                // at least every third of the lease period.
+                (self.config.idle_sleep * 25).min(self.heartbeat_interval()),
             ),
             (
                 "geo-timeouts",
@@ -91,7 +125,14 @@ impl Secondary {
                     })?,
             );
         }
-        Ok(WorkerHandle { stop, threads })
+        let me = Arc::clone(self);
+        let mut handle = WorkerHandle::new(stop, threads);
+        handle.on_stop = Some(Box::new(move || {
+            if let Err(e) = me.release_own() {
+                tracing::warn!(error = %e, "could not give back this process's claims on stop; other processes take them back after the lease period");
+            }
+        }));
+        Ok(handle)
     }
 }
 
@@ -123,21 +164,42 @@ pub(crate) fn worker_loop<E: std::fmt::Display>(
     }
 }
 
-/// Background worker threads; stops them on [`WorkerHandle::stop`] or drop.
-#[derive(Debug)]
+/// Background worker threads; stops them on [`WorkerHandle::stop`] or drop, then runs what a
+/// clean stop does (a secondary gives its claims and leases back).
 pub struct WorkerHandle {
     stop: Arc<AtomicBool>,
     threads: Vec<thread::JoinHandle<()>>,
+    on_stop: Option<Box<dyn FnOnce() + Send>>,
+}
+
+impl std::fmt::Debug for WorkerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerHandle")
+            .field("threads", &self.threads.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl WorkerHandle {
     /// Builds a handle from a stop flag and threads (used by the primary's workers too).
     pub(crate) fn new(stop: Arc<AtomicBool>, threads: Vec<thread::JoinHandle<()>>) -> Self {
-        WorkerHandle { stop, threads }
+        WorkerHandle {
+            stop,
+            threads,
+            on_stop: None,
+        }
     }
 
-    /// Asks the workers to stop and waits for them.
+    /// Asks the workers to stop, waits for them, then gives back what they held.
     pub fn stop(mut self) {
+        self.stop_and_join();
+    }
+
+    /// Stops the workers and waits for them *without* the clean stop's release: the claims and
+    /// leases stay as a crash would leave them (for crash tests; other processes take them
+    /// back after the lease period).
+    pub fn abandon(mut self) {
+        self.on_stop = None;
         self.stop_and_join();
     }
 
@@ -145,6 +207,9 @@ impl WorkerHandle {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
+        }
+        if let Some(release) = self.on_stop.take() {
+            release();
         }
     }
 }

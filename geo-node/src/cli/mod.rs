@@ -320,24 +320,16 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
         LocalBlobStore::new(&args.blob_dir)
             .with_context(|| format!("opening the blob store {}", args.blob_dir.display()))?,
     );
-    // Temporary files of interrupted downloads. Several secondary processes may share this
-    // blob directory: a live download writes at least once per read timeout or fails, so only
-    // files untouched for twice that long are another process's leftovers.
-    let read_timeout = Duration::from_secs(args.read_timeout_secs.max(1));
-    let removed = store.remove_stale_temp_files(read_timeout * 2)?;
-    if removed > 0 {
-        tracing::info!(removed, "removed temporary files of interrupted downloads");
-    }
     let mut http = HttpConfig::new(&args.primary, creds.clone());
     http.connect_timeout = Duration::from_secs(args.connect_timeout_secs.max(1));
-    http.read_timeout = read_timeout;
+    http.read_timeout = Duration::from_secs(args.read_timeout_secs.max(1));
     let source = Arc::new(HttpSource::new(http));
     let link = source.stats();
     let config = args.tuning.apply(SecondaryConfig::default());
     let secondary = Arc::new(Secondary::new(
         tracking,
         source.clone(),
-        store,
+        store.clone(),
         Env::system(),
         config,
     ));
@@ -348,6 +340,19 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     let state = NodeState::new(args.name, keys)
         .with_leeway(args.token_leeway_secs)
         .with_secondary(SecondaryService::new(Arc::clone(&secondary), source).with_link(link));
+    // Temporary files of interrupted downloads: all of them when no other `secondary` process
+    // runs on this tracking database; otherwise (they may share the blob directory) only those
+    // untouched for longer than a live download ever leaves its file (twice the read timeout,
+    // and a lease period).
+    let stale_after = if secondary.other_processes_running()? {
+        (Duration::from_secs(args.read_timeout_secs.max(1)) * 2).max(args.tuning.lease_period.0)
+    } else {
+        Duration::ZERO
+    };
+    let removed = store.remove_stale_temp_files(stale_after)?;
+    if removed > 0 {
+        tracing::info!(removed, "removed temporary files of interrupted downloads");
+    }
     let workers = secondary.spawn()?;
     let server = ServerHandle::start(&args.listen, Arc::new(state), 1)?;
     announce(&server, "secondary");

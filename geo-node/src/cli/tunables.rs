@@ -31,8 +31,13 @@ impl FromStr for Span {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let d = humantime::parse_duration(s.trim())
-            .map_err(|e| format!("{e} (write a number and a unit: 30s, 15m, 8h, 7d)"))?;
+        let s = s.trim();
+        // A bare number is seconds.
+        let d = match s.parse::<u64>() {
+            Ok(secs) => Ok(std::time::Duration::from_secs(secs)),
+            Err(_) => humantime::parse_duration(s),
+        }
+        .map_err(|e| format!("{e} (write a number and a unit: 30s, 15m, 8h, 7d)"))?;
         if d.is_zero() {
             return Err("must be longer than zero".to_owned());
         }
@@ -93,6 +98,12 @@ pub struct SecondaryTunables {
     /// before the cursor gives it up.
     #[arg(long, env = "GEO_GAP_TIMEOUT", default_value_t = Span::of(secondary().gap_timeout))]
     pub gap_timeout: Span,
+    /// How long this process may stay silent (it heartbeats every third of it) before the
+    /// other `secondary` processes on the tracking database take its claims back and one of
+    /// them takes over the log cursor and the backfill.
+    #[arg(long, alias = "lease-period-secs", env = "GEO_LEASE_PERIOD",
+          default_value_t = Span::of(secondary().lease_period))]
+    pub lease_period: Span,
     /// Sleep between worker passes when there is nothing to do, in milliseconds.
     #[arg(long, env = "GEO_IDLE_MS", default_value_t = secondary().idle_sleep.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -112,6 +123,7 @@ impl SecondaryTunables {
             .sync_timeout(self.sync_timeout.chrono())
             .verification_timeout(self.verification_timeout.chrono())
             .gap_timeout(self.gap_timeout.chrono())
+            .lease_period(self.lease_period.chrono())
             .idle_sleep(std::time::Duration::from_millis(self.idle_ms))
     }
 }
@@ -200,6 +212,7 @@ mod tests {
             "--sync-timeout=2h",
             "--verification-timeout=90m",
             "--gap-timeout=5m",
+            "--lease-period=10",
             "--idle-ms=50",
         ])
         .unwrap()
@@ -218,6 +231,7 @@ mod tests {
         assert_eq!(c.sync_timeout, chrono::TimeDelta::hours(2));
         assert_eq!(c.verification_timeout, chrono::TimeDelta::minutes(90));
         assert_eq!(c.gap_timeout, chrono::TimeDelta::minutes(5));
+        assert_eq!(c.lease_period, chrono::TimeDelta::seconds(10));
         assert_eq!(c.idle_sleep, std::time::Duration::from_millis(50));
         let p = Pri::try_parse_from([
             "x",
@@ -245,7 +259,7 @@ mod tests {
         for bad in [
             ["x", "--sync-capacity=0"],
             ["x", "--sync-timeout=0s"],
-            ["x", "--sync-timeout=8"],
+            ["x", "--sync-timeout=8 parsecs"],
             ["x", "--backfill-batch=-1"],
         ] {
             let e = Sec::try_parse_from(bad).unwrap_err().to_string();

@@ -108,6 +108,10 @@ fn main() {
     );
     let config = SecondaryConfig::default()
         .reclaim_on_start(false)
+        // Heartbeats sleep in real time but are compared on the warped clock: a lease of an
+        // hour of warped time outlasts the run, so the killed worker's claims come back through
+        // the sync timeout, which is what this binary's test exercises.
+        .lease_period(Duration::hours(1))
         .sync_timeout(Duration::seconds(o.sync_timeout_s))
         .sync_batch(o.sync_batch)
         .sync_capacity(o.sync_capacity)
