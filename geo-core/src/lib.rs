@@ -23,7 +23,7 @@ pub use geo_schema as schema;
 
 pub use replicable::{
     Backend, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
-    VerificationMode, check_replicables, find_replicable, replicables,
+    EventCapture, VerificationMode, check_replicables, find_replicable, replicables,
 };
 pub use replicator::{BlobReplicator, Replicable, Replicator};
 pub use state::{ReplicationState, VerificationState};

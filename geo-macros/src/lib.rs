@@ -61,6 +61,7 @@ use proc_macro2::TokenStream as TokenStream2;
 /// | `name = "..."` | snake case of the struct name (`PackageFile` → `package_file`) | the replicable name in events, URLs, the feature flag `geo_<name>_replication` and metrics |
 /// | `verification = "..."` | `"separate"` | `"separate"`: a `<name>_states` table keyed by the model id; `"inline"`: columns on the model table; `"none"`: no verification |
 /// | `enabled_by_default = bool` | `true` | default of the feature flag `geo_<name>_replication` |
+/// | `events = "..."` | `"triggers"` | how the primary captures `created`/`updated`/`deleted`: `"triggers"`: the primary's migration installs triggers on the model table (`INSERT`, `DELETE`, `UPDATE` of the file column or the id) that write `geo_events` in the changing transaction, honouring the feature flag, so Diesel's DSL, bulk updates and raw SQL are all captured and `publish_created`/`publish_deleted` do nothing; call `publish_updated` only for a file rewritten in place with no column change. `"manual"`: the application calls `publish_created`/`publish_updated`/`publish_deleted` in its transactions |
 ///
 /// `registry` and `name` must be plain SQL identifiers (`[a-z_][a-z0-9_]*`, at most 63 bytes),
 /// and so must every name derived from them.
