@@ -22,8 +22,8 @@ pub mod transitions;
 pub use geo_schema as schema;
 
 pub use replicable::{
-    Backend, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
-    EventCapture, VerificationMode, check_replicables, find_replicable, replicables,
+    Backend, EventCapture, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
+    VerificationMode, check_replicables, find_replicable, replicables,
 };
 pub use replicator::{BlobReplicator, Replicable, Replicator};
 pub use state::{ReplicationState, VerificationState};

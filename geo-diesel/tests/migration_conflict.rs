@@ -2,8 +2,8 @@
 //! database, and the diesel_cli writer writes nothing.
 
 use geo_diesel::geo_core::{
-    Backend, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
-    EventCapture, VerificationMode,
+    Backend, EventCapture, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
+    VerificationMode,
 };
 use geo_diesel::{MigrationError, revert_migrations, run_migrations, write_diesel_cli_migrations};
 
