@@ -11,8 +11,8 @@
 use chrono::{TimeZone, Utc};
 use diesel::prelude::*;
 use geo_diesel::geo_core::{
-    Backend, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
-    EventCapture, VerificationMode,
+    Backend, EventCapture, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
+    VerificationMode,
 };
 use geo_diesel::schema::{
     geo_event_log_gaps, geo_event_log_states, geo_events, geo_feature_flags, geo_schema_migrations,
