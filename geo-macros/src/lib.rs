@@ -85,7 +85,7 @@ use proc_macro2::TokenStream as TokenStream2;
 /// | item | naming rule | what it is |
 /// |---|---|---|
 /// | `WidgetReplicator<'a>` | `<Struct>Replicator` | borrows a record; implements `geo_core::Replicator` and `geo_core::BlobReplicator`; `new(&Widget)`, `model_record(&self) -> &'a Widget` |
-/// | `WidgetReplicator::DESCRIPTOR` | | `&'static geo_core::ReplicableDescriptor`: name, plural, type name, strategy, verification mode, flag default, SQL names, migrations |
+/// | `WidgetReplicator::DESCRIPTOR` | | `&'static geo_core::ReplicableDescriptor`: name, plural, type name, strategy, verification mode, flag default, event capture (`events`), SQL names, migrations |
 /// | `WidgetReplicator::MIGRATIONS` | | `geo_core::MigrationSet`: SQL for SQLite and PostgreSQL, primary and secondary, `up` and `down` |
 /// | `Widget::replicator(&self)` | | the record's `WidgetReplicator` |
 /// | `impl geo_core::Replicable for Widget` | | `DESCRIPTOR`, `replicator()`, `model_record_id()` |
@@ -114,7 +114,10 @@ use proc_macro2::TokenStream as TokenStream2;
 /// ```
 ///
 /// The SQL itself is `WidgetReplicator::MIGRATIONS.sqlite_primary.up` and so on, for use with
-/// other migration tools.
+/// other migration tools. With `events = "triggers"` the primary's plan has one more step,
+/// `widget_events_primary`, right after `widget_primary`: the triggers on the model table,
+/// rendered by geo-diesel from the descriptor (`geo_diesel::primary::triggers::event_triggers`;
+/// `widgets migrations print --role primary` shows them).
 ///
 /// # Errors
 ///

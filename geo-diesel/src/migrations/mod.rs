@@ -49,7 +49,8 @@ pub struct NamedMigration {
     /// applies it after the application's own timestamped migrations (which create the model
     /// tables the primary migration refers to). A replicable's event triggers get its version
     /// followed by `1` (15 digits), which sorts right after it and before every other
-    /// replicable's.
+    /// replicable's in diesel's order (diesel_migrations sorts by the version string; `ls`,
+    /// which sorts whole folder names, lists it before its base).
     pub version: String,
     /// Statements that apply it.
     pub up: Cow<'static, str>,

@@ -19,7 +19,7 @@
 //! `deleted`), `created_at` from the column default (`strftime('%Y-%m-%dT%H:%M:%fZ','now')` on
 //! SQLite — the text form of [`UtcDateTime`](crate::UtcDateTime) — and `now()` on PostgreSQL).
 //! "Pending" is [`geo_core::transitions::verification::pending`] rendered by
-//! [`Table`](crate::sql::Table) with the trigger's `NEW."<id>"` as the key, the same rule
+//! [`Table`] with the trigger's `NEW."<id>"` as the key, the same rule
 //! [`mark_verification_pending`](super::mark_verification_pending) runs. The inline pending
 //! update sets only verification columns, so it never fires the file trigger again.
 //!
