@@ -13,7 +13,7 @@ mod sites;
 use diesel::prelude::*;
 use diesel::sql_query;
 use geo_diesel::geo_core::source::PrimarySource;
-use geo_diesel::geo_core::{EventCapture, ReplicableDescriptor, parse_event};
+use geo_diesel::geo_core::{EventCapture, ReplicableDescriptor, Role, parse_event};
 use geo_diesel::primary::{self, triggers::event_triggers};
 use geo_diesel::secondary::SecondaryConfig;
 use geo_diesel::{publish_created, publish_deleted, publish_updated};
@@ -36,6 +36,7 @@ geo_tests::backend_tests! {
     publish_created_and_deleted_insert_nothing_but_publish_updated_still_publishes,
     a_manual_type_gets_no_trigger_events,
     files_repointed_with_raw_sql_reach_the_secondary_with_their_new_content,
+    a_database_migrated_before_the_triggers_gets_them_on_upgrade,
 }
 
 /// Events on the primary as `(replicable, event, model id, payload)`, in id order.
@@ -480,4 +481,40 @@ fn files_repointed_with_raw_sql_reach_the_secondary_with_their_new_content(backe
             "{path}"
         );
     }
+}
+
+fn a_database_migrated_before_the_triggers_gets_them_on_upgrade(backend: Backend) {
+    let s = Sites::open(backend, SecondaryConfig::default(), 0);
+    // As a database migrated by a release without triggers: no step in the ledger, none in
+    // the schema.
+    let sql = event_triggers(wd(), backend).expect("widgets use triggers");
+    exec(&mut s.p(), &sql.down);
+    exec(
+        &mut s.p(),
+        "DELETE FROM geo_schema_migrations WHERE name = 'widget_events_primary'",
+    );
+    insert_widget(&s, "old/a.bin");
+    assert!(s.events().is_empty());
+    let report =
+        on_conn!(&mut s.p(), c => geo_diesel::run_migrations(c, Role::Primary)).expect("upgrade");
+    assert_eq!(report.applied, ["widget_events_primary"]);
+    let w = insert_widget(&s, "old/b.bin");
+    assert_eq!(
+        events(&s),
+        [ev(
+            "widget",
+            "created",
+            w.id,
+            json!({"model_record_id": w.id})
+        )]
+    );
+    // Reverting the primary drops them again: a leftover trigger would fail the delete below,
+    // writing columns the stand-in `geo_events` does not have.
+    on_conn!(&mut s.p(), c => geo_diesel::revert_migrations(c, Role::Primary)).expect("revert");
+    exec(
+        &mut s.p(),
+        "CREATE TABLE IF NOT EXISTS geo_events (id INTEGER)",
+    );
+    raw(&s, "DELETE FROM widgets");
+    assert_eq!(s.primary_number("SELECT COUNT(*) AS n FROM geo_events"), 0);
 }
