@@ -22,7 +22,7 @@ pub mod transitions;
 pub use geo_schema as schema;
 
 pub use replicable::{
-    Backend, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
+    Backend, EventCapture, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
     VerificationMode, check_replicables, find_replicable, replicables,
 };
 pub use replicator::{BlobReplicator, Replicable, Replicator};

@@ -56,6 +56,34 @@ impl fmt::Display for VerificationMode {
     }
 }
 
+/// How a replicable's `created`/`updated`/`deleted` events reach `geo_events` on the primary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventCapture {
+    /// Triggers on the model table write the events in the changing transaction (the default):
+    /// every `INSERT`, `DELETE` and `UPDATE` of the file column or the id is captured, whether
+    /// it came through Diesel's DSL, a bulk update, raw SQL or a `psql` session. Only a file
+    /// rewritten in place with no column change needs `publish_updated`.
+    Triggers,
+    /// The application calls `publish_created`/`publish_updated`/`publish_deleted` itself.
+    Manual,
+}
+
+impl EventCapture {
+    /// The name used in the attribute (`events = "..."`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            EventCapture::Triggers => "triggers",
+            EventCapture::Manual => "manual",
+        }
+    }
+}
+
+impl fmt::Display for EventCapture {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Which database a migration targets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Role {
@@ -184,6 +212,8 @@ pub struct ReplicableDescriptor {
     pub verification: VerificationMode,
     /// Default of the feature flag `geo_<name>_replication`.
     pub enabled_by_default: bool,
+    /// How events are captured on the primary (`events = "..."`).
+    pub events: EventCapture,
     /// SQL names.
     pub tables: Tables,
     /// Migration SQL for every backend and role.
@@ -214,6 +244,11 @@ impl ReplicableDescriptor {
     /// Whether verification is on for this type.
     pub fn verifies(&self) -> bool {
         !matches!(self.verification, VerificationMode::None)
+    }
+
+    /// Whether triggers on the model table capture this type's events (`events = "triggers"`).
+    pub fn captured_by_triggers(&self) -> bool {
+        matches!(self.events, EventCapture::Triggers)
     }
 
     /// The migration for `backend` and `role`.

@@ -7,8 +7,11 @@
 //!   takes an [`AsDbConn`] — your own `SqliteConnection` or `PgConnection`, a pooled one, or a
 //!   borrowed [`DbConn`]. [`run_migrations`] (or [`DbPool::migrate`]) creates the tables of a
 //!   role.
-//! - Primary: [`publish_created`]/[`publish_updated`]/[`publish_deleted`] in the caller's
-//!   transaction, [`primary`]'s verification state, and the [`verifier`] workers.
+//! - Primary: events written by triggers on the model table (`events = "triggers"`, the
+//!   default; [`primary::triggers`]) or by [`publish_created`]/[`publish_updated`]/
+//!   [`publish_deleted`] in the caller's transaction (`events = "manual"`; `publish_updated`
+//!   also for a file rewritten in place), [`primary`]'s verification state, and the
+//!   [`verifier`] workers.
 //! - Secondary: [`registry::Registry`] (one handle per replicable), the [`cursor`] and the
 //!   [`secondary`] workers (one module per pass), reading the primary through a
 //!   [`geo_core::source::PrimarySource`] such as [`direct::DirectSource`].

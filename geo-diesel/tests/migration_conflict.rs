@@ -2,7 +2,7 @@
 //! database, and the diesel_cli writer writes nothing.
 
 use geo_diesel::geo_core::{
-    Backend, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
+    Backend, EventCapture, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
     VerificationMode,
 };
 use geo_diesel::{MigrationError, revert_migrations, run_migrations, write_diesel_cli_migrations};
@@ -20,6 +20,7 @@ const fn descriptor(name: &'static str, type_name: &'static str) -> ReplicableDe
         strategy: Strategy::Blob,
         verification: VerificationMode::None,
         enabled_by_default: true,
+        events: EventCapture::Manual,
         tables: Tables {
             model: name,
             model_id: "id",

@@ -19,6 +19,7 @@ pub(crate) const STRUCT_KEYS: &[&str] = &[
     "name",
     "verification",
     "enabled_by_default",
+    "events",
 ];
 
 /// The field-level options.
@@ -99,6 +100,38 @@ impl FromMeta for VerificationArg {
     }
 }
 
+/// `events = "..."`: how the primary captures `created`/`updated`/`deleted` events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EventsArg {
+    /// `"triggers"`: triggers on the model table write `geo_events`.
+    Triggers,
+    /// `"manual"`: the application calls `publish_*`.
+    Manual,
+}
+
+impl EventsArg {
+    pub(crate) const VALID: &'static [&'static str] = &["triggers", "manual"];
+}
+
+impl FromMeta for EventsArg {
+    fn from_string(value: &str) -> darling::Result<Self> {
+        match value {
+            "triggers" => Ok(EventsArg::Triggers),
+            "manual" => Ok(EventsArg::Manual),
+            other => Err(Error::custom(unknown_value_message(
+                "events",
+                other,
+                Self::VALID,
+            ))),
+        }
+    }
+
+    fn from_expr(expr: &Expr) -> darling::Result<Self> {
+        string_expr(expr, "events", "triggers")
+            .and_then(|lit| Self::from_string(&lit.value()).map_err(|e| e.with_span(&lit)))
+    }
+}
+
 /// The message for an unknown value of an enumerated key.
 fn unknown_value_message(key: &str, value: &str, valid: &[&str]) -> String {
     let list = valid
@@ -142,6 +175,8 @@ pub(crate) struct StructArgs {
     pub verification: Option<VerificationArg>,
     /// `enabled_by_default = ...`.
     pub enabled_by_default: Option<LitBool>,
+    /// `events = "..."`, if given and valid.
+    pub events: Option<EventsArg>,
 }
 
 /// The key of a nested meta item as a string, when it is a single identifier.
@@ -201,6 +236,11 @@ pub(crate) fn parse_struct_args(
             "verification" => {
                 if let Some(value) = name_value(meta, "verification", "\"separate\"", errors) {
                     args.verification = errors.handle(VerificationArg::from_expr(value));
+                }
+            }
+            "events" => {
+                if let Some(value) = name_value(meta, "events", "\"triggers\"", errors) {
+                    args.events = errors.handle(EventsArg::from_expr(value));
                 }
             }
             "registry" => {

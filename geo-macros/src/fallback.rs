@@ -53,6 +53,7 @@ fn stub(ident: &Ident, vis: &syn::Visibility) -> TokenStream {
                     strategy: #core::Strategy::Blob,
                     verification: #core::VerificationMode::None,
                     enabled_by_default: false,
+                    events: #core::EventCapture::Manual,
                     tables: #core::Tables {
                         model: "",
                         model_id: "",

@@ -61,6 +61,7 @@ use proc_macro2::TokenStream as TokenStream2;
 /// | `name = "..."` | snake case of the struct name (`PackageFile` → `package_file`) | the replicable name in events, URLs, the feature flag `geo_<name>_replication` and metrics |
 /// | `verification = "..."` | `"separate"` | `"separate"`: a `<name>_states` table keyed by the model id; `"inline"`: columns on the model table; `"none"`: no verification |
 /// | `enabled_by_default = bool` | `true` | default of the feature flag `geo_<name>_replication` |
+/// | `events = "..."` | `"triggers"` | how the primary captures `created`/`updated`/`deleted`: `"triggers"`: the primary's migration installs triggers on the model table (`INSERT`, `DELETE`, `UPDATE` of the file column or the id) that write `geo_events` in the changing transaction, honouring the feature flag, so Diesel's DSL, bulk updates and raw SQL are all captured and `publish_created`/`publish_deleted` do nothing; call `publish_updated` only for a file rewritten in place with no column change. `"manual"`: the application calls `publish_created`/`publish_updated`/`publish_deleted` in its transactions |
 ///
 /// `registry` and `name` must be plain SQL identifiers (`[a-z_][a-z0-9_]*`, at most 63 bytes),
 /// and so must every name derived from them.
@@ -84,7 +85,7 @@ use proc_macro2::TokenStream as TokenStream2;
 /// | item | naming rule | what it is |
 /// |---|---|---|
 /// | `WidgetReplicator<'a>` | `<Struct>Replicator` | borrows a record; implements `geo_core::Replicator` and `geo_core::BlobReplicator`; `new(&Widget)`, `model_record(&self) -> &'a Widget` |
-/// | `WidgetReplicator::DESCRIPTOR` | | `&'static geo_core::ReplicableDescriptor`: name, plural, type name, strategy, verification mode, flag default, SQL names, migrations |
+/// | `WidgetReplicator::DESCRIPTOR` | | `&'static geo_core::ReplicableDescriptor`: name, plural, type name, strategy, verification mode, flag default, event capture (`events`), SQL names, migrations |
 /// | `WidgetReplicator::MIGRATIONS` | | `geo_core::MigrationSet`: SQL for SQLite and PostgreSQL, primary and secondary, `up` and `down` |
 /// | `Widget::replicator(&self)` | | the record's `WidgetReplicator` |
 /// | `impl geo_core::Replicable for Widget` | | `DESCRIPTOR`, `replicator()`, `model_record_id()` |
@@ -113,7 +114,10 @@ use proc_macro2::TokenStream as TokenStream2;
 /// ```
 ///
 /// The SQL itself is `WidgetReplicator::MIGRATIONS.sqlite_primary.up` and so on, for use with
-/// other migration tools.
+/// other migration tools. With `events = "triggers"` the primary's plan has one more step,
+/// `widget_events_primary`, right after `widget_primary`: the triggers on the model table,
+/// rendered by geo-diesel from the descriptor (`geo_diesel::primary::triggers::event_triggers`;
+/// `widgets migrations print --role primary` shows them).
 ///
 /// # Errors
 ///

@@ -92,6 +92,14 @@ mod snapshots {
     }
 
     #[test]
+    fn events_manual() {
+        insta::assert_snapshot!(expansion(
+            quote!(strategy = "blob", events = "manual"),
+            widget()
+        ));
+    }
+
+    #[test]
     fn custom_id_field() {
         insta::assert_snapshot!(expansion(
             quote!(strategy = "blob"),
@@ -405,6 +413,18 @@ ALTER TABLE "widgets" DROP COLUMN IF EXISTS "verification_state";
 
 mod parse {
     use super::*;
+
+    #[test]
+    fn a_misspelt_events_value_is_one_error_with_a_suggestion() {
+        let e = errors(quote!(strategy = "blob", events = "trigers"), widget());
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].contains("unknown events `\"trigers\"`"), "{}", e[0]);
+        assert!(e[0].contains("`\"triggers\"`, `\"manual\"`"), "{}", e[0]);
+        assert!(e[0].contains("did you mean `\"triggers\"`?"), "{}", e[0]);
+        let e = errors(quote!(strategy = "blob", events = manual), widget());
+        assert_eq!(e.len(), 1, "{e:#?}");
+        assert!(e[0].contains("`events = \"triggers\"`"), "{}", e[0]);
+    }
 
     #[test]
     fn three_mistakes_three_errors() {

@@ -9,7 +9,7 @@ use syn::ext::IdentExt;
 use syn::{Ident, LitStr, Visibility};
 
 use crate::ast::Input;
-use crate::attr::{StrategyArg, StructArgs, VerificationArg};
+use crate::attr::{EventsArg, StrategyArg, StructArgs, VerificationArg};
 use crate::names::{diesel_table_name, plural, snake_name, sql_identifier_problem};
 
 /// The Rust type of the model's primary key.
@@ -38,6 +38,8 @@ pub(crate) struct Model {
     pub verification: VerificationArg,
     /// Default of the replication feature flag.
     pub enabled_by_default: bool,
+    /// How events are captured on the primary.
+    pub events: EventsArg,
     /// The model table's SQL name, e.g. `widgets`.
     pub model_table: String,
     /// The primary-key field.
@@ -417,6 +419,7 @@ pub(crate) fn validate(
         strategy,
         verification,
         enabled_by_default,
+        events: args.events.unwrap_or(EventsArg::Triggers),
         model_table,
         id_field,
         id_column,

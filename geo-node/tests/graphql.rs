@@ -40,7 +40,8 @@ use notes_schema::notes;
 /// A model without verification.
 #[derive(Debug, Clone, diesel::Queryable, diesel::Selectable)]
 #[diesel(table_name = notes)]
-#[replicable(strategy = "blob", verification = "none")]
+// Its table is created after the primary migrated, so it publishes by hand (no triggers).
+#[replicable(strategy = "blob", verification = "none", events = "manual")]
 pub struct Note {
     /// Primary key.
     pub id: i64,

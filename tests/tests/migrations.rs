@@ -11,7 +11,7 @@
 use chrono::{TimeZone, Utc};
 use diesel::prelude::*;
 use geo_diesel::geo_core::{
-    Backend, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
+    Backend, EventCapture, Migration, MigrationSet, ReplicableDescriptor, Role, Strategy, Tables,
     VerificationMode,
 };
 use geo_diesel::schema::{
@@ -31,6 +31,7 @@ static SAMPLE: ReplicableDescriptor = ReplicableDescriptor {
     strategy: Strategy::Blob,
     verification: VerificationMode::Separate,
     enabled_by_default: true,
+    events: EventCapture::Manual,
     tables: Tables {
         model: "samples",
         model_id: "id",
@@ -82,6 +83,7 @@ static BARE: ReplicableDescriptor = ReplicableDescriptor {
     strategy: Strategy::Blob,
     verification: VerificationMode::None,
     enabled_by_default: false,
+    events: EventCapture::Manual,
     tables: Tables {
         model: "bares",
         model_id: "id",

@@ -1,5 +1,7 @@
 //! The application's own schema and record operations on the primary. Every change to a record
-//! publishes its Geo event in the same transaction.
+//! publishes its Geo event in the same transaction: for widgets (`events = "triggers"`) the
+//! triggers on `widgets` do it, so only a file rewritten in place calls `publish_updated`; for
+//! gadgets (`events = "manual"`) every operation calls `publish_*` itself.
 //!
 //! This application runs on SQLite and PostgreSQL alike, so it dispatches its own Diesel code on
 //! the connection's backend (`on_backend!` below); an application on one backend passes its own
@@ -69,8 +71,8 @@ fn path(s: &str) -> Result<BlobPath, AppError> {
     Ok(BlobPath::new(s)?)
 }
 
-/// Stores `data` as a new widget's file, then inserts the widget and publishes `created` in one
-/// transaction.
+/// Stores `data` as a new widget's file, then inserts the widget; the insert trigger publishes
+/// `created` in the same statement.
 pub fn create_widget(
     conn: &mut impl AsDbConn,
     store: &dyn BlobStore,
@@ -79,17 +81,15 @@ pub fn create_widget(
     data: &[u8],
 ) -> Result<Widget, AppError> {
     store.write(&path(file_path)?, &mut &data[..], None)?;
-    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
-        let w: Widget = diesel::insert_into(widgets::table)
-            .values((widgets::file_path.eq(file_path), widgets::name.eq(name)))
-            .returning(Widget::as_returning())
-            .get_result(c)?;
-        publish_created(c, &w)?;
-        Ok(w)
-    }))
+    let w = on_backend!(conn, c => diesel::insert_into(widgets::table)
+        .values((widgets::file_path.eq(file_path), widgets::name.eq(name)))
+        .returning(Widget::as_returning())
+        .get_result(c)?);
+    Ok(w)
 }
 
-/// Replaces a widget's file content (atomically, same path) and publishes `updated`.
+/// Replaces a widget's file content (atomically, same path) and publishes `updated`: no column
+/// changes, so no trigger sees it.
 pub fn update_widget(
     conn: &mut impl AsDbConn,
     store: &dyn BlobStore,
@@ -103,7 +103,8 @@ pub fn update_widget(
     }))
 }
 
-/// Deletes a widget and publishes `deleted` in one transaction, then removes its file.
+/// Deletes a widget (the delete trigger publishes `deleted` in the same statement), then
+/// removes its file.
 pub fn delete_widget(
     conn: &mut impl AsDbConn,
     store: &dyn BlobStore,
@@ -111,7 +112,6 @@ pub fn delete_widget(
 ) -> Result<(), AppError> {
     on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
         diesel::delete(widgets::table.find(w.id)).execute(c)?;
-        publish_deleted(c, w)?;
         Ok(())
     }))?;
     store.delete(&path(&w.file_path)?)?;

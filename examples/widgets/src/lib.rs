@@ -42,7 +42,8 @@ pub mod schema {
 pub use schema::{gadgets, widgets};
 
 /// A widget and its file. Replicated with the blob strategy; verification state in
-/// `widget_states`.
+/// `widget_states`; its events are written by triggers on `widgets` (the default
+/// `events = "triggers"`), so no code publishes `created` or `deleted`.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = widgets)]
 #[replicable(strategy = "blob", registry = "widget_registry")]
@@ -56,8 +57,10 @@ pub struct Widget {
     pub name: String,
 }
 
-/// A gadget and its file. Verification columns live inline on `gadgets`.
-#[replicable(strategy = "blob", verification = "inline")]
+/// A gadget and its file. Verification columns live inline on `gadgets`; its events are
+/// published by the application's own `publish_*` calls (`events = "manual"`), so the example
+/// exercises both ways of capturing changes.
+#[replicable(strategy = "blob", verification = "inline", events = "manual")]
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = gadgets)]
 pub struct Gadget {

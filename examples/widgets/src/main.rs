@@ -274,7 +274,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         } => {
             for m in migration_plan(backend.into(), role.into()) {
                 println!("-- {} ({})", m.name, m.version);
-                println!("{}\n", if down { m.down } else { m.up }.trim_end());
+                println!("{}\n", if down { &m.down } else { &m.up }.trim_end());
             }
             Ok(ExitCode::SUCCESS)
         }

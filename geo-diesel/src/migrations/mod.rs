@@ -2,7 +2,10 @@
 //!
 //! A database plays one [`Role`]: the primary's main database or a secondary's tracking
 //! database. Its migration plan is the framework migration for that role (`geo_framework_<role>`)
-//! followed by every registered replicable's migration (`<name>_<role>`) in name order.
+//! followed by every registered replicable's migration (`<name>_<role>`) in name order; on the
+//! primary, an `events = "triggers"` type's migration is followed by its event triggers
+//! (`<name>_events_primary`, [`crate::primary::triggers`]), a step of its own so that a
+//! database migrated before the triggers existed gets them on upgrade.
 //! [`run_migrations`] applies what the ledger `geo_schema_migrations` does not record yet, each
 //! migration in its own transaction, so running it again is a no-op; [`revert_migrations`] runs
 //! the downs in reverse order. [`write_diesel_cli_migrations`] writes the same plan as
@@ -14,6 +17,7 @@
 //! Each role expects its own database. Both roles in one database work for applying, but the
 //! framework `down` of either role drops the shared `geo_feature_flags` table.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,20 +40,23 @@ pub use framework::{
 /// One step of a migration plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedMigration {
-    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>`, `geo_leases_secondary` or
-    /// `<replicable name>_<role>`.
+    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>`, `geo_leases_secondary`,
+    /// `<replicable name>_<role>` or `<replicable name>_events_primary` (the event triggers).
     pub name: String,
     /// diesel_cli version (14 digits): [`FRAMEWORK_VERSION`] for the framework,
     /// [`ADMIN_VERSION`] for the admin tables; for a
     /// replicable `9` followed by 13 digits of a stable hash of its name. Stable, so adding a
     /// replicable never renumbers an existing folder, and starting with `9` so that diesel_cli
     /// applies it after the application's own timestamped migrations (which create the model
-    /// tables the primary migration refers to).
+    /// tables the primary migration refers to). A replicable's event triggers get its version
+    /// followed by `1` (15 digits), which sorts right after it and before every other
+    /// replicable's in diesel's order (diesel_migrations sorts by the version string; `ls`,
+    /// which sorts whole folder names, lists it before its base).
     pub version: String,
     /// Statements that apply it.
-    pub up: &'static str,
+    pub up: Cow<'static, str>,
     /// Statements that revert it.
-    pub down: &'static str,
+    pub down: Cow<'static, str>,
 }
 
 impl NamedMigration {
@@ -76,35 +83,50 @@ pub fn plan_for(
     let mut plan = vec![NamedMigration {
         name: format!("{FRAMEWORK_MIGRATION_PREFIX}_{role}"),
         version: FRAMEWORK_VERSION.to_owned(),
-        up: framework.up,
-        down: framework.down,
+        up: framework.up.into(),
+        down: framework.down.into(),
     }];
     let admin = admin_migration(backend, role);
     plan.push(NamedMigration {
         name: format!("{ADMIN_MIGRATION_PREFIX}_{role}"),
         version: ADMIN_VERSION.to_owned(),
-        up: admin.up,
-        down: admin.down,
+        up: admin.up.into(),
+        down: admin.down.into(),
     });
     if role == Role::Secondary {
         let leases = leases_migration(backend, role);
         plan.push(NamedMigration {
             name: format!("{LEASES_MIGRATION_PREFIX}_{role}"),
             version: LEASES_VERSION.to_owned(),
-            up: leases.up,
-            down: leases.down,
+            up: leases.up.into(),
+            down: leases.down.into(),
         });
     }
-    plan.extend(descriptors.iter().map(|d| {
+    for d in descriptors {
         let m = d.migration(backend, role);
-        NamedMigration {
+        plan.push(NamedMigration {
             name: format!("{}_{role}", d.name),
             version: replicable_version(d.name),
-            up: m.up,
-            down: m.down,
+            up: m.up.into(),
+            down: m.down.into(),
+        });
+        if role == Role::Primary
+            && let Some(t) = crate::primary::triggers::event_triggers(d, backend)
+        {
+            plan.push(NamedMigration {
+                name: events_migration_name(d),
+                version: format!("{}1", replicable_version(d.name)),
+                up: t.up.into(),
+                down: t.down.into(),
+            });
         }
-    }));
+    }
     plan
+}
+
+/// The ledger name of a replicable's event-trigger step: `<name>_events_primary`.
+fn events_migration_name(d: &ReplicableDescriptor) -> String {
+    format!("{}_events_{}", d.name, Role::Primary)
 }
 
 /// `9` followed by 13 decimal digits of the 64-bit FNV-1a hash of `name`: stable across Rust
@@ -205,6 +227,12 @@ pub enum MigrationError {
     /// Two registered replicables collide.
     #[error("cannot migrate: {0}")]
     Conflict(#[from] RegistryConflict),
+    /// A replicable's ledger name is another's event-trigger step (`x_events` beside a
+    /// triggers type `x`).
+    #[error(
+        "replicable `{0}` has the ledger name `{0}_primary` of the event triggers of another replicable; give it another `name`"
+    )]
+    EventsNameClash(&'static str),
     /// A replicable uses the name reserved for the framework migrations.
     #[error(
         "replicable `{0}` uses the name reserved for Geo's framework migrations; give it another `name`"
@@ -257,6 +285,12 @@ fn checked_plan(backend: Backend, role: Role) -> Result<Vec<NamedMigration>, Mig
     }) {
         return Err(MigrationError::ReservedName(d.name));
     }
+    if let Some(d) = all.iter().find(|d| {
+        all.iter()
+            .any(|t| t.captured_by_triggers() && format!("{}_events", t.name) == d.name)
+    }) {
+        return Err(MigrationError::EventsNameClash(d.name));
+    }
     Ok(plan_for(&all, backend, role))
 }
 
@@ -304,7 +338,7 @@ fn run_on<C: Ledger>(conn: &mut C, role: Role) -> Result<MigrationReport, Migrat
                 if c.migration_applied(&m.name)? {
                     return Ok(false);
                 }
-                execute(c, m.up)?;
+                execute(c, &m.up)?;
                 c.record_migration(&m.name)?;
                 Ok(true)
             })
@@ -354,7 +388,7 @@ fn revert_on<C: Ledger>(conn: &mut C, role: Role) -> Result<RevertReport, Migrat
                 if !c.migration_applied(&m.name)? {
                     return Ok(false);
                 }
-                execute(c, m.down)?;
+                execute(c, &m.down)?;
                 c.forget_migration(&m.name)?;
                 Ok(true)
             })
@@ -405,7 +439,7 @@ pub fn write_diesel_cli_migrations(
         }
         let folder = dir.join(m.folder_name());
         std::fs::create_dir_all(&folder)?;
-        for (file, sql) in [("up.sql", m.up), ("down.sql", m.down)] {
+        for (file, sql) in [("up.sql", &m.up), ("down.sql", &m.down)] {
             let mut text = format!(
                 "-- {} ({backend}, {role}), generated by geo-diesel; do not edit.\n{sql}",
                 m.name

@@ -67,3 +67,51 @@ fn sqlite_framework_sql_has_the_contract_columns() {
     assert!(s.up.contains(r#""detected_at" TIMESTAMPTZ NOT NULL DEFAULT now()"#));
     assert!(!s.up.contains("geo_events"));
 }
+
+static TRIGGERED: ReplicableDescriptor = ReplicableDescriptor {
+    name: "widget",
+    plural: "widgets",
+    type_name: "Widget",
+    strategy: geo_core::Strategy::Blob,
+    verification: geo_core::VerificationMode::None,
+    enabled_by_default: true,
+    events: geo_core::EventCapture::Triggers,
+    tables: geo_core::Tables {
+        model: "widgets",
+        model_id: "id",
+        model_file: "file_path",
+        registry: "widget_registry",
+        registry_model_id: "widget_id",
+        verification: None,
+    },
+    migrations: geo_core::MigrationSet {
+        sqlite_primary: geo_core::Migration { up: "", down: "" },
+        sqlite_secondary: geo_core::Migration { up: "", down: "" },
+        postgres_primary: geo_core::Migration { up: "", down: "" },
+        postgres_secondary: geo_core::Migration { up: "", down: "" },
+    },
+};
+
+#[test]
+fn a_triggers_type_gets_its_event_step_right_after_its_primary_migration() {
+    for backend in Backend::ALL {
+        let plan = plan_for(&[&TRIGGERED], backend, Role::Primary);
+        let names: Vec<&str> = plan.iter().map(|m| m.name.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "geo_framework_primary",
+                "geo_admin_primary",
+                "widget_primary",
+                "widget_events_primary"
+            ]
+        );
+        assert_eq!(plan[3].version, "965880200494451");
+        assert!(plan[3].version > plan[2].version);
+        assert!(plan[3].version.as_str() < "96588020049446");
+        assert!(plan[3].up.contains("\"geo_events\""), "{}", plan[3].up);
+        assert!(plan[3].down.contains("DROP TRIGGER IF EXISTS"));
+        let secondary = plan_for(&[&TRIGGERED], backend, Role::Secondary);
+        assert!(secondary.iter().all(|m| !m.name.contains("events")));
+    }
+}

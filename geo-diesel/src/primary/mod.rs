@@ -1,6 +1,7 @@
 //! The primary site: publishing events in the caller's transaction (a transactional outbox),
 //! the replication feature flags, and the verification state the verifier works through
-//! ([`verification`]); [`records`] reads the model tables.
+//! ([`verification`]); [`records`] reads the model tables; [`triggers`] is the DDL of the
+//! triggers that publish for `events = "triggers"` types (the default).
 
 use chrono::{DateTime, Utc};
 use diesel::prelude::*;
@@ -12,6 +13,7 @@ use crate::sql::{IdRow, Sql};
 use crate::types::UtcDateTime;
 
 pub mod records;
+pub mod triggers;
 pub mod verification;
 
 pub use records::{
@@ -166,6 +168,15 @@ where
     let d = R::DESCRIPTOR;
     let replicator = record.replicator();
     let id = replicator.model_record_id();
+    if d.captured_by_triggers() && matches!(kind, EventKind::Created | EventKind::Deleted) {
+        tracing::debug!(
+            replicable = d.name,
+            id,
+            event = kind.as_str(),
+            "events = \"triggers\": the model table's trigger published it; nothing to insert"
+        );
+        return Ok(None);
+    }
     let payload = match kind {
         EventKind::Deleted => {
             serde_json::json!({"model_record_id": id, "blob_path": replicator.blob_path()})
@@ -196,6 +207,9 @@ where
 /// pending. Call it inside the transaction that inserts the record: a rollback publishes nothing,
 /// a commit never loses the event. Returns the event id, or `None` when the type's feature flag
 /// is off.
+///
+/// For an `events = "triggers"` type (the default) it inserts nothing and returns `Ok(None)`:
+/// the model table's `INSERT` trigger already published `created` in the same transaction.
 pub fn publish_created<R>(conn: &mut impl AsDbConn, record: &R) -> Result<Option<i64>, PrimaryError>
 where
     R: Replicable,
@@ -206,6 +220,9 @@ where
 
 /// Publishes `updated` (the blob changed) in the caller's transaction and marks the record's
 /// verification pending. Unlike GitLab, every blob type has a first-class update event.
+///
+/// For an `events = "triggers"` type too: the triggers see a change of the file column, not a
+/// file rewritten in place under the same path, so call this after such a rewrite.
 pub fn publish_updated<R>(conn: &mut impl AsDbConn, record: &R) -> Result<Option<i64>, PrimaryError>
 where
     R: Replicable,
@@ -216,6 +233,9 @@ where
 
 /// Publishes `deleted` with the blob path in the caller's transaction. Call it in the transaction
 /// that deletes the record.
+///
+/// For an `events = "triggers"` type (the default) it inserts nothing and returns `Ok(None)`:
+/// the model table's `DELETE` trigger already published `deleted` with the old path.
 pub fn publish_deleted<R>(conn: &mut impl AsDbConn, record: &R) -> Result<Option<i64>, PrimaryError>
 where
     R: Replicable,

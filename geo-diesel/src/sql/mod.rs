@@ -108,6 +108,11 @@ enum Piece {
     Sql(&'static str),
     Int(i64),
     Ident(&'static str),
+    /// An identifier computed at run time (a trigger or function name derived from a
+    /// descriptor's validated names).
+    OwnedIdent(String),
+    /// `NEW."column"` / `OLD."column"` in a trigger body.
+    RowRef(RowRef),
     Bind(Bound),
     IdSet(IdSet),
     Lock(Lock),
@@ -134,6 +139,25 @@ impl Sql {
     /// Appends a quoted identifier.
     pub fn ident(&mut self, name: &'static str) -> &mut Self {
         self.pieces.push(Piece::Ident(name));
+        self
+    }
+
+    /// Appends a quoted identifier computed at run time from validated names (e.g. a trigger
+    /// name built from a descriptor's names).
+    pub fn ident_owned(&mut self, name: String) -> &mut Self {
+        self.pieces.push(Piece::OwnedIdent(name));
+        self
+    }
+
+    /// Appends a trigger's row reference: `NEW."column"` or `OLD."column"`.
+    pub fn row_ref(&mut self, row: RowRef) -> &mut Self {
+        self.pieces.push(Piece::RowRef(row));
+        self
+    }
+
+    /// Appends another statement's pieces.
+    pub fn append(&mut self, other: &Sql) -> &mut Self {
+        self.pieces.extend(other.pieces.iter().cloned());
         self
     }
 
@@ -304,6 +328,12 @@ where
                 Piece::Sql(s) => out.push_sql(s),
                 Piece::Int(n) => out.push_sql(&n.to_string()),
                 Piece::Ident(name) => out.push_identifier(name)?,
+                Piece::OwnedIdent(name) => out.push_identifier(name)?,
+                Piece::RowRef(row) => {
+                    out.push_sql(row.row.as_str());
+                    out.push_sql(".");
+                    out.push_identifier(row.column)?;
+                }
                 Piece::Lock(lock) => out.push_sql(lock_clause(DB::KIND, *lock)),
                 Piece::IdSet(set) => DB::walk_id_set(set, &mut out)?,
                 Piece::Bind(b) => match b {
@@ -321,8 +351,10 @@ where
     }
 }
 
+mod literal;
 mod table;
 
+pub use literal::{Row, RowRef};
 pub use table::{BATCH_CHUNK, CHUNK, IdPathRow, IdRow, Table};
 
 #[cfg(test)]

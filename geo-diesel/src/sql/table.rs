@@ -9,7 +9,7 @@ use diesel::sql_types::{BigInt, SmallInt};
 use geo_core::schema::Column;
 use geo_core::transitions::{Change, Claim, Condition, Datum, Order, States, Then, Value};
 
-use super::Sql;
+use super::{RowRef, Sql};
 use crate::db::AsDbConn;
 
 /// A table the rules run against: its name, the key the caller's ids refer to (the model id),
@@ -203,6 +203,46 @@ impl Table {
         sql
     }
 
+    /// `UPDATE t SET … WHERE key = NEW."col" AND guard`, the change applied to the row a
+    /// trigger names (no `RETURNING`: a trigger body cannot return rows). Render it with
+    /// [`Sql::to_literal_sql`].
+    pub fn update_row_sql(&self, change: &Change, row: RowRef) -> Sql {
+        let mut sql = Sql::new();
+        sql.push("UPDATE ").ident(self.name);
+        self.set(&mut sql, change);
+        sql.push(" WHERE ")
+            .qualified(self.name, self.key)
+            .push(" = ")
+            .row_ref(row);
+        self.guard(&mut sql, change);
+        sql
+    }
+
+    /// `INSERT INTO t (key) VALUES (NEW."col") ON CONFLICT (key) DO UPDATE SET <change>
+    /// WHERE guard`: [`Table::upsert`] for the row a trigger names (no `RETURNING`).
+    pub fn upsert_row_sql(&self, change: &Change, row: RowRef) -> Sql {
+        let mut sql = Sql::new();
+        sql.push("INSERT INTO ")
+            .ident(self.name)
+            .push(" (")
+            .ident(self.key)
+            .push(") VALUES (")
+            .row_ref(row)
+            .push(")");
+        self.on_conflict_update(&mut sql, change);
+        sql
+    }
+
+    /// ` ON CONFLICT (key) DO UPDATE SET <change> WHERE 1 = 1 <guard>`.
+    fn on_conflict_update(&self, sql: &mut Sql, change: &Change) {
+        sql.push(" ON CONFLICT (")
+            .ident(self.key)
+            .push(") DO UPDATE");
+        self.set(sql, change);
+        sql.push(" WHERE 1 = 1");
+        self.guard(sql, change);
+    }
+
     /// Applies `change` to rows `ids` (`None`: every row), then its [`Then`]; `retry_at`
     /// gives the retry time for a new retry count and cap. Returns the keys changed.
     pub fn apply(
@@ -371,12 +411,7 @@ impl Table {
             for (i, id) in chunk.iter().enumerate() {
                 sql.push(if i > 0 { ", (" } else { "(" }).int(*id).push(")");
             }
-            sql.push(" ON CONFLICT (")
-                .ident(self.key)
-                .push(") DO UPDATE");
-            self.set(&mut sql, change);
-            sql.push(" WHERE 1 = 1");
-            self.guard(&mut sql, change);
+            self.on_conflict_update(&mut sql, change);
             n += sql.execute(conn)?;
         }
         Ok(n)

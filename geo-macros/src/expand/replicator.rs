@@ -6,7 +6,7 @@ use quote::quote;
 use syn::ext::IdentExt;
 
 use super::{migration, private};
-use crate::attr::{StrategyArg, VerificationArg};
+use crate::attr::{EventsArg, StrategyArg, VerificationArg};
 use crate::valid::Model;
 
 /// The descriptor expression (a `&'static ReplicableDescriptor`), naming `Self::MIGRATIONS`.
@@ -25,6 +25,10 @@ fn descriptor(model: &Model) -> TokenStream {
         VerificationArg::None => quote!(#core::VerificationMode::None),
     };
     let enabled = model.enabled_by_default;
+    let events = match model.events {
+        EventsArg::Triggers => quote!(#core::EventCapture::Triggers),
+        EventsArg::Manual => quote!(#core::EventCapture::Manual),
+    };
     let model_table = &model.model_table;
     let model_id = &model.id_column;
     let model_file = &model.file_column;
@@ -42,6 +46,7 @@ fn descriptor(model: &Model) -> TokenStream {
             strategy: #strategy,
             verification: #verification_mode,
             enabled_by_default: #enabled,
+            events: #events,
             tables: #core::Tables {
                 model: #model_table,
                 model_id: #model_id,

@@ -20,9 +20,9 @@ use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore, LocalBlobStore};
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::geo_core::event::Event;
 use geo_diesel::geo_core::source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
+use geo_diesel::replicable;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
-use geo_diesel::{publish_created, replicable};
 use geo_node::auth::{Credentials, KeyRing};
 use geo_node::cli::{App, BoxError};
 use geo_node::client::{HttpConfig, HttpSource};
@@ -87,7 +87,7 @@ pub fn app() -> App {
     App::new().primary_setup(create_schema)
 }
 
-/// Writes the file, then inserts the record and publishes `created`.
+/// Writes the file, then inserts the record (its trigger publishes `created`).
 pub fn create_doc(db: &DbPool, store: &dyn BlobStore, path: &str, data: &[u8]) -> Doc {
     store
         .write(&BlobPath::new(path).unwrap(), &mut &data[..], None)
@@ -95,16 +95,16 @@ pub fn create_doc(db: &DbPool, store: &dyn BlobStore, path: &str, data: &[u8]) -
     insert_doc(db, path)
 }
 
-/// Inserts a record (no file) and publishes `created`.
+/// Inserts a record (no file); its trigger publishes `created`.
 pub fn insert_doc(db: &DbPool, path: &str) -> Doc {
     let mut conn = db.get().unwrap();
     sqlite(&mut conn)
         .transaction::<_, BoxError, _>(|c| {
+            // `events = "triggers"`: the insert trigger publishes `created`.
             let d: Doc = diesel::insert_into(docs::table)
                 .values((docs::path.eq(path), docs::title.eq("t")))
                 .returning(Doc::as_returning())
                 .get_result(c)?;
-            publish_created(c, &d)?;
             Ok(d)
         })
         .unwrap()

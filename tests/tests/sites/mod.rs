@@ -363,20 +363,45 @@ impl Sites {
         (g, bytes)
     }
 
-    /// Inserts a widget row and its file without publishing anything (as a bulk import
-    /// would): only the backfill finds it. Returns its id, path and bytes.
+    /// Inserts a widget row and its file without publishing anything (as an import that
+    /// predates the triggers, or ran with replication off, would leave it): only the backfill
+    /// finds it. The insert trigger is kept quiet by turning the type's replication flag off
+    /// for this one transaction. Returns its id, path and bytes.
     pub fn widget_silently(&self, i: u64, len: usize) -> (i64, String, Vec<u8>) {
+        use geo_diesel::schema::geo_feature_flags as flags;
         use widgets::widgets::dsl;
         let bytes = data(i, len);
         let path = format!("silent/{i}.bin");
         self.primary_store
             .write(&BlobPath::new(&path).expect("path"), &mut &bytes[..], None)
             .expect("write");
-        let insert = diesel::insert_into(dsl::widgets)
-            .values((dsl::file_path.eq(&path), dsl::name.eq("silent")))
-            .returning(dsl::id);
-        let id: i64 =
-            on_conn!(&mut self.p(), c => insert.get_result(c)).expect("insert widget silently");
+        let flag = wd().feature_flag();
+        let mut conn = self.p();
+        let id: i64 = on_conn!(&mut conn, c => c.transaction::<_, diesel::result::Error, _>(|c| {
+            let before: Option<bool> = flags::table
+                .find(&flag)
+                .select(flags::enabled)
+                .first(c)
+                .optional()?;
+            diesel::insert_into(flags::table)
+                .values((flags::name.eq(&flag), flags::enabled.eq(false)))
+                .on_conflict(flags::name)
+                .do_update()
+                .set(flags::enabled.eq(false))
+                .execute(c)?;
+            let id = diesel::insert_into(dsl::widgets)
+                .values((dsl::file_path.eq(&path), dsl::name.eq("silent")))
+                .returning(dsl::id)
+                .get_result(c)?;
+            match before {
+                Some(enabled) => diesel::update(flags::table.find(&flag))
+                    .set(flags::enabled.eq(enabled))
+                    .execute(c)?,
+                None => diesel::delete(flags::table.find(&flag)).execute(c)?,
+            };
+            Ok(id)
+        }))
+        .expect("insert widget silently");
         (id, path, bytes)
     }
 

@@ -1,6 +1,6 @@
 //! Every default, the attribute above `#[derive(...)]`.
 use diesel::prelude::*;
-use geo_diesel::geo_core::{BlobReplicator, Replicator, VerificationMode};
+use geo_diesel::geo_core::{BlobReplicator, EventCapture, Replicator, VerificationMode};
 use geo_diesel::replicable;
 
 diesel::table! {
@@ -36,6 +36,7 @@ fn main() {
         ("widget", "widgets", VerificationMode::Separate)
     );
     assert!(d.enabled_by_default);
+    assert_eq!(d.events, EventCapture::Triggers);
     assert!(
         WidgetReplicator::MIGRATIONS
             .sqlite_secondary

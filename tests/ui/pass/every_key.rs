@@ -1,6 +1,6 @@
 //! Every struct key written out.
 use diesel::prelude::*;
-use geo_diesel::geo_core::VerificationMode;
+use geo_diesel::geo_core::{EventCapture, VerificationMode};
 use geo_diesel::replicable;
 
 diesel::table! {
@@ -17,7 +17,8 @@ diesel::table! {
     registry = "upload_files_registry",
     name = "upload_file",
     verification = "separate",
-    enabled_by_default = true
+    enabled_by_default = true,
+    events = "manual"
 )]
 pub struct Upload {
     pub id: i64,
@@ -33,6 +34,7 @@ fn main() {
     );
     assert_eq!(d.feature_flag(), "geo_upload_file_replication");
     assert_eq!(d.verification, VerificationMode::Separate);
+    assert_eq!(d.events, EventCapture::Manual);
     assert_eq!(d.tables.registry, "upload_files_registry");
     assert_eq!(d.tables.registry_model_id, "upload_file_id");
     assert_eq!(

@@ -10,6 +10,7 @@ use geo_diesel::secondary::{Secondary, SecondaryConfig};
 
 use super::data::{
     clear_tables_sql, exec, insert_series_sql, open, registry_counts, secondary_with, widget,
+    without_events_sql,
 };
 use super::report::{Aim, BenchResult, Figure, Peer, PeerKind, PeerOutcome};
 use super::{BenchId, BenchOptions};
@@ -24,7 +25,7 @@ pub(super) fn bench_backfill(opts: &BenchOptions, dir: &Path) -> Result<BenchRes
     let t = Instant::now();
     exec(
         &sites.primary_db,
-        &insert_series_sql(
+        &without_events_sql(&insert_series_sql(
             backend,
             &format!(
                 "{} ({}, {}, \"name\")",
@@ -34,7 +35,7 @@ pub(super) fn bench_backfill(opts: &BenchOptions, dir: &Path) -> Result<BenchRes
             ),
             "x, 'widgets/' || x || '.bin', 'bench'",
             n,
-        ),
+        )),
     )?;
     let setup = t.elapsed().as_secs_f64();
     let registry_table = ident(d.tables.registry);

@@ -64,6 +64,19 @@ pub(super) fn insert_series_sql(backend: Backend, target: &str, select: &str, n:
     }
 }
 
+/// `sql` in one transaction with the widget's replication flag off, so the insert triggers on
+/// `widgets` (`events = "triggers"`) write no events and no verification states: benchmark data
+/// is loaded as an import would be, and each benchmark sets up exactly the state it measures.
+/// The flag row is removed again (back to the default) in the same transaction.
+pub(super) fn without_events_sql(sql: &str) -> String {
+    let flag = widget().feature_flag();
+    format!(
+        "BEGIN;\nINSERT INTO geo_feature_flags (name, enabled) VALUES ('{flag}', FALSE) \
+         ON CONFLICT (name) DO UPDATE SET enabled = FALSE;\n{sql};\n\
+         DELETE FROM geo_feature_flags WHERE name = '{flag}';\nCOMMIT;"
+    )
+}
+
 /// The blob path of the `i`-th benchmark file.
 pub(super) fn bench_path(prefix: &str, i: usize) -> String {
     format!("{prefix}/{:03}/{i:06}.bin", i % 97)
@@ -103,7 +116,7 @@ pub(super) fn insert_widgets(pool: &DbPool, paths: &[String]) -> Result<()> {
             ident(key)
         ));
     }
-    exec(pool, &format!("BEGIN; {sql} COMMIT;"))
+    exec(pool, &without_events_sql(&sql))
 }
 
 /// Empties the secondary: registry rows, cursor, gaps and files.

@@ -11,13 +11,14 @@
 //! | B6 | log-cursor events per second ([`Secondary::cursor_pass`](geo_diesel::secondary::Secondary::cursor_pass)) | floor: one set-based upsert |
 //! | B7 | a filtered `widgetRegistries` GraphQL query over HTTP on a 1,000,000-row registry | aim: ≤ 50 ms median |
 //! | B8 | a bulk resync (`RESYNC_ALL`) of the same registry | aim: ≤ 10 s |
+//! | B9 | 100,000 single-row inserts captured by the event triggers | floor: a plain table without triggers; peer: manual publish calls |
 //!
 //! Data goes to a tmpfs folder (`/dev/shm`) when there is one, so page-cache and disk effects do
 //! not decide the comparison. Peers that are not installed are reported as missing with the
 //! command that installs them; nothing is ever estimated in their place.
 //!
 //! One file per section: `verification.rs` (B1), `sync.rs` (B2, B3), `backfill.rs` (B5),
-//! `cursor.rs` (B6), `admin.rs` (B7, B8); `peers.rs` finds and times the peers and holds the shared measuring helpers
+//! `cursor.rs` (B6), `admin.rs` (B7, B8), `triggers.rs` (B9); `peers.rs` finds and times the peers and holds the shared measuring helpers
 //! (median, load average, tmpfs choice), `data.rs` writes the files and rows every section runs
 //! on, `report.rs` holds the figures and renders them as text and JSON.
 
@@ -37,6 +38,7 @@ mod data;
 mod peers;
 mod report;
 mod sync;
+mod triggers;
 mod verification;
 
 pub use peers::{default_data_dir, find_program, fs_type, load_average, median};
@@ -62,11 +64,13 @@ pub enum BenchId {
     B7,
     /// A bulk resync of a large registry.
     B8,
+    /// Inserts with and without the event triggers.
+    B9,
 }
 
 impl BenchId {
     /// Every benchmark, in the order they run.
-    pub const ALL: [BenchId; 7] = [
+    pub const ALL: [BenchId; 8] = [
         BenchId::B1,
         BenchId::B2,
         BenchId::B3,
@@ -74,6 +78,7 @@ impl BenchId {
         BenchId::B6,
         BenchId::B7,
         BenchId::B8,
+        BenchId::B9,
     ];
 
     /// `"B1"`, `"B2"`, …
@@ -86,6 +91,7 @@ impl BenchId {
             BenchId::B6 => "B6",
             BenchId::B7 => "B7",
             BenchId::B8 => "B8",
+            BenchId::B9 => "B9",
         }
     }
 }
@@ -98,7 +104,7 @@ impl fmt::Display for BenchId {
 
 /// A benchmark name that is not one of [`BenchId::ALL`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown benchmark {0:?}: expected one of B1, B2, B3, B5, B6, B7, B8")]
+#[error("unknown benchmark {0:?}: expected one of B1, B2, B3, B5, B6, B7, B8, B9")]
 pub struct UnknownBench(pub String);
 
 impl FromStr for BenchId {
@@ -137,6 +143,8 @@ pub struct Sizes {
     pub b6_batches: Vec<usize>,
     /// B7, B8: registry rows queried and bulk-resynced.
     pub b7_rows: i64,
+    /// B9: inserts per way (plain, triggers, manual publish).
+    pub b9_inserts: usize,
 }
 
 const MIB: u64 = 1 << 20;
@@ -158,6 +166,7 @@ impl Sizes {
             b6_events: 100_000,
             b6_batches: vec![1000, 5000],
             b7_rows: 1_000_000,
+            b9_inserts: 100_000,
         }
     }
 
@@ -175,6 +184,7 @@ impl Sizes {
             b6_events: 5_000,
             b6_batches: vec![1000, 5000],
             b7_rows: 20_000,
+            b9_inserts: 2_000,
         }
     }
 }
@@ -331,6 +341,7 @@ pub fn run_with(
             BenchId::B6 => cursor::bench_cursor(opts, &dir),
             BenchId::B7 => admin::bench_query(opts, &dir),
             BenchId::B8 => admin::bench_bulk(opts, &dir),
+            BenchId::B9 => triggers::bench_trigger_overhead(opts, &dir),
         }
         .with_context(|| format!("benchmark {id}"))?;
         if let (Some(a), Some(b)) = (load_before, load_average()) {
@@ -341,9 +352,12 @@ pub fn run_with(
         }
         // Free the tmpfs space before the next benchmark.
         fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
-        // On PostgreSQL, B5–B8 are also measured on SQLite in the same run, side by side.
+        // On PostgreSQL, B5–B9 are also measured on SQLite in the same run, side by side.
         if opts.database_url.is_some()
-            && matches!(id, BenchId::B5 | BenchId::B6 | BenchId::B7 | BenchId::B8)
+            && matches!(
+                id,
+                BenchId::B5 | BenchId::B6 | BenchId::B7 | BenchId::B8 | BenchId::B9
+            )
         {
             let sqlite_opts = BenchOptions {
                 database_url: None,
@@ -355,6 +369,7 @@ pub fn run_with(
                 BenchId::B5 => backfill::bench_backfill(&sqlite_opts, &sdir),
                 BenchId::B7 => admin::bench_query(&sqlite_opts, &sdir),
                 BenchId::B8 => admin::bench_bulk(&sqlite_opts, &sdir),
+                BenchId::B9 => triggers::bench_trigger_overhead(&sqlite_opts, &sdir),
                 _ => cursor::bench_cursor(&sqlite_opts, &sdir),
             }
             .with_context(|| format!("benchmark {id} on SQLite"))?;
