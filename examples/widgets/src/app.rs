@@ -10,6 +10,7 @@
 use diesel::prelude::*;
 use geo_diesel::geo_core::Backend;
 use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
+use geo_diesel::primary::blob_path_in_use;
 use geo_diesel::{AsDbConn, DbConn, publish_created, publish_deleted, publish_updated};
 
 /// Runs `$body` with `$c` bound to the concrete connection behind `$conn` (an [`AsDbConn`]), so
@@ -104,17 +105,20 @@ pub fn update_widget(
 }
 
 /// Deletes a widget (the delete trigger publishes `deleted` in the same statement), then
-/// removes its file.
+/// removes its file unless another record still points at it.
 pub fn delete_widget(
     conn: &mut impl AsDbConn,
     store: &dyn BlobStore,
     w: &Widget,
 ) -> Result<(), AppError> {
-    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    let shared = on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
         diesel::delete(widgets::table.find(w.id)).execute(c)?;
-        Ok(())
+        Ok(blob_path_in_use(c, &w.file_path, None)?)
     }))?;
-    store.delete(&path(&w.file_path)?)?;
+    // Another record may point at the same file: it stays until its last record goes.
+    if !shared {
+        store.delete(&path(&w.file_path)?)?;
+    }
     Ok(())
 }
 
@@ -151,17 +155,20 @@ pub fn update_gadget(
     }))
 }
 
-/// Deletes a gadget and publishes `deleted`, then removes its file.
+/// Deletes a gadget and publishes `deleted`, then removes its file unless another record still
+/// points at it.
 pub fn delete_gadget(
     conn: &mut impl AsDbConn,
     store: &dyn BlobStore,
     g: &Gadget,
 ) -> Result<(), AppError> {
-    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    let shared = on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
         diesel::delete(gadgets::table.find(g.id)).execute(c)?;
         publish_deleted(c, g)?;
-        Ok(())
+        Ok(blob_path_in_use(c, &g.blob_key, None)?)
     }))?;
-    store.delete(&path(&g.blob_key)?)?;
+    if !shared {
+        store.delete(&path(&g.blob_key)?)?;
+    }
     Ok(())
 }

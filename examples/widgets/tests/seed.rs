@@ -52,3 +52,28 @@ fn a_second_seed_run_uses_new_paths_and_leaves_the_first_runs_files_alone() {
         );
     }
 }
+
+/// Two records share one file: deleting one on the primary keeps the file for the other;
+/// deleting the last one removes it. Both types share the store, so a widget and a gadget
+/// pointing at one path count too.
+#[test]
+fn deleting_one_of_two_records_sharing_a_file_keeps_the_file() {
+    use geo_diesel::geo_core::blob_store::LocalBlobStore;
+    let tmp = tempfile::tempdir().unwrap();
+    let url = tmp.path().join("primary.sqlite3").display().to_string();
+    let db = geo_diesel::db::DbPool::connect(&url, 1).unwrap();
+    let mut conn = db.get().unwrap();
+    widgets::app::create_app_schema(&mut conn).unwrap();
+    geo_diesel::run_migrations(&mut conn, geo_diesel::geo_core::Role::Primary).unwrap();
+    let store = LocalBlobStore::new(tmp.path().join("files")).unwrap();
+    let file = tmp.path().join("files/shared/one.bin");
+    let a = widgets::app::create_widget(&mut conn, &store, "a", "shared/one.bin", b"one").unwrap();
+    let b = widgets::app::create_widget(&mut conn, &store, "b", "shared/one.bin", b"one").unwrap();
+    let g = widgets::app::create_gadget(&mut conn, &store, "g", "shared/one.bin", b"one").unwrap();
+    widgets::app::delete_widget(&mut conn, &store, &a).unwrap();
+    assert!(file.exists(), "widget b and gadget g still use the file");
+    widgets::app::delete_widget(&mut conn, &store, &b).unwrap();
+    assert!(file.exists(), "gadget g still uses the file");
+    widgets::app::delete_gadget(&mut conn, &store, &g).unwrap();
+    assert!(!file.exists(), "the last record took its file with it");
+}
