@@ -35,7 +35,7 @@ pub fn allowed_removals(rows: u64, share: f64) -> u64 {
 }
 
 /// What a refused removal would have done.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RemovalKind {
     /// The backfill's removal of registry rows (and their files) the primary no longer lists.

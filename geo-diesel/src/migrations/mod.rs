@@ -29,13 +29,15 @@ mod framework;
 
 pub use framework::{
     ADMIN_MIGRATION_PREFIX, ADMIN_VERSION, FRAMEWORK_MIGRATION_PREFIX, FRAMEWORK_VERSION,
-    admin_migration, framework_migration, ledger_ddl,
+    SAFETY_MIGRATION_PREFIX, SAFETY_VERSION, admin_migration, framework_migration, ledger_ddl,
+    safety_migration,
 };
 
 /// One step of a migration plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedMigration {
-    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>` or `<replicable name>_<role>`.
+    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>`, `geo_safety_<role>` or
+    /// `<replicable name>_<role>`.
     pub name: String,
     /// diesel_cli version (14 digits): [`FRAMEWORK_VERSION`] for the framework,
     /// [`ADMIN_VERSION`] for the admin tables; for a
@@ -58,7 +60,8 @@ impl NamedMigration {
 }
 
 /// The migrations for `backend` and `role`, in the order they are applied: the framework
-/// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), then every registered
+/// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), the safety tables
+/// (`geo_safety_<role>`), then every registered
 /// replicable in name order.
 pub fn migration_plan(backend: Backend, role: Role) -> Vec<NamedMigration> {
     plan_for(&replicables(), backend, role)
@@ -83,6 +86,13 @@ pub fn plan_for(
         version: ADMIN_VERSION.to_owned(),
         up: admin.up,
         down: admin.down,
+    });
+    let safety = safety_migration(backend, role);
+    plan.push(NamedMigration {
+        name: format!("{SAFETY_MIGRATION_PREFIX}_{role}"),
+        version: SAFETY_VERSION.to_owned(),
+        up: safety.up,
+        down: safety.down,
     });
     plan.extend(descriptors.iter().map(|d| {
         let m = d.migration(backend, role);
@@ -238,7 +248,14 @@ fn checked_plan(backend: Backend, role: Role) -> Result<Vec<NamedMigration>, Mig
     check_replicables(&all)?;
     if let Some(d) = all
         .iter()
-        .find(|d| d.name == FRAMEWORK_MIGRATION_PREFIX || d.name == ADMIN_MIGRATION_PREFIX)
+        .find(|d| {
+            [
+                FRAMEWORK_MIGRATION_PREFIX,
+                ADMIN_MIGRATION_PREFIX,
+                SAFETY_MIGRATION_PREFIX,
+            ]
+            .contains(&d.name)
+        })
     {
         return Err(MigrationError::ReservedName(d.name));
     }

@@ -25,12 +25,15 @@ use crate::db::DbPool;
 use crate::registry;
 
 mod backfill;
+pub mod files;
+mod safety;
 mod sync;
 mod timeouts;
 mod verification;
 mod worker;
 
 pub use backfill::diff_sorted;
+pub use safety::ReconcileReport;
 pub use worker::WorkerHandle;
 pub(crate) use worker::{drain, worker_loop};
 
@@ -63,6 +66,12 @@ pub struct SecondaryConfig {
     /// (right for one secondary process per tracking database; with several, rely on
     /// `sync_timeout`).
     pub reclaim_on_start: bool,
+    /// The largest share of a type's registry rows one backfill sweep may remove, and that may
+    /// be marked `missing_on_primary`, before the sweep is refused and reported
+    /// ([`geo_core::safety::allowed_removals`]: 10 %, and always one row unless it is the last).
+    pub max_removal_share: f64,
+    /// Remove even when the share is exceeded (the operator's `backfill --allow-mass-removal`).
+    pub allow_mass_removal: bool,
 }
 
 crate::config_setters!(SecondaryConfig {
@@ -77,6 +86,8 @@ crate::config_setters!(SecondaryConfig {
     gap_timeout: Duration,
     idle_sleep: std::time::Duration,
     reclaim_on_start: bool,
+    max_removal_share: f64,
+    allow_mass_removal: bool,
 });
 
 impl Default for SecondaryConfig {
@@ -93,6 +104,8 @@ impl Default for SecondaryConfig {
             gap_timeout: Duration::hours(1),
             idle_sleep: std::time::Duration::from_millis(200),
             reclaim_on_start: true,
+            max_removal_share: geo_core::safety::DEFAULT_MAX_REMOVAL_SHARE,
+            allow_mass_removal: false,
         }
     }
 }
@@ -116,6 +129,13 @@ pub enum SecondaryError {
     /// The primary could not be read.
     #[error("primary: {0}")]
     Source(#[from] SourceError),
+    /// The secondary is halted (another primary identity, or event ids went backwards); only
+    /// `secondary --reconcile` resumes it.
+    #[error("{0}")]
+    Halted(geo_core::safety::SafetyHalt),
+    /// An operator's bulk action (reconcile's reverification) failed.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// Counters since the secondary started.
@@ -146,6 +166,7 @@ pub struct Secondary {
     config: SecondaryConfig,
     cursor: LogCursor,
     backfill_pos: Mutex<BTreeMap<&'static str, i64>>,
+    safety: safety::SafetyState,
     counters: SecondaryCounters,
     observer: std::sync::OnceLock<Arc<dyn geo_core::observe::SyncObserver>>,
 }
@@ -182,6 +203,7 @@ impl Secondary {
             config,
             cursor,
             backfill_pos: Mutex::new(BTreeMap::new()),
+            safety: safety::SafetyState::default(),
             counters: SecondaryCounters::default(),
             observer: std::sync::OnceLock::new(),
         }

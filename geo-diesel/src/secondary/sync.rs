@@ -8,9 +8,11 @@ use chrono::{DateTime, Utc};
 use geo_core::ReplicableDescriptor;
 use geo_core::backoff::BackoffCap;
 use geo_core::blob_store::{BlobError, BlobPath};
+use geo_core::safety::RemovalKind;
 use geo_core::checksum::Checksum;
 use geo_core::source::SourceError;
 
+use super::files::{FileRemoval, remove_unshared_files};
 use super::{Secondary, SecondaryError};
 use crate::parallel::parallel_map;
 use crate::registry::{self, SyncOutcome};
@@ -189,13 +191,19 @@ impl Secondary {
     /// every outcome in one transaction. Returns how many rows it processed.
     pub fn sync_pass(&self) -> Result<usize, SecondaryError> {
         let types = self.enabled_types()?;
-        if types.is_empty() {
+        if types.is_empty() || self.halt()?.is_some() {
             return Ok(0);
         }
         // The claim time is the claim token: outcomes are recorded only against it.
         let claimed_at = self.now();
         let claimed = self.claim_fair(&types, claimed_at)?;
         if claimed.is_empty() {
+            return Ok(0);
+        }
+        // Never download from a primary that is not the one followed: ask it before the
+        // downloads, and hand the claims back as failures (with backoff) when it is not.
+        if let Some(halt) = self.check_primary_now()? {
+            self.fail_claims(&claimed, claimed_at, &halt.to_string())?;
             return Ok(0);
         }
         // The primary's checksums, one query per type.
@@ -247,10 +255,11 @@ impl Secondary {
                     self.download(d, id, known, expected.get(&(d.name, id)).copied()),
                 )
             });
+        let results = self.guard_outcomes(results)?;
         let now = self.now();
         let retry_at = self.retry_at(now);
         let mut conn = self.tracking.get()?;
-        let mut stale_files: Vec<BlobPath> = Vec::new();
+        let mut stale_files: Vec<FileRemoval> = Vec::new();
         crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
             stale_files.clear();
             // Successful downloads first, set-based per type; rows the batch did not record (a
@@ -288,7 +297,7 @@ impl Secondary {
                                 if !changed && registry::Registry::of(d).tracked_ids(c, *id, *id)?.is_empty() {
                                     // Deleted while downloading: the cursor removed the row (and
                                     // found no file yet); the file just written must go too.
-                                    stale_files.extend(path.clone());
+                                    stale_files.extend(path.clone().map(|path| FileRemoval { descriptor: d, id: *id, path }));
                                 } else if !changed {
                                     tracing::debug!(replicable = d.name, id, "synced, but a newer event moved the row back to pending; it will sync again");
                                 }
@@ -300,7 +309,7 @@ impl Secondary {
                         }
                     }
                     Done::Orphan => {
-                        stale_files.extend(registry::Registry::of(d).blob_paths(c, &[*id])?.into_iter().filter_map(|(_, p)| BlobPath::new(&p).ok()));
+                        stale_files.extend(registry::Registry::of(d).blob_paths(c, &[*id])?.into_iter().filter_map(|(_, p)| BlobPath::new(&p).ok()).map(|path| FileRemoval { descriptor: d, id: *id, path }));
                         registry::Registry::of(d).delete_rows(c, &[*id])?;
                         tracing::info!(replicable = d.name, id, "record no longer exists on the primary; registry row removed");
                     }
@@ -308,16 +317,114 @@ impl Secondary {
             }
             Ok(())
         }))?;
-        for path in stale_files {
-            match self.store.delete(&path) {
-                Ok(_) => {
-                    tracing::info!(path = %path, "removed the file of a record deleted during its download")
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path, error = %e, "could not remove the file of a record deleted during its download")
-                }
+        remove_unshared_files(
+            &mut conn,
+            self.store.as_ref(),
+            &stale_files,
+            "record deleted on the primary during its download",
+        );
+        Ok(results.len())
+    }
+
+    /// Records every claimed row as failed with `message` (normal backoff): the secondary is
+    /// halted, nothing was downloaded.
+    fn fail_claims(
+        &self,
+        claimed: &[(&'static ReplicableDescriptor, i64)],
+        claimed_at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<(), SecondaryError> {
+        let now = self.now();
+        let retry_at = self.retry_at(now);
+        let outcome = SyncOutcome::Failed {
+            message: message.to_owned(),
+            missing_on_primary: false,
+        };
+        let mut conn = self.tracking.get()?;
+        for (d, id) in claimed {
+            registry::Registry::of(d).record_sync_claimed(
+                &mut conn, *id, claimed_at, &outcome, &retry_at, now,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The safety guards on a pass's outcomes: when the primary is no longer the one followed,
+    /// orphans are kept and nothing is marked missing; per type, `missing_on_primary` marks
+    /// that would take the marked rows over the mass-removal limit become plain failures.
+    fn guard_outcomes(
+        &self,
+        results: Vec<(&'static ReplicableDescriptor, i64, Done)>,
+    ) -> Result<Vec<(&'static ReplicableDescriptor, i64, Done)>, SecondaryError> {
+        let is_missing = |done: &Done| {
+            matches!(
+                done,
+                Done::Outcome(
+                    SyncOutcome::Failed {
+                        missing_on_primary: true,
+                        ..
+                    },
+                    _
+                )
+            )
+        };
+        let destructive = results
+            .iter()
+            .any(|(_, _, done)| *done == Done::Orphan || is_missing(done));
+        // Types whose files the primary served again resolve an earlier refusal.
+        for (d, _, _) in &results {
+            if !results.iter().any(|(e, _, done)| e.name == d.name && is_missing(done)) {
+                self.clear_refusal(d, RemovalKind::MissingOnPrimary);
             }
         }
-        Ok(results.len())
+        if !destructive {
+            return Ok(results);
+        }
+        let halted = !self.may_remove()?;
+        let mut refused: BTreeSet<&'static str> = BTreeSet::new();
+        let mut new_marks: BTreeMap<&'static str, (&'static ReplicableDescriptor, u64)> =
+            BTreeMap::new();
+        for (d, _, done) in &results {
+            if is_missing(done) {
+                new_marks.entry(d.name).or_insert((d, 0)).1 += 1;
+            }
+        }
+        for (d, marks) in new_marks.into_values() {
+            let mut conn = self.tracking.get()?;
+            let counts = registry::Registry::of(d).counts(&mut conn)?;
+            let already = counts.missing_on_primary.max(0) as u64;
+            if halted
+                || !self.removal_allowed(
+                    d,
+                    RemovalKind::MissingOnPrimary,
+                    already + marks,
+                    counts.registry.max(0) as u64,
+                )
+            {
+                refused.insert(d.name);
+            }
+        }
+        let kept = |what: &str| {
+            Done::Outcome(
+                SyncOutcome::Failed {
+                    message: format!("{what}; not acted on: {}", if halted { "the secondary is halted" } else { "mass-removal guard" }),
+                    missing_on_primary: false,
+                },
+                None,
+            )
+        };
+        Ok(results
+            .into_iter()
+            .map(|(d, id, done)| {
+                let done = match done {
+                    Done::Orphan if halted => kept("The record is not on the Geo primary site"),
+                    done if is_missing(&done) && refused.contains(d.name) => {
+                        kept("The file is missing on the Geo primary site")
+                    }
+                    done => done,
+                };
+                (d, id, done)
+            })
+            .collect())
     }
 }
