@@ -3,11 +3,12 @@
 //! Two guards, both stated here once and used by geo-diesel's passes:
 //!
 //! - **The mass-removal guard** ([`allowed_removals`]): a sweep may remove at most
-//!   `⌊rows × share⌋` of a type's registry rows (default share 10 %), and always at least one row
-//!   unless that row is the registry's last: `max(⌊rows × share⌋, min(1, rows − 1))`. So 10 of
-//!   100 go and 11 are refused; 1 of 3 goes, 2 of 3 are refused; the only row of a registry of
-//!   one is refused. A sweep over the limit removes nothing ([`MassRemovalRefusal`]) until an
-//!   operator confirms it.
+//!   `⌊rows × share⌋` of a type's registry rows (default share 10 %), and always one:
+//!   `max(⌊rows × share⌋, 1)`. So 10 of 100 go and 11 are refused; in a tiny registry, where a
+//!   share means nothing, one row at a time goes (1 of 3, the only row of a registry of one) and
+//!   2 of 3 are refused. The case one row cannot cover — a primary whose database was replaced
+//!   — is the identity check's. A sweep over the limit removes nothing
+//!   ([`MassRemovalRefusal`]) until an operator confirms it.
 //! - **The primary's identity and event-id high-water mark** ([`check_primary`]): a secondary
 //!   follows one primary database ([`PrimaryIdentity`]); another identity, or a high-water mark
 //!   below the event id the cursor already passed, halts every pass that applies events or
@@ -21,8 +22,7 @@ use serde::{Deserialize, Serialize};
 pub const DEFAULT_MAX_REMOVAL_SHARE: f64 = 0.10;
 
 /// How many of `rows` registry rows one sweep may remove with `share` (clamped to 0..=1):
-/// `max(⌊rows × share⌋, min(1, rows − 1))` — one row may always go, as long as it is not the
-/// registry's last.
+/// `max(⌊rows × share⌋, 1)` — one row may always go.
 pub fn allowed_removals(rows: u64, share: f64) -> u64 {
     let share = if share.is_nan() {
         0.0
@@ -31,7 +31,7 @@ pub fn allowed_removals(rows: u64, share: f64) -> u64 {
     };
     // A tiny epsilon so that 0.1 × 100 is 10, not 9.999….
     let by_share = ((rows as f64) * share + 1e-9).floor() as u64;
-    by_share.min(rows).max(1.min(rows.saturating_sub(1)))
+    by_share.min(rows).max(1)
 }
 
 /// What a refused removal would have done.
@@ -187,13 +187,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn share_with_one_row_allowed_unless_it_is_the_last() {
+    fn share_with_one_row_always_allowed() {
         assert_eq!(allowed_removals(100, 0.10), 10);
         assert_eq!(allowed_removals(1000, 0.10), 100);
         assert_eq!(allowed_removals(3, 0.10), 1);
         assert_eq!(allowed_removals(2, 0.10), 1);
-        assert_eq!(allowed_removals(1, 0.10), 0);
-        assert_eq!(allowed_removals(0, 0.10), 0);
+        assert_eq!(allowed_removals(1, 0.10), 1);
+        assert_eq!(allowed_removals(0, 0.10), 1);
         assert_eq!(allowed_removals(1, 1.0), 1);
         assert_eq!(allowed_removals(9, 1.0), 9);
         assert_eq!(allowed_removals(100, 0.0), 1);

@@ -59,6 +59,18 @@ impl<I: Interceptor> PrimarySource for Intercepted<I> {
     fn max_event_id(&self) -> Result<Option<i64>, SourceError> {
         self.inner.max_event_id()
     }
+    fn primary_identity(
+        &self,
+    ) -> Result<Option<geo_diesel::geo_core::source::PrimaryIdentity>, SourceError> {
+        self.inner.primary_identity()
+    }
+    fn event_feed(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<geo_diesel::geo_core::source::EventFeed, SourceError> {
+        self.inner.event_feed(after_id, limit)
+    }
     fn model_ids(
         &self,
         replicable: &str,

@@ -154,6 +154,7 @@ fn plan_is_framework_then_replicables_in_name_order(backend: Backend) {
             [
                 format!("geo_framework_{role}"),
                 format!("geo_admin_{role}"),
+                format!("geo_safety_{role}"),
                 format!("bare_{role}"),
                 format!("sample_{role}")
             ]
@@ -172,6 +173,7 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
         strings(&[
             "geo_framework_primary",
             "geo_admin_primary",
+            "geo_safety_primary",
             "bare_primary",
             "sample_primary"
         ])
@@ -184,6 +186,7 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
             "geo_bulk_updates",
             "geo_events",
             "geo_feature_flags",
+            "geo_node_identity",
             "geo_schema_migrations",
             "sample_states"
         ])
@@ -194,6 +197,7 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
             "bare_primary",
             "geo_admin_primary",
             "geo_framework_primary",
+            "geo_safety_primary",
             "sample_primary"
         ])
     );
@@ -212,6 +216,7 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
         strings(&[
             "sample_primary",
             "bare_primary",
+            "geo_safety_primary",
             "geo_admin_primary",
             "geo_framework_primary"
         ])
@@ -234,6 +239,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
         strings(&[
             "geo_framework_secondary",
             "geo_admin_secondary",
+            "geo_safety_secondary",
             "bare_secondary",
             "sample_secondary"
         ])
@@ -246,6 +252,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
             "geo_event_log_gaps",
             "geo_event_log_states",
             "geo_feature_flags",
+            "geo_followed_primary",
             "geo_schema_migrations",
             "sample_registry",
         ])
@@ -256,6 +263,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
             "bare_secondary",
             "geo_admin_secondary",
             "geo_framework_secondary",
+            "geo_safety_secondary",
             "sample_secondary"
         ])
     );
@@ -300,7 +308,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
     assert!(!enabled);
 
     let reverted = conn.revert_migrations(Role::Secondary).expect("revert");
-    assert_eq!(reverted.reverted.len(), 4);
+    assert_eq!(reverted.reverted.len(), 5);
     assert_eq!(conn.tables(), Vec::<String>::new());
 }
 
@@ -317,6 +325,7 @@ fn revert_keeps_the_ledger_for_the_other_role(backend: Backend) {
             "bare_primary",
             "geo_admin_primary",
             "geo_framework_primary",
+            "geo_safety_primary",
             "sample_primary"
         ])
     );
@@ -347,6 +356,7 @@ fn concurrent_runners_apply_each_migration_once(backend: Backend) {
             "bare_secondary",
             "geo_admin_secondary",
             "geo_framework_secondary",
+            "geo_safety_secondary",
             "sample_secondary"
         ])
     );
@@ -368,7 +378,8 @@ fn diesel_cli_folders_are_byte_identical_and_build_the_same_schema(backend: Back
         assert_eq!(folders[0], format!("00000000000001_geo_framework_{role}"));
         // `bare` has no primary SQL, so no folder on the primary.
         assert_eq!(folders[1], format!("00000000000002_geo_admin_{role}"));
-        let expected = if role == Role::Primary { 3 } else { 4 };
+        assert_eq!(folders[2], format!("00000000000003_geo_safety_{role}"));
+        let expected = if role == Role::Primary { 4 } else { 5 };
         assert_eq!(folders.len(), expected, "{folders:?}");
         for folder in &folders {
             for file in ["up.sql", "down.sql"] {
@@ -528,7 +539,12 @@ fn a_failing_migration_is_named_and_rolled_back(backend: Backend) {
     // The migrations before it stay applied and recorded; the failing one is not recorded.
     assert_eq!(
         ledger(&mut conn),
-        strings(&["bare_primary", "geo_admin_primary", "geo_framework_primary"])
+        strings(&[
+            "bare_primary",
+            "geo_admin_primary",
+            "geo_framework_primary",
+            "geo_safety_primary"
+        ])
     );
 }
 

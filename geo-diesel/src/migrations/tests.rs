@@ -5,7 +5,7 @@ fn framework_plan_comes_first_with_role_names() {
     for backend in Backend::ALL {
         for role in Role::ALL {
             let plan = plan_for(&[], backend, role);
-            assert_eq!(plan.len(), 2);
+            assert_eq!(plan.len(), 3);
             assert_eq!(plan[0].name, format!("geo_framework_{role}"));
             assert_eq!(
                 plan[0].folder_name(),
@@ -26,6 +26,16 @@ fn framework_plan_comes_first_with_role_names() {
                     .down
                     .contains(r#"DROP TABLE IF EXISTS "geo_bulk_updates""#)
             );
+            assert_eq!(
+                plan[2].folder_name(),
+                format!("00000000000003_geo_safety_{role}")
+            );
+            let table = match role {
+                Role::Primary => "geo_node_identity",
+                Role::Secondary => "geo_followed_primary",
+            };
+            assert!(plan[2].up.contains(&format!("CREATE TABLE IF NOT EXISTS \"{table}\"")));
+            assert!(plan[2].down.contains(&format!("DROP TABLE IF EXISTS \"{table}\"")));
         }
     }
 }

@@ -230,7 +230,7 @@ mod tests {
 
     #[test]
     fn runs_group_nearby_ids() {
-        assert_eq!(runs(&[1, 2, 9, 10, 30], 10), vec![1..=9, 10..=10, 30..=30]);
+        assert_eq!(runs(&[1, 2, 9, 11, 30], 10), vec![1..=9, 11..=11, 30..=30]);
         assert_eq!(runs(&[], 10), vec![]);
         assert_eq!(runs(&[5], 1), vec![5..=5]);
     }

@@ -68,7 +68,7 @@ pub struct SecondaryConfig {
     pub reclaim_on_start: bool,
     /// The largest share of a type's registry rows one backfill sweep may remove, and that may
     /// be marked `missing_on_primary`, before the sweep is refused and reported
-    /// ([`geo_core::safety::allowed_removals`]: 10 %, and always one row unless it is the last).
+    /// ([`geo_core::safety::allowed_removals`]: 10 %, and always one row).
     pub max_removal_share: f64,
     /// Remove even when the share is exceeded (the operator's `backfill --allow-mass-removal`).
     pub allow_mass_removal: bool,

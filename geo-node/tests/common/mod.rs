@@ -195,6 +195,20 @@ impl PrimarySource for FaultySource {
         self.check()?;
         self.inner.max_event_id()
     }
+    fn primary_identity(
+        &self,
+    ) -> Result<Option<geo_diesel::geo_core::source::PrimaryIdentity>, SourceError> {
+        self.check()?;
+        self.inner.primary_identity()
+    }
+    fn event_feed(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<geo_diesel::geo_core::source::EventFeed, SourceError> {
+        self.check()?;
+        self.inner.event_feed(after_id, limit)
+    }
     fn model_ids(&self, r: &str, range: RangeInclusive<i64>) -> Result<Vec<i64>, SourceError> {
         self.check()?;
         self.inner.model_ids(r, range)
