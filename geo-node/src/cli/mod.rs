@@ -175,6 +175,11 @@ pub struct SecondaryArgs {
     /// Clock leeway for tokens on the status server, in seconds.
     #[arg(long, env = "GEO_TOKEN_LEEWAY_SECS", default_value_t = crate::auth::DEFAULT_LEEWAY)]
     pub token_leeway_secs: i64,
+    /// Before running, reconcile with the primary as it is now: follow its identity from its
+    /// event-id high-water mark, mark every synced file for reverification against its
+    /// checksums, and run a full backfill (under the mass-removal guard). The way out of a halt.
+    #[arg(long)]
+    pub reconcile: bool,
 }
 
 /// `status`.
@@ -344,6 +349,20 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     let state = NodeState::new(args.name, keys)
         .with_leeway(args.token_leeway_secs)
         .with_secondary(SecondaryService::new(Arc::clone(&secondary), source).with_link(link));
+    if args.reconcile {
+        let r = secondary
+            .reconcile()
+            .context("reconciling with the primary")?;
+        tracing::info!(
+            identity = r.identity.as_deref().unwrap_or("none"),
+            cursor = r.cursor,
+            reverify = r.reverify,
+            created = r.created,
+            removed = r.removed,
+            refused = r.refused.len(),
+            "reconciled"
+        );
+    }
     let workers = secondary.spawn()?;
     let server = ServerHandle::start(&args.listen, Arc::new(state), 1)?;
     announce(&server, "secondary");
