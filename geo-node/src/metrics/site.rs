@@ -200,7 +200,7 @@ fn secondary(out: &mut Out<'_>, s: &SecondaryService) -> fmt::Result {
     if let Ok(halt) = sec.halt() {
         out.gauge(
             "geo_secondary_halted",
-            "1 while the secondary applies no events and removes nothing (another primary identity, or event ids gone backwards; see the status).",
+            "Whether the secondary is halted (1): it applies no events and removes nothing (another primary identity, or event ids gone backwards; see the status).",
             u64::from(halt.is_some()),
         )?;
     }
