@@ -289,3 +289,86 @@ fn a_primary_restarted_on_an_empty_database_leaves_every_file_and_says_why() {
         "{scrape}"
     );
 }
+
+/// `widgets backfill` runs one sweep under the guard and exits non-zero on a refusal;
+/// `--allow-mass-removal` is the operator's confirmation and removes them.
+#[test]
+fn backfill_refuses_a_mass_removal_until_the_operator_allows_it() {
+    use geo_diesel::geo_core::Replicable;
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let generated = run(&["keys", "generate", "--append-to", path(&keys)]);
+    let site = Site {
+        access_key: export(&generated, "GEO_ACCESS_KEY"),
+        secret: export(&generated, "GEO_SECRET"),
+    };
+    let (pdb, pfiles) = (tmp.path().join("p.sqlite3"), tmp.path().join("pf"));
+    let (sdb, sfiles) = (tmp.path().join("s.sqlite3"), tmp.path().join("sf"));
+    let real = primary("127.0.0.1:0", &pdb, &pfiles, &keys);
+    run(&[
+        "seed",
+        "--database-url",
+        path(&pdb),
+        "--blob-dir",
+        path(&pfiles),
+        "--count",
+        "20",
+    ]);
+    let secondary = site.secondary(&real.addr, &sdb, &sfiles, &[]);
+    wait_until("the secondary converged", || site.converged(&secondary.addr));
+    drop(secondary);
+
+    // Registry rows for 30 widgets the primary never had: orphans, more than 10 % of the rows.
+    let d = <widgets::Widget as Replicable>::DESCRIPTOR;
+    let tracking = geo_diesel::DbPool::connect(path(&sdb), 1).unwrap();
+    let orphans: Vec<i64> = (1_000_000..1_000_030).collect();
+    geo_diesel::registry::Registry::of(d)
+        .insert_missing(&mut tracking.get().unwrap(), &orphans)
+        .unwrap();
+    let rows = || {
+        geo_diesel::registry::Registry::of(d)
+            .counts(&mut tracking.get().unwrap())
+            .unwrap()
+            .registry
+    };
+    let before = rows();
+
+    let backfill = |extra: &[&str]| {
+        let url = format!("http://{}", real.addr);
+        let mut args = vec![
+            "backfill",
+            "--primary",
+            url.as_str(),
+            "--database-url",
+            path(&sdb),
+            "--blob-dir",
+            path(&sfiles),
+        ];
+        args.extend_from_slice(extra);
+        widgets()
+            .args(&args)
+            .env("GEO_ACCESS_KEY", &site.access_key)
+            .env("GEO_SECRET", &site.secret)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let refused = backfill(&[]);
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("mass removal refused: widget would remove 30 of"),
+        "{stdout}"
+    );
+    assert_eq!(rows(), before, "a refused sweep removes nothing");
+
+    let allowed = backfill(&["--allow-mass-removal"]);
+    let stdout = String::from_utf8_lossy(&allowed.stdout);
+    assert!(
+        allowed.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert!(stdout.contains("30 removed"), "{stdout}");
+    assert_eq!(rows(), before - 30);
+}
