@@ -6,8 +6,8 @@
 //! and no network: those live in `geo-diesel` and `geo-node`.
 
 pub mod replicable;
-pub mod safety;
 pub mod replicator;
+pub mod safety;
 pub mod state;
 pub mod verification;
 

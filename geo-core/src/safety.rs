@@ -214,8 +214,14 @@ mod tests {
             check_primary(None, 0, Some(&id("a", 0))),
             PrimaryCheck::Adopt("a".into())
         );
-        assert_eq!(check_primary(Some("a"), 5, Some(&id("a", 5))), PrimaryCheck::Same);
-        assert_eq!(check_primary(Some("a"), 5, Some(&id("a", 9))), PrimaryCheck::Same);
+        assert_eq!(
+            check_primary(Some("a"), 5, Some(&id("a", 5))),
+            PrimaryCheck::Same
+        );
+        assert_eq!(
+            check_primary(Some("a"), 5, Some(&id("a", 9))),
+            PrimaryCheck::Same
+        );
         assert_eq!(check_primary(None, 0, None), PrimaryCheck::Same);
         assert!(matches!(
             check_primary(Some("a"), 5, Some(&id("b", 9))),

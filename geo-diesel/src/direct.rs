@@ -133,8 +133,8 @@ fn event_rows(
 
 impl PrimarySource for DirectSource {
     fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError> {
-        let rows = event_rows(&mut self.conn()?, after_id, limit)
-            .map_err(transient("reading events"))?;
+        let rows =
+            event_rows(&mut self.conn()?, after_id, limit).map_err(transient("reading events"))?;
         Ok(rows.into_iter().map(to_event).collect())
     }
 
@@ -146,11 +146,12 @@ impl PrimarySource for DirectSource {
     /// at least every id returned, also on PostgreSQL where the sequence is not transactional).
     fn event_feed(&self, after_id: i64, limit: usize) -> Result<EventFeed, SourceError> {
         let mut conn = self.conn()?;
-        let (rows, primary) = with_conn!(&mut conn, c => c.transaction::<_, diesel::result::Error, _>(|c| {
-            let rows = event_rows(c, after_id, limit)?;
-            Ok((rows, primary_identity(c)?))
-        }))
-        .map_err(transient("reading the event feed"))?;
+        let (rows, primary) =
+            with_conn!(&mut conn, c => c.transaction::<_, diesel::result::Error, _>(|c| {
+                let rows = event_rows(c, after_id, limit)?;
+                Ok((rows, primary_identity(c)?))
+            }))
+            .map_err(transient("reading the event feed"))?;
         Ok(EventFeed {
             events: rows.into_iter().map(to_event).collect(),
             primary,

@@ -67,7 +67,13 @@ fn backfill_refuses_a_sweep_removing_more_than_ten_percent_and_removes_nothing(b
     assert_eq!(refused.len(), 1, "{refused:?}");
     let r = &refused[0];
     assert_eq!(
-        (r.replicable.as_str(), r.kind, r.would_remove, r.registry_rows, r.allowed),
+        (
+            r.replicable.as_str(),
+            r.kind,
+            r.would_remove,
+            r.registry_rows,
+            r.allowed
+        ),
         ("widget", RemovalKind::Orphans, 11, 100, 10)
     );
     assert!(r.to_string().contains("--allow-mass-removal"), "{r}");
@@ -209,7 +215,10 @@ fn another_primary_identity_halts_the_cursor_syncs_and_removals(backend: Backend
     let row = s.reg(wd(), *resynced).unwrap();
     assert_eq!(row.state, FAILED);
     assert!(
-        row.last_sync_failure.as_deref().unwrap().contains("identity changed"),
+        row.last_sync_failure
+            .as_deref()
+            .unwrap()
+            .contains("identity changed"),
         "{row:?}"
     );
     assert_eq!(s.secondary_sum(resynced_path), before);
@@ -291,17 +300,27 @@ fn reconcile_follows_the_new_primary_and_reverifies_every_synced_file(backend: B
         .unwrap()
         .high_water_mark;
     let report = s.secondary.reconcile().unwrap();
-    assert_eq!(report.identity.as_deref(), Some("fedcba9876543210fedcba9876543210"));
+    assert_eq!(
+        report.identity.as_deref(),
+        Some("fedcba9876543210fedcba9876543210")
+    );
     assert!(report.before.halt.is_some());
     assert_eq!(report.cursor, mark);
     assert_eq!(report.reverify, 8, "{report:?}");
-    assert_eq!(report.created, 1, "the record made while halted, by the backfill");
+    assert_eq!(
+        report.created, 1,
+        "the record made while halted, by the backfill"
+    );
     assert!(s.secondary.halt().unwrap().is_none());
     let state = geo_diesel::cursor::load_state(&mut s.t()).unwrap();
     assert_eq!((state.last_event_id, state.gaps.len()), (mark, 0));
     for (id, _) in &widgets {
         let row = s.reg(wd(), *id).unwrap();
-        assert_eq!((row.state, row.verification_state), (SYNCED, V_PENDING), "{row:?}");
+        assert_eq!(
+            (row.state, row.verification_state),
+            (SYNCED, V_PENDING),
+            "{row:?}"
+        );
     }
 
     // Events after the mark are applied; the bad file is found and fetched again.
@@ -336,7 +355,10 @@ fn a_file_another_record_uses_is_kept(backend: Backend) {
     assert_eq!(s.reg(gd(), g.id).unwrap().state, SYNCED);
 
     // A `deleted` event for one of two widgets on one path: the other still uses the file.
-    exec(&mut s.p(), &format!("DELETE FROM widgets WHERE id = {}", a.id));
+    exec(
+        &mut s.p(),
+        &format!("DELETE FROM widgets WHERE id = {}", a.id),
+    );
     s.insert_event(
         None,
         "widget",
@@ -348,7 +370,10 @@ fn a_file_another_record_uses_is_kept(backend: Backend) {
     assert!(s.reg(wd(), a.id).is_none());
     assert_eq!(s.secondary_sum(shared), Some(checksum(&bytes)), "b uses it");
     // Then the last one: the file goes.
-    exec(&mut s.p(), &format!("DELETE FROM widgets WHERE id = {}", b.id));
+    exec(
+        &mut s.p(),
+        &format!("DELETE FROM widgets WHERE id = {}", b.id),
+    );
     s.insert_event(
         None,
         "widget",
@@ -364,6 +389,10 @@ fn a_file_another_record_uses_is_kept(backend: Backend) {
     delete_silently(&s, &[c.id]);
     assert_eq!(s.secondary.backfill_all().unwrap(), (0, 1));
     assert!(s.reg(wd(), c.id).is_none());
-    assert_eq!(s.secondary_sum(cross), Some(checksum(&bytes)), "the gadget uses it");
+    assert_eq!(
+        s.secondary_sum(cross),
+        Some(checksum(&bytes)),
+        "the gadget uses it"
+    );
     assert_eq!(s.reg(gd(), g.id).unwrap().state, SYNCED);
 }

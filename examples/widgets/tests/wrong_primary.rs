@@ -117,7 +117,11 @@ fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
 fn metrics(addr: &str) -> String {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(s, "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text
@@ -228,7 +232,9 @@ fn a_primary_restarted_on_an_empty_database_leaves_every_file_and_says_why() {
         "40",
     ]);
     let secondary = site.secondary(&addr, &sdb, &sfiles, &[]);
-    wait_until("the secondary converged", || site.converged(&secondary.addr));
+    wait_until("the secondary converged", || {
+        site.converged(&secondary.addr)
+    });
     let kept = files(&sfiles);
     assert!(kept.len() >= 20, "{} files", kept.len());
     assert_eq!(kept, files(&pfiles), "converged: the same files");
@@ -250,10 +256,7 @@ fn a_primary_restarted_on_an_empty_database_leaves_every_file_and_says_why() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["health_status"], "Unhealthy");
     assert_eq!(v["secondary"]["halt"]["reason"], "identity_changed", "{v}");
-    assert!(
-        v["health"].as_str().unwrap().contains("--reconcile"),
-        "{v}"
-    );
+    assert!(v["health"].as_str().unwrap().contains("--reconcile"), "{v}");
     let scrape = metrics(&secondary.addr);
     assert!(
         scrape.contains("\ngeo_secondary_halted{name=\"secondary\"} 1\n"),
@@ -315,7 +318,9 @@ fn backfill_refuses_a_mass_removal_until_the_operator_allows_it() {
         "20",
     ]);
     let secondary = site.secondary(&real.addr, &sdb, &sfiles, &[]);
-    wait_until("the secondary converged", || site.converged(&secondary.addr));
+    wait_until("the secondary converged", || {
+        site.converged(&secondary.addr)
+    });
     drop(secondary);
 
     // Registry rows for 30 widgets the primary never had: orphans, more than 10 % of the rows.

@@ -179,7 +179,10 @@ mod tests {
         assert!(deep.is_dir());
         // Existing directories are neither created nor reported again.
         let sibling = root.path().join("a").join("x");
-        assert_eq!(create_dir_all_synced(&sibling).unwrap(), vec![sibling.clone()]);
+        assert_eq!(
+            create_dir_all_synced(&sibling).unwrap(),
+            vec![sibling.clone()]
+        );
         assert!(create_dir_all_synced(&deep).unwrap().is_empty());
     }
 

@@ -13,8 +13,8 @@ use diesel::prelude::*;
 use geo_core::safety::{PrimaryCheck, PrimaryIdentity, SafetyHalt, check_primary};
 
 use crate::db::{AsDbConn, with_conn};
-use crate::schema::{geo_event_log_gaps as gaps, geo_event_log_states as states};
 use crate::schema::geo_followed_primary as followed;
+use crate::schema::{geo_event_log_gaps as gaps, geo_event_log_states as states};
 use crate::types::UtcDateTime;
 
 /// What the tracking database records about the followed primary.

@@ -14,14 +14,14 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 
 use geo_core::blob_store::{BlobPath, BlobStore};
-use geo_core::safety::SafetyHalt;
 use geo_core::event::{Event, EventName, ParsedEvent, parse_event};
+use geo_core::safety::SafetyHalt;
 use geo_core::source::{PrimarySource, SourceError};
 use geo_core::{ReplicableDescriptor, find_replicable};
 
 use crate::db::with_conn;
-use crate::secondary::files::{FileRemoval, remove_unshared_files};
 use crate::db::{AsDbConn, DbPool};
+use crate::secondary::files::{FileRemoval, remove_unshared_files};
 use crate::sql::IdRow;
 use crate::types::UtcDateTime;
 

@@ -246,17 +246,14 @@ pub enum MigrationError {
 fn checked_plan(backend: Backend, role: Role) -> Result<Vec<NamedMigration>, MigrationError> {
     let all = replicables();
     check_replicables(&all)?;
-    if let Some(d) = all
-        .iter()
-        .find(|d| {
-            [
-                FRAMEWORK_MIGRATION_PREFIX,
-                ADMIN_MIGRATION_PREFIX,
-                SAFETY_MIGRATION_PREFIX,
-            ]
-            .contains(&d.name)
-        })
-    {
+    if let Some(d) = all.iter().find(|d| {
+        [
+            FRAMEWORK_MIGRATION_PREFIX,
+            ADMIN_MIGRATION_PREFIX,
+            SAFETY_MIGRATION_PREFIX,
+        ]
+        .contains(&d.name)
+    }) {
         return Err(MigrationError::ReservedName(d.name));
     }
     Ok(plan_for(&all, backend, role))

@@ -34,8 +34,16 @@ fn framework_plan_comes_first_with_role_names() {
                 Role::Primary => "geo_node_identity",
                 Role::Secondary => "geo_followed_primary",
             };
-            assert!(plan[2].up.contains(&format!("CREATE TABLE IF NOT EXISTS \"{table}\"")));
-            assert!(plan[2].down.contains(&format!("DROP TABLE IF EXISTS \"{table}\"")));
+            assert!(
+                plan[2]
+                    .up
+                    .contains(&format!("CREATE TABLE IF NOT EXISTS \"{table}\""))
+            );
+            assert!(
+                plan[2]
+                    .down
+                    .contains(&format!("DROP TABLE IF EXISTS \"{table}\""))
+            );
         }
     }
 }

@@ -148,7 +148,12 @@ impl Secondary {
                 })
             })
             .collect();
-        remove_unshared_files(&mut conn, self.store.as_ref(), &removals, "orphan (backfill)");
+        remove_unshared_files(
+            &mut conn,
+            self.store.as_ref(),
+            &removals,
+            "orphan (backfill)",
+        );
         tracing::info!(replicable = d.name, removed = r, "backfill removed orphans");
         self.counters
             .backfill_removed

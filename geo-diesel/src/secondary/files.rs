@@ -105,7 +105,13 @@ pub fn remove_unshared_files(
     let mut deleted = 0;
     for (path, r) in by_path {
         if used.contains(&path) {
-            tracing::info!(replicable = r.descriptor.name, id = r.id, path, why, "file kept: another record still uses it");
+            tracing::info!(
+                replicable = r.descriptor.name,
+                id = r.id,
+                path,
+                why,
+                "file kept: another record still uses it"
+            );
             continue;
         }
         match store.delete(&r.path) {

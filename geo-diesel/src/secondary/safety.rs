@@ -142,7 +142,13 @@ impl Secondary {
         let key = (d.name, kind);
         if would_remove <= allowed || self.config.allow_mass_removal {
             if self.safety.refusals().remove(&key).is_some() {
-                tracing::info!(replicable = d.name, kind = kind.as_str(), would_remove, allowed, "mass-removal refusal resolved");
+                tracing::info!(
+                    replicable = d.name,
+                    kind = kind.as_str(),
+                    would_remove,
+                    allowed,
+                    "mass-removal refusal resolved"
+                );
             }
             return true;
         }
@@ -168,7 +174,11 @@ impl Secondary {
     /// Forgets a refusal of `d`'s `kind` (what it refused is no longer there).
     pub(super) fn clear_refusal(&self, d: &'static ReplicableDescriptor, kind: RemovalKind) {
         if self.safety.refusals().remove(&(d.name, kind)).is_some() {
-            tracing::info!(replicable = d.name, kind = kind.as_str(), "mass-removal refusal resolved");
+            tracing::info!(
+                replicable = d.name,
+                kind = kind.as_str(),
+                "mass-removal refusal resolved"
+            );
         }
     }
 

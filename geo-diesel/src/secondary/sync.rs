@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use geo_core::ReplicableDescriptor;
 use geo_core::backoff::BackoffCap;
 use geo_core::blob_store::{BlobError, BlobPath};
-use geo_core::safety::RemovalKind;
 use geo_core::checksum::Checksum;
+use geo_core::safety::RemovalKind;
 use geo_core::source::SourceError;
 
 use super::files::{FileRemoval, remove_unshared_files};
@@ -342,9 +342,8 @@ impl Secondary {
         };
         let mut conn = self.tracking.get()?;
         for (d, id) in claimed {
-            registry::Registry::of(d).record_sync_claimed(
-                &mut conn, *id, claimed_at, &outcome, &retry_at, now,
-            )?;
+            registry::Registry::of(d)
+                .record_sync_claimed(&mut conn, *id, claimed_at, &outcome, &retry_at, now)?;
         }
         Ok(())
     }
@@ -373,7 +372,10 @@ impl Secondary {
             .any(|(_, _, done)| *done == Done::Orphan || is_missing(done));
         // Types whose files the primary served again resolve an earlier refusal.
         for (d, _, _) in &results {
-            if !results.iter().any(|(e, _, done)| e.name == d.name && is_missing(done)) {
+            if !results
+                .iter()
+                .any(|(e, _, done)| e.name == d.name && is_missing(done))
+            {
                 self.clear_refusal(d, RemovalKind::MissingOnPrimary);
             }
         }
@@ -407,7 +409,14 @@ impl Secondary {
         let kept = |what: &str| {
             Done::Outcome(
                 SyncOutcome::Failed {
-                    message: format!("{what}; not acted on: {}", if halted { "the secondary is halted" } else { "mass-removal guard" }),
+                    message: format!(
+                        "{what}; not acted on: {}",
+                        if halted {
+                            "the secondary is halted"
+                        } else {
+                            "mass-removal guard"
+                        }
+                    ),
                     missing_on_primary: false,
                 },
                 None,

@@ -27,7 +27,10 @@ pub(super) async fn events(
     let (events, primary) = match q.ids {
         Some(ids) => {
             let ids = api::parse_ids(&ids).map_err(ApiError::bad_request)?;
-            (blocking(move || Ok(source.events_by_ids(&ids)?)).await?, None)
+            (
+                blocking(move || Ok(source.events_by_ids(&ids)?)).await?,
+                None,
+            )
         }
         None => {
             let after = q.after.unwrap_or(0);
