@@ -49,7 +49,15 @@ impl Secondary {
             return Ok((0, 0, true));
         }
         if from <= 1 {
-            self.safety.start_sweep(d, self.registry_rows(d)?);
+            let rows = self.registry_rows(d)?;
+            // Orphan ids kept: all when removal is allowed anyway, else one more than the
+            // guard could allow (enough to know it refuses).
+            let keep = if self.config.allow_mass_removal {
+                u64::MAX
+            } else {
+                geo_core::safety::allowed_removals(rows, self.config.max_removal_share) + 1
+            };
+            self.safety.start_sweep(d, rows, keep);
         }
         let mut conn = self.tracking.get()?;
         let max = self
@@ -72,7 +80,7 @@ impl Secondary {
         // sweep ends within the mass-removal guard (`safety.rs`).
         let c = registry::Registry::of(d).insert_missing(&mut conn, &missing)?;
         drop(conn);
-        self.safety.add_orphans(d, &orphans, self.orphans_kept(d)?);
+        self.safety.add_orphans(d, &orphans);
         if c > 0 || !orphans.is_empty() {
             tracing::info!(
                 replicable = d.name,
@@ -93,16 +101,6 @@ impl Secondary {
         });
         let r = if done { self.finish_sweep(d)? } else { 0 };
         Ok((c, r, done))
-    }
-
-    /// How many orphan ids a sweep of `d` keeps: all when removal is allowed anyway, else one
-    /// more than the guard could allow (enough to know it refuses).
-    fn orphans_kept(&self, d: &'static ReplicableDescriptor) -> Result<u64, SecondaryError> {
-        if self.config.allow_mass_removal {
-            return Ok(u64::MAX);
-        }
-        let rows = self.registry_rows(d)?;
-        Ok(geo_core::safety::allowed_removals(rows, self.config.max_removal_share) + 1)
     }
 
     /// The end of a sweep of `d`: when it was seen from its first range, and the guard allows

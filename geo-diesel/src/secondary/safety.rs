@@ -35,6 +35,9 @@ pub(super) struct Sweep {
     pub orphans: Vec<i64>,
     /// How many orphans were found.
     pub found: u64,
+    /// How many orphan ids to keep: one more than the guard could allow (enough to know it
+    /// refuses), or all when removal is allowed anyway.
+    pub keep: u64,
 }
 
 /// The in-memory half of the guards (the halt itself is in the tracking database).
@@ -55,22 +58,30 @@ impl SafetyState {
         self.refusals.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// A sweep of `d` starts at its first range, over `registry_rows` rows.
-    pub(super) fn start_sweep(&self, d: &'static ReplicableDescriptor, registry_rows: u64) {
+    /// A sweep of `d` starts at its first range, over `registry_rows` rows, keeping up to
+    /// `keep` orphan ids.
+    pub(super) fn start_sweep(
+        &self,
+        d: &'static ReplicableDescriptor,
+        registry_rows: u64,
+        keep: u64,
+    ) {
         self.sweeps().insert(
             d.name,
             Sweep {
                 registry_rows,
+                keep,
                 ..Sweep::default()
             },
         );
     }
 
-    /// Orphans found in one range of `d`'s sweep; ids beyond `keep` are only counted.
-    pub(super) fn add_orphans(&self, d: &'static ReplicableDescriptor, ids: &[i64], keep: u64) {
+    /// Orphans found in one range of `d`'s sweep; ids beyond the sweep's `keep` are only
+    /// counted.
+    pub(super) fn add_orphans(&self, d: &'static ReplicableDescriptor, ids: &[i64]) {
         if let Some(s) = self.sweeps().get_mut(d.name) {
             s.found += ids.len() as u64;
-            let room = keep.saturating_sub(s.orphans.len() as u64) as usize;
+            let room = s.keep.saturating_sub(s.orphans.len() as u64) as usize;
             s.orphans.extend(ids.iter().take(room));
         }
     }

@@ -370,7 +370,12 @@ pub fn secondary(
     http.read_timeout = Duration::from_secs(5);
     http.connect_timeout = Duration::from_secs(2);
     let source = Arc::new(HttpSource::new(http));
-    let config = SecondaryConfig::default().idle_sleep(Duration::from_millis(20));
+    // These suites remove primary files on purpose in registries of a few rows; the
+    // mass-removal guard, which would refuse most of those marks, has its own suite
+    // (tests/tests/safety.rs, examples/widgets/tests/wrong_primary.rs).
+    let config = SecondaryConfig::default()
+        .idle_sleep(Duration::from_millis(20))
+        .max_removal_share(1.0);
     (
         Arc::new(Secondary::new(tracking, source, store.clone(), env, config)),
         store,
