@@ -129,10 +129,6 @@ pub enum SecondaryError {
     /// The primary could not be read.
     #[error("primary: {0}")]
     Source(#[from] SourceError),
-    /// The secondary is halted (another primary identity, or event ids went backwards); only
-    /// `secondary --reconcile` resumes it.
-    #[error("{0}")]
-    Halted(geo_core::safety::SafetyHalt),
     /// An operator's bulk action (reconcile's reverification) failed.
     #[error(transparent)]
     Admin(#[from] crate::admin::AdminError),

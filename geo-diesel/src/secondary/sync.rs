@@ -201,10 +201,24 @@ impl Secondary {
             return Ok(0);
         }
         // Never download from a primary that is not the one followed: ask it before the
-        // downloads, and hand the claims back as failures (with backoff) when it is not.
-        if let Some(halt) = self.check_primary_now()? {
-            self.fail_claims(&claimed, claimed_at, &halt.to_string())?;
-            return Ok(0);
+        // downloads, and hand the claims back as failures (with backoff) when it is not, or
+        // when it cannot say (as a failed download would).
+        match self.check_primary_now() {
+            Ok(None) => {}
+            Ok(Some(halt)) => {
+                self.fail_claims(&claimed, claimed_at, &halt.to_string())?;
+                return Ok(0);
+            }
+            Err(SecondaryError::Source(e)) => {
+                tracing::warn!(error = %e, rows = claimed.len(), "could not ask the primary for its identity; syncing later");
+                self.fail_claims(
+                    &claimed,
+                    claimed_at,
+                    &format!("Error downloading file: {e}"),
+                )?;
+                return Ok(claimed.len());
+            }
+            Err(e) => return Err(e),
         }
         // The primary's checksums, one query per type.
         let mut expected: BTreeMap<(&'static str, i64), Checksum> = BTreeMap::new();
