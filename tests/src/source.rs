@@ -64,13 +64,8 @@ impl<I: Interceptor> PrimarySource for Intercepted<I> {
     ) -> Result<Option<geo_diesel::geo_core::source::PrimaryIdentity>, SourceError> {
         self.inner.primary_identity()
     }
-    fn event_feed(
-        &self,
-        after_id: i64,
-        limit: usize,
-    ) -> Result<geo_diesel::geo_core::source::EventFeed, SourceError> {
-        self.inner.event_feed(after_id, limit)
-    }
+    // `event_feed` is the trait's default: the events through the interceptor's
+    // `events_after`, then the inner source's identity.
     fn model_ids(
         &self,
         replicable: &str,
