@@ -7,6 +7,7 @@
 
 pub mod replicable;
 pub mod replicator;
+pub mod safety;
 pub mod state;
 pub mod verification;
 

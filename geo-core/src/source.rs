@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 
 use crate::checksum::{Checksum, ChecksumAlgorithm};
 use crate::event::Event;
+pub use crate::safety::PrimaryIdentity;
 use crate::state::VerificationState;
 
 /// Boxed error carried by [`SourceError::Transient`] and [`SourceError::Other`].
@@ -127,6 +128,18 @@ impl PrimaryChecksum {
     }
 }
 
+/// One read of the primary's event feed: the events and, read in the same snapshot, what the
+/// primary publishes about its database, so a secondary checks the identity and high-water
+/// mark of exactly the primary these events came from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventFeed {
+    /// The events, in id order.
+    pub events: Vec<Event>,
+    /// The primary's identity and event-id high-water mark; `None` when the source publishes
+    /// none.
+    pub primary: Option<PrimaryIdentity>,
+}
+
 /// A blob being read from the primary.
 pub struct BlobStream {
     /// The bytes.
@@ -151,6 +164,21 @@ impl fmt::Debug for BlobStream {
 pub trait PrimarySource: Send + Sync {
     /// Up to `limit` events with `id > after_id`, in id order.
     fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError>;
+
+    /// The primary's database identity and event-id high-water mark; `None` when this source
+    /// does not publish them (the default).
+    fn primary_identity(&self) -> Result<Option<PrimaryIdentity>, SourceError> {
+        Ok(None)
+    }
+
+    /// Up to `limit` events with `id > after_id` together with
+    /// [`primary_identity`](PrimarySource::primary_identity), read so that the high-water mark
+    /// is at least every id returned. The default reads the events first, then the identity.
+    fn event_feed(&self, after_id: i64, limit: usize) -> Result<EventFeed, SourceError> {
+        let events = self.events_after(after_id, limit)?;
+        let primary = self.primary_identity()?;
+        Ok(EventFeed { events, primary })
+    }
 
     /// The events among `ids` that exist now, in id order (gap filling). Ids that do not exist
     /// are simply absent.

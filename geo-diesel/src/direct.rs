@@ -11,7 +11,9 @@ use geo_core::ReplicableDescriptor;
 use geo_core::blob_store::{BlobPath, BlobStore};
 use geo_core::checksum::{Checksum, ChecksumAlgorithm};
 use geo_core::event::Event;
-use geo_core::source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
+use geo_core::source::{
+    BlobStream, EventFeed, PrimaryChecksum, PrimaryIdentity, PrimarySource, SourceError,
+};
 
 use crate::db::DbPool;
 use crate::db::with_conn;
@@ -75,16 +77,85 @@ impl DirectSource {
     }
 }
 
+#[derive(QueryableByName)]
+struct Mark {
+    #[diesel(sql_type = diesel::sql_types::Nullable<diesel::sql_types::BigInt>)]
+    mark: Option<i64>,
+}
+
+/// The highest event id ever issued: SQLite's `AUTOINCREMENT` counter (kept when events are
+/// pruned) or the PostgreSQL sequence's last value; 0 before the first event.
+fn high_water_mark(conn: &mut impl crate::db::AsDbConn) -> QueryResult<i64> {
+    let rows: Vec<Mark> = match conn.db() {
+        crate::db::DbConn::Sqlite(c) => diesel::sql_query(
+            "SELECT seq AS mark FROM sqlite_sequence WHERE name = 'geo_events'",
+        )
+        .load(c)?,
+        #[cfg(feature = "postgres")]
+        crate::db::DbConn::Pg(c) => diesel::sql_query(
+            "SELECT pg_sequence_last_value(pg_get_serial_sequence('geo_events', 'id')::regclass) AS mark",
+        )
+        .load(c)?,
+    };
+    Ok(rows.into_iter().find_map(|r| r.mark).unwrap_or(0))
+}
+
+/// The primary database's identity ([`crate::schema::geo_node_identity`]) and high-water mark.
+pub fn primary_identity(
+    conn: &mut impl crate::db::AsDbConn,
+) -> QueryResult<Option<PrimaryIdentity>> {
+    use crate::schema::geo_node_identity as ident;
+    let identity: Option<String> = with_conn!(conn, c => ident::table
+        .find(0i16)
+        .select(ident::identity)
+        .first(c)
+        .optional()?);
+    let Some(identity) = identity else {
+        return Ok(None);
+    };
+    Ok(Some(PrimaryIdentity {
+        identity,
+        high_water_mark: high_water_mark(conn)?,
+    }))
+}
+
+fn event_rows(
+    conn: &mut impl crate::db::AsDbConn,
+    after_id: i64,
+    limit: usize,
+) -> QueryResult<Vec<EventRow>> {
+    with_conn!(conn, c => geo_events::table
+        .filter(geo_events::id.gt(after_id))
+        .order(geo_events::id)
+        .limit(limit as i64)
+        .load(c))
+}
+
 impl PrimarySource for DirectSource {
     fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError> {
-        let mut conn = self.conn()?;
-        let rows: Vec<EventRow> = with_conn!(&mut conn, c => geo_events::table
-            .filter(geo_events::id.gt(after_id))
-            .order(geo_events::id)
-            .limit(limit as i64)
-            .load(c)
-            .map_err(transient("reading events"))?);
+        let rows =
+            event_rows(&mut self.conn()?, after_id, limit).map_err(transient("reading events"))?;
         Ok(rows.into_iter().map(to_event).collect())
+    }
+
+    fn primary_identity(&self) -> Result<Option<PrimaryIdentity>, SourceError> {
+        primary_identity(&mut self.conn()?).map_err(transient("reading the primary's identity"))
+    }
+
+    /// One read transaction: the events, then the identity and high-water mark (so the mark is
+    /// at least every id returned, also on PostgreSQL where the sequence is not transactional).
+    fn event_feed(&self, after_id: i64, limit: usize) -> Result<EventFeed, SourceError> {
+        let mut conn = self.conn()?;
+        let (rows, primary) =
+            with_conn!(&mut conn, c => c.transaction::<_, diesel::result::Error, _>(|c| {
+                let rows = event_rows(c, after_id, limit)?;
+                Ok((rows, primary_identity(c)?))
+            }))
+            .map_err(transient("reading the event feed"))?;
+        Ok(EventFeed {
+            events: rows.into_iter().map(to_event).collect(),
+            primary,
+        })
     }
 
     fn events_by_ids(&self, ids: &[i64]) -> Result<Vec<Event>, SourceError> {

@@ -116,4 +116,38 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::sql_types::GeoTimestamp;
+
+    /// Primary (migration `geo_safety_primary`): one row, the database's identity, a random
+    /// value created once with the database ([`crate::direct::DirectSource`] publishes it).
+    geo_node_identity (id) {
+        /// Always 0.
+        id -> SmallInt,
+        /// 32 random hex digits.
+        identity -> Text,
+        /// When it was created.
+        created_at -> GeoTimestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::sql_types::GeoTimestamp;
+
+    /// Secondary (migration `geo_safety_secondary`): one row, the primary this secondary
+    /// follows and, while it is halted, why ([`crate::cursor::identity`]).
+    geo_followed_primary (id) {
+        /// Always 0.
+        id -> SmallInt,
+        /// The followed primary's identity; `NULL` before the first contact.
+        identity -> Nullable<Text>,
+        /// JSON of the [`geo_core::safety::SafetyHalt`] in force; `NULL` when not halted.
+        halt -> Nullable<Text>,
+        /// When it last changed.
+        updated_at -> GeoTimestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(geo_event_log_states, geo_event_log_gaps);

@@ -1,4 +1,5 @@
-//! The operator's CLI actions `resync`, `reverify` and `flags`, run against a site's database
+//! The operator's CLI actions `resync`, `reverify`, `flags` and `backfill` (see
+//! [`BackfillArgs`]), run against a site's database
 //! on the same code paths as GraphQL ([`geo_diesel::admin`]). Mount [`OpsCommand`] with
 //! `#[command(flatten)]` in the application's subcommand enum.
 //!
@@ -22,6 +23,9 @@ use geo_diesel::geo_core::{
 use geo_diesel::registry::{Action, Registry};
 
 use crate::cli::DatabaseUrl;
+mod backfill;
+
+pub use backfill::BackfillArgs;
 
 /// `resync`, `reverify`, `flags`: operator actions on a site's database, on the same code paths
 /// as GraphQL.
@@ -38,6 +42,10 @@ pub enum OpsCommand {
         #[command(subcommand)]
         action: FlagsAction,
     },
+    /// One full backfill sweep of a secondary against its primary; with
+    /// `--allow-mass-removal`, the operator's confirmation of a sweep the mass-removal guard
+    /// refused.
+    Backfill(BackfillArgs),
 }
 
 /// Which records `resync` / `reverify` act on.
@@ -103,6 +111,7 @@ impl OpsCommand {
             OpsCommand::Resync(args) => act(Action::Resync, args),
             OpsCommand::Reverify(args) => act(Action::Reverify, args),
             OpsCommand::Flags { action } => run_flags(action),
+            OpsCommand::Backfill(args) => backfill::run_backfill(args),
         }
     }
 }

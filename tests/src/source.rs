@@ -59,6 +59,13 @@ impl<I: Interceptor> PrimarySource for Intercepted<I> {
     fn max_event_id(&self) -> Result<Option<i64>, SourceError> {
         self.inner.max_event_id()
     }
+    fn primary_identity(
+        &self,
+    ) -> Result<Option<geo_diesel::geo_core::source::PrimaryIdentity>, SourceError> {
+        self.inner.primary_identity()
+    }
+    // `event_feed` is the trait's default: the events through the interceptor's
+    // `events_after`, then the inner source's identity.
     fn model_ids(
         &self,
         replicable: &str,

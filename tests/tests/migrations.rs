@@ -151,7 +151,11 @@ fn plan_is_framework_then_replicables_in_name_order(backend: Backend) {
             .into_iter()
             .map(|m| m.name)
             .collect();
-        let mut want = vec![format!("geo_framework_{role}"), format!("geo_admin_{role}")];
+        let mut want = vec![
+            format!("geo_framework_{role}"),
+            format!("geo_admin_{role}"),
+            format!("geo_safety_{role}"),
+        ];
         if role == Role::Secondary {
             want.push("geo_leases_secondary".to_owned());
         }
@@ -171,6 +175,7 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
         strings(&[
             "geo_framework_primary",
             "geo_admin_primary",
+            "geo_safety_primary",
             "bare_primary",
             "sample_primary"
         ])
@@ -183,6 +188,7 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
             "geo_bulk_updates",
             "geo_events",
             "geo_feature_flags",
+            "geo_node_identity",
             "geo_schema_migrations",
             "sample_states"
         ])
@@ -193,6 +199,7 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
             "bare_primary",
             "geo_admin_primary",
             "geo_framework_primary",
+            "geo_safety_primary",
             "sample_primary"
         ])
     );
@@ -211,6 +218,7 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
         strings(&[
             "sample_primary",
             "bare_primary",
+            "geo_safety_primary",
             "geo_admin_primary",
             "geo_framework_primary"
         ])
@@ -233,6 +241,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
         strings(&[
             "geo_framework_secondary",
             "geo_admin_secondary",
+            "geo_safety_secondary",
             "geo_leases_secondary",
             "bare_secondary",
             "sample_secondary"
@@ -247,6 +256,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
             "geo_event_log_gaps",
             "geo_event_log_states",
             "geo_feature_flags",
+            "geo_followed_primary",
             "geo_leases",
             "geo_schema_migrations",
             "geo_secondary_workers",
@@ -260,6 +270,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
             "geo_admin_secondary",
             "geo_framework_secondary",
             "geo_leases_secondary",
+            "geo_safety_secondary",
             "sample_secondary"
         ])
     );
@@ -331,6 +342,7 @@ fn revert_keeps_the_ledger_for_the_other_role(backend: Backend) {
             "bare_primary",
             "geo_admin_primary",
             "geo_framework_primary",
+            "geo_safety_primary",
             "sample_primary"
         ])
     );
@@ -362,6 +374,7 @@ fn concurrent_runners_apply_each_migration_once(backend: Backend) {
             "geo_admin_secondary",
             "geo_framework_secondary",
             "geo_leases_secondary",
+            "geo_safety_secondary",
             "sample_secondary"
         ])
     );
@@ -383,7 +396,8 @@ fn diesel_cli_folders_are_byte_identical_and_build_the_same_schema(backend: Back
         assert_eq!(folders[0], format!("00000000000001_geo_framework_{role}"));
         // `bare` has no primary SQL, so no folder on the primary.
         assert_eq!(folders[1], format!("00000000000002_geo_admin_{role}"));
-        let expected = if role == Role::Primary { 3 } else { 5 };
+        assert_eq!(folders[2], format!("00000000000003_geo_safety_{role}"));
+        let expected = if role == Role::Primary { 4 } else { 6 };
         assert_eq!(folders.len(), expected, "{folders:?}");
         for folder in &folders {
             for file in ["up.sql", "down.sql"] {
@@ -543,7 +557,12 @@ fn a_failing_migration_is_named_and_rolled_back(backend: Backend) {
     // The migrations before it stay applied and recorded; the failing one is not recorded.
     assert_eq!(
         ledger(&mut conn),
-        strings(&["bare_primary", "geo_admin_primary", "geo_framework_primary"])
+        strings(&[
+            "bare_primary",
+            "geo_admin_primary",
+            "geo_framework_primary",
+            "geo_safety_primary"
+        ])
     );
 }
 

@@ -908,7 +908,15 @@ fn blob_store_write_with_a_failing_reader_leaves_no_file_at_the_final_path() {
 // ---------------------------------------------------------------------------------------------
 
 fn backfill_creates_rows_for_records_without_events_and_removes_orphans(backend: Backend) {
-    let s = Sites::open(backend, SecondaryConfig::default().backfill_batch(3), 0);
+    // The mass-removal guard (tests/tests/safety.rs) would refuse the first sweep (2 of 2
+    // rows): this scenario is about what a sweep removes once removal is allowed.
+    let s = Sites::open(
+        backend,
+        SecondaryConfig::default()
+            .backfill_batch(3)
+            .max_removal_share(1.0),
+        0,
+    );
     let silent: Vec<_> = (0..7)
         .map(|i| s.widget_silently(30 + i, 1000 + i as usize))
         .collect();

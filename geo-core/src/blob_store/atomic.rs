@@ -125,3 +125,71 @@ pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
 pub(super) fn sync_dir(_dir: &Path) -> io::Result<()> {
     Ok(())
 }
+
+/// Creates `dir` and its missing ancestors, and makes each new directory entry durable: every
+/// created directory is fsynced, and so is its parent (which holds its entry), so a crash after
+/// the file's rename never loses a directory the rename went into. Returns the directories it
+/// created, outermost first (empty when `dir` existed).
+pub(super) fn create_dir_all_synced(dir: &Path) -> io::Result<Vec<std::path::PathBuf>> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(d) = at {
+        if d.as_os_str().is_empty() || d.is_dir() {
+            break;
+        }
+        missing.push(d.to_path_buf());
+        at = d.parent();
+    }
+    missing.reverse();
+    let mut created = Vec::new();
+    for d in missing {
+        match std::fs::create_dir(&d) {
+            Ok(()) => created.push(d),
+            // Another writer created it meanwhile: it made it durable itself.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+            Err(e) => return Err(e),
+        }
+    }
+    for d in &created {
+        sync_dir(d)?;
+        if let Some(parent) = d.parent().filter(|p| !p.as_os_str().is_empty()) {
+            sync_dir(parent)?;
+        }
+    }
+    Ok(created)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::create_dir_all_synced;
+
+    #[test]
+    fn creates_only_the_missing_directories_outermost_first() {
+        let root = tempfile::tempdir().unwrap();
+        let deep = root.path().join("a").join("b").join("c");
+        let created = create_dir_all_synced(&deep).unwrap();
+        assert_eq!(
+            created,
+            vec![
+                root.path().join("a"),
+                root.path().join("a").join("b"),
+                deep.clone()
+            ]
+        );
+        assert!(deep.is_dir());
+        // Existing directories are neither created nor reported again.
+        let sibling = root.path().join("a").join("x");
+        assert_eq!(
+            create_dir_all_synced(&sibling).unwrap(),
+            vec![sibling.clone()]
+        );
+        assert!(create_dir_all_synced(&deep).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_file_in_the_way_is_an_error() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::write(root.path().join("f"), b"x").unwrap();
+        assert!(create_dir_all_synced(&root.path().join("f").join("d")).is_err());
+    }
+}

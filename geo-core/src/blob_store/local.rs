@@ -6,7 +6,7 @@ use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use super::atomic::{sync_dir, write_atomically};
+use super::atomic::{create_dir_all_synced, sync_dir, write_atomically};
 use super::{BlobError, BlobPath, BlobReader, BlobStore, TEMP_PREFIX, Written};
 use crate::checksum::{Checksum, checksum_file};
 
@@ -152,7 +152,9 @@ impl BlobStore for LocalBlobStore {
             })?
             .to_path_buf();
         if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(|e| BlobError::io(path, "create directory", e))?;
+            let created = create_dir_all_synced(&dir)
+                .map_err(|e| BlobError::io(path, "create directory", e))?;
+            tracing::trace!(path = %path, created = created.len(), "created and fsynced directories");
             // The directories now exist: check again with every link resolved.
             self.resolve(path, false)?;
         }

@@ -13,13 +13,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 
-use geo_core::blob_store::BlobStore;
+use geo_core::blob_store::{BlobPath, BlobStore};
 use geo_core::event::{Event, EventName, ParsedEvent, parse_event};
+use geo_core::safety::SafetyHalt;
 use geo_core::source::{PrimarySource, SourceError};
 use geo_core::{ReplicableDescriptor, find_replicable};
 
 use crate::db::with_conn;
 use crate::db::{AsDbConn, DbPool};
+use crate::secondary::files::{FileRemoval, remove_unshared_files};
 use crate::sql::IdRow;
 use crate::types::UtcDateTime;
 
@@ -78,6 +80,8 @@ pub struct CursorPass {
     /// Another log cursor on the same tracking database advanced first; this pass applied
     /// nothing (its reads are redone by the next pass).
     pub raced: bool,
+    /// The secondary is halted ([`identity`]): this pass applied nothing.
+    pub halted: Option<SafetyHalt>,
 }
 
 /// The cursor's position and open gaps as stored in the tracking database.
@@ -129,7 +133,7 @@ struct Effects {
     created: BTreeMap<&'static str, BTreeSet<i64>>,
     /// `updated`: the row is (re)set to pending, so the next sync starts after the change.
     pending: BTreeMap<&'static str, BTreeSet<i64>>,
-    deleted: BTreeMap<&'static str, BTreeMap<i64, Option<geo_core::blob_store::BlobPath>>>,
+    deleted: BTreeMap<&'static str, BTreeMap<i64, Option<BlobPath>>>,
     checksum: BTreeMap<&'static str, BTreeMap<i64, Option<Vec<u8>>>>,
 }
 
@@ -170,9 +174,11 @@ pub enum CursorError {
 }
 
 impl LogCursor {
-    /// Runs one pass: re-checks open gaps against `source` ([`PrimarySource::events_by_ids`]),
-    /// reads up to `batch_size` new events ([`PrimarySource::events_after`]), applies them and
-    /// advances the cursor in one transaction. `flag` says whether a type's replication is on.
+    /// Runs one pass: reads up to `batch_size` new events with the primary's identity
+    /// ([`PrimarySource::event_feed`]; a halt — another identity, ids gone backwards, or one
+    /// recorded before — applies nothing, see [`identity`]), re-checks open gaps against
+    /// `source` ([`PrimarySource::events_by_ids`]), applies the events and advances the cursor
+    /// in one transaction. `flag` says whether a type's replication is on.
     pub fn pass(
         &self,
         tracking: &DbPool,
@@ -183,12 +189,28 @@ impl LogCursor {
     ) -> Result<CursorPass, CursorError> {
         let mut conn = tracking.get()?;
         let state = load_state(&mut conn)?;
+        let halted = |halt: SafetyHalt| CursorPass {
+            cursor: state.last_event_id,
+            halted: Some(halt),
+            ..CursorPass::default()
+        };
+        if let Some(halt) = identity::load_followed(&mut conn)?.halt {
+            return Ok(halted(halt));
+        }
+        // The feed carries the primary's identity and high-water mark, read with the events:
+        // a primary that is not the one followed, or whose ids went backwards, applies nothing.
+        let feed = source.event_feed(state.last_event_id, self.batch_size)?;
+        if let Some(halt) =
+            identity::check_feed(&mut conn, feed.primary.as_ref(), state.last_event_id, now)?
+        {
+            return Ok(halted(halt));
+        }
+        let fresh = feed.events;
         let late = if state.gaps.is_empty() {
             Vec::new()
         } else {
             source.events_by_ids(&state.gaps)?
         };
-        let fresh = source.events_after(state.last_event_id, self.batch_size)?;
 
         // New gaps: ids skipped between the cursor and each new event.
         let mut new_gaps = Vec::new();
@@ -218,7 +240,8 @@ impl LogCursor {
         let effects = self.plan(late.iter().chain(fresh.iter()), flag, &mut pass);
 
         // Files of deleted records go first, outside the transaction; re-applying a delete after a
-        // crash is harmless.
+        // crash is harmless. A file another registry row still records stays.
+        let mut removals = Vec::new();
         for (name, rows) in &effects.deleted {
             // A `deleted` event normally carries the path; otherwise use the one the sync stored.
             let d = find_replicable(name).expect("planned only for registered replicables");
@@ -227,28 +250,23 @@ impl LogCursor {
                 .filter(|(_, p)| p.is_none())
                 .map(|(id, _)| *id)
                 .collect();
-            let stored: BTreeMap<i64, geo_core::blob_store::BlobPath> =
-                crate::registry::Registry::of(d)
-                    .blob_paths(&mut conn, &unknown)
-                    .map_err(diesel::result::Error::from)?
-                    .into_iter()
-                    .filter_map(|(id, p)| {
-                        geo_core::blob_store::BlobPath::new(&p)
-                            .ok()
-                            .map(|p| (id, p))
-                    })
-                    .collect();
+            let stored: BTreeMap<i64, BlobPath> = crate::registry::Registry::of(d)
+                .blob_paths(&mut conn, &unknown)
+                .map_err(diesel::result::Error::from)?
+                .into_iter()
+                .filter_map(|(id, p)| BlobPath::new(&p).ok().map(|p| (id, p)))
+                .collect();
             for (id, path) in rows {
                 if let Some(path) = path.as_ref().or_else(|| stored.get(id)) {
-                    match store.delete(path) {
-                        Ok(_) => {}
-                        Err(e) => {
-                            tracing::warn!(replicable = name, id, error = %e, "could not delete the file of a deleted record")
-                        }
-                    }
+                    removals.push(FileRemoval {
+                        descriptor: d,
+                        id: *id,
+                        path: path.clone(),
+                    });
                 }
             }
         }
+        remove_unshared_files(&mut conn, store, &removals, "record deleted on the primary");
 
         let expire_before = now - self.gap_timeout;
         let raced = std::cell::Cell::new(false);
@@ -432,6 +450,8 @@ impl LogCursor {
         fx
     }
 }
+
+pub mod identity;
 
 #[cfg(test)]
 mod tests;

@@ -19,6 +19,14 @@ pub const ADMIN_MIGRATION_PREFIX: &str = "geo_admin";
 /// The diesel_cli version of the admin migration: right after [`FRAMEWORK_VERSION`].
 pub const ADMIN_VERSION: &str = "00000000000002";
 
+/// The ledger name prefix of the safety migrations: `geo_safety_primary` (the primary database's
+/// identity, `geo_node_identity`) and `geo_safety_secondary` (the primary a secondary follows
+/// and why it halted, `geo_followed_primary`). No replicable may be named `geo_safety`.
+pub const SAFETY_MIGRATION_PREFIX: &str = "geo_safety";
+
+/// The diesel_cli version of the safety migration: right after [`ADMIN_VERSION`].
+pub const SAFETY_VERSION: &str = "00000000000003";
+
 /// The DDL of the runner's ledger in one dialect (timestamp type, current-time default).
 macro_rules! ledger_sql {
     ($ts:literal, $now:literal) => {
@@ -258,6 +266,47 @@ CREATE TABLE IF NOT EXISTS "geo_backfill_positions" (
     };
 }
 
+/// Defines the safety tables in one dialect; `$random` is an expression giving 32 random hex
+/// digits.
+macro_rules! safety_sql {
+    (ts = $ts:literal, now = $now:literal, random = $random:literal) => {
+        (
+            // primary up: the identity, created once with the table.
+            concat!(
+                r#"CREATE TABLE IF NOT EXISTS "geo_node_identity" (
+    "id" SMALLINT NOT NULL PRIMARY KEY DEFAULT 0 CHECK ("id" = 0),
+    "identity" VARCHAR(64) NOT NULL,
+    "created_at" "#,
+                $ts,
+                " NOT NULL DEFAULT ",
+                $now,
+                r#"
+);
+INSERT INTO "geo_node_identity" ("id", "identity")
+    SELECT 0, "#,
+                $random,
+                r#"
+    WHERE NOT EXISTS (SELECT 1 FROM "geo_node_identity");
+"#
+            ),
+            // secondary up
+            concat!(
+                r#"CREATE TABLE IF NOT EXISTS "geo_followed_primary" (
+    "id" SMALLINT NOT NULL PRIMARY KEY DEFAULT 0 CHECK ("id" = 0),
+    "identity" VARCHAR(64),
+    "halt" TEXT,
+    "updated_at" "#,
+                $ts,
+                " NOT NULL DEFAULT ",
+                $now,
+                r#"
+);
+"#
+            ),
+        )
+    };
+}
+
 const SQLITE_LEASES: &str =
     leases_sql!(ts = "TEXT", now = "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))");
 
@@ -282,6 +331,39 @@ pub const fn leases_migration(backend: Backend, role: Role) -> Migration {
                 Backend::Postgres => POSTGRES_LEASES,
             },
             down: LEASES_DOWN,
+        },
+    }
+}
+
+const SQLITE_SAFETY: (&str, &str) = safety_sql!(
+    ts = "TEXT",
+    now = "(strftime('%Y-%m-%dT%H:%M:%fZ','now'))",
+    random = "lower(hex(randomblob(16)))"
+);
+
+const POSTGRES_SAFETY: (&str, &str) = safety_sql!(
+    ts = "TIMESTAMPTZ",
+    now = "now()",
+    random = "replace(gen_random_uuid()::text, '-', '')"
+);
+
+/// The safety migration for `backend` and `role`: on the primary `geo_node_identity`, one row
+/// holding a random identity created once with the database (a primary restarted on an empty
+/// or another database has another one); on a secondary `geo_followed_primary`, the identity
+/// it follows and, while it is halted, why (JSON of [`geo_core::safety::SafetyHalt`]).
+pub const fn safety_migration(backend: Backend, role: Role) -> Migration {
+    let (primary, secondary) = match backend {
+        Backend::Sqlite => SQLITE_SAFETY,
+        Backend::Postgres => POSTGRES_SAFETY,
+    };
+    match role {
+        Role::Primary => Migration {
+            up: primary,
+            down: "DROP TABLE IF EXISTS \"geo_node_identity\";\n",
+        },
+        Role::Secondary => Migration {
+            up: secondary,
+            down: "DROP TABLE IF EXISTS \"geo_followed_primary\";\n",
         },
     }
 }

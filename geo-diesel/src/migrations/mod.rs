@@ -33,15 +33,16 @@ mod framework;
 
 pub use framework::{
     ADMIN_MIGRATION_PREFIX, ADMIN_VERSION, FRAMEWORK_MIGRATION_PREFIX, FRAMEWORK_VERSION,
-    LEASES_MIGRATION_PREFIX, LEASES_VERSION, admin_migration, framework_migration,
-    leases_migration, ledger_ddl,
+    LEASES_MIGRATION_PREFIX, LEASES_VERSION, SAFETY_MIGRATION_PREFIX, SAFETY_VERSION,
+    admin_migration, framework_migration, leases_migration, ledger_ddl, safety_migration,
 };
 
 /// One step of a migration plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedMigration {
-    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>`, `geo_leases_secondary`,
-    /// `<replicable name>_<role>` or `<replicable name>_events_primary` (the event triggers).
+    /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>`, `geo_safety_<role>`,
+    /// `geo_leases_secondary`, `<replicable name>_<role>` or `<replicable name>_events_primary`
+    /// (the event triggers).
     pub name: String,
     /// diesel_cli version (14 digits): [`FRAMEWORK_VERSION`] for the framework,
     /// [`ADMIN_VERSION`] for the admin tables; for a
@@ -67,8 +68,10 @@ impl NamedMigration {
 }
 
 /// The migrations for `backend` and `role`, in the order they are applied: the framework
-/// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), on a secondary the
-/// scale-out tables (`geo_leases_secondary`), then every registered replicable in name order.
+/// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), the safety tables
+/// (`geo_safety_<role>`), on a secondary the scale-out tables (`geo_leases_secondary`), then
+/// every registered replicable in name order (each followed, on a primary, by its event
+/// triggers when it has them).
 pub fn migration_plan(backend: Backend, role: Role) -> Vec<NamedMigration> {
     plan_for(&replicables(), backend, role)
 }
@@ -92,6 +95,13 @@ pub fn plan_for(
         version: ADMIN_VERSION.to_owned(),
         up: admin.up.into(),
         down: admin.down.into(),
+    });
+    let safety = safety_migration(backend, role);
+    plan.push(NamedMigration {
+        name: format!("{SAFETY_MIGRATION_PREFIX}_{role}"),
+        version: SAFETY_VERSION.to_owned(),
+        up: safety.up.into(),
+        down: safety.down.into(),
     });
     if role == Role::Secondary {
         let leases = leases_migration(backend, role);
@@ -279,6 +289,7 @@ fn checked_plan(backend: Backend, role: Role) -> Result<Vec<NamedMigration>, Mig
         [
             FRAMEWORK_MIGRATION_PREFIX,
             ADMIN_MIGRATION_PREFIX,
+            SAFETY_MIGRATION_PREFIX,
             LEASES_MIGRATION_PREFIX,
         ]
         .contains(&d.name)

@@ -6,10 +6,14 @@ fn framework_plan_comes_first_with_role_names() {
         for role in Role::ALL {
             let plan = plan_for(&[], backend, role);
             let leases = plan.iter().find(|m| m.name == format!("geo_leases_{role}"));
+            assert_eq!(plan[2].name, format!("geo_safety_{role}"));
             match role {
-                Role::Primary => assert_eq!(plan.len(), 2),
-                Role::Secondary => {
+                Role::Primary => {
                     assert_eq!(plan.len(), 3);
+                    assert!(leases.is_none());
+                }
+                Role::Secondary => {
+                    assert_eq!(plan.len(), 4);
                     let leases = leases.expect("the scale-out step");
                     assert_eq!(leases.folder_name(), "00000000000004_geo_leases_secondary");
                     assert!(
@@ -18,9 +22,6 @@ fn framework_plan_comes_first_with_role_names() {
                             .contains(r#"CREATE TABLE IF NOT EXISTS "geo_leases""#)
                     );
                 }
-            }
-            if role == Role::Primary {
-                assert!(leases.is_none());
             }
             assert_eq!(plan[0].name, format!("geo_framework_{role}"));
             assert_eq!(
@@ -41,6 +42,24 @@ fn framework_plan_comes_first_with_role_names() {
                 plan[1]
                     .down
                     .contains(r#"DROP TABLE IF EXISTS "geo_bulk_updates""#)
+            );
+            assert_eq!(
+                plan[2].folder_name(),
+                format!("00000000000003_geo_safety_{role}")
+            );
+            let table = match role {
+                Role::Primary => "geo_node_identity",
+                Role::Secondary => "geo_followed_primary",
+            };
+            assert!(
+                plan[2]
+                    .up
+                    .contains(&format!("CREATE TABLE IF NOT EXISTS \"{table}\""))
+            );
+            assert!(
+                plan[2]
+                    .down
+                    .contains(&format!("DROP TABLE IF EXISTS \"{table}\""))
             );
         }
     }

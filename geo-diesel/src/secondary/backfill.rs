@@ -1,11 +1,14 @@
 //! The backfill: compares id ranges of the primary's model tables with the registries, creates
-//! the missing rows and removes orphans (and their files).
+//! the missing rows and removes orphans (and their files) when a whole sweep ends within the
+//! mass-removal guard (`safety.rs`).
 
 use std::sync::atomic::Ordering;
 
 use geo_core::ReplicableDescriptor;
-use geo_core::blob_store::{BlobError, BlobPath};
+use geo_core::blob_store::BlobPath;
+use geo_core::safety::RemovalKind;
 
+use super::files::{FileRemoval, remove_unshared_files};
 use super::{Secondary, SecondaryError};
 use crate::registry;
 
@@ -31,56 +34,116 @@ impl Secondary {
         &self,
         d: &'static ReplicableDescriptor,
     ) -> Result<(usize, usize, bool), SecondaryError> {
+        if self.halt()?.is_some() {
+            // Halted: no removal, and no rows for records of a primary not followed.
+            return Ok((0, 0, true));
+        }
+        let from = self.backfill_position(&mut self.tracking.get()?, d)?;
+        if from <= 1 {
+            let rows = self.registry_rows(d)?;
+            // Orphan ids kept: all when removal is allowed anyway, else one more than the
+            // guard could allow (enough to know it refuses).
+            let keep = if self.config.allow_mass_removal {
+                u64::MAX
+            } else {
+                geo_core::safety::allowed_removals(rows, self.config.max_removal_share) + 1
+            };
+            self.safety.start_sweep(d, rows, keep);
+        }
         let mut conn = self.tracking.get()?;
-        let from = self.backfill_position(&mut conn, d)?;
         let max = self
             .source
             .max_model_id(d.name)?
             .max(registry::Registry::of(d).max_tracked_id(&mut conn)?);
         let Some(max) = max.filter(|m| from <= *m) else {
             self.set_backfill_position(&mut conn, d, 1)?;
-            return Ok((0, 0, true));
+            drop(conn);
+            let r = self.finish_sweep(d)?;
+            return Ok((0, r, true));
         };
         let to = from.saturating_add(self.config.backfill_batch.max(1) - 1);
         let source_ids = self.source.model_ids(d.name, from..=to)?;
         let tracked = registry::Registry::of(d).tracked_ids(&mut conn, from, to)?;
         let (missing, orphans) = diff_sorted(&source_ids, &tracked);
-        let mut orphan_files = Vec::new();
-        let (c, r) = crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(usize, usize), SecondaryError, _>(c, |c| {
-            orphan_files = registry::Registry::of(d).blob_paths(c, &orphans)?;
-            Ok((registry::Registry::of(d).insert_missing(c, &missing)?, registry::Registry::of(d).delete_rows(c, &orphans)?))
-        }))?;
-        for (id, path) in orphan_files {
-            match BlobPath::new(&path)
-                .map_err(BlobError::from)
-                .and_then(|p| self.store.delete(&p))
-            {
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(replicable = d.name, id, path, error = %e, "could not remove an orphan's file")
-                }
-            }
-        }
-        if c > 0 || r > 0 {
+        // Missing rows are created at once; orphans are only collected, and removed when the
+        // sweep ends within the mass-removal guard (`safety.rs`).
+        let c = registry::Registry::of(d).insert_missing(&mut conn, &missing)?;
+        drop(conn);
+        self.safety.add_orphans(d, &orphans);
+        if c > 0 || !orphans.is_empty() {
             tracing::info!(
                 replicable = d.name,
                 from,
                 to,
                 created = c,
-                removed = r,
+                orphans = orphans.len(),
                 "backfill"
             );
         }
         self.counters
             .backfill_created
             .fetch_add(c as u64, Ordering::Relaxed);
+        let next = to.saturating_add(1);
+        let done = next > max;
+        self.set_backfill_position(&mut self.tracking.get()?, d, if done { 1 } else { next })?;
+        let r = if done { self.finish_sweep(d)? } else { 0 };
+        Ok((c, r, done))
+    }
+
+    /// The end of a sweep of `d`: when it was seen from its first range, and the guard allows
+    /// its orphans, removes them (rows, then files no other row uses). Returns rows removed.
+    fn finish_sweep(&self, d: &'static ReplicableDescriptor) -> Result<usize, SecondaryError> {
+        let Some(sweep) = self.safety.finish_sweep(d) else {
+            return Ok(0);
+        };
+        if !self.removal_allowed(d, RemovalKind::Orphans, sweep.found, sweep.registry_rows)
+            || sweep.found == 0
+        {
+            return Ok(0);
+        }
+        if !self.may_remove()? {
+            tracing::warn!(
+                replicable = d.name,
+                orphans = sweep.found,
+                "backfill removes nothing: the secondary is halted"
+            );
+            return Ok(0);
+        }
+        // List the orphans on the primary again: a record created since its range was read is
+        // no orphan.
+        let mut orphans = sweep.orphans;
+        let mut back = Vec::new();
+        for run in runs(&orphans, self.config.backfill_batch.max(1)) {
+            back.extend(self.source.model_ids(d.name, run)?);
+        }
+        orphans.retain(|id| back.binary_search(id).is_err());
+        let mut conn = self.tracking.get()?;
+        let mut files = Vec::new();
+        let r = crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<usize, SecondaryError, _>(c, |c| {
+            files = registry::Registry::of(d).blob_paths(c, &orphans)?;
+            Ok(registry::Registry::of(d).delete_rows(c, &orphans)?)
+        }))?;
+        let removals: Vec<FileRemoval> = files
+            .into_iter()
+            .filter_map(|(id, p)| {
+                BlobPath::new(&p).ok().map(|path| FileRemoval {
+                    descriptor: d,
+                    id,
+                    path,
+                })
+            })
+            .collect();
+        remove_unshared_files(
+            &mut conn,
+            self.store.as_ref(),
+            &removals,
+            "orphan (backfill)",
+        );
+        tracing::info!(replicable = d.name, removed = r, "backfill removed orphans");
         self.counters
             .backfill_removed
             .fetch_add(r as u64, Ordering::Relaxed);
-        let next = to.saturating_add(1);
-        let done = next > max;
-        self.set_backfill_position(&mut conn, d, if done { 1 } else { next })?;
-        Ok((c, r, done))
+        Ok(r)
     }
 
     /// Runs the backfill over every range of every enabled type once, from id 1. Returns
@@ -100,6 +163,19 @@ impl Secondary {
         }
         Ok((created, removed))
     }
+}
+
+/// Ascending `ids` grouped into inclusive ranges, a new range starting where the next id is
+/// `span` or more past the range's first.
+fn runs(ids: &[i64], span: i64) -> Vec<std::ops::RangeInclusive<i64>> {
+    let mut out: Vec<std::ops::RangeInclusive<i64>> = Vec::new();
+    for &id in ids {
+        match out.last_mut() {
+            Some(r) if id - *r.start() < span => *r = *r.start()..=id,
+            _ => out.push(id..=id),
+        }
+    }
+    out
 }
 
 /// Ids in `source` but not `tracked` (missing), and in `tracked` but not `source` (orphans).
@@ -137,7 +213,14 @@ pub fn diff_sorted(source: &[i64], tracked: &[i64]) -> (Vec<i64>, Vec<i64>) {
 
 #[cfg(test)]
 mod tests {
-    use super::diff_sorted;
+    use super::{diff_sorted, runs};
+
+    #[test]
+    fn runs_group_nearby_ids() {
+        assert_eq!(runs(&[1, 2, 9, 11, 30], 10), vec![1..=9, 11..=11, 30..=30]);
+        assert_eq!(runs(&[], 10), vec![]);
+        assert_eq!(runs(&[5], 1), vec![5..=5]);
+    }
 
     #[test]
     fn diff_finds_missing_and_orphans() {

@@ -26,14 +26,17 @@ use crate::db::DbPool;
 use crate::registry;
 
 mod backfill;
+pub mod files;
 mod membership;
 mod record;
+mod safety;
 mod sync;
 mod timeouts;
 mod verification;
 mod worker;
 
 pub use backfill::diff_sorted;
+pub use safety::ReconcileReport;
 pub use worker::WorkerHandle;
 pub(crate) use worker::{drain, worker_loop};
 
@@ -72,6 +75,12 @@ pub struct SecondaryConfig {
     /// Each process heartbeats every third of it; a dead process's rows return within two
     /// lease periods, and the log cursor and backfill move to another process within about one.
     pub lease_period: Duration,
+    /// The largest share of a type's registry rows one backfill sweep may remove, and that may
+    /// be marked `missing_on_primary`, before the sweep is refused and reported
+    /// ([`geo_core::safety::allowed_removals`]: 10 %, and always one row).
+    pub max_removal_share: f64,
+    /// Remove even when the share is exceeded (the operator's `backfill --allow-mass-removal`).
+    pub allow_mass_removal: bool,
 }
 
 crate::config_setters!(SecondaryConfig {
@@ -87,6 +96,8 @@ crate::config_setters!(SecondaryConfig {
     idle_sleep: std::time::Duration,
     reclaim_on_start: bool,
     lease_period: Duration,
+    max_removal_share: f64,
+    allow_mass_removal: bool,
 });
 
 impl Default for SecondaryConfig {
@@ -104,6 +115,8 @@ impl Default for SecondaryConfig {
             idle_sleep: std::time::Duration::from_millis(200),
             reclaim_on_start: true,
             lease_period: membership::default_lease_period(),
+            max_removal_share: geo_core::safety::DEFAULT_MAX_REMOVAL_SHARE,
+            allow_mass_removal: false,
         }
     }
 }
@@ -127,6 +140,9 @@ pub enum SecondaryError {
     /// The primary could not be read.
     #[error("primary: {0}")]
     Source(#[from] SourceError),
+    /// An operator's bulk action (reconcile's reverification) failed.
+    #[error(transparent)]
+    Admin(#[from] crate::admin::AdminError),
 }
 
 /// Counters since the secondary started.
@@ -160,6 +176,7 @@ pub struct Secondary {
     /// Claims whose outcome could not be recorded nor released (the database failed twice),
     /// released at the start of the next sync pass.
     unreleased: Mutex<Vec<record::Unreleased>>,
+    safety: safety::SafetyState,
     counters: SecondaryCounters,
     observer: std::sync::OnceLock<Arc<dyn geo_core::observe::SyncObserver>>,
 }
@@ -198,6 +215,7 @@ impl Secondary {
             cursor,
             member: membership::Membership::new(),
             unreleased: Mutex::new(Vec::new()),
+            safety: safety::SafetyState::default(),
             counters: SecondaryCounters::default(),
             observer: std::sync::OnceLock::new(),
         }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use geo_core::ReplicableDescriptor;
 use geo_core::blob_store::BlobPath;
 
+use super::files::{FileRemoval, remove_unshared_files};
 use super::sync::Done;
 use super::{Secondary, SecondaryError};
 use crate::registry::{self, SyncOutcome};
@@ -22,8 +23,9 @@ impl Secondary {
     ) -> Result<(), SecondaryError> {
         let now = self.now();
         let retry_at = self.retry_at(now);
-        let mut stale_files: Vec<BlobPath> = Vec::new();
-        let recorded = self.tracking.get().map_err(SecondaryError::from).and_then(|mut conn| crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
+        let mut stale_files: Vec<FileRemoval> = Vec::new();
+        let mut conn = self.tracking.get()?;
+        let recorded = crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
             stale_files.clear();
             // Successful downloads first, set-based per type; rows the batch did not record (a
             // newer event moved their token, or they were deleted) go through the per-row path.
@@ -60,7 +62,7 @@ impl Secondary {
                                 if !changed && registry::Registry::of(d).tracked_ids(c, *id, *id)?.is_empty() {
                                     // Deleted while downloading: the cursor removed the row (and
                                     // found no file yet); the file just written must go too.
-                                    stale_files.extend(path.clone());
+                                    stale_files.extend(path.clone().map(|path| FileRemoval { descriptor: d, id: *id, path }));
                                 } else if !changed {
                                     tracing::debug!(replicable = d.name, id, "synced, but a newer event moved the row back to pending; it will sync again");
                                 }
@@ -72,25 +74,22 @@ impl Secondary {
                         }
                     }
                     Done::Orphan => {
-                        stale_files.extend(registry::Registry::of(d).blob_paths(c, &[*id])?.into_iter().filter_map(|(_, p)| BlobPath::new(&p).ok()));
+                        stale_files.extend(registry::Registry::of(d).blob_paths(c, &[*id])?.into_iter().filter_map(|(_, p)| BlobPath::new(&p).ok()).map(|path| FileRemoval { descriptor: d, id: *id, path }));
                         registry::Registry::of(d).delete_rows(c, &[*id])?;
                         tracing::info!(replicable = d.name, id, "record no longer exists on the primary; registry row removed");
                     }
                 }
             }
             Ok(())
-        })));
+        }));
         recorded?;
-        for path in stale_files {
-            match self.store.delete(&path) {
-                Ok(_) => {
-                    tracing::info!(path = %path, "removed the file of a record deleted during its download")
-                }
-                Err(e) => {
-                    tracing::warn!(path = %path, error = %e, "could not remove the file of a record deleted during its download")
-                }
-            }
-        }
+        // Files no other registry row (of any type) records: two records may share one file.
+        remove_unshared_files(
+            &mut conn,
+            self.store.as_ref(),
+            &stale_files,
+            "record deleted on the primary during its download",
+        );
         Ok(())
     }
 }

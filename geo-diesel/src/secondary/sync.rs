@@ -1,7 +1,7 @@
 //! Syncing: claims due registry rows fairly across types and downloads their files with bounded
 //! concurrency; `record.rs` records every outcome against its claim token.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::Ordering;
 
 use chrono::{DateTime, Utc};
@@ -9,6 +9,7 @@ use geo_core::ReplicableDescriptor;
 use geo_core::backoff::BackoffCap;
 use geo_core::blob_store::{BlobError, BlobPath};
 use geo_core::checksum::Checksum;
+use geo_core::safety::RemovalKind;
 use geo_core::source::SourceError;
 
 use super::{Secondary, SecondaryError};
@@ -204,7 +205,7 @@ impl Secondary {
     pub fn sync_pass(&self) -> Result<usize, SecondaryError> {
         self.release_unreleased()?;
         let types = self.enabled_types()?;
-        if types.is_empty() {
+        if types.is_empty() || self.halt()?.is_some() {
             return Ok(0);
         }
         // The claim time is the claim token: outcomes are recorded only against it.
@@ -212,6 +213,26 @@ impl Secondary {
         let claimed = self.claim_fair(&types, claimed_at)?;
         if claimed.is_empty() {
             return Ok(0);
+        }
+        // Never download from a primary that is not the one followed: ask it before the
+        // downloads, and hand the claims back as failures (with backoff) when it is not, or
+        // when it cannot say (as a failed download would).
+        match self.check_primary_now() {
+            Ok(None) => {}
+            Ok(Some(halt)) => {
+                self.fail_claims(&claimed, claimed_at, &halt.to_string())?;
+                return Ok(0);
+            }
+            Err(SecondaryError::Source(e)) => {
+                tracing::warn!(error = %e, rows = claimed.len(), "could not ask the primary for its identity; syncing later");
+                self.fail_claims(
+                    &claimed,
+                    claimed_at,
+                    &format!("Error downloading file: {e}"),
+                )?;
+                return Ok(claimed.len());
+            }
+            Err(e) => return Err(e),
         }
         // The primary's checksums, one query per type.
         let mut expected: BTreeMap<(&'static str, i64), Checksum> = BTreeMap::new();
@@ -269,7 +290,12 @@ impl Secondary {
             self.config.sync_capacity,
             download,
             |group| {
-                if let Err(e) = self.record_group(claimed_at, &group) {
+                // The safety guards first (a halted secondary acts on no orphan; marks beyond
+                // the mass-removal share become plain failures), then one transaction.
+                let recorded = self
+                    .guard_outcomes(group.clone())
+                    .and_then(|group| self.record_group(claimed_at, &group));
+                if let Err(e) = recorded {
                     // Nothing of the group was recorded: its rows go back to `pending` now rather
                     // than waiting, `started`, for the sync timeout.
                     let ids: Vec<_> = group.iter().map(|(d, id, _)| (*d, *id)).collect();
@@ -282,5 +308,116 @@ impl Secondary {
             Some(e) => Err(e),
             None => Ok(processed),
         }
+    }
+
+    /// Records every claimed row as failed with `message` (normal backoff): the secondary is
+    /// halted, nothing was downloaded.
+    fn fail_claims(
+        &self,
+        claimed: &[(&'static ReplicableDescriptor, i64)],
+        claimed_at: DateTime<Utc>,
+        message: &str,
+    ) -> Result<(), SecondaryError> {
+        let now = self.now();
+        let retry_at = self.retry_at(now);
+        let outcome = SyncOutcome::Failed {
+            message: message.to_owned(),
+            missing_on_primary: false,
+        };
+        let mut conn = self.tracking.get()?;
+        for (d, id) in claimed {
+            registry::Registry::of(d)
+                .record_sync_claimed(&mut conn, *id, claimed_at, &outcome, &retry_at, now)?;
+        }
+        Ok(())
+    }
+
+    /// The safety guards on a pass's outcomes: when the primary is no longer the one followed,
+    /// orphans are kept and nothing is marked missing; per type, `missing_on_primary` marks
+    /// that would take the marked rows over the mass-removal limit become plain failures.
+    fn guard_outcomes(
+        &self,
+        results: Vec<(&'static ReplicableDescriptor, i64, Done)>,
+    ) -> Result<Vec<(&'static ReplicableDescriptor, i64, Done)>, SecondaryError> {
+        let is_missing = |done: &Done| {
+            matches!(
+                done,
+                Done::Outcome(
+                    SyncOutcome::Failed {
+                        missing_on_primary: true,
+                        ..
+                    },
+                    _
+                )
+            )
+        };
+        let destructive = results
+            .iter()
+            .any(|(_, _, done)| *done == Done::Orphan || is_missing(done));
+        // Types whose files the primary served again resolve an earlier refusal.
+        for (d, _, _) in &results {
+            if !results
+                .iter()
+                .any(|(e, _, done)| e.name == d.name && is_missing(done))
+            {
+                self.clear_refusal(d, RemovalKind::MissingOnPrimary);
+            }
+        }
+        if !destructive {
+            return Ok(results);
+        }
+        let halted = !self.may_remove()?;
+        let mut refused: BTreeSet<&'static str> = BTreeSet::new();
+        let mut new_marks: BTreeMap<&'static str, (&'static ReplicableDescriptor, u64)> =
+            BTreeMap::new();
+        for (d, _, done) in &results {
+            if is_missing(done) {
+                new_marks.entry(d.name).or_insert((d, 0)).1 += 1;
+            }
+        }
+        for (d, marks) in new_marks.into_values() {
+            let mut conn = self.tracking.get()?;
+            let counts = registry::Registry::of(d).counts(&mut conn)?;
+            let already = counts.missing_on_primary.max(0) as u64;
+            if halted
+                || !self.removal_allowed(
+                    d,
+                    RemovalKind::MissingOnPrimary,
+                    already + marks,
+                    counts.registry.max(0) as u64,
+                )
+            {
+                refused.insert(d.name);
+            }
+        }
+        let kept = |what: &str| {
+            Done::Outcome(
+                SyncOutcome::Failed {
+                    message: format!(
+                        "{what}; not acted on: {}",
+                        if halted {
+                            "the secondary is halted"
+                        } else {
+                            "mass-removal guard"
+                        }
+                    ),
+                    missing_on_primary: false,
+                },
+                None,
+            )
+        };
+        Ok(results
+            .into_iter()
+            .map(|(d, id, done)| {
+                let done = match done {
+                    Done::Orphan if halted => kept("The record is not on the Geo primary site"),
+                    done if is_missing(&done) && refused.contains(d.name) => {
+                        kept("The file is missing on the Geo primary site")
+                    }
+                    done => done,
+                };
+                (d, id, done)
+            })
+            .collect())
     }
 }

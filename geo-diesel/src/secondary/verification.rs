@@ -18,6 +18,10 @@ impl Secondary {
     /// failed and due) and compares with the primary's checksum; a mismatch is recorded and the
     /// row resynced with backoff. Returns how many rows it processed.
     pub fn verification_pass(&self) -> Result<usize, SecondaryError> {
+        if self.halt()?.is_some() {
+            // Halted: the primary's checksums are not the followed primary's.
+            return Ok(0);
+        }
         let now = self.now();
         let mut processed = 0;
         for d in self.enabled_types()?.into_iter().filter(|d| d.verifies()) {

@@ -5,9 +5,10 @@
 //! |---|---|
 //! | `GET /api/geo/retrieve/{replicable}/{id}` | the blob, streamed; `Content-Length`, and [`CHECKSUM_HEADER`] when the primary verified it |
 //! | `GET /api/geo/blob_path/{replicable}/{id}` | [`BlobPathResponse`] |
-//! | `GET /api/geo/events?after=ID&limit=N` | [`EventsResponse`]: up to `N` events with `id > ID` |
+//! | `GET /api/geo/events?after=ID&limit=N` | [`EventsResponse`]: up to `N` events with `id > ID`, and the primary's identity and high-water mark read with them |
 //! | `GET /api/geo/events?ids=1,2,3` | [`EventsResponse`]: those of the events that exist (gap filling) |
 //! | `GET /api/geo/events/last` | [`LastEventResponse`] |
+//! | `GET /api/geo/identity` | [`IdentityResponse`]: the primary database's identity and event-id high-water mark |
 //! | `GET /api/geo/ids/{replicable}?from=A&to=B` | [`IdsResponse`]: ids in `A..=B` and the highest id |
 //! | `GET /api/geo/checksums/{replicable}?ids=1,2,3` | [`ChecksumsResponse`] |
 //! | `GET /api/geo/retrieve_batch/{replicable}?ids=1,2,3` | the paths of those records and the bytes of their small blobs, in the binary framing of [`batch`] |
@@ -21,7 +22,7 @@ use std::collections::BTreeMap;
 
 use geo_diesel::geo_core::checksum::{Checksum, ChecksumAlgorithm};
 use geo_diesel::geo_core::event::Event;
-use geo_diesel::geo_core::source::PrimaryChecksum;
+use geo_diesel::geo_core::source::{PrimaryChecksum, PrimaryIdentity};
 use geo_diesel::geo_core::state::VerificationState;
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +94,18 @@ pub struct ErrorBody {
 pub struct EventsResponse {
     /// The events, in id order.
     pub events: Vec<Event>,
+    /// For `after=` reads: the primary database's identity and high-water mark, read in the
+    /// same snapshot as the events (absent for `ids=` reads, or from a primary without one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary: Option<PrimaryIdentity>,
+}
+
+/// `GET /api/geo/identity`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdentityResponse {
+    /// The primary database's identity and event-id high-water mark; `null` when it publishes
+    /// none.
+    pub primary: Option<PrimaryIdentity>,
 }
 
 /// `GET /api/geo/events/last`.

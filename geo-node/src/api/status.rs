@@ -6,6 +6,7 @@
 //! `secondary` objects beside the event log position, as GitLab lays them out.
 
 use chrono::{DateTime, Utc};
+use geo_diesel::geo_core::safety::{MassRemovalRefusal, PrimaryIdentity, SafetyHalt};
 use geo_diesel::geo_core::status::ReplicableStatuses;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -107,6 +108,9 @@ pub struct PrimaryStatus {
         deserialize_with = "present"
     )]
     pub last_event_id: Option<Option<i64>>,
+    /// The primary database's identity and event-id high-water mark (absent when unknown).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub primary_identity: Option<PrimaryIdentity>,
     /// Per type: record counts and the primary's checksum counts.
     #[serde(flatten)]
     pub replicables: ReplicableStatuses,
@@ -136,6 +140,15 @@ pub struct SecondaryStatus {
     /// The link to the primary, when it is an HTTP link.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_link: Option<LinkStatus>,
+    /// Why the secondary stopped applying events and removing anything (another primary
+    /// identity, event ids gone backwards); absent while it runs. Cleared by
+    /// `secondary --reconcile`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halt: Option<SafetyHalt>,
+    /// Sweeps the mass-removal guard refused (nothing was removed); cleared by a sweep within
+    /// the limit or `backfill --allow-mass-removal`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mass_removal_refused: Vec<MassRemovalRefusal>,
 }
 
 /// Where the secondary's log cursor is.
@@ -225,6 +238,8 @@ mod tests {
                     last_ok_at: Some(Utc.with_ymd_and_hms(2030, 1, 2, 3, 4, 0).unwrap()),
                     ..LinkStatus::default()
                 }),
+                halt: None,
+                mass_removal_refused: Vec::new(),
             }),
             health_status: HealthStatus::Healthy,
             health: "Healthy".into(),
@@ -250,6 +265,36 @@ mod tests {
         assert_eq!(s["primary_link"]["last_error"], json!(null));
         let back: NodeStatus = serde_json::from_str(&json.to_string()).unwrap();
         assert_eq!(back, st);
+    }
+
+    #[test]
+    fn halt_and_refusals_round_trip() {
+        let mut st = secondary();
+        let sec = st.secondary.as_mut().unwrap();
+        sec.halt = Some(SafetyHalt::IdentityChanged {
+            followed: "aa".into(),
+            seen: "bb".into(),
+        });
+        sec.mass_removal_refused = vec![MassRemovalRefusal {
+            replicable: "widget".into(),
+            kind: geo_diesel::geo_core::safety::RemovalKind::Orphans,
+            would_remove: 11,
+            registry_rows: 100,
+            allowed: 10,
+        }];
+        let json = serde_json::to_value(&st).unwrap();
+        assert_eq!(json["secondary"]["halt"]["reason"], "identity_changed");
+        assert_eq!(json["secondary"]["halt"]["seen"], "bb");
+        assert_eq!(
+            json["secondary"]["mass_removal_refused"][0]["kind"],
+            "orphans"
+        );
+        let back: NodeStatus = serde_json::from_value(json).unwrap();
+        assert_eq!(back, st);
+        // Absent while the secondary runs.
+        let json = serde_json::to_value(secondary()).unwrap();
+        assert!(json["secondary"].get("halt").is_none());
+        assert!(json["secondary"].get("mass_removal_refused").is_none());
     }
 
     #[test]

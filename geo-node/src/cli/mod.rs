@@ -179,6 +179,11 @@ pub struct SecondaryArgs {
     /// The workers' capacities, batch sizes and timeouts.
     #[command(flatten, next_help_heading = "Tunables")]
     pub tuning: SecondaryTunables,
+    /// Before running, reconcile with the primary as it is now: follow its identity from its
+    /// event-id high-water mark, mark every synced file for reverification against its
+    /// checksums, and run a full backfill (under the mass-removal guard). The way out of a halt.
+    #[arg(long)]
+    pub reconcile: bool,
 }
 
 /// `status`.
@@ -352,6 +357,20 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     let removed = store.remove_stale_temp_files(stale_after)?;
     if removed > 0 {
         tracing::info!(removed, "removed temporary files of interrupted downloads");
+    }
+    if args.reconcile {
+        let r = secondary
+            .reconcile()
+            .context("reconciling with the primary")?;
+        tracing::info!(
+            identity = r.identity.as_deref().unwrap_or("none"),
+            cursor = r.cursor,
+            reverify = r.reverify,
+            created = r.created,
+            removed = r.removed,
+            refused = r.refused.len(),
+            "reconciled"
+        );
     }
     let workers = secondary.spawn()?;
     let server = ServerHandle::start(&args.listen, Arc::new(state), 1)?;

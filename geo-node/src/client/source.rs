@@ -10,7 +10,9 @@ use bytes::{Buf, Bytes};
 use geo_diesel::geo_core::blob_store::BlobPath;
 use geo_diesel::geo_core::checksum::Checksum;
 use geo_diesel::geo_core::event::Event;
-use geo_diesel::geo_core::source::{BlobStream, PrimaryChecksum, PrimarySource, SourceError};
+use geo_diesel::geo_core::source::{
+    BlobStream, EventFeed, PrimaryChecksum, PrimaryIdentity, PrimarySource, SourceError,
+};
 use hyper::header;
 
 use super::transport::{BodyReader, MAX_JSON};
@@ -179,11 +181,25 @@ impl HttpSource {
 
 impl PrimarySource for HttpSource {
     fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError> {
+        Ok(self.event_feed(after_id, limit)?.events)
+    }
+
+    /// One `events?after=` request: the answer carries the primary's identity and high-water
+    /// mark, read by the primary with the events.
+    fn event_feed(&self, after_id: i64, limit: usize) -> Result<EventFeed, SourceError> {
         let limit = limit.min(api::MAX_EVENTS);
         let r: api::EventsResponse = self
             .client
             .get_json(&format!("/api/geo/events?after={after_id}&limit={limit}"))?;
-        Ok(r.events)
+        Ok(EventFeed {
+            events: r.events,
+            primary: r.primary,
+        })
+    }
+
+    fn primary_identity(&self) -> Result<Option<PrimaryIdentity>, SourceError> {
+        let r: api::IdentityResponse = self.client.get_json("/api/geo/identity")?;
+        Ok(r.primary)
     }
 
     fn events_by_ids(&self, ids: &[i64]) -> Result<Vec<Event>, SourceError> {

@@ -11,6 +11,9 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
+use geo_diesel::geo_core::replicables;
+use geo_diesel::geo_core::safety::RemovalKind;
+
 use crate::server::{NodeState, PrimaryService, SecondaryService};
 
 const STATUS_HELP: &str = "Geo status field (GitLab GeoNodeStatus).";
@@ -68,6 +71,28 @@ impl Out<'_> {
             self.encoder
                 .encode_descriptor(name, help, None, c.metric_type())?,
         )
+    }
+
+    /// A gauge family with labels: `(labels, value)` pairs.
+    fn labeled_gauges(
+        &mut self,
+        name: &str,
+        help: &str,
+        values: &[(Vec<(&str, &str)>, u64)],
+    ) -> fmt::Result {
+        if !self.seen.insert(name.to_owned()) {
+            return Ok(());
+        }
+        let mut family = self.encoder.encode_descriptor(
+            name,
+            help,
+            None,
+            ConstGauge::new(0u64).metric_type(),
+        )?;
+        for (labels, n) in values {
+            ConstGauge::new(*n).encode(family.encode_family(labels)?)?;
+        }
+        Ok(())
     }
 
     /// A counter family with one label: `(label value, count)` pairs.
@@ -172,6 +197,31 @@ fn secondary(out: &mut Out<'_>, s: &SecondaryService) -> fmt::Result {
             cursor.gaps.len() as u64,
         )?;
     }
+    if let Ok(halt) = sec.halt() {
+        out.gauge(
+            "geo_secondary_halted",
+            "Whether the secondary is halted (1): it applies no events and removes nothing (another primary identity, or event ids gone backwards; see the status).",
+            u64::from(halt.is_some()),
+        )?;
+    }
+    let refused = sec.mass_removal_refusals();
+    let kinds = [RemovalKind::Orphans, RemovalKind::MissingOnPrimary];
+    let values: Vec<(Vec<(&str, &str)>, u64)> = replicables()
+        .iter()
+        .flat_map(|d| kinds.iter().map(move |k| (d, *k)))
+        .map(|(d, k)| {
+            let n = refused
+                .iter()
+                .find(|r| r.replicable == d.name && r.kind == k)
+                .map_or(0, |r| r.would_remove);
+            (vec![("replicable", d.name), ("kind", k.as_str())], n)
+        })
+        .collect();
+    out.labeled_gauges(
+        "geo_secondary_mass_removal_refused",
+        "Rows a refused sweep would have removed (kind orphans) or marked missing on the primary; 0 when nothing is refused.",
+        &values,
+    )?;
     let cc = &sec.cursor().counters;
     out.counters(
         "geo_cursor_skipped_events",

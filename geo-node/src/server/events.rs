@@ -1,11 +1,12 @@
-//! The event log: `events` (after an id, or by ids to fill gaps) and `events/last`.
+//! The event log: `events` (after an id, with the primary's identity; or by ids to fill gaps),
+//! `events/last` and `identity`.
 
 use axum::Json;
 use serde::Deserialize;
 
 use super::extract::{Authorized, Params, Primary};
 use super::{ApiError, blocking};
-use crate::api::{self, EventsResponse, LastEventResponse};
+use crate::api::{self, EventsResponse, IdentityResponse, LastEventResponse};
 
 /// Query of `/api/geo/events`.
 #[derive(Debug, Deserialize)]
@@ -23,18 +24,32 @@ pub(super) async fn events(
     Primary(service): Primary,
 ) -> Result<Json<EventsResponse>, ApiError> {
     let source = service.source;
-    let events = match q.ids {
+    let (events, primary) = match q.ids {
         Some(ids) => {
             let ids = api::parse_ids(&ids).map_err(ApiError::bad_request)?;
-            blocking(move || Ok(source.events_by_ids(&ids)?)).await?
+            (
+                blocking(move || Ok(source.events_by_ids(&ids)?)).await?,
+                None,
+            )
         }
         None => {
             let after = q.after.unwrap_or(0);
             let limit = q.limit.unwrap_or(1000).min(api::MAX_EVENTS);
-            blocking(move || Ok(source.events_after(after, limit)?)).await?
+            let feed = blocking(move || Ok(source.event_feed(after, limit)?)).await?;
+            (feed.events, feed.primary)
         }
     };
-    Ok(Json(EventsResponse { events }))
+    Ok(Json(EventsResponse { events, primary }))
+}
+
+/// `GET /api/geo/identity`: the primary database's identity and event-id high-water mark.
+pub(super) async fn identity(
+    _: Authorized,
+    Primary(service): Primary,
+) -> Result<Json<IdentityResponse>, ApiError> {
+    let source = service.source;
+    let primary = blocking(move || Ok(source.primary_identity()?)).await?;
+    Ok(Json(IdentityResponse { primary }))
 }
 
 /// `GET /api/geo/events/last`.

@@ -49,6 +49,8 @@ pub mod route {
     pub const EVENTS: &str = "/api/geo/events";
     /// `GET`: the highest event id.
     pub const EVENTS_LAST: &str = "/api/geo/events/last";
+    /// `GET`: the primary database's identity and event-id high-water mark.
+    pub const IDENTITY: &str = "/api/geo/identity";
     /// `GET`: record ids in a range.
     pub const IDS: &str = "/api/geo/ids/{replicable}";
     /// `GET`: the primary's checksums of records.
@@ -77,11 +79,12 @@ pub mod route {
     pub const GRAPHQL: &str = "/api/graphql";
 
     /// Every route with its `endpoint` label (`geo_http_requests_total{endpoint}`).
-    pub const ALL: [(&str, &str); 17] = [
+    pub const ALL: [(&str, &str); 18] = [
         (RETRIEVE, "retrieve"),
         (BLOB_PATH, "blob_path"),
         (EVENTS, "events"),
         (EVENTS_LAST, "events_last"),
+        (IDENTITY, "identity"),
         (IDS, "ids"),
         (CHECKSUMS, "checksums"),
         (RETRIEVE_BATCH, "retrieve_batch"),
@@ -110,6 +113,7 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(route::BLOB_PATH, get(records::blob_path))
         .route(route::EVENTS, get(events::events))
         .route(route::EVENTS_LAST, get(events::last_event))
+        .route(route::IDENTITY, get(events::identity))
         .route(route::IDS, get(records::ids))
         .route(route::CHECKSUMS, get(records::checksums))
         .route(route::RETRIEVE_BATCH, get(retrieve::retrieve_batch))

@@ -46,8 +46,16 @@ pub fn collect_status(state: &NodeState) -> NodeStatus {
                 ReplicableStatuses::default()
             }
         };
+        let primary_identity = match p.source.primary_identity() {
+            Ok(identity) => identity,
+            Err(e) => {
+                problems.push(format!("primary identity: {e}"));
+                None
+            }
+        };
         PrimaryStatus {
             last_event_id,
+            primary_identity,
             replicables,
         }
     });
@@ -103,7 +111,21 @@ pub fn collect_status(state: &NodeState) -> NodeStatus {
             },
             _ => None,
         };
+        // Safety first in `health`: what stopped the secondary, then what it refused to remove.
+        let halt = match s.secondary.halt() {
+            Ok(halt) => halt,
+            Err(e) => {
+                problems.push(format!("safety state: {e}"));
+                None
+            }
+        };
+        let mass_removal_refused = s.secondary.mass_removal_refusals();
+        let mut safety: Vec<String> = halt.iter().map(ToString::to_string).collect();
+        safety.extend(mass_removal_refused.iter().map(ToString::to_string));
+        problems.splice(0..0, safety);
         SecondaryStatus {
+            halt,
+            mass_removal_refused,
             replicables,
             cursor,
             last_event_id,

@@ -195,6 +195,20 @@ impl PrimarySource for FaultySource {
         self.check()?;
         self.inner.max_event_id()
     }
+    fn primary_identity(
+        &self,
+    ) -> Result<Option<geo_diesel::geo_core::source::PrimaryIdentity>, SourceError> {
+        self.check()?;
+        self.inner.primary_identity()
+    }
+    fn event_feed(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<geo_diesel::geo_core::source::EventFeed, SourceError> {
+        self.check()?;
+        self.inner.event_feed(after_id, limit)
+    }
     fn model_ids(&self, r: &str, range: RangeInclusive<i64>) -> Result<Vec<i64>, SourceError> {
         self.check()?;
         self.inner.model_ids(r, range)
@@ -356,7 +370,12 @@ pub fn secondary(
     http.read_timeout = Duration::from_secs(5);
     http.connect_timeout = Duration::from_secs(2);
     let source = Arc::new(HttpSource::new(http));
-    let config = SecondaryConfig::default().idle_sleep(Duration::from_millis(20));
+    // These suites remove primary files on purpose in registries of a few rows; the
+    // mass-removal guard, which would refuse most of those marks, has its own suite
+    // (tests/tests/safety.rs, examples/widgets/tests/wrong_primary.rs).
+    let config = SecondaryConfig::default()
+        .idle_sleep(Duration::from_millis(20))
+        .max_removal_share(1.0);
     (
         Arc::new(Secondary::new(tracking, source, store.clone(), env, config)),
         store,

@@ -1,0 +1,379 @@
+//! A primary restarted on an empty database, with the real `widgets` binary over HTTP: the
+//! secondary keeps every file, halts, and says why in `widgets status` (non-zero exit) and its
+//! metrics; `widgets secondary --reconcile` against the real primary brings it back to healthy.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn widgets() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_widgets"))
+}
+
+/// Runs `widgets args…`; its stdout, panicking on a failure.
+fn run(args: &[&str]) -> String {
+    let out = widgets().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "widgets {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The value of `export NAME=value` in `text`.
+fn export(text: &str, name: &str) -> String {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+        .unwrap_or_else(|| panic!("no {name} in {text:?}"))
+        .to_owned()
+}
+
+/// A node process; killed on drop.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Node {
+    fn start(args: &[&str], env: &[(&str, &str)]) -> Node {
+        let mut child = widgets()
+            .args(args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = lines.next().unwrap().unwrap();
+        let url = line
+            .split_once(" listening on ")
+            .map(|(_, u)| u.to_owned())
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        Node {
+            child,
+            addr: url.trim_start_matches("http://").to_owned(),
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "timed out: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every file under `root` (relative path → bytes), temporary files excluded.
+fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(root, &p, out);
+            } else if !p
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with(".tmp_")
+            {
+                out.insert(
+                    p.strip_prefix(root).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap(),
+                );
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// The site's own scrape.
+fn metrics(addr: &str) -> String {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text
+}
+
+struct Site {
+    access_key: String,
+    secret: String,
+}
+
+impl Site {
+    /// `widgets status --url …` (text, or JSON with `json`).
+    fn status(&self, addr: &str, json: bool) -> Output {
+        let url = format!("http://{addr}");
+        let mut args = vec!["status", "--url", url.as_str()];
+        if json {
+            args.push("--json");
+        }
+        widgets()
+            .args(&args)
+            .env("GEO_ACCESS_KEY", &self.access_key)
+            .env("GEO_SECRET", &self.secret)
+            .output()
+            .unwrap()
+    }
+
+    /// Whether the secondary is healthy with every registry row synced and verified.
+    fn converged(&self, addr: &str) -> bool {
+        let out = self.status(addr, true);
+        if !out.status.success() {
+            return false;
+        }
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let s = &v["secondary"];
+        ["widgets", "gadgets"].iter().all(|p| {
+            let n = |f: &str| s[format!("{p}_{f}")].as_u64();
+            n("registry_count") > Some(0)
+                && n("synced_count") == n("registry_count")
+                && n("verified_count") == n("registry_count")
+        })
+    }
+
+    fn secondary(&self, primary: &str, db: &Path, files: &Path, extra: &[&str]) -> Node {
+        let url = format!("http://{primary}");
+        let mut args = vec![
+            "secondary",
+            "--primary",
+            url.as_str(),
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            path(db),
+            "--blob-dir",
+            path(files),
+            "--idle-ms",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        Node::start(
+            &args,
+            &[
+                ("GEO_ACCESS_KEY", &self.access_key),
+                ("GEO_SECRET", &self.secret),
+            ],
+        )
+    }
+}
+
+fn primary(listen: &str, db: &Path, files: &Path, keys: &Path) -> Node {
+    Node::start(
+        &[
+            "primary",
+            "--listen",
+            listen,
+            "--database-url",
+            path(db),
+            "--blob-dir",
+            path(files),
+            "--keys-file",
+            path(keys),
+        ],
+        &[],
+    )
+}
+
+#[test]
+fn a_primary_restarted_on_an_empty_database_leaves_every_file_and_says_why() {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let generated = run(&["keys", "generate", "--append-to", path(&keys)]);
+    let site = Site {
+        access_key: export(&generated, "GEO_ACCESS_KEY"),
+        secret: export(&generated, "GEO_SECRET"),
+    };
+    let (pdb, pfiles) = (tmp.path().join("p.sqlite3"), tmp.path().join("pf"));
+    let (sdb, sfiles) = (tmp.path().join("s.sqlite3"), tmp.path().join("sf"));
+
+    // Seed, converge.
+    let real = primary("127.0.0.1:0", &pdb, &pfiles, &keys);
+    let addr = real.addr.clone();
+    run(&[
+        "seed",
+        "--database-url",
+        path(&pdb),
+        "--blob-dir",
+        path(&pfiles),
+        "--count",
+        "40",
+    ]);
+    let secondary = site.secondary(&addr, &sdb, &sfiles, &[]);
+    wait_until("the secondary converged", || {
+        site.converged(&secondary.addr)
+    });
+    let kept = files(&sfiles);
+    assert!(kept.len() >= 20, "{} files", kept.len());
+    assert_eq!(kept, files(&pfiles), "converged: the same files");
+
+    // The primary restarts on an empty database, on the same address.
+    drop(real);
+    let (edb, efiles) = (tmp.path().join("empty.sqlite3"), tmp.path().join("ef"));
+    let empty = primary(&addr, &edb, &efiles, &keys);
+    assert_eq!(empty.addr, addr);
+    wait_until("the secondary noticed the other primary", || {
+        let out = site.status(&secondary.addr, false);
+        !out.status.success() && String::from_utf8_lossy(&out.stdout).contains("identity changed")
+    });
+    // Halted (recorded in the tracking database): nothing is removed from now on. Every file
+    // is still there, byte for byte, and the status and metrics say why.
+    assert_eq!(files(&sfiles), kept);
+    let out = site.status(&secondary.addr, true);
+    assert!(!out.status.success());
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["health_status"], "Unhealthy");
+    assert_eq!(v["secondary"]["halt"]["reason"], "identity_changed", "{v}");
+    assert!(v["health"].as_str().unwrap().contains("--reconcile"), "{v}");
+    let scrape = metrics(&secondary.addr);
+    assert!(
+        scrape.contains("\ngeo_secondary_halted{name=\"secondary\"} 1\n"),
+        "{scrape}"
+    );
+    let before = v["secondary"]["widgets_registry_count"].clone();
+    assert!(before.as_u64() > Some(0), "{v}");
+
+    // The real primary comes back: the halt stays until the operator reconciles.
+    drop(empty);
+    let real = primary(&addr, &pdb, &pfiles, &keys);
+    assert_eq!(real.addr, addr);
+    let out = site.status(&secondary.addr, false);
+    assert!(!out.status.success(), "still halted");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("identity changed"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    drop(secondary);
+    let secondary = site.secondary(&addr, &sdb, &sfiles, &["--reconcile"]);
+    wait_until("reconciled, reverified and healthy", || {
+        site.converged(&secondary.addr)
+    });
+    let out = site.status(&secondary.addr, true);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["secondary"].get("halt").is_none(), "{v}");
+    assert_eq!(v["secondary"]["widgets_registry_count"], before);
+    assert_eq!(files(&sfiles), files(&pfiles));
+    let scrape = metrics(&secondary.addr);
+    assert!(
+        scrape.contains("\ngeo_secondary_halted{name=\"secondary\"} 0\n"),
+        "{scrape}"
+    );
+}
+
+/// `widgets backfill` runs one sweep under the guard and exits non-zero on a refusal;
+/// `--allow-mass-removal` is the operator's confirmation and removes them.
+#[test]
+fn backfill_refuses_a_mass_removal_until_the_operator_allows_it() {
+    use geo_diesel::geo_core::Replicable;
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = tmp.path().join("keys");
+    let generated = run(&["keys", "generate", "--append-to", path(&keys)]);
+    let site = Site {
+        access_key: export(&generated, "GEO_ACCESS_KEY"),
+        secret: export(&generated, "GEO_SECRET"),
+    };
+    let (pdb, pfiles) = (tmp.path().join("p.sqlite3"), tmp.path().join("pf"));
+    let (sdb, sfiles) = (tmp.path().join("s.sqlite3"), tmp.path().join("sf"));
+    let real = primary("127.0.0.1:0", &pdb, &pfiles, &keys);
+    run(&[
+        "seed",
+        "--database-url",
+        path(&pdb),
+        "--blob-dir",
+        path(&pfiles),
+        "--count",
+        "20",
+    ]);
+    let secondary = site.secondary(&real.addr, &sdb, &sfiles, &[]);
+    wait_until("the secondary converged", || {
+        site.converged(&secondary.addr)
+    });
+    drop(secondary);
+
+    // Registry rows for 30 widgets the primary never had: orphans, more than 10 % of the rows.
+    let d = <widgets::Widget as Replicable>::DESCRIPTOR;
+    let tracking = geo_diesel::DbPool::connect(path(&sdb), 1).unwrap();
+    let orphans: Vec<i64> = (1_000_000..1_000_030).collect();
+    geo_diesel::registry::Registry::of(d)
+        .insert_missing(&mut tracking.get().unwrap(), &orphans)
+        .unwrap();
+    let rows = || {
+        geo_diesel::registry::Registry::of(d)
+            .counts(&mut tracking.get().unwrap())
+            .unwrap()
+            .registry
+    };
+    let before = rows();
+
+    let backfill = |extra: &[&str]| {
+        let url = format!("http://{}", real.addr);
+        let mut args = vec![
+            "backfill",
+            "--primary",
+            url.as_str(),
+            "--database-url",
+            path(&sdb),
+            "--blob-dir",
+            path(&sfiles),
+        ];
+        args.extend_from_slice(extra);
+        widgets()
+            .args(&args)
+            .env("GEO_ACCESS_KEY", &site.access_key)
+            .env("GEO_SECRET", &site.secret)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap()
+    };
+    let refused = backfill(&[]);
+    let stdout = String::from_utf8_lossy(&refused.stdout);
+    assert!(!refused.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("mass removal refused: widget would remove 30 of"),
+        "{stdout}"
+    );
+    assert_eq!(rows(), before, "a refused sweep removes nothing");
+
+    let allowed = backfill(&["--allow-mass-removal"]);
+    let stdout = String::from_utf8_lossy(&allowed.stdout);
+    assert!(
+        allowed.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&allowed.stderr)
+    );
+    assert!(stdout.contains("30 removed"), "{stdout}");
+    assert_eq!(rows(), before - 30);
+}
