@@ -36,14 +36,16 @@ use geo_diesel::geo_core::status::ReplicableStatuses;
 
 use crate::api::NodeStatus;
 use crate::auth::Credentials;
-use crate::client::{HttpConfig, HttpSource, NodeClient};
+use crate::client::{HttpConfig, NodeClient};
 use crate::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
 
 mod keys;
+mod link;
 mod secret;
 mod tunables;
 
 pub use keys::{KeysAction, load_keys};
+pub use link::LinkArgs;
 pub use secret::{DatabaseUrl, SecretArg};
 pub use tunables::{PrimaryTunables, SecondaryTunables, Span};
 
@@ -142,37 +144,19 @@ pub struct PrimaryArgs {
 #[derive(Debug, Clone, clap::Args)]
 #[non_exhaustive]
 pub struct SecondaryArgs {
-    /// The primary's base URL.
-    #[arg(long, env = "GEO_PRIMARY_URL")]
-    pub primary: String,
-    /// The tracking database (SQLite path or postgres://…).
-    #[arg(long, env = "GEO_TRACKING_DATABASE_URL")]
-    pub database_url: DatabaseUrl,
-    /// The secondary's blob store directory.
-    #[arg(long, env = "GEO_BLOB_DIR")]
-    pub blob_dir: PathBuf,
-    /// This secondary's access key.
-    #[arg(long, env = "GEO_ACCESS_KEY")]
-    pub access_key: String,
+    /// The primary, the tracking database, the blob directory and the key.
+    #[command(flatten)]
+    pub link: LinkArgs,
     /// Keys file of the secondary's own server: admin tokens for GraphQL and the admin page
     /// (`keys generate --admin --append-to FILE`); site keys in it may read its status.
     #[arg(long, env = "GEO_KEYS_FILE")]
     pub keys_file: Option<PathBuf>,
-    /// This secondary's secret (prefer the environment variable).
-    #[arg(long, env = "GEO_SECRET", hide_env_values = true)]
-    pub secret: SecretArg,
     /// Address of the secondary's own status and metrics server.
     #[arg(long, env = "GEO_LISTEN", default_value = "127.0.0.1:8081")]
     pub listen: String,
     /// The site's name (the `name` label of its metrics).
     #[arg(long, env = "GEO_NODE_NAME", default_value = "secondary")]
     pub name: String,
-    /// TCP connect timeout to the primary, in seconds.
-    #[arg(long, env = "GEO_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
-    pub connect_timeout_secs: u64,
-    /// Longest wait for an answer, or for each piece of a blob, in seconds.
-    #[arg(long, env = "GEO_READ_TIMEOUT_SECS", default_value_t = 30)]
-    pub read_timeout_secs: u64,
     /// Clock leeway for tokens on the status server, in seconds.
     #[arg(long, env = "GEO_TOKEN_LEEWAY_SECS", default_value_t = crate::auth::DEFAULT_LEEWAY)]
     pub token_leeway_secs: i64,
@@ -318,17 +302,10 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
 }
 
 fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
-    let creds = Credentials::new(&args.access_key, args.secret.expose())
-        .context("--access-key/--secret (GEO_ACCESS_KEY/GEO_SECRET)")?;
-    let tracking = open_secondary_db(&args.database_url, 16)?;
-    let store = Arc::new(
-        LocalBlobStore::new(&args.blob_dir)
-            .with_context(|| format!("opening the blob store {}", args.blob_dir.display()))?,
-    );
-    let mut http = HttpConfig::new(&args.primary, creds.clone());
-    http.connect_timeout = Duration::from_secs(args.connect_timeout_secs.max(1));
-    http.read_timeout = Duration::from_secs(args.read_timeout_secs.max(1));
-    let source = Arc::new(HttpSource::new(http));
+    let creds = args.link.credentials()?;
+    let tracking = args.link.tracking(16)?;
+    let store = args.link.store()?;
+    let source = Arc::new(args.link.source(creds.clone()));
     let link = source.stats();
     let config = args.tuning.apply(SecondaryConfig::default());
     let secondary = Arc::new(Secondary::new(
@@ -350,7 +327,7 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     // untouched for longer than a live download ever leaves its file (twice the read timeout,
     // and a lease period).
     let stale_after = if secondary.other_processes_running()? {
-        (Duration::from_secs(args.read_timeout_secs.max(1)) * 2).max(args.tuning.lease_period.0)
+        (args.link.read_timeout() * 2).max(args.tuning.lease_period.0)
     } else {
         Duration::ZERO
     };

@@ -223,6 +223,20 @@ mod args {
                 url,
             ],
             vec!["x", "flags", "list", "--database-url", url],
+            vec![
+                "x",
+                "backfill",
+                "--primary",
+                "http://p",
+                "--database-url",
+                url,
+                "--blob-dir",
+                "/b",
+                "--access-key",
+                "aaaaaaaaaaaaaaaaaaaa",
+                "--secret",
+                SECRET,
+            ],
         ] {
             let cli = Cli::try_parse_from(&argv).unwrap_or_else(|e| panic!("{argv:?}: {e}"));
             let shown = format!("{cli:?} {cli:#?}");

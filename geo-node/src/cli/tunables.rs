@@ -51,6 +51,21 @@ impl fmt::Display for Span {
     }
 }
 
+/// A share between 0 and 1 (`0.1` or `10%`).
+fn share(s: &str) -> Result<f64, String> {
+    let s = s.trim();
+    let v = match s.strip_suffix('%') {
+        Some(p) => p.trim().parse::<f64>().map(|p| p / 100.0),
+        None => s.parse::<f64>(),
+    }
+    .map_err(|e| format!("{e}: write a share such as 0.1 or 10%"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 1 (0% and 100%)"))
+    }
+}
+
 fn secondary() -> SecondaryConfig {
     SecondaryConfig::default()
 }
@@ -104,6 +119,12 @@ pub struct SecondaryTunables {
     #[arg(long, alias = "lease-period-secs", env = "GEO_LEASE_PERIOD",
           default_value_t = Span::of(secondary().lease_period))]
     pub lease_period: Span,
+    /// The largest share of a type's registry rows one backfill sweep may remove (orphans), or
+    /// mark missing on the primary, before it is refused and reported (one row may always go);
+    /// `backfill --allow-mass-removal` confirms a refused sweep.
+    #[arg(long, env = "GEO_MAX_REMOVAL_SHARE", default_value_t = secondary().max_removal_share,
+          value_parser = share)]
+    pub max_removal_share: f64,
     /// Sleep between worker passes when there is nothing to do, in milliseconds.
     #[arg(long, env = "GEO_IDLE_MS", default_value_t = secondary().idle_sleep.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
@@ -124,6 +145,7 @@ impl SecondaryTunables {
             .verification_timeout(self.verification_timeout.chrono())
             .gap_timeout(self.gap_timeout.chrono())
             .lease_period(self.lease_period.chrono())
+            .max_removal_share(self.max_removal_share)
             .idle_sleep(std::time::Duration::from_millis(self.idle_ms))
     }
 }
@@ -213,6 +235,7 @@ mod tests {
             "--verification-timeout=90m",
             "--gap-timeout=5m",
             "--lease-period=10",
+            "--max-removal-share=25%",
             "--idle-ms=50",
         ])
         .unwrap()
@@ -232,6 +255,7 @@ mod tests {
         assert_eq!(c.verification_timeout, chrono::TimeDelta::minutes(90));
         assert_eq!(c.gap_timeout, chrono::TimeDelta::minutes(5));
         assert_eq!(c.lease_period, chrono::TimeDelta::seconds(10));
+        assert_eq!(c.max_removal_share, 0.25);
         assert_eq!(c.idle_sleep, std::time::Duration::from_millis(50));
         let p = Pri::try_parse_from([
             "x",
@@ -261,6 +285,8 @@ mod tests {
             ["x", "--sync-timeout=0s"],
             ["x", "--sync-timeout=8 parsecs"],
             ["x", "--backfill-batch=-1"],
+            ["x", "--max-removal-share=1.5"],
+            ["x", "--max-removal-share=ten"],
         ] {
             let e = Sec::try_parse_from(bad).unwrap_err().to_string();
             let flag = bad[1].split('=').next().unwrap();

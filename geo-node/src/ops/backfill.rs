@@ -10,63 +10,41 @@
 
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use geo_diesel::geo_core::blob_store::LocalBlobStore;
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 
-use crate::auth::Credentials;
-use crate::client::{HttpConfig, HttpSource};
+use crate::cli::{LinkArgs, SecondaryTunables};
 
 /// `backfill`.
 #[derive(Debug, Clone, clap::Args)]
 #[non_exhaustive]
 pub struct BackfillArgs {
-    /// The primary's base URL.
-    #[arg(long, env = "GEO_PRIMARY_URL")]
-    pub primary: String,
-    /// The secondary's tracking database (SQLite path or postgres://…).
-    #[arg(long, env = "GEO_TRACKING_DATABASE_URL")]
-    pub database_url: String,
-    /// The secondary's blob store directory.
-    #[arg(long, env = "GEO_BLOB_DIR")]
-    pub blob_dir: std::path::PathBuf,
-    /// This secondary's access key.
-    #[arg(long, env = "GEO_ACCESS_KEY")]
-    pub access_key: String,
-    /// This secondary's secret (prefer the environment variable).
-    #[arg(long, env = "GEO_SECRET", hide_env_values = true)]
-    pub secret: String,
+    /// The primary, the tracking database, the blob directory and the key (as `secondary`).
+    #[command(flatten)]
+    pub link: LinkArgs,
     /// Remove the orphans even when they are more than the allowed share of a type's rows
     /// (the operator's confirmation of a refused sweep).
     #[arg(long)]
     pub allow_mass_removal: bool,
-    /// TCP connect timeout to the primary, in seconds.
-    #[arg(long, env = "GEO_CONNECT_TIMEOUT_SECS", default_value_t = 5)]
-    pub connect_timeout_secs: u64,
-    /// Longest wait for an answer, in seconds.
-    #[arg(long, env = "GEO_READ_TIMEOUT_SECS", default_value_t = 30)]
-    pub read_timeout_secs: u64,
+    /// Batch sizes and the share the guard allows (as `secondary`).
+    #[command(flatten, next_help_heading = "Tunables")]
+    pub tuning: SecondaryTunables,
 }
 
 /// Runs `backfill`.
 pub fn run_backfill(args: BackfillArgs) -> Result<ExitCode> {
-    let creds = Credentials::new(&args.access_key, &args.secret)
-        .context("--access-key/--secret (GEO_ACCESS_KEY/GEO_SECRET)")?;
-    let tracking = crate::cli::open_secondary_db(&args.database_url, 4)?;
-    let store = Arc::new(
-        LocalBlobStore::new(&args.blob_dir)
-            .with_context(|| format!("opening the blob store {}", args.blob_dir.display()))?,
-    );
-    let mut http = HttpConfig::new(&args.primary, creds);
-    http.connect_timeout = Duration::from_secs(args.connect_timeout_secs.max(1));
-    http.read_timeout = Duration::from_secs(args.read_timeout_secs.max(1));
-    let config = SecondaryConfig::default().allow_mass_removal(args.allow_mass_removal);
+    let creds = args.link.credentials()?;
+    let tracking = args.link.tracking(4)?;
+    let store = args.link.store()?;
+    let config = args
+        .tuning
+        .apply(SecondaryConfig::default())
+        .allow_mass_removal(args.allow_mass_removal);
     let secondary = Secondary::new(
         tracking,
-        Arc::new(HttpSource::new(http)),
+        Arc::new(args.link.source(creds)),
         store,
         Env::system(),
         config,
