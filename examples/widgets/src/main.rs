@@ -29,7 +29,7 @@ enum Command {
     /// Node commands: `primary`, `secondary`, `status`, `resync`, `reverify`, `flags`,
     /// `keys generate` (geo-node).
     #[command(flatten)]
-    Node(geo_node::cli::NodeCommand),
+    Node(Box<geo_node::cli::NodeCommand>),
     /// Create demo records with files on a primary's database and blob folder (for a primary
     /// running as its own process); every change publishes its event.
     Seed {
@@ -221,7 +221,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ExitCode::FAILURE
             })
         }
-        Command::Node(cmd) => cmd.run(
+        Command::Node(cmd) => (*cmd).run(
             &geo_node::cli::App::new().primary_setup(|c| Ok(widgets::app::create_app_schema(c)?)),
         ),
         Command::Seed {
