@@ -325,7 +325,7 @@ fn secondary_migrations_apply_once_and_revert(backend: Backend) {
     });
 
     let reverted = conn.revert_migrations(Role::Secondary).expect("revert");
-    assert_eq!(reverted.reverted.len(), 5);
+    assert_eq!(reverted.reverted.len(), 6);
     assert_eq!(conn.tables(), Vec::<String>::new());
 }
 

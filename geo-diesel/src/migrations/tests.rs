@@ -121,15 +121,16 @@ fn a_triggers_type_gets_its_event_step_right_after_its_primary_migration() {
             [
                 "geo_framework_primary",
                 "geo_admin_primary",
+                "geo_safety_primary",
                 "widget_primary",
                 "widget_events_primary"
             ]
         );
-        assert_eq!(plan[3].version, "965880200494451");
-        assert!(plan[3].version > plan[2].version);
-        assert!(plan[3].version.as_str() < "96588020049446");
-        assert!(plan[3].up.contains("\"geo_events\""), "{}", plan[3].up);
-        assert!(plan[3].down.contains("DROP TRIGGER IF EXISTS"));
+        assert_eq!(plan[4].version, "965880200494451");
+        assert!(plan[4].version > plan[3].version);
+        assert!(plan[4].version.as_str() < "96588020049446");
+        assert!(plan[4].up.contains("\"geo_events\""), "{}", plan[4].up);
+        assert!(plan[4].down.contains("DROP TRIGGER IF EXISTS"));
         let secondary = plan_for(&[&TRIGGERED], backend, Role::Secondary);
         assert!(secondary.iter().all(|m| !m.name.contains("events")));
     }

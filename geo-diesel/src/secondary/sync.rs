@@ -285,6 +285,7 @@ impl Secondary {
         // Outcomes are recorded as downloads finish, each group of finished downloads in one
         // transaction, so a process that dies loses little more than its downloads in flight.
         let mut failed: Option<SecondaryError> = None;
+        let mut refused_marks: BTreeMap<&'static str, u64> = BTreeMap::new();
         let processed = crate::parallel::parallel_stream(
             &claimed,
             self.config.sync_capacity,
@@ -293,7 +294,7 @@ impl Secondary {
                 // The safety guards first (a halted secondary acts on no orphan; marks beyond
                 // the mass-removal share become plain failures), then one transaction.
                 let recorded = self
-                    .guard_outcomes(group.clone())
+                    .guard_outcomes(group.clone(), &mut refused_marks)
                     .and_then(|group| self.record_group(claimed_at, &group));
                 if let Err(e) = recorded {
                     // Nothing of the group was recorded: its rows go back to `pending` now rather
@@ -335,9 +336,13 @@ impl Secondary {
     /// The safety guards on a pass's outcomes: when the primary is no longer the one followed,
     /// orphans are kept and nothing is marked missing; per type, `missing_on_primary` marks
     /// that would take the marked rows over the mass-removal limit become plain failures.
+    ///
+    /// Outcomes arrive in groups; `refused_before` counts, per type, the marks this pass already
+    /// refused, so the limit is judged on what the whole pass would mark.
     fn guard_outcomes(
         &self,
         results: Vec<(&'static ReplicableDescriptor, i64, Done)>,
+        refused_before: &mut BTreeMap<&'static str, u64>,
     ) -> Result<Vec<(&'static ReplicableDescriptor, i64, Done)>, SecondaryError> {
         let is_missing = |done: &Done| {
             matches!(
@@ -383,11 +388,12 @@ impl Secondary {
                 || !self.removal_allowed(
                     d,
                     RemovalKind::MissingOnPrimary,
-                    already + marks,
+                    already + refused_before.get(d.name).copied().unwrap_or(0) + marks,
                     counts.registry.max(0) as u64,
                 )
             {
                 refused.insert(d.name);
+                *refused_before.entry(d.name).or_default() += marks;
             }
         }
         let kept = |what: &str| {
