@@ -160,14 +160,14 @@ pub struct SecondaryArgs {
     /// Clock leeway for tokens on the status server, in seconds.
     #[arg(long, env = "GEO_TOKEN_LEEWAY_SECS", default_value_t = crate::auth::DEFAULT_LEEWAY)]
     pub token_leeway_secs: i64,
-    /// The workers' capacities, batch sizes and timeouts.
-    #[command(flatten, next_help_heading = "Tunables")]
-    pub tuning: SecondaryTunables,
     /// Before running, reconcile with the primary as it is now: follow its identity from its
     /// event-id high-water mark, mark every synced file for reverification against its
     /// checksums, and run a full backfill (under the mass-removal guard). The way out of a halt.
     #[arg(long)]
     pub reconcile: bool,
+    /// The workers' capacities, batch sizes and timeouts.
+    #[command(flatten, next_help_heading = "Tunables")]
+    pub tuning: SecondaryTunables,
 }
 
 /// `status`.
