@@ -2,72 +2,14 @@
 //! into a keys file, start `widgets primary` and `widgets secondary` with it, ask both over
 //! GraphQL with `Authorization: Bearer`, and run `flags` and `resync` on the databases.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
-fn widgets() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_widgets"))
-}
-
-/// Runs `widgets args…`; its stdout, panicking on a failure.
-fn run(args: &[&str]) -> String {
-    let out = widgets().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "widgets {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The value of `export NAME=value` in `text`.
-fn export(text: &str, name: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-        .unwrap_or_else(|| panic!("no {name} in {text:?}"))
-        .to_owned()
-}
-
-/// A node process; killed on drop.
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Node {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut child = widgets()
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().unwrap().unwrap();
-        let url = line
-            .split_once(" listening on ")
-            .map(|(_, u)| u.to_owned())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Node {
-            child,
-            addr: url.trim_start_matches("http://").to_owned(),
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+mod common;
+use common::*;
 
 fn graphql(addr: &str, token: Option<&str>, query: &str) -> (u16, Value) {
     let body = json!({ "query": query }).to_string();
@@ -101,21 +43,6 @@ fn get(addr: &str, path: &str) -> String {
     let mut text = String::new();
     s.read_to_string(&mut text).unwrap();
     text
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
 }
 
 #[test]
@@ -192,7 +119,7 @@ fn admin_tokens_graphql_and_cli_actions_between_two_processes() {
         ],
     );
     let count = "{ geoNode { primary widgetRegistries(replicationState: SYNCED) { count } } }";
-    wait_until("every widget synced", || {
+    wait_until("every widget synced", Duration::from_secs(60), || {
         let (s, body) = graphql(&secondary.addr, Some(&admin), count);
         s == 200 && body["data"]["geoNode"]["widgetRegistries"]["count"].as_i64() > Some(0) && {
             let (_, all) = graphql(
@@ -237,7 +164,7 @@ fn admin_tokens_graphql_and_cli_actions_between_two_processes() {
     assert_eq!(body["data"]["geoNode"]["primary"], true);
     assert!(body["data"]["geoNode"]["widgetRecords"]["count"].as_i64() > Some(0));
     // The bulk resync runs in the secondary process and it converges again.
-    wait_until("resynced and synced again", || {
+    wait_until("resynced and synced again", Duration::from_secs(60), || {
         let (_, body) = graphql(&secondary.addr, Some(&admin), count);
         let (_, all) = graphql(
             &secondary.addr,

@@ -4,86 +4,15 @@
 //! `widgets secondary` run as processes over HTTP; the raw statement goes through a plain
 //! Diesel `SqliteConnection` on the primary's database file, as a `sqlite3` session would.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use diesel::sql_types::{BigInt, Text};
 
-fn widgets() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_widgets"))
-}
-
-/// Runs `widgets args…`; its stdout, panicking on a failure.
-fn run(args: &[&str]) -> String {
-    let out = widgets().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "widgets {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The value of `export NAME=value` in `text`.
-fn export(text: &str, name: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-        .unwrap_or_else(|| panic!("no {name} in {text:?}"))
-        .to_owned()
-}
-
-/// A node process; killed on drop.
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Node {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut child = widgets()
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().unwrap().unwrap();
-        let url = line
-            .split_once(" listening on ")
-            .map(|(_, u)| u.to_owned())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Node {
-            child,
-            addr: url.trim_start_matches("http://").to_owned(),
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `done` every 100 ms until it holds; fails with `what` after `limit`.
-fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(start.elapsed() < limit, "timed out after {limit:?}: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
+mod common;
+use common::*;
 
 #[derive(QueryableByName)]
 struct Row {

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -33,37 +33,15 @@ use geo_diesel::geo_core::Replicable;
 use geo_diesel::geo_core::blob_store::LocalBlobStore;
 use geo_diesel::registry::Registry;
 
+mod common;
+use common::{export, path, run, widgets};
+
 /// Records on the primary: enough that 1 % is more than one process's in-flight downloads.
 const RECORDS: usize = 1500;
 /// Downloads in flight per secondary: what a killed one may leave half done.
 const CAPACITY: usize = 4;
 /// The lease period given to every secondary, in seconds.
 const LEASE_SECS: u64 = 2;
-
-fn widgets() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_widgets"))
-}
-
-fn run(args: &[&str]) -> String {
-    let out = widgets().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "widgets {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn export(text: &str, name: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-        .unwrap_or_else(|| panic!("no {name} in {text:?}"))
-        .to_owned()
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 /// A fresh database on the server of `GEO_TEST_DATABASE_URL`, dropped afterwards.
 struct PgDb {

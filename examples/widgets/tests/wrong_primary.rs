@@ -3,87 +3,16 @@
 //! metrics; `widgets secondary --reconcile` against the real primary brings it back to healthy.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Output;
+use std::time::Duration;
 
 use serde_json::Value;
 
-fn widgets() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_widgets"))
-}
-
-/// Runs `widgets args…`; its stdout, panicking on a failure.
-fn run(args: &[&str]) -> String {
-    let out = widgets().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "widgets {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// The value of `export NAME=value` in `text`.
-fn export(text: &str, name: &str) -> String {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-        .unwrap_or_else(|| panic!("no {name} in {text:?}"))
-        .to_owned()
-}
-
-/// A node process; killed on drop.
-struct Node {
-    child: Child,
-    addr: String,
-}
-
-impl Node {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Node {
-        let mut child = widgets()
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let line = lines.next().unwrap().unwrap();
-        let url = line
-            .split_once(" listening on ")
-            .map(|(_, u)| u.to_owned())
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        Node {
-            child,
-            addr: url.trim_start_matches("http://").to_owned(),
-        }
-    }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn path(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !done() {
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "timed out: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+mod common;
+use common::*;
 
 /// Every file under `root` (relative path → bytes), temporary files excluded.
 fn files(root: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
@@ -232,7 +161,7 @@ fn a_primary_restarted_on_an_empty_database_leaves_every_file_and_says_why() {
         "40",
     ]);
     let secondary = site.secondary(&addr, &sdb, &sfiles, &[]);
-    wait_until("the secondary converged", || {
+    wait_until("the secondary converged", Duration::from_secs(90), || {
         site.converged(&secondary.addr)
     });
     let kept = files(&sfiles);
@@ -244,10 +173,15 @@ fn a_primary_restarted_on_an_empty_database_leaves_every_file_and_says_why() {
     let (edb, efiles) = (tmp.path().join("empty.sqlite3"), tmp.path().join("ef"));
     let empty = primary(&addr, &edb, &efiles, &keys);
     assert_eq!(empty.addr, addr);
-    wait_until("the secondary noticed the other primary", || {
-        let out = site.status(&secondary.addr, false);
-        !out.status.success() && String::from_utf8_lossy(&out.stdout).contains("identity changed")
-    });
+    wait_until(
+        "the secondary noticed the other primary",
+        Duration::from_secs(90),
+        || {
+            let out = site.status(&secondary.addr, false);
+            !out.status.success()
+                && String::from_utf8_lossy(&out.stdout).contains("identity changed")
+        },
+    );
     // Halted (recorded in the tracking database): nothing is removed from now on. Every file
     // is still there, byte for byte, and the status and metrics say why.
     assert_eq!(files(&sfiles), kept);
@@ -278,9 +212,11 @@ fn a_primary_restarted_on_an_empty_database_leaves_every_file_and_says_why() {
     );
     drop(secondary);
     let secondary = site.secondary(&addr, &sdb, &sfiles, &["--reconcile"]);
-    wait_until("reconciled, reverified and healthy", || {
-        site.converged(&secondary.addr)
-    });
+    wait_until(
+        "reconciled, reverified and healthy",
+        Duration::from_secs(90),
+        || site.converged(&secondary.addr),
+    );
     let out = site.status(&secondary.addr, true);
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["secondary"].get("halt").is_none(), "{v}");
@@ -318,7 +254,7 @@ fn backfill_refuses_a_mass_removal_until_the_operator_allows_it() {
         "20",
     ]);
     let secondary = site.secondary(&real.addr, &sdb, &sfiles, &[]);
-    wait_until("the secondary converged", || {
+    wait_until("the secondary converged", Duration::from_secs(90), || {
         site.converged(&secondary.addr)
     });
     drop(secondary);
