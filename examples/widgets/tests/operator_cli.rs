@@ -49,7 +49,7 @@ fn get(addr: &str, path: &str) -> String {
 fn admin_tokens_graphql_and_cli_actions_between_two_processes() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    let site = run(&["keys", "generate", "--append-to", path(&keys)]);
+    let site = Site::generate(&keys);
     let admin = export(
         &run(&["keys", "generate", "--admin", "--append-to", path(&keys)]),
         "GEO_ADMIN_TOKEN",
@@ -74,50 +74,9 @@ fn admin_tokens_graphql_and_cli_actions_between_two_processes() {
 
     let (pdb, pfiles) = (tmp.path().join("p.sqlite3"), tmp.path().join("pf"));
     let (sdb, sfiles) = (tmp.path().join("s.sqlite3"), tmp.path().join("sf"));
-    let primary = Node::start(
-        &[
-            "primary",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            path(&pdb),
-            "--blob-dir",
-            path(&pfiles),
-            "--keys-file",
-            path(&keys),
-        ],
-        &[],
-    );
-    run(&[
-        "seed",
-        "--database-url",
-        path(&pdb),
-        "--blob-dir",
-        path(&pfiles),
-        "--count",
-        "20",
-    ]);
-    let secondary = Node::start(
-        &[
-            "secondary",
-            "--primary",
-            &format!("http://{}", primary.addr),
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            path(&sdb),
-            "--blob-dir",
-            path(&sfiles),
-            "--keys-file",
-            path(&keys),
-            "--idle-ms",
-            "20",
-        ],
-        &[
-            ("GEO_ACCESS_KEY", &export(&site, "GEO_ACCESS_KEY")),
-            ("GEO_SECRET", &export(&site, "GEO_SECRET")),
-        ],
-    );
+    let primary = primary("127.0.0.1:0", &pdb, &pfiles, &keys);
+    seed(&pdb, &pfiles, 20);
+    let secondary = site.secondary(&primary.addr, &sdb, &sfiles, &["--keys-file", path(&keys)]);
     let count = "{ geoNode { primary widgetRegistries(replicationState: SYNCED) { count } } }";
     wait_until("every widget synced", Duration::from_secs(60), || {
         let (s, body) = graphql(&secondary.addr, Some(&admin), count);

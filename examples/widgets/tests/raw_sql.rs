@@ -50,54 +50,13 @@ fn same_file(primary: &Path, secondary: &Path, rel: &str) -> bool {
 fn fifty_files_repointed_with_one_raw_update_reach_the_secondary() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    let site = run(&["keys", "generate", "--append-to", path(&keys)]);
+    let site = Site::generate(&keys);
     let (pdb, pfiles) = (tmp.path().join("p.sqlite3"), tmp.path().join("pf"));
     let (sdb, sfiles) = (tmp.path().join("s.sqlite3"), tmp.path().join("sf"));
-    let primary = Node::start(
-        &[
-            "primary",
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            path(&pdb),
-            "--blob-dir",
-            path(&pfiles),
-            "--keys-file",
-            path(&keys),
-        ],
-        &[],
-    );
+    let primary = primary("127.0.0.1:0", &pdb, &pfiles, &keys);
     // 100 records: 67 widgets (3 deleted by the seed), 33 gadgets.
-    run(&[
-        "seed",
-        "--database-url",
-        path(&pdb),
-        "--blob-dir",
-        path(&pfiles),
-        "--count",
-        "100",
-    ]);
-    let _secondary = Node::start(
-        &[
-            "secondary",
-            "--primary",
-            &format!("http://{}", primary.addr),
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            path(&sdb),
-            "--blob-dir",
-            path(&sfiles),
-            "--keys-file",
-            path(&keys),
-            "--idle-ms",
-            "20",
-        ],
-        &[
-            ("GEO_ACCESS_KEY", &export(&site, "GEO_ACCESS_KEY")),
-            ("GEO_SECRET", &export(&site, "GEO_SECRET")),
-        ],
-    );
+    seed(&pdb, &pfiles, 100);
+    let _secondary = site.secondary(&primary.addr, &sdb, &sfiles, &["--keys-file", path(&keys)]);
     let mut conn = connect(&pdb);
     let rows = widget_rows(&mut conn);
     assert!(rows.len() >= 50, "{} widgets", rows.len());

@@ -56,11 +56,6 @@ fn metrics(addr: &str) -> String {
     text
 }
 
-struct Site {
-    access_key: String,
-    secret: String,
-}
-
 impl Site {
     /// `widgets status --url …` (text, or JSON with `json`).
     fn status(&self, addr: &str, json: bool) -> Output {
@@ -92,74 +87,20 @@ impl Site {
                 && n("verified_count") == n("registry_count")
         })
     }
-
-    fn secondary(&self, primary: &str, db: &Path, files: &Path, extra: &[&str]) -> Node {
-        let url = format!("http://{primary}");
-        let mut args = vec![
-            "secondary",
-            "--primary",
-            url.as_str(),
-            "--listen",
-            "127.0.0.1:0",
-            "--database-url",
-            path(db),
-            "--blob-dir",
-            path(files),
-            "--idle-ms",
-            "20",
-        ];
-        args.extend_from_slice(extra);
-        Node::start(
-            &args,
-            &[
-                ("GEO_ACCESS_KEY", &self.access_key),
-                ("GEO_SECRET", &self.secret),
-            ],
-        )
-    }
-}
-
-fn primary(listen: &str, db: &Path, files: &Path, keys: &Path) -> Node {
-    Node::start(
-        &[
-            "primary",
-            "--listen",
-            listen,
-            "--database-url",
-            path(db),
-            "--blob-dir",
-            path(files),
-            "--keys-file",
-            path(keys),
-        ],
-        &[],
-    )
 }
 
 #[test]
 fn a_primary_restarted_on_an_empty_database_leaves_every_file_and_says_why() {
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    let generated = run(&["keys", "generate", "--append-to", path(&keys)]);
-    let site = Site {
-        access_key: export(&generated, "GEO_ACCESS_KEY"),
-        secret: export(&generated, "GEO_SECRET"),
-    };
+    let site = Site::generate(&keys);
     let (pdb, pfiles) = (tmp.path().join("p.sqlite3"), tmp.path().join("pf"));
     let (sdb, sfiles) = (tmp.path().join("s.sqlite3"), tmp.path().join("sf"));
 
     // Seed, converge.
     let real = primary("127.0.0.1:0", &pdb, &pfiles, &keys);
     let addr = real.addr.clone();
-    run(&[
-        "seed",
-        "--database-url",
-        path(&pdb),
-        "--blob-dir",
-        path(&pfiles),
-        "--count",
-        "40",
-    ]);
+    seed(&pdb, &pfiles, 40);
     let secondary = site.secondary(&addr, &sdb, &sfiles, &[]);
     wait_until("the secondary converged", Duration::from_secs(90), || {
         site.converged(&secondary.addr)
@@ -236,23 +177,11 @@ fn backfill_refuses_a_mass_removal_until_the_operator_allows_it() {
     use geo_diesel::geo_core::Replicable;
     let tmp = tempfile::tempdir().unwrap();
     let keys = tmp.path().join("keys");
-    let generated = run(&["keys", "generate", "--append-to", path(&keys)]);
-    let site = Site {
-        access_key: export(&generated, "GEO_ACCESS_KEY"),
-        secret: export(&generated, "GEO_SECRET"),
-    };
+    let site = Site::generate(&keys);
     let (pdb, pfiles) = (tmp.path().join("p.sqlite3"), tmp.path().join("pf"));
     let (sdb, sfiles) = (tmp.path().join("s.sqlite3"), tmp.path().join("sf"));
     let real = primary("127.0.0.1:0", &pdb, &pfiles, &keys);
-    run(&[
-        "seed",
-        "--database-url",
-        path(&pdb),
-        "--blob-dir",
-        path(&pfiles),
-        "--count",
-        "20",
-    ]);
+    seed(&pdb, &pfiles, 20);
     let secondary = site.secondary(&real.addr, &sdb, &sfiles, &[]);
     wait_until("the secondary converged", Duration::from_secs(90), || {
         site.converged(&secondary.addr)

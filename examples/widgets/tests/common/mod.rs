@@ -80,3 +80,77 @@ pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A secondary's site key, as `keys generate` prints it.
+pub struct Site {
+    pub access_key: String,
+    pub secret: String,
+}
+
+impl Site {
+    /// `widgets keys generate --append-to keys`.
+    pub fn generate(keys: &Path) -> Site {
+        let out = run(&["keys", "generate", "--append-to", path(keys)]);
+        Site {
+            access_key: export(&out, "GEO_ACCESS_KEY"),
+            secret: export(&out, "GEO_SECRET"),
+        }
+    }
+
+    /// `widgets secondary` against `primary` (an address) with this key and `extra` flags.
+    pub fn secondary(&self, primary: &str, db: &Path, files: &Path, extra: &[&str]) -> Node {
+        let url = format!("http://{primary}");
+        let mut args = vec![
+            "secondary",
+            "--primary",
+            url.as_str(),
+            "--listen",
+            "127.0.0.1:0",
+            "--database-url",
+            path(db),
+            "--blob-dir",
+            path(files),
+            "--idle-ms",
+            "20",
+        ];
+        args.extend_from_slice(extra);
+        Node::start(
+            &args,
+            &[
+                ("GEO_ACCESS_KEY", &self.access_key),
+                ("GEO_SECRET", &self.secret),
+            ],
+        )
+    }
+}
+
+/// `widgets primary` on `listen` with its database, blob folder and keys file.
+pub fn primary(listen: &str, db: &Path, files: &Path, keys: &Path) -> Node {
+    Node::start(
+        &[
+            "primary",
+            "--listen",
+            listen,
+            "--database-url",
+            path(db),
+            "--blob-dir",
+            path(files),
+            "--keys-file",
+            path(keys),
+        ],
+        &[],
+    )
+}
+
+/// `widgets seed` of `count` records on the primary's database and blob folder.
+pub fn seed(db: &Path, files: &Path, count: usize) {
+    run(&[
+        "seed",
+        "--database-url",
+        path(db),
+        "--blob-dir",
+        path(files),
+        "--count",
+        &count.to_string(),
+    ]);
+}
