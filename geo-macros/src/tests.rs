@@ -205,6 +205,7 @@ mod sql {
 );
 CREATE UNIQUE INDEX IF NOT EXISTS "index_widget_registry_on_widget_id" ON "widget_registry" ("widget_id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_retry_at" ON "widget_registry" ("retry_at");
+CREATE INDEX IF NOT EXISTS "index_widget_registry_on_blob_path" ON "widget_registry" ("blob_path");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_state_and_id" ON "widget_registry" ("state", "id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_verification_state_and_id" ON "widget_registry" ("verification_state", "id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_failed_verification" ON "widget_registry" ("verification_retry_at") WHERE "state" = 2 AND "verification_state" = 3;
@@ -236,6 +237,7 @@ CREATE INDEX IF NOT EXISTS "index_widget_registry_pending_verification" ON "widg
 );
 CREATE UNIQUE INDEX IF NOT EXISTS "index_widget_registry_on_widget_id" ON "widget_registry" ("widget_id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_retry_at" ON "widget_registry" ("retry_at");
+CREATE INDEX IF NOT EXISTS "index_widget_registry_on_blob_path" ON "widget_registry" ("blob_path");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_state_and_id" ON "widget_registry" ("state", "id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_on_verification_state_and_id" ON "widget_registry" ("verification_state", "id");
 CREATE INDEX IF NOT EXISTS "index_widget_registry_failed_verification" ON "widget_registry" ("verification_retry_at" NULLS FIRST) WHERE "state" = 2 AND "verification_state" = 3;
@@ -400,14 +402,14 @@ ALTER TABLE "widgets" DROP COLUMN IF EXISTS "verification_state";
             .lines()
             .filter_map(|l| l.split('"').nth(1).filter(|_| l.contains("INDEX")))
             .collect();
-        assert_eq!(names.len(), 7);
+        assert_eq!(names.len(), 8);
         for name in &names {
             assert!(name.len() <= 63, "{name}");
         }
         let mut unique = names.clone();
         unique.sort_unstable();
         unique.dedup();
-        assert_eq!(unique.len(), 7, "{names:?}");
+        assert_eq!(unique.len(), names.len(), "{names:?}");
     }
 }
 

@@ -236,7 +236,7 @@ fn registry_table_matches_generated_ddl() {
     let m = WidgetReplicator::MIGRATIONS.sqlite_secondary;
     conn.batch_execute(m.up).expect("up");
     conn.batch_execute(m.up).expect("up is idempotent");
-    assert_eq!(index_names(&mut conn, "widget_registry").len(), 7);
+    assert_eq!(index_names(&mut conn, "widget_registry").len(), 8);
 
     conn.batch_execute(
         "INSERT INTO widget_registry (widget_id, state, retry_at, last_sync_failure, \

@@ -158,7 +158,8 @@ pub fn max_model_id(
 /// Whether any record of any registered replicable still points at `path` (its file column),
 /// optionally leaving out one record (`except`: the replicable name and model id being removed).
 /// A record removed from the primary removes its file only when this is `false`: two records
-/// may share one file.
+/// may share one file. One query per replicable on its file column: give that column an index
+/// when deletes are frequent (the registry's `blob_path` has one).
 pub fn blob_path_in_use(
     conn: &mut impl AsDbConn,
     path: &str,

@@ -215,13 +215,15 @@ fn verification_indexes() -> [Index<'static>; 3] {
     ]
 }
 
-/// The registry's indexes: unique on `fk`, the scheduler's, the admin lists' (a state filter
-/// read in id order) and the verifier's.
-fn registry_indexes(fk: &str) -> [Index<'_>; 7] {
+/// The registry's indexes: unique on `fk`, the scheduler's, the shared-path check's (before a
+/// file is removed, is another row on it?), the admin lists' (a state filter read in id order)
+/// and the verifier's.
+fn registry_indexes(fk: &str) -> [Index<'_>; 8] {
     use Column::*;
     [
         Index::on(fk, true),
         Index::on(RetryAt.name(), false),
+        Index::on(BlobPath.name(), false),
         Index::on_pair(State.name(), "id"),
         Index::on_pair(VerificationState.name(), "id"),
         Index::partial(
