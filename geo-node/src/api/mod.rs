@@ -75,6 +75,9 @@ pub mod geo_code {
     pub const NOT_A_PRIMARY: &str = "NOT_A_PRIMARY";
     /// A temporary failure on the primary (database busy, I/O): retry later.
     pub const UNAVAILABLE: &str = "UNAVAILABLE";
+    /// The caller's access key has as many requests in flight as it may (`429`, with
+    /// `Retry-After`): retry later.
+    pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
     /// Any other server failure.
     pub const INTERNAL: &str = "INTERNAL";
 }

@@ -11,13 +11,19 @@
 //! Operators use separate credentials: admin tokens with a read or admin [`Scope`], for GraphQL
 //! and the admin page ([`admin`]).
 //!
+//! Every refused token gets the same `401` body, whatever the reason (no oracle for a
+//! prober); the reason goes to the `geo_auth_failures_total{reason}` counter and to a log line
+//! rate-limited per source ([`failures`]).
+//!
 //! Secrets never appear in logs: [`Secret`]'s `Debug` and `Display` print `***`.
 
 pub mod admin;
+pub mod failures;
 mod keys;
 mod token;
 
 pub use admin::{AdminToken, AdminTokens, Scope, Session, Sessions};
+pub use failures::{FailureLog, FailureSource};
 pub use keys::{AccessKey, Credentials, KeyError, KeyRing, Secret};
 pub use token::{AuthError, RequestData, sign};
 

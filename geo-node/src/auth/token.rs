@@ -153,6 +153,17 @@ impl KeyRing {
     }
 }
 
+impl KeyRing {
+    /// The access key an `Authorization` header names, when this ring knows it (whether or
+    /// not the token is valid): who to blame for a refusal.
+    pub fn named_key(&self, header: Option<&str>) -> Option<&AccessKey> {
+        let rest = header?.strip_prefix(SCHEME)?.strip_prefix(' ')?;
+        let (key, _) = rest.trim().split_once(':')?;
+        let key = AccessKey::new(key).ok()?;
+        self.secret(&key).map(|(k, _)| k)
+    }
+}
+
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }

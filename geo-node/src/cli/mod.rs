@@ -17,6 +17,8 @@
 //! that way (`GEO_SECRET`), since flags show in the process list. Logs go through `tracing`
 //! (the application installs the subscriber; [`init_tracing`] is one).
 
+#[cfg(test)]
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,7 +39,8 @@ use geo_diesel::geo_core::status::ReplicableStatuses;
 use crate::api::NodeStatus;
 use crate::auth::Credentials;
 use crate::client::{HttpConfig, NodeClient};
-use crate::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
+use crate::server::{NodeState, PrimaryService, SecondaryService, ServeOptions, ServerHandle};
+use crate::tls::ServerTls;
 
 mod keys;
 mod link;
@@ -47,7 +50,7 @@ mod tunables;
 pub use keys::{KeysAction, load_keys};
 pub use link::{ClientTlsArgs, LinkArgs};
 pub use secret::{DatabaseUrl, SecretArg};
-pub use tunables::{PrimaryTunables, SecondaryTunables, Span};
+pub use tunables::{PrimaryTunables, SecondaryTunables, ServerTunables, Span};
 
 /// How often the bulk worker looks for a queued bulk update when it has none.
 const BULK_IDLE: Duration = Duration::from_millis(250);
@@ -135,9 +138,54 @@ pub struct PrimaryArgs {
     /// Database connections.
     #[arg(long, env = "GEO_DB_POOL", default_value_t = 16)]
     pub db_pool: u32,
+    /// HTTPS, the metrics listener and the server's limits.
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerArgs,
     /// The verification workers' batch size, threads, interval and timeout.
     #[command(flatten, next_help_heading = "Tunables")]
     pub tuning: PrimaryTunables,
+}
+
+/// How a site's server listens: HTTPS, `/metrics` on its own address, and its limits (shared by
+/// `primary` and `secondary`).
+#[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
+pub struct ServerArgs {
+    /// Serve HTTPS only, with this certificate chain (PEM, the site's certificate first). Give
+    /// --tls-key with it.
+    #[arg(long, env = "GEO_TLS_CERT", value_name = "PATH", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC). Give --tls-cert with it.
+    #[arg(long, env = "GEO_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve GET /metrics (plain HTTP, unauthenticated, for Prometheus) on this address, and
+    /// not on the main listener. Without it, /metrics is on the main listener only when that
+    /// listens on a loopback address.
+    #[arg(long, env = "GEO_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<String>,
+    /// Timeouts, the connection cap, the per-key limit and the status cache.
+    #[command(flatten)]
+    pub limits: ServerTunables,
+}
+
+impl ServerArgs {
+    /// The server's options with `threads` workers; reads the TLS files (a bad file is an
+    /// error naming it).
+    pub fn serve_options(&self, threads: usize) -> Result<ServeOptions> {
+        let mut options = self.limits.apply(ServeOptions::default().threads(threads));
+        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
+            options = options.tls(ServerTls::from_pem_files(cert, key)?);
+        }
+        if let Some(addr) = &self.metrics_listen {
+            options = options.metrics_listen(addr.clone());
+        }
+        Ok(options)
+    }
+
+    /// `state` with the per-key limit and the status cache of the flags.
+    pub fn apply_state(&self, state: NodeState) -> NodeState {
+        self.limits.apply_state(state)
+    }
 }
 
 /// `secondary`.
@@ -165,6 +213,9 @@ pub struct SecondaryArgs {
     /// checksums, and run a full backfill (under the mass-removal guard). The way out of a halt.
     #[arg(long)]
     pub reconcile: bool,
+    /// HTTPS, the metrics listener and the limits of the secondary's own server.
+    #[command(flatten, next_help_heading = "Server")]
+    pub server: ServerArgs,
     /// The workers' capacities, batch sizes and timeouts.
     #[command(flatten, next_help_heading = "Tunables")]
     pub tuning: SecondaryTunables,
@@ -240,8 +291,12 @@ fn wait_for_signal() -> Result<()> {
 }
 
 fn announce(server: &ServerHandle, role: &str) {
-    // One line on stdout, so scripts and tests learn the port when listening on :0.
+    // One line on stdout, so scripts and tests learn the port when listening on :0 (and one
+    // for the metrics listener, when there is one).
     println!("geo-node {role} listening on {}", server.url());
+    if let Some(m) = server.metrics_addr() {
+        println!("geo-node {role} metrics on http://{m}/metrics");
+    }
     let _ = std::io::Write::flush(&mut std::io::stdout());
 }
 
@@ -275,6 +330,7 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
     if keys.is_empty() {
         bail!("no secondary keys: give --keys-file (see `keys generate --append-to`) or GEO_KEYS");
     }
+    let options = args.server.serve_options(args.http_threads)?;
     let db = open_primary_db(&args.database_url, args.db_pool, app)?;
     let store = Arc::new(
         LocalBlobStore::new(&args.blob_dir)
@@ -295,7 +351,8 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
     let state = NodeState::new(args.name, keys)
         .with_leeway(args.token_leeway_secs)
         .with_primary(PrimaryService::direct(db, store, Some(verifier)));
-    let server = ServerHandle::start(&args.listen, Arc::new(state), args.http_threads)?;
+    let state = args.server.apply_state(state);
+    let server = ServerHandle::start_with(&args.listen, Arc::new(state), options)?;
     announce(&server, "primary");
     wait_for_signal()?;
     server.stop();
@@ -305,6 +362,7 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
 }
 
 fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
+    let options = args.server.serve_options(1)?;
     let creds = args.link.credentials()?;
     let tracking = args.link.tracking(16)?;
     let store = args.link.store()?;
@@ -325,6 +383,7 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     let state = NodeState::new(args.name, keys)
         .with_leeway(args.token_leeway_secs)
         .with_secondary(SecondaryService::new(Arc::clone(&secondary), source).with_link(link));
+    let state = args.server.apply_state(state);
     // Temporary files of interrupted downloads: all of them when no other `secondary` process
     // runs on this tracking database; otherwise (they may share the blob directory) only those
     // untouched for longer than a live download ever leaves its file (twice the read timeout,
@@ -353,7 +412,7 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
         );
     }
     let workers = secondary.spawn()?;
-    let server = ServerHandle::start(&args.listen, Arc::new(state), 1)?;
+    let server = ServerHandle::start_with(&args.listen, Arc::new(state), options)?;
     announce(&server, "secondary");
     wait_for_signal()?;
     server.stop();
@@ -422,4 +481,55 @@ pub fn render_status(status: &NodeStatus) -> String {
         let _ = writeln!(out, "replicables: {}", status.replicables.join(", "));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Srv {
+        #[command(flatten)]
+        s: ServerArgs,
+    }
+
+    #[test]
+    fn tls_takes_a_certificate_and_its_key_or_neither() {
+        let both = Srv::try_parse_from(["x", "--tls-cert", "c.pem", "--tls-key", "k.pem"])
+            .unwrap()
+            .s;
+        assert_eq!(both.tls_cert.as_deref(), Some(Path::new("c.pem")));
+        assert_eq!(both.tls_key.as_deref(), Some(Path::new("k.pem")));
+        assert!(Srv::try_parse_from(["x"]).unwrap().s.tls_cert.is_none());
+        for one in [["x", "--tls-cert", "c.pem"], ["x", "--tls-key", "k.pem"]] {
+            let e = Srv::try_parse_from(one).unwrap_err();
+            assert_eq!(e.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+            let text = e.to_string();
+            let missing = if one[1] == "--tls-cert" {
+                "--tls-key"
+            } else {
+                "--tls-cert"
+            };
+            assert!(text.contains(missing), "{one:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn bad_tls_files_fail_at_startup_naming_the_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cert = tmp.path().join("cert.pem");
+        std::fs::write(&cert, "nothing here\n").unwrap();
+        let args = Srv::try_parse_from([
+            "x",
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            "/nonexistent/key.pem",
+        ])
+        .unwrap()
+        .s;
+        let e = args.serve_options(1).unwrap_err().to_string();
+        assert!(e.contains("cert.pem"), "{e}");
+    }
 }

@@ -1,6 +1,7 @@
-//! Every tunable of a site's workers as a flag with an environment variable. The defaults shown
-//! by `--help` are read from [`SecondaryConfig::default`] and [`PrimaryConfig::default`], so the
-//! help text and the library never disagree.
+//! Every tunable of a site's workers and of its HTTP server as a flag with an environment
+//! variable. The defaults shown by `--help` are read from [`SecondaryConfig::default`],
+//! [`PrimaryConfig::default`] and [`ServeOptions::default`], so the help text and the library
+//! never disagree.
 //!
 //! Durations take a number and a unit (`30s`, `15m`, `8h`, `7d`; `humantime`'s syntax).
 
@@ -11,6 +12,8 @@ use clap::builder::TypedValueParser as _;
 
 use geo_diesel::secondary::SecondaryConfig;
 use geo_diesel::verifier::PrimaryConfig;
+
+use crate::server::{DEFAULT_MAX_REQUESTS_PER_KEY, DEFAULT_STATUS_TTL, NodeState, ServeOptions};
 
 /// A positive duration on the command line: `30s`, `15m`, `8h`, `7d`, `1h 30m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +75,55 @@ fn secondary() -> SecondaryConfig {
 
 fn primary() -> PrimaryConfig {
     PrimaryConfig::default()
+}
+
+fn serve() -> ServeOptions {
+    ServeOptions::default()
+}
+
+/// The HTTP server's limits: timeouts, the connection cap, the per-key limit, the status cache.
+#[derive(Debug, Clone, clap::Args)]
+#[non_exhaustive]
+pub struct ServerTunables {
+    /// A request head must be complete within this (from the connection's accept, TLS
+    /// handshake included, or from its first byte after an idle keep-alive period).
+    #[arg(long, env = "GEO_HEADER_READ_TIMEOUT",
+          default_value_t = Span(serve().header_read_timeout))]
+    pub header_read_timeout: Span,
+    /// A keep-alive connection that sends nothing for this long (and has no request in flight)
+    /// is closed.
+    #[arg(long, env = "GEO_IDLE_TIMEOUT", default_value_t = Span(serve().idle_timeout))]
+    pub idle_timeout: Span,
+    /// Connections open at once; at the cap the oldest one serving nothing is closed to make
+    /// room.
+    #[arg(long, env = "GEO_MAX_CONNECTIONS", default_value_t = serve().max_connections,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_connections: usize,
+    /// Requests in flight per access key; one more is answered 429 with Retry-After.
+    #[arg(long, env = "GEO_MAX_REQUESTS_PER_KEY", default_value_t = DEFAULT_MAX_REQUESTS_PER_KEY,
+          value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
+    pub max_requests_per_key: usize,
+    /// How long the status behind GET /api/geo/status and the gauges of /metrics is reused
+    /// before the databases are read again.
+    #[arg(long, env = "GEO_STATUS_CACHE_TTL", default_value_t = Span(DEFAULT_STATUS_TTL))]
+    pub status_cache_ttl: Span,
+}
+
+impl ServerTunables {
+    /// `options` with the timeouts and the cap set from the flags.
+    pub fn apply(&self, options: ServeOptions) -> ServeOptions {
+        options
+            .header_read_timeout(self.header_read_timeout.0)
+            .idle_timeout(self.idle_timeout.0)
+            .max_connections(self.max_connections)
+    }
+
+    /// `state` with the per-key limit and the status cache set from the flags.
+    pub fn apply_state(&self, state: NodeState) -> NodeState {
+        state
+            .with_max_requests_per_key(self.max_requests_per_key)
+            .with_status_ttl(self.status_cache_ttl.0)
+    }
 }
 
 /// The secondary's workers: capacities, batch sizes, timeouts.
@@ -205,6 +257,50 @@ mod tests {
         t: PrimaryTunables,
     }
 
+    #[derive(Debug, Parser)]
+    struct Srv {
+        #[command(flatten)]
+        t: ServerTunables,
+    }
+
+    #[test]
+    fn server_flags_set_the_limits() {
+        let d = Srv::try_parse_from(["x"]).unwrap().t;
+        let o = d.apply(ServeOptions::default());
+        assert_eq!(
+            format!("{o:?}"),
+            format!("{:?}", ServeOptions::default()),
+            "the defaults are the library's"
+        );
+        assert_eq!(d.max_requests_per_key, DEFAULT_MAX_REQUESTS_PER_KEY);
+        assert_eq!(d.status_cache_ttl.0, DEFAULT_STATUS_TTL);
+        let t = Srv::try_parse_from([
+            "x",
+            "--header-read-timeout=2s",
+            "--idle-timeout=90s",
+            "--max-connections=10",
+            "--max-requests-per-key=3",
+            "--status-cache-ttl=1m",
+        ])
+        .unwrap()
+        .t;
+        let o = t.apply(ServeOptions::default());
+        assert_eq!(o.header_read_timeout, std::time::Duration::from_secs(2));
+        assert_eq!(o.idle_timeout, std::time::Duration::from_secs(90));
+        assert_eq!(o.max_connections, 10);
+        assert_eq!(t.max_requests_per_key, 3);
+        assert_eq!(t.status_cache_ttl.0, std::time::Duration::from_secs(60));
+        for bad in [
+            ["x", "--max-connections=0"],
+            ["x", "--max-requests-per-key=0"],
+            ["x", "--header-read-timeout=0s"],
+        ] {
+            let e = Srv::try_parse_from(bad).unwrap_err().to_string();
+            let flag = bad[1].split('=').next().unwrap();
+            assert!(e.contains(flag), "{bad:?}: {e}");
+        }
+    }
+
     #[test]
     fn the_defaults_are_the_libraries_defaults() {
         let d = SecondaryConfig::default();
@@ -299,6 +395,7 @@ mod tests {
         for mut cmd in [
             <Sec as clap::CommandFactory>::command(),
             <Pri as clap::CommandFactory>::command(),
+            <Srv as clap::CommandFactory>::command(),
         ] {
             let help = cmd.render_long_help().to_string();
             for arg in cmd.get_arguments().filter(|a| a.get_id() != "help") {
@@ -310,7 +407,9 @@ mod tests {
                 assert!(!arg.get_default_values().is_empty(), "{arg:?}");
             }
             assert!(
-                help.contains("[default: 7days]") || help.contains("[default: 1h]"),
+                help.contains("[default: 7days]")
+                    || help.contains("[default: 1h]")
+                    || help.contains("[default: 10s]"),
                 "{help}"
             );
         }

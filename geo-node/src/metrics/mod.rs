@@ -7,7 +7,11 @@
 //!   cursor's `geo_cursor_skipped_events_total{reason}`, …, the secondary's
 //!   `geo_sync_succeeded_total`, …, the primary's `geo_primary_checksummed_total`, …).
 //! - Kept by the server ([`Metrics`]): `geo_http_requests_total{endpoint,code}`,
-//!   `geo_auth_failures_total{reason}`, `geo_blob_bytes_served_total`, and two histograms:
+//!   `geo_auth_failures_total{reason}` (every refused token, whether or not it was logged),
+//!   `geo_blob_bytes_served_total`, `geo_http_key_limited_total` (requests answered `429` over
+//!   the per-key limit), `geo_http_connections` (open on the main listener),
+//!   `geo_http_connections_closed_total{reason}` (closed or refused by the server:
+//!   `header_timeout`, `idle_timeout`, `evicted`, `refused`, `tls_handshake`), and two histograms:
 //!   `geo_http_request_duration_seconds{route,method,code}` (by matched route, never the raw
 //!   path) and `geo_sync_duration_seconds{replicable,result}` (one observation per finished
 //!   download, through [`SyncObserver`]).
@@ -25,6 +29,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::encoding::prometheus_text;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -60,6 +65,45 @@ fn auth_failure_reason(e: &AuthError) -> &'static str {
         AuthError::WrongRequest => 7,
     };
     AUTH_FAILURE_REASONS[i]
+}
+
+/// Why the server closed (or refused) a connection: the `reason` of
+/// `geo_http_connections_closed_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionEnd {
+    /// Its request head (or TLS handshake) was not complete within the header-read timeout.
+    HeaderTimeout,
+    /// It sent nothing for the idle timeout.
+    IdleTimeout,
+    /// Closed at the cap to make room for a new one (it served nothing).
+    Evicted,
+    /// Closed at once at the cap: every open connection was serving a request.
+    Refused,
+    /// Its TLS handshake failed.
+    TlsHandshake,
+}
+
+impl ConnectionEnd {
+    /// Every reason.
+    pub const ALL: [ConnectionEnd; 5] = [
+        ConnectionEnd::HeaderTimeout,
+        ConnectionEnd::IdleTimeout,
+        ConnectionEnd::Evicted,
+        ConnectionEnd::Refused,
+        ConnectionEnd::TlsHandshake,
+    ];
+
+    /// The label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionEnd::HeaderTimeout => "header_timeout",
+            ConnectionEnd::IdleTimeout => "idle_timeout",
+            ConnectionEnd::Evicted => "evicted",
+            ConnectionEnd::Refused => "refused",
+            ConnectionEnd::TlsHandshake => "tls_handshake",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
@@ -108,6 +152,9 @@ pub struct Metrics {
     bytes_served: Counter,
     request_duration: Histograms<RouteLabels>,
     sync: Arc<SyncDurations>,
+    key_limited: Counter,
+    connections: Gauge,
+    connections_closed: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -157,6 +204,29 @@ impl Metrics {
             "Time one download took, by replicable and result",
             sync.durations.clone(),
         );
+        let key_limited = Counter::default();
+        registry.register(
+            "geo_http_key_limited",
+            "Requests answered 429: their access key had as many requests in flight as it may",
+            key_limited.clone(),
+        );
+        let connections = Gauge::default();
+        registry.register(
+            "geo_http_connections",
+            "Connections open on the main listener",
+            connections.clone(),
+        );
+        let connections_closed = Family::<ReasonLabels, Counter>::default();
+        for end in ConnectionEnd::ALL {
+            let _ = connections_closed.get_or_create(&ReasonLabels {
+                reason: end.as_str(),
+            });
+        }
+        registry.register(
+            "geo_http_connections_closed",
+            "Connections the server closed or refused, by reason",
+            connections_closed.clone(),
+        );
         Metrics {
             site: site.to_owned(),
             registry,
@@ -165,7 +235,43 @@ impl Metrics {
             bytes_served,
             request_duration,
             sync,
+            key_limited,
+            connections,
+            connections_closed,
         }
+    }
+
+    /// Counts a request refused over its key's limit.
+    pub fn key_limited(&self) {
+        self.key_limited.inc();
+    }
+
+    /// Requests refused over their key's limit so far.
+    pub fn key_limited_count(&self) -> u64 {
+        self.key_limited.get()
+    }
+
+    /// Sets the number of open connections.
+    pub(crate) fn connections_open(&self, n: usize) {
+        self.connections.set(i64::try_from(n).unwrap_or(i64::MAX));
+    }
+
+    /// Counts a connection the server closed or refused.
+    pub(crate) fn connection_ended(&self, why: ConnectionEnd) {
+        self.connections_closed
+            .get_or_create(&ReasonLabels {
+                reason: why.as_str(),
+            })
+            .inc();
+    }
+
+    /// Connections closed or refused for `why` so far.
+    pub fn connections_closed(&self, why: ConnectionEnd) -> u64 {
+        self.connections_closed
+            .get(&ReasonLabels {
+                reason: why.as_str(),
+            })
+            .map_or(0, |c| c.get())
     }
 
     /// Counts one answered request of `endpoint` (its short name, e.g. `retrieve`).

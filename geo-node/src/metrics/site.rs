@@ -1,9 +1,12 @@
-//! The metrics read from the runtime at each scrape: status gauges per replicable, the event log
-//! position, and the counters of the primary's verifier, the secondary, its log cursor and its
-//! link to the primary. What cannot be read (a database down) is left out of that scrape.
+//! The metrics of the runtime: status gauges per replicable, the event log position and the
+//! cursor, read from the site's cached status (so a scrape costs no database query while the
+//! status is fresh, [`NodeState::with_status_ttl`]), and the counters of the primary's
+//! verifier, the secondary, its log cursor and its link to the primary, read from memory at
+//! each scrape. What could not be read (a database down) is left out.
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::collector::Collector;
@@ -14,12 +17,14 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use geo_diesel::geo_core::replicables;
 use geo_diesel::geo_core::safety::RemovalKind;
 
+use crate::api::{NodeStatus, PrimaryStatus, SecondaryStatus};
 use crate::server::{NodeState, PrimaryService, SecondaryService};
 
 const STATUS_HELP: &str = "Geo status field (GitLab GeoNodeStatus).";
 
 /// Encodes the runtime's metrics of one site.
 pub struct SiteCollector {
+    status: Arc<NodeStatus>,
     primary: Option<PrimaryService>,
     secondary: Option<SecondaryService>,
 }
@@ -34,9 +39,11 @@ impl fmt::Debug for SiteCollector {
 }
 
 impl SiteCollector {
-    /// The collector of what `state` serves.
+    /// The collector of what `state` serves, from its cached status (read now when the cache
+    /// is stale: blocking).
     pub fn of(state: &NodeState) -> Self {
         SiteCollector {
+            status: crate::server::cached_status(state),
             primary: state.primary_service().cloned(),
             secondary: state.secondary_service().cloned(),
         }
@@ -129,18 +136,18 @@ impl Collector for SiteCollector {
             encoder,
             seen: BTreeSet::new(),
         };
-        if let Some(p) = &self.primary {
-            primary(&mut out, p)?;
+        if let (Some(p), Some(st)) = (&self.primary, &self.status.primary) {
+            primary(&mut out, p, st)?;
         }
-        if let Some(s) = &self.secondary {
-            secondary(&mut out, s)?;
+        if let (Some(s), Some(st)) = (&self.secondary, &self.status.secondary) {
+            secondary(&mut out, s, st)?;
         }
         Ok(())
     }
 }
 
-fn primary(out: &mut Out<'_>, p: &PrimaryService) -> fmt::Result {
-    if let Ok(Some(last)) = p.source.max_event_id() {
+fn primary(out: &mut Out<'_>, p: &PrimaryService, st: &PrimaryStatus) -> fmt::Result {
+    if let Some(Some(last)) = st.last_event_id {
         out.gauge(
             "geo_last_event_id",
             "Highest event id on the primary.",
@@ -150,11 +157,9 @@ fn primary(out: &mut Out<'_>, p: &PrimaryService) -> fmt::Result {
     let Some(v) = &p.verifier else {
         return Ok(());
     };
-    if let Ok(rows) = v.status() {
-        for (_, s) in rows {
-            for (g, n) in s.gauges() {
-                out.gauge(&g, STATUS_HELP, n)?;
-            }
+    for s in &st.replicables.0 {
+        for (g, n) in s.gauges() {
+            out.gauge(&g, STATUS_HELP, n)?;
         }
     }
     out.counter(
@@ -174,37 +179,31 @@ fn primary(out: &mut Out<'_>, p: &PrimaryService) -> fmt::Result {
     )
 }
 
-fn secondary(out: &mut Out<'_>, s: &SecondaryService) -> fmt::Result {
+fn secondary(out: &mut Out<'_>, s: &SecondaryService, st: &SecondaryStatus) -> fmt::Result {
     let sec = &s.secondary;
-    if let Ok(rows) = sec.status() {
-        for (_, st) in rows {
-            for (g, n) in st.gauges() {
-                out.gauge(&g, STATUS_HELP, n)?;
-            }
+    for r in &st.replicables.0 {
+        for (g, n) in r.gauges() {
+            out.gauge(&g, STATUS_HELP, n)?;
         }
     }
-    if let Ok(mut conn) = sec.tracking().get()
-        && let Ok(cursor) = geo_diesel::cursor::load_state(&mut conn)
-    {
+    if let Some(cursor) = &st.cursor {
         out.gauge(
             "geo_cursor_last_event_id",
             "Event id the log cursor has safely processed.",
-            cursor.safe_position().max(0) as u64,
+            cursor.cursor_last_event_id.max(0) as u64,
         )?;
         out.gauge(
             "geo_cursor_gaps_open",
             "Event-id gaps awaited.",
-            cursor.gaps.len() as u64,
+            cursor.open_gaps_count as u64,
         )?;
     }
-    if let Ok(halt) = sec.halt() {
-        out.gauge(
-            "geo_secondary_halted",
-            "Whether the secondary is halted (1): it applies no events and removes nothing (another primary identity, or event ids gone backwards; see the status).",
-            u64::from(halt.is_some()),
-        )?;
-    }
-    let refused = sec.mass_removal_refusals();
+    out.gauge(
+        "geo_secondary_halted",
+        "Whether the secondary is halted (1): it applies no events and removes nothing (another primary identity, or event ids gone backwards; see the status).",
+        u64::from(st.halt.is_some()),
+    )?;
+    let refused = &st.mass_removal_refused;
     let kinds = [RemovalKind::Orphans, RemovalKind::MissingOnPrimary];
     let values: Vec<(Vec<(&str, &str)>, u64)> = replicables()
         .iter()

@@ -1,19 +1,23 @@
 //! [`ApiError`]: every error answer of the API, its status and its [`ErrorBody`], decided here.
 
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use geo_diesel::geo_core::blob_store::BlobError;
 use geo_diesel::geo_core::source::SourceError;
 
 use crate::api::{ErrorBody, geo_code};
-use crate::auth::AuthError;
+
+/// The message of every refused site token: the same body whatever the reason, so a prober
+/// learns nothing from it (the reason is counted and logged on the server).
+pub const UNAUTHORIZED_MESSAGE: &str = "the request's GL-Geo token was refused";
 
 /// An error answer: a status and a JSON [`ErrorBody`] (`{"geo_code": …, "message": …}`).
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     body: ErrorBody,
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -24,7 +28,13 @@ impl ApiError {
                 geo_code: code.to_owned(),
                 message: message.into(),
             },
+            retry_after: None,
         }
+    }
+
+    /// Seconds the client should wait before retrying (`Retry-After`), when the answer says.
+    pub fn retry_after(&self) -> Option<u32> {
+        self.retry_after
     }
 
     /// The answer's status.
@@ -51,13 +61,26 @@ impl ApiError {
         )
     }
 
-    /// `401 UNAUTHORIZED`: a refused token.
-    pub(crate) fn unauthorized(e: &AuthError) -> Self {
+    /// `401 UNAUTHORIZED`: a refused site token, one body for every reason (missing,
+    /// malformed, unknown key, bad signature, expired, bound to another request).
+    pub(crate) fn unauthorized() -> Self {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             geo_code::UNAUTHORIZED,
-            e.to_string(),
+            UNAUTHORIZED_MESSAGE,
         )
+    }
+
+    /// `429 TOO_MANY_REQUESTS` with `Retry-After`: the caller's access key has as many
+    /// requests in flight as it may.
+    pub(crate) fn too_many_requests(limit: usize, retry_after: u32) -> Self {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            geo_code::TOO_MANY_REQUESTS,
+            format!("this access key has {limit} requests in flight already: retry later"),
+        );
+        e.retry_after = Some(retry_after);
+        e
     }
 
     /// `401 UNAUTHORIZED` for an operator's request: no admin token or session, or a refused one.
@@ -149,7 +172,13 @@ impl From<&SourceError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        (self.status, Json(self.body)).into_response()
+        let mut response = (self.status, Json(self.body)).into_response();
+        if let Some(secs) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
     }
 }
 
@@ -213,5 +242,14 @@ mod tests {
             body,
             r#"{"geo_code":"BAD_REQUEST","message":"no such endpoint"}"#
         );
+    }
+
+    #[test]
+    fn a_limited_caller_is_told_when_to_retry() {
+        let r = ApiError::too_many_requests(16, 1).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let r = ApiError::unauthorized().into_response();
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
     }
 }

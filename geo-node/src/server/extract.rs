@@ -2,24 +2,39 @@
 //! [`AuthorizedBlob`]), the path's replicable and id ([`Replicable`], [`Record`]), the query
 //! ([`Params`]) and the primary half of the site ([`Primary`]). Each rejects with an
 //! [`ApiError`]; handlers list them in the order the checks run.
+//!
+//! A refused token is answered with one `401` body whatever the reason; the reason is counted
+//! (`geo_auth_failures_total{reason}`) and logged at most once per source per window
+//! ([`crate::auth::failures`]). An accepted one takes a place under its access key's limit on
+//! requests in flight, or is answered `429` with `Retry-After`.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{FromRequestParts, Path, Query};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use geo_diesel::geo_core::find_replicable;
 use serde::de::DeserializeOwned;
 
+use super::middleware::KeySlot;
 use super::{ApiError, NodeState, PrimaryService};
 use crate::api;
 use crate::auth::admin::{CSRF_HEADER, SESSION_COOKIE};
-use crate::auth::{RequestData, Scope, Session};
+use crate::auth::{AccessKey, AuthError, FailureSource, RequestData, Scope, Session};
+
+/// Seconds a caller over its per-key limit is told to wait (`Retry-After`).
+const RETRY_AFTER_SECS: u32 = 1;
 
 /// Proof that the request carries a valid GL-Geo token bound to its method, path and query
 /// (`{"request": "GET /api/geo/events?after=0"}`).
-#[derive(Debug, Clone, Copy)]
-pub struct Authorized;
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Authorized {
+    /// The caller's access key (its secret is the pair's shared secret).
+    pub key: AccessKey,
+}
 
 impl FromRequestParts<Arc<NodeState>> for Authorized {
     type Rejection = ApiError;
@@ -29,20 +44,23 @@ impl FromRequestParts<Arc<NodeState>> for Authorized {
         state: &Arc<NodeState>,
     ) -> Result<Self, ApiError> {
         let data = RequestData::get(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
-        authorize(parts, state, &data)?;
-        Ok(Authorized)
+        let key = authorize(parts, state, &data)?;
+        Ok(Authorized { key })
     }
 }
 
 /// A blob request (`/{replicable}/{id}`) whose token is bound to that replicable and id, as
 /// GitLab binds `retrieve`: the id is checked first (`400`), then the token (`401`), then the
 /// replicable (`400 UNKNOWN_REPLICABLE`).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct AuthorizedBlob {
     /// The replicable, as registered.
     pub name: &'static str,
     /// The record id.
     pub id: i64,
+    /// The caller's access key.
+    pub key: AccessKey,
 }
 
 impl FromRequestParts<Arc<NodeState>> for AuthorizedBlob {
@@ -54,10 +72,11 @@ impl FromRequestParts<Arc<NodeState>> for AuthorizedBlob {
     ) -> Result<Self, ApiError> {
         let (replicable, id) = path::<(String, String)>(parts, state).await?;
         let id = parse_id(&id)?;
-        authorize(parts, state, &RequestData::blob(&replicable, id))?;
+        let key = authorize(parts, state, &RequestData::blob(&replicable, id))?;
         Ok(AuthorizedBlob {
             name: known_replicable(&replicable)?,
             id,
+            key,
         })
     }
 }
@@ -239,17 +258,54 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Checks the request's token against `data`; a refusal is counted and logged once, here.
-fn authorize(parts: &Parts, state: &NodeState, data: &RequestData) -> Result<(), ApiError> {
+/// Checks the request's token against `data` and takes a place under the caller's per-key
+/// limit. A refusal is counted and (rate-limited) logged here, and always answers the same
+/// `401` body.
+fn authorize(parts: &Parts, state: &NodeState, data: &RequestData) -> Result<AccessKey, ApiError> {
     let header = parts
         .headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or(""));
-    state.verify_token(header, data).map_err(|e| {
-        state.metrics().auth_failure(&e);
-        tracing::warn!(reason = %e, "refused a Geo request");
-        ApiError::unauthorized(&e)
-    })
+    let key = state
+        .verify_token(header, data)
+        .map_err(|e| refused(parts, state, header, &e))?;
+    if let Some(slot) = parts.extensions.get::<KeySlot>()
+        && !slot.is_held()
+    {
+        let limits = state.key_limits();
+        let permit = limits.try_acquire(&key).ok_or_else(|| {
+            state.metrics().key_limited();
+            tracing::debug!(key = %key, limit = limits.max(), "over the per-key limit");
+            ApiError::too_many_requests(limits.max(), RETRY_AFTER_SECS)
+        })?;
+        slot.put(permit);
+    }
+    Ok(key)
+}
+
+/// Counts a refused token, logs it unless its source was logged within the window, and
+/// answers the one `401`.
+fn refused(parts: &Parts, state: &NodeState, header: Option<&str>, e: &AuthError) -> ApiError {
+    state.metrics().auth_failure(e);
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let source = match (state.keys().named_key(header), peer) {
+        (Some(key), _) => FailureSource::Key(key.clone()),
+        (None, Some(ip)) => FailureSource::Peer(ip),
+        (None, None) => FailureSource::Other,
+    };
+    if let Some(suppressed) = state.auth_log().record(source.clone(), Instant::now()) {
+        tracing::warn!(
+            reason = %e,
+            source = %source,
+            suppressed,
+            path = parts.uri.path(),
+            "refused a Geo request"
+        );
+    }
+    ApiError::unauthorized()
 }
 
 /// The path parameters; an undecodable path is `400 BAD_REQUEST`.

@@ -5,16 +5,21 @@
 //! and blob store). Blobs are streamed in [`CHUNK`]-sized pieces through a bounded channel from
 //! a blocking reader, so a 5 GiB blob costs the same memory as a 5 KiB one. A secondary serves
 //! its own status and metrics. Every `/api/geo/` endpoint is authenticated
-//! ([`crate::auth`]); `/metrics` is open, as Prometheus scrapes it.
+//! ([`crate::auth`]); `/metrics` is open, as Prometheus scrapes it, on its own listener
+//! (`--metrics-listen`) or on a loopback main listener ([`ServeOptions`]).
 //!
 //! Each concern is written once: authorization and parameter checks are extractors
-//! ([`extract`]), every error answer is an [`ApiError`], and one middleware counts and times
-//! every request by its matched route. Handlers, grouped by area (`retrieve`, `events`,
+//! ([`extract`]), every error answer is an [`ApiError`] (every refused token the same `401`
+//! body), one middleware counts and times every request by its matched route and holds the
+//! caller's per-access-key slot until the response body is sent, and the listener's timeouts
+//! and connection cap live in the accept loop ([`ServerHandle`]). `GET /api/geo/status` and the
+//! gauges of `/metrics` read one cached status ([`NodeState::with_status_ttl`]). Handlers, grouped by area (`retrieve`, `events`,
 //! `records`, `status`), return `Result<Json<T>, ApiError>` with the typed bodies of
 //! [`crate::api`]; database and file calls run on tokio's blocking pool (`spawn_blocking`).
 //!
 //! [`PrimarySource`]: geo_diesel::geo_core::source::PrimarySource
 
+mod conn;
 mod error;
 mod events;
 pub mod extract;
@@ -35,8 +40,11 @@ use crate::api;
 
 pub use error::ApiError;
 pub use retrieve::CHUNK;
-pub use serve::{ServeError, ServerHandle};
-pub use state::{NodeState, PrimaryService, SecondaryService};
+pub use serve::{ServeError, ServeOptions, ServerHandle};
+pub use state::{
+    DEFAULT_MAX_REQUESTS_PER_KEY, DEFAULT_STATUS_TTL, NodeState, PrimaryService, SecondaryService,
+};
+pub(crate) use status::cached as cached_status;
 pub use status::collect_status;
 
 /// The routes of a site and the `endpoint` label of their metrics.
@@ -106,9 +114,14 @@ pub mod route {
     }
 }
 
-/// The router of a site.
+/// The router of a site, `/metrics` included.
 pub fn router(state: Arc<NodeState>) -> Router {
-    Router::new()
+    router_with(state, true)
+}
+
+/// The router of a site's main listener; `/metrics` only when `metrics` (else `404` there).
+pub(crate) fn router_with(state: Arc<NodeState>, metrics: bool) -> Router {
+    let mut routes = Router::new()
         .route(route::RETRIEVE, get(retrieve::retrieve))
         .route(route::BLOB_PATH, get(records::blob_path))
         .route(route::EVENTS, get(events::events))
@@ -118,9 +131,25 @@ pub fn router(state: Arc<NodeState>) -> Router {
         .route(route::CHECKSUMS, get(records::checksums))
         .route(route::RETRIEVE_BATCH, get(retrieve::retrieve_batch))
         .route(route::STATUS, get(status::status))
-        .route(route::METRICS, get(status::metrics))
         .route(route::GRAPHQL, axum::routing::post(crate::graphql::handle))
-        .merge(crate::admin::routes())
+        .merge(crate::admin::routes());
+    if metrics {
+        routes = routes.route(route::METRICS, get(status::metrics));
+    }
+    finish(routes, state)
+}
+
+/// The router of the metrics listener: `GET /metrics` and nothing else.
+pub(crate) fn metrics_router(state: Arc<NodeState>) -> Router {
+    finish(
+        Router::new().route(route::METRICS, get(status::metrics)),
+        state,
+    )
+}
+
+/// The middleware every route has, the fallback and the state.
+fn finish(routes: Router<Arc<NodeState>>, state: Arc<NodeState>) -> Router {
+    routes
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             middleware::track,

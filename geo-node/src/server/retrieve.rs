@@ -28,7 +28,7 @@ const CHANNEL_DEPTH: usize = 4;
 /// primary verified it, [`api::CHECKSUM_HEADER`].
 pub(super) async fn retrieve(
     State(state): State<Arc<NodeState>>,
-    AuthorizedBlob { name, id }: AuthorizedBlob,
+    AuthorizedBlob { name, id, .. }: AuthorizedBlob,
     Primary(service): Primary,
 ) -> Result<Response, ApiError> {
     let opened = blocking(move || {

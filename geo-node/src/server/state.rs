@@ -15,9 +15,20 @@ use geo_diesel::secondary::Secondary;
 use geo_diesel::verifier::PrimaryVerifier;
 
 use super::ApiError;
-use crate::auth::{AdminTokens, AuthError, DEFAULT_LEEWAY, KeyRing, RequestData, Sessions};
+use super::middleware::KeyLimits;
+use super::status::StatusCache;
+use crate::auth::{
+    AccessKey, AdminTokens, AuthError, DEFAULT_LEEWAY, FailureLog, KeyRing, RequestData, Sessions,
+};
 use crate::client::LinkStats;
 use crate::metrics::Metrics;
+
+/// Default limit on requests in flight per access key (beyond it: `429` with `Retry-After`).
+pub const DEFAULT_MAX_REQUESTS_PER_KEY: usize = 16;
+
+/// Default age after which the cached status (behind `GET /api/geo/status` and the gauges of
+/// `/metrics`) is read again from the databases.
+pub const DEFAULT_STATUS_TTL: Duration = Duration::from_secs(10);
 
 /// The primary half of a site's server.
 #[derive(Clone)]
@@ -155,6 +166,9 @@ pub struct NodeState {
     started: Instant,
     sessions: Sessions,
     graphql: Option<async_graphql::dynamic::Schema>,
+    key_limits: Arc<KeyLimits>,
+    status_cache: StatusCache,
+    auth_log: FailureLog,
 }
 
 impl std::fmt::Debug for NodeState {
@@ -186,7 +200,32 @@ impl NodeState {
             graphql: crate::graphql::schema()
                 .inspect_err(|e| tracing::error!(error = %e, "cannot build the GraphQL schema"))
                 .ok(),
+            key_limits: Arc::new(KeyLimits::new(DEFAULT_MAX_REQUESTS_PER_KEY)),
+            status_cache: StatusCache::new(DEFAULT_STATUS_TTL),
+            auth_log: FailureLog::default(),
         }
+    }
+
+    /// At most `n` requests in flight per access key (default
+    /// [`DEFAULT_MAX_REQUESTS_PER_KEY`]); one more is answered `429` with `Retry-After`. A
+    /// request is in flight until its response body is sent.
+    pub fn with_max_requests_per_key(mut self, n: usize) -> Self {
+        self.key_limits = Arc::new(KeyLimits::new(n));
+        self
+    }
+
+    /// How long the status read for `GET /api/geo/status` and the gauges of `/metrics` is
+    /// reused (default [`DEFAULT_STATUS_TTL`]): whatever the scrape rate, the databases are
+    /// read at most once per `ttl`. Zero reads them for every request.
+    pub fn with_status_ttl(mut self, ttl: Duration) -> Self {
+        self.status_cache = StatusCache::new(ttl);
+        self
+    }
+
+    /// Refused tokens are logged at most once per source per `window` (default 10 s).
+    pub fn with_auth_log_window(mut self, window: Duration) -> Self {
+        self.auth_log = FailureLog::new(window);
+        self
     }
 
     /// Serves primary data from `service`.
@@ -226,15 +265,35 @@ impl NodeState {
     }
 
     /// Checks an `Authorization` header against what the request asks for, with this site's
-    /// keys, clock and leeway.
+    /// keys, clock and leeway; the caller's access key when it holds.
     pub(super) fn verify_token(
         &self,
         header: Option<&str>,
         data: &RequestData,
-    ) -> Result<(), AuthError> {
+    ) -> Result<AccessKey, AuthError> {
         self.keys
             .verify(header, data, self.clock.now().timestamp(), self.leeway)
-            .map(|_| ())
+            .cloned()
+    }
+
+    /// The keys this site accepts.
+    pub(super) fn keys(&self) -> &KeyRing {
+        &self.keys
+    }
+
+    /// The per-access-key limit on requests in flight.
+    pub(super) fn key_limits(&self) -> &Arc<KeyLimits> {
+        &self.key_limits
+    }
+
+    /// The cached status.
+    pub(super) fn status_cache(&self) -> &StatusCache {
+        &self.status_cache
+    }
+
+    /// Which refused tokens get a log line.
+    pub(super) fn auth_log(&self) -> &FailureLog {
+        &self.auth_log
     }
 
     /// The admin tokens this site accepts (from its keys file).

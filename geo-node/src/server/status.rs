@@ -1,6 +1,14 @@
 //! The site's own reports: `GET /api/geo/status` ([`NodeStatus`]) and `GET /metrics`.
+//!
+//! Both read one [`StatusCache`]: whatever the scrape rate, the databases (and, on a secondary,
+//! the primary) are read at most once per TTL (10 s by default); concurrent requests after it
+//! expired wait for one refresh rather than each running their own. `status_at` says when the
+//! cached status was taken; `uptime_seconds` and the secondary's link counters are read fresh.
+//! The operator's paths read a fresh status: the admin page's `/admin/geo/api/status`
+//! ([`collect_status`]) and GraphQL's registry counts.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::State;
@@ -23,11 +31,74 @@ pub(super) async fn status(
     State(state): State<Arc<NodeState>>,
     _: Authorized,
 ) -> Result<Json<NodeStatus>, ApiError> {
-    blocking(move || Ok(Json(collect_status(&state)))).await
+    blocking(move || Ok(Json(cached_status(&state)))).await
 }
 
-/// The site's status: GitLab's per-type fields for each role the site plays, plus the event
-/// log position, open gaps and health. What cannot be read is named in `health`.
+/// The last status taken, read again when older than the TTL.
+#[derive(Debug)]
+pub(crate) struct StatusCache {
+    ttl: Duration,
+    last: Mutex<Option<(Instant, Arc<NodeStatus>)>>,
+    /// Held while one caller refreshes; the others wait for its result.
+    refresh: Mutex<()>,
+}
+
+impl StatusCache {
+    /// A cache whose status is reused for `ttl`.
+    pub(crate) fn new(ttl: Duration) -> Self {
+        StatusCache {
+            ttl,
+            last: Mutex::new(None),
+            refresh: Mutex::new(()),
+        }
+    }
+
+    fn last(&self) -> MutexGuard<'_, Option<(Instant, Arc<NodeStatus>)>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn fresh(&self, now: Instant) -> Option<Arc<NodeStatus>> {
+        self.last()
+            .as_ref()
+            .filter(|(at, _)| now.saturating_duration_since(*at) < self.ttl)
+            .map(|(_, s)| Arc::clone(s))
+    }
+
+    /// The cached status, or `read()` when it is older than the TTL (one reader at a time;
+    /// the others wait and take its result). Blocks: call it off the async workers.
+    pub(crate) fn get(&self, read: impl FnOnce() -> NodeStatus) -> Arc<NodeStatus> {
+        if let Some(s) = self.fresh(Instant::now()) {
+            return s;
+        }
+        let _one = self.refresh.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = self.fresh(Instant::now()) {
+            return s;
+        }
+        let s = Arc::new(read());
+        *self.last() = Some((Instant::now(), Arc::clone(&s)));
+        s
+    }
+}
+
+/// The status, from the cache: what the databases said at `status_at`, with the uptime and
+/// the link's counters of now.
+pub(crate) fn cached_status(state: &NodeState) -> NodeStatus {
+    let mut status = NodeStatus::clone(&cached(state));
+    status.uptime_seconds = state.uptime().as_secs();
+    if let (Some(s), Some(service)) = (status.secondary.as_mut(), state.secondary_service()) {
+        s.primary_link = service.link.as_ref().map(|l| l.snapshot());
+    }
+    status
+}
+
+/// The cached status as taken (blocking).
+pub(crate) fn cached(state: &NodeState) -> Arc<NodeStatus> {
+    state.status_cache().get(|| collect_status(state))
+}
+
+/// The site's status, read now (not cached): GitLab's per-type fields for each role the site
+/// plays, plus the event log position, open gaps and health. What cannot be read is named in
+/// `health`.
 pub fn collect_status(state: &NodeState) -> NodeStatus {
     let mut problems: Vec<String> = Vec::new();
     let primary = state.primary_service().map(|p| {

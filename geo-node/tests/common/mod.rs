@@ -44,6 +44,8 @@ pub mod schema {
 
 use schema::docs;
 
+pub mod tls;
+
 /// The test model.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = docs)]
