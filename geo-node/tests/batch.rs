@@ -284,6 +284,7 @@ fn proxy_connection(
                         id,
                         path,
                         checksum,
+                        mac,
                         data,
                     } => {
                         let mut d = data.to_vec();
@@ -294,6 +295,7 @@ fn proxy_connection(
                             id,
                             path,
                             checksum,
+                            mac,
                             data: d.into(),
                         }
                     }

@@ -1,20 +1,34 @@
 //! The binary body of `GET /api/geo/retrieve_batch/{replicable}?ids=…`.
 //!
-//! One entry per requested id, in request order, then an end marker; integers little-endian:
+//! A header, one entry per requested id, in request order, then an end marker; integers
+//! little-endian:
 //!
 //! ```text
-//! entry: kind u8 | id i64 | path_len u16 | path (UTF-8)          (kind != BLOB)
-//!        kind u8 | id i64 | path_len u16 | path | checksum [32] | len u32 | bytes   (kind == BLOB)
-//! end:   0xFF | count u32                                       (count = number of entries)
+//! header: "GEOB" | version u8 (= VERSION)
+//! entry:  kind u8 | id i64 | path_len u16 | path (UTF-8)          (kind != BLOB)
+//!         kind u8 | id i64 | path_len u16 | path | checksum [32] | mac [32] | len u32 | bytes
+//!                                                                 (kind == BLOB)
+//! end:    0xFF | count u32                                       (count = number of entries)
 //! ```
 //!
 //! The checksum of a [`BatchEntry::Blob`] is the primary's verified checksum when it has one (as
 //! `retrieve`'s `X-Geo-Checksum`), the blake3 of the bytes sent otherwise: the secondary's
-//! blob store compares it before renaming, so bytes damaged on the way never land. A truncated
-//! or malformed body fails to decode as a whole.
+//! blob store compares it before renaming, so bytes damaged on the way never land. Its `mac`
+//! ([`ChecksumMac`], made with the requesting key's secret over the replicable, id and
+//! checksum) is what makes the checksum worth comparing: the secondary checks it before it uses
+//! the entry, so bytes and checksum replaced together on the way are refused too. A truncated
+//! or malformed body, or one of another version (version 1 had no header and no MAC), fails to
+//! decode as a whole.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use geo_diesel::geo_core::checksum::Checksum;
+
+use crate::auth::mac::{ChecksumMac, MAC_LEN};
+
+/// The first bytes of a body.
+pub const MAGIC: &[u8; 4] = b"GEOB";
+/// The framing version this build writes and reads (2: the checksum MAC).
+pub const VERSION: u8 = 2;
 
 /// `kind` of an entry carrying the bytes.
 pub const BLOB: u8 = 1;
@@ -39,6 +53,8 @@ pub enum BatchEntry {
         path: String,
         /// The checksum the bytes must have (see the module docs).
         checksum: Checksum,
+        /// The MAC of `checksum` for this record.
+        mac: ChecksumMac,
         /// The bytes.
         data: Bytes,
     },
@@ -91,16 +107,25 @@ impl BatchEntry {
 pub struct DecodeError(pub String);
 
 /// Writes entries into one body.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Encoder {
     out: BytesMut,
     count: u32,
 }
 
+impl Default for Encoder {
+    fn default() -> Self {
+        Encoder::new()
+    }
+}
+
 impl Encoder {
     /// An empty body.
     pub fn new() -> Self {
-        Encoder::default()
+        let mut out = BytesMut::new();
+        out.put_slice(MAGIC);
+        out.put_u8(VERSION);
+        Encoder { out, count: 0 }
     }
 
     /// Appends one entry. A path longer than 65,535 bytes is written empty (the client then
@@ -122,8 +147,15 @@ impl Encoder {
         self.out.put_i64_le(entry.id());
         self.out.put_u16_le(path.len() as u16);
         self.out.put_slice(path.as_bytes());
-        if let BatchEntry::Blob { checksum, data, .. } = entry {
+        if let BatchEntry::Blob {
+            checksum,
+            mac,
+            data,
+            ..
+        } = entry
+        {
             self.out.put_slice(&checksum.0);
+            self.out.put_slice(&mac.0);
             self.out.put_u32_le(data.len() as u32);
             self.out.put_slice(data);
         }
@@ -138,10 +170,23 @@ impl Encoder {
     }
 }
 
-/// Decodes a whole body: every entry, or an error when anything is off (a bad kind, a
-/// length past the end, a missing or wrong end marker, trailing bytes).
+/// Decodes a whole body: every entry, or an error when anything is off (another framing
+/// version, a bad kind, a length past the end, a missing or wrong end marker, trailing bytes).
+/// The MACs are not checked here: that takes the secondary's secret.
 pub fn decode(mut body: Bytes) -> Result<Vec<BatchEntry>, DecodeError> {
     let bad = |what: &str| DecodeError(what.to_owned());
+    if body.remaining() < MAGIC.len() + 1 || &body[..MAGIC.len()] != MAGIC {
+        return Err(bad(
+            "no GEOB header (a primary of an older version, framing 1 without checksum MACs?)",
+        ));
+    }
+    body.advance(MAGIC.len());
+    let version = body.get_u8();
+    if version != VERSION {
+        return Err(DecodeError(format!(
+            "framing version {version}, this build reads {VERSION}"
+        )));
+    }
     let mut out = Vec::new();
     loop {
         if body.remaining() < 1 {
@@ -170,11 +215,13 @@ pub fn decode(mut body: Bytes) -> Result<Vec<BatchEntry>, DecodeError> {
             String::from_utf8(body.split_to(len).to_vec()).map_err(|_| bad("path is not UTF-8"))?;
         out.push(match kind {
             BLOB => {
-                if body.remaining() < 36 {
+                if body.remaining() < 32 + MAC_LEN + 4 {
                     return Err(bad("blob header cut short"));
                 }
                 let mut sum = [0u8; 32];
                 body.copy_to_slice(&mut sum);
+                let mut mac = [0u8; MAC_LEN];
+                body.copy_to_slice(&mut mac);
                 let n = body.get_u32_le() as usize;
                 if body.remaining() < n {
                     return Err(bad("blob cut short"));
@@ -183,6 +230,7 @@ pub fn decode(mut body: Bytes) -> Result<Vec<BatchEntry>, DecodeError> {
                     id,
                     path,
                     checksum: Checksum(sum),
+                    mac: ChecksumMac(mac),
                     data: body.split_to(n),
                 }
             }
@@ -206,6 +254,7 @@ mod tests {
                 id: 1,
                 path: "a/1.bin".into(),
                 checksum: checksum_bytes(b"hello"),
+                mac: ChecksumMac([7; MAC_LEN]),
                 data: Bytes::from_static(b"hello"),
             },
             BatchEntry::Individual {
@@ -234,7 +283,14 @@ mod tests {
         *wrong.last_mut().unwrap() ^= 1;
         assert!(decode(wrong.into()).is_err());
         let mut kind = body.to_vec();
-        kind[0] = 9;
+        kind[MAGIC.len() + 1] = 9;
         assert!(decode(kind.into()).is_err());
+        // Another version, or the headerless framing 1, is refused with a clear error.
+        let mut v1 = body.to_vec();
+        v1[MAGIC.len()] = 1;
+        let e = decode(v1.into()).unwrap_err();
+        assert!(e.to_string().contains("version 1"), "{e}");
+        let e = decode(body.slice(MAGIC.len() + 1..)).unwrap_err();
+        assert!(e.to_string().contains("GEOB"), "{e}");
     }
 }

@@ -3,20 +3,25 @@
 //!
 //! | endpoint | answers |
 //! |---|---|
-//! | `GET /api/geo/retrieve/{replicable}/{id}` | the blob, streamed; `Content-Length`, and [`CHECKSUM_HEADER`] when the primary verified it |
+//! | `GET /api/geo/retrieve/{replicable}/{id}` | the blob, streamed; `Content-Length`, [`CHECKSUM_HEADER`] (the primary's verified checksum, or the blake3 of the file as served) and [`CHECKSUM_MAC_HEADER`] |
 //! | `GET /api/geo/blob_path/{replicable}/{id}` | [`BlobPathResponse`] |
 //! | `GET /api/geo/events?after=ID&limit=N` | [`EventsResponse`]: up to `N` events with `id > ID`, and the primary's identity and high-water mark read with them |
 //! | `GET /api/geo/events?ids=1,2,3` | [`EventsResponse`]: those of the events that exist (gap filling) |
 //! | `GET /api/geo/events/last` | [`LastEventResponse`] |
 //! | `GET /api/geo/identity` | [`IdentityResponse`]: the primary database's identity and event-id high-water mark |
 //! | `GET /api/geo/ids/{replicable}?from=A&to=B` | [`IdsResponse`]: ids in `A..=B` and the highest id |
-//! | `GET /api/geo/checksums/{replicable}?ids=1,2,3` | [`ChecksumsResponse`] |
-//! | `GET /api/geo/retrieve_batch/{replicable}?ids=1,2,3` | the paths of those records and the bytes of their small blobs, in the binary framing of [`batch`] |
+//! | `GET /api/geo/checksums/{replicable}?ids=1,2,3` | [`ChecksumsResponse`] (each verified checksum with its MAC) |
+//! | `GET /api/geo/retrieve_batch/{replicable}?ids=1,2,3` | the paths of those records and the bytes of their small blobs with their checksums and MACs, in the binary framing of [`batch`] |
 //! | `GET /api/geo/status` | [`NodeStatus`]: the site's status (GitLab's field names) |
 //! | `GET /metrics` | Prometheus text format, not authenticated |
 //!
 //! Every `/api/geo/` endpoint needs `Authorization: GL-Geo <access_key>:<jwt>` (see
 //! [`crate::auth`]). Errors are JSON [`ErrorBody`]s with a `geo_code`.
+//!
+//! Every checksum a secondary compares content against comes with a MAC made with the secret
+//! of the key that signed the request ([`crate::auth::mac`]): the header
+//! [`CHECKSUM_MAC_HEADER`] of `retrieve`, the MAC of each `retrieve_batch` blob entry, the `mac`
+//! of each verified [`ChecksumEntry`]. A secondary trusts no checksum without it.
 
 use std::collections::BTreeMap;
 
@@ -35,8 +40,13 @@ pub use status::{
 };
 pub use types::{ReplicableType, parse_gid};
 
-/// Response header carrying the primary's blake3 checksum (hex) of a blob it has verified.
+/// Response header of `retrieve` carrying the blob's blake3 checksum (hex): the primary's
+/// verified checksum, or, for a record it has not verified, the blake3 of the file it serves.
 pub const CHECKSUM_HEADER: &str = "x-geo-checksum";
+
+/// Response header of `retrieve` carrying the MAC of [`CHECKSUM_HEADER`]'s checksum
+/// ([`crate::auth::mac::ChecksumMac`], hex).
+pub const CHECKSUM_MAC_HEADER: &str = "x-geo-checksum-mac";
 
 /// Most ids one `ids=` list may hold.
 pub const MAX_IDS: usize = 1000;
@@ -147,10 +157,14 @@ pub struct ChecksumEntry {
     pub checksum: Option<Checksum>,
     /// When it was verified, if known.
     pub verified_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// The MAC of the verified checksum ([`crate::auth::mac::ChecksumMac`], hex), made with
+    /// the requesting key's secret; absent when there is no verified checksum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
 }
 
 impl ChecksumEntry {
-    /// From the trait's form.
+    /// From the trait's form, without a MAC.
     pub fn new(id: i64, p: &PrimaryChecksum) -> Self {
         ChecksumEntry {
             id,
@@ -158,10 +172,25 @@ impl ChecksumEntry {
             algorithm: p.algorithm,
             checksum: p.checksum,
             verified_at: p.verified_at,
+            mac: None,
         }
     }
 
-    /// To the trait's form.
+    /// With the MAC of its verified checksum under `mac` (`mac(id, checksum)`; no MAC when
+    /// there is no verified checksum).
+    pub fn with_mac(
+        mut self,
+        mac: impl FnOnce(i64, &Checksum) -> Option<crate::auth::mac::ChecksumMac>,
+    ) -> Self {
+        let verified = match self.state {
+            VerificationState::Succeeded => self.checksum,
+            _ => None,
+        };
+        self.mac = verified.and_then(|c| mac(self.id, &c)).map(|m| m.to_hex());
+        self
+    }
+
+    /// To the trait's form (the MAC, checked by the caller, is dropped).
     pub fn into_primary(self) -> (i64, PrimaryChecksum) {
         (
             self.id,

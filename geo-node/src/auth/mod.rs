@@ -20,6 +20,7 @@
 pub mod admin;
 pub mod failures;
 mod keys;
+pub mod mac;
 mod token;
 
 pub use admin::{AdminToken, AdminTokens, Scope, Session, Sessions};

@@ -12,10 +12,15 @@
 //! renames only when the checksum matches; a body shorter than its `Content-Length` fails the
 //! read.
 //!
+//! The checksum a download is compared against is trusted only with a valid MAC
+//! ([`crate::auth::mac`]): a `retrieve` answer without one, a `retrieve_batch` blob without
+//! one, fail for that record; a `checksums` entry without one is never taken for the primary's.
+//!
 //! Errors map to [`SourceError`]: `404 FILE_NOT_FOUND` → `MissingOnPrimary`, `404
 //! RECORD_NOT_FOUND` → `RecordNotFound`, `400 UNKNOWN_REPLICABLE` → `UnknownReplicable`, `401` →
-//! `Unauthorized`, 5xx, timeouts, TLS and I/O → `Transient`. The registry then retries with its
-//! backoff; nothing here retries in a loop.
+//! `Unauthorized`, 5xx, timeouts, TLS and I/O → `Transient`, an unauthentic checksum → `Other`
+//! (naming the replicable and id). The registry then retries with its backoff; nothing here
+//! retries in a loop.
 //!
 //! [`PrimarySource`]: geo_diesel::geo_core::source::PrimarySource
 //! [`BlobStream::reader`]: geo_diesel::geo_core::source::BlobStream::reader

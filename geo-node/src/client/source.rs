@@ -10,9 +10,10 @@ use super::transport::{MAX_JSON, body_reader};
 use super::{ClientError, HttpConfig, LinkStats, NodeClient};
 use crate::api;
 use crate::auth::RequestData;
+use crate::auth::mac::{ChecksumMac, MacError, UnauthenticChecksum};
 use bytes::{Buf, Bytes};
 use geo_diesel::geo_core::blob_store::BlobPath;
-use geo_diesel::geo_core::checksum::Checksum;
+use geo_diesel::geo_core::checksum::{Checksum, checksum_bytes};
 use geo_diesel::geo_core::event::Event;
 use geo_diesel::geo_core::source::{
     BlobStream, EventFeed, PrimaryChecksum, PrimaryIdentity, PrimarySource, SourceError,
@@ -38,6 +39,13 @@ enum Prefetched {
     Blob { checksum: Checksum, data: Bytes },
     /// The file is missing on the primary.
     Missing,
+    /// The entry's checksum came without a valid MAC: the download fails.
+    Refused {
+        /// The request that brought it.
+        what: String,
+        /// Why the checksum is refused.
+        why: UnauthenticChecksum,
+    },
 }
 
 struct PrefetchEntry {
@@ -50,7 +58,7 @@ impl PrefetchEntry {
     fn bytes(&self) -> usize {
         match &self.what {
             Prefetched::Blob { data, .. } => data.len(),
-            Prefetched::Missing => 0,
+            Prefetched::Missing | Prefetched::Refused { .. } => 0,
         }
     }
 }
@@ -102,6 +110,9 @@ impl Prefetch {
 /// with their checksum so the blob store still verifies before renaming. A new `blob_paths`
 /// call for a type drops what an earlier pass left of it. Anything else is fetched with
 /// `retrieve`.
+///
+/// Every checksum is checked against its MAC with this secondary's secret before it is used
+/// (see [`crate::auth::mac`]): a blob whose checksum is not authentic is never handed out.
 pub struct HttpSource {
     client: NodeClient,
     paths: Mutex<HashMap<(String, i64), (String, Instant)>>,
@@ -174,7 +185,30 @@ impl HttpSource {
                 replicable: name.to_owned(),
                 id,
             }),
+            Prefetched::Refused { what, why } => Err(SourceError::other(what, why)),
         })
+    }
+
+    /// Checks a received checksum's MAC with this secondary's secret; a refusal is logged and
+    /// shows as the link's last error.
+    fn authentic(
+        &self,
+        what: &str,
+        mac: Option<&str>,
+        name: &str,
+        id: i64,
+        checksum: &Checksum,
+    ) -> Result<(), UnauthenticChecksum> {
+        let secret = &self.client.config().credentials.secret;
+        ChecksumMac::check_received(mac, secret, name, id, checksum)
+            .inspect_err(|e| self.refused(what, e))
+    }
+
+    fn refused(&self, what: &str, e: &UnauthenticChecksum) {
+        tracing::warn!(replicable = %e.replicable, id = e.id, request = what, error = %e, "refused a checksum from the primary");
+        self.client
+            .stats()
+            .failed(&SourceError::other(what.to_owned(), e.clone()));
     }
 
     fn seg(s: &str) -> Result<&str, SourceError> {
@@ -269,11 +303,25 @@ impl PrimarySource for HttpSource {
                 "/api/geo/checksums/{name}?ids={}",
                 api::join_ids(chunk)
             ))?;
-            out.extend(
-                r.checksums
-                    .into_iter()
-                    .map(api::ChecksumEntry::into_primary),
-            );
+            let what = format!("GET /api/geo/checksums/{name}");
+            for entry in r.checksums {
+                let mac = entry.mac.clone();
+                let (id, mut p) = entry.into_primary();
+                if let Some(sum) = p.verified_checksum().copied()
+                    && self
+                        .authentic(&what, mac.as_deref(), name, id, &sum)
+                        .is_err()
+                {
+                    // Not the primary's word: what stands in for it is a checksum no content
+                    // has (the blake3 of a label and the refused value), so verification
+                    // records a mismatch and resyncs, and a download never takes it as its
+                    // expected checksum to match planted bytes.
+                    let mut poisoned = b"geo: refused checksum\0".to_vec();
+                    poisoned.extend_from_slice(&sum.0);
+                    p.checksum = Some(checksum_bytes(&poisoned));
+                }
+                out.insert(id, p);
+            }
             let mut paths = self.paths.lock().unwrap_or_else(|p| p.into_inner());
             paths.retain(|_, (_, at)| now.duration_since(*at) < PATH_CACHE_TTL);
             for (id, p) in r.blob_paths {
@@ -342,9 +390,17 @@ impl PrimarySource for HttpSource {
                     api::batch::BatchEntry::Blob {
                         path,
                         checksum,
+                        mac,
                         data,
                         ..
-                    } => (path, Prefetched::Blob { checksum, data }),
+                    } => {
+                        let what = format!("GET /api/geo/retrieve_batch/{name}");
+                        let hex = mac.to_hex();
+                        match self.authentic(&what, Some(&hex), name, id, &checksum) {
+                            Ok(()) => (path, Prefetched::Blob { checksum, data }),
+                            Err(why) => (path, Prefetched::Refused { what, why }),
+                        }
+                    }
                 };
                 out.insert(id, path.clone());
                 cache.insert(
@@ -384,26 +440,37 @@ impl PrimarySource for HttpSource {
 }
 
 impl HttpSource {
-    /// `GET /api/geo/retrieve/{name}/{id}`, streamed.
+    /// `GET /api/geo/retrieve/{name}/{id}`, streamed. The answer must carry the checksum and
+    /// its MAC: the blob store compares the bytes with that checksum before renaming, so a
+    /// checksum the secondary could not authenticate would let anyone on the path choose them.
     fn retrieve(&self, name: &str, id: i64) -> Result<BlobStream, SourceError> {
         let path = format!("/api/geo/retrieve/{name}/{id}");
         let resp = self.client.get(&path, &RequestData::blob(name, id))?;
-        let size = resp.content_length();
+        let what = format!("GET {path}");
+        let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok());
         let checksum = match resp.headers().get(api::CHECKSUM_HEADER) {
-            None => None,
-            Some(v) => Some(
-                v.to_str()
-                    .ok()
-                    .and_then(|s| Checksum::from_hex(s).ok())
-                    .ok_or_else(|| {
-                        SourceError::other(format!("GET {path}"), "bad X-Geo-Checksum header")
-                    })?,
-            ),
+            None => {
+                let e = UnauthenticChecksum {
+                    replicable: name.to_owned(),
+                    id,
+                    reason: MacError::Missing,
+                };
+                self.refused(&what, &e);
+                return Err(SourceError::other(what, e));
+            }
+            Some(v) => v
+                .to_str()
+                .ok()
+                .and_then(|s| Checksum::from_hex(s).ok())
+                .ok_or_else(|| SourceError::other(what.clone(), "bad X-Geo-Checksum header"))?,
         };
+        self.authentic(&what, header(api::CHECKSUM_MAC_HEADER), name, id, &checksum)
+            .map_err(|e| SourceError::other(what.clone(), e))?;
+        let size = resp.content_length();
         Ok(BlobStream {
             reader: Box::new(body_reader(resp)),
             size,
-            checksum,
+            checksum: Some(checksum),
         })
     }
 }

@@ -1,11 +1,14 @@
 //! What a secondary asks about records: `ids` (for the backfill), `checksums` (for
 //! verification, with the blob paths), and `blob_path`.
 
+use std::sync::Arc;
+
 use axum::Json;
+use axum::extract::State;
 use serde::Deserialize;
 
 use super::extract::{Authorized, Params, Primary, Record, Replicable};
-use super::{ApiError, IdListQuery, blocking};
+use super::{ApiError, IdListQuery, NodeState, blocking};
 use crate::api::{self, BlobPathResponse, ChecksumEntry, ChecksumsResponse, IdsResponse};
 
 /// `GET /api/geo/blob_path/{replicable}/{id}`.
@@ -56,9 +59,12 @@ pub(super) async fn ids(
 }
 
 /// `GET /api/geo/checksums/{replicable}?ids=…`: the primary's verification state of those
-/// records, and their blob paths (so the secondary needs no request per download for them).
+/// records, each verified checksum with its MAC for the caller's key
+/// ([`crate::auth::mac`]), and their blob paths (so the secondary needs no request per
+/// download for them).
 pub(super) async fn checksums(
-    _: Authorized,
+    State(state): State<Arc<NodeState>>,
+    Authorized { key, .. }: Authorized,
     Params(q): Params<IdListQuery>,
     Replicable(name): Replicable,
     Primary(service): Primary,
@@ -67,10 +73,14 @@ pub(super) async fn checksums(
     blocking(move || {
         let sums = service.source.primary_checksums(name, &ids)?;
         let blob_paths = service.blob_paths(name, &ids)?;
+        let keys = state.keys();
         Ok(Json(ChecksumsResponse {
             checksums: sums
                 .iter()
-                .map(|(id, p)| ChecksumEntry::new(*id, p))
+                .map(|(id, p)| {
+                    ChecksumEntry::new(*id, p)
+                        .with_mac(|id, sum| keys.checksum_mac(&key, name, id, sum))
+                })
                 .collect(),
             blob_paths,
         }))

@@ -10,12 +10,14 @@ use axum::http::{HeaderValue, header};
 use axum::response::Response;
 use bytes::Bytes;
 use geo_diesel::geo_core::blob_store::BlobPath;
-use geo_diesel::geo_core::checksum::checksum_bytes;
+use geo_diesel::geo_core::checksum::{Checksum, checksum_bytes, checksum_reader};
 use geo_diesel::geo_core::source::SourceError;
 
 use super::extract::{Authorized, AuthorizedBlob, Params, Primary, Replicable};
 use super::{ApiError, IdListQuery, NodeState, PrimaryService, blocking};
 use crate::api;
+use crate::auth::AccessKey;
+use crate::auth::mac::ChecksumMac;
 
 /// Bytes per piece of a streamed blob.
 pub const CHUNK: usize = 256 * 1024;
@@ -24,13 +26,15 @@ pub const CHUNK: usize = 256 * 1024;
 const CHANNEL_DEPTH: usize = 4;
 
 /// `GET /api/geo/retrieve/{replicable}/{id}`: the blob, streamed in [`CHUNK`]-sized pieces
-/// through a bounded channel from a blocking reader, with `Content-Length` and, when the
-/// primary verified it, [`api::CHECKSUM_HEADER`].
+/// through a bounded channel from a blocking reader, with `Content-Length`,
+/// [`api::CHECKSUM_HEADER`] (the verified checksum, or the file's blake3 when the primary has
+/// not verified it) and its MAC for the caller's key, [`api::CHECKSUM_MAC_HEADER`].
 pub(super) async fn retrieve(
     State(state): State<Arc<NodeState>>,
-    AuthorizedBlob { name, id, .. }: AuthorizedBlob,
+    AuthorizedBlob { name, id, key, .. }: AuthorizedBlob,
     Primary(service): Primary,
 ) -> Result<Response, ApiError> {
+    let macs = Arc::clone(&state);
     let opened = blocking(move || {
         let source = &service.source;
         let path = source
@@ -57,10 +61,15 @@ pub(super) async fn retrieve(
         // Read the first piece here: small blobs need no second trip to the blocking pool.
         let first = read_chunk(&mut reader)
             .map_err(|e| ApiError::transient(format!("reading the file of {name} {id}"), e))?;
-        Ok((size, checksum, first, reader))
+        let checksum = match checksum {
+            Some(c) => c,
+            None => service.served_checksum(name, id, &path, size, &first)?,
+        };
+        let mac = checksum_mac(&macs, &key, name, id, &checksum)?;
+        Ok((size, (checksum, mac), first, reader))
     })
     .await?;
-    let (size, checksum, first, reader) = opened;
+    let (size, (checksum, mac), first, reader) = opened;
     let served = state.metrics().served_counter();
     served.inc_by(first.len() as u64);
     let body = if first.len() < CHUNK {
@@ -104,12 +113,27 @@ pub(super) async fn retrieve(
     if let Some(n) = size {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
     }
-    if let Some(c) = checksum
-        && let Ok(v) = HeaderValue::from_str(&c.to_hex())
-    {
+    if let Ok(v) = HeaderValue::from_str(&checksum.to_hex()) {
         h.insert(api::CHECKSUM_HEADER, v);
     }
+    if let Ok(v) = HeaderValue::from_str(&mac.to_hex()) {
+        h.insert(api::CHECKSUM_MAC_HEADER, v);
+    }
     Ok(response)
+}
+
+/// The MAC of `checksum` for the caller's `key` (which it was authorized with just before).
+fn checksum_mac(
+    state: &NodeState,
+    key: &AccessKey,
+    name: &str,
+    id: i64,
+    checksum: &Checksum,
+) -> Result<ChecksumMac, ApiError> {
+    state
+        .keys()
+        .checksum_mac(key, name, id, checksum)
+        .ok_or_else(|| ApiError::internal("the caller's access key is no longer known"))
 }
 
 /// Reads up to [`CHUNK`] bytes (fewer only at the end of the data).
@@ -132,13 +156,19 @@ fn read_chunk(reader: &mut dyn Read) -> std::io::Result<Bytes> {
 /// their small blobs, in the framing of [`api::batch`].
 pub(super) async fn retrieve_batch(
     State(state): State<Arc<NodeState>>,
-    _: Authorized,
+    Authorized { key, .. }: Authorized,
     Params(q): Params<IdListQuery>,
     Replicable(name): Replicable,
     Primary(service): Primary,
 ) -> Result<Response, ApiError> {
     let ids = q.ids()?;
-    let (body, blobs, bytes) = blocking(move || service.batch(name, &ids)).await?;
+    let macs = Arc::clone(&state);
+    let (body, blobs, bytes) = blocking(move || {
+        service.batch(name, &ids, &|id, sum| {
+            checksum_mac(&macs, &key, name, id, sum)
+        })
+    })
+    .await?;
     state.metrics().served(bytes);
     tracing::debug!(replicable = name, blobs, bytes, "retrieve_batch");
     let mut response = Response::new(Body::from(body));
@@ -150,11 +180,50 @@ pub(super) async fn retrieve_batch(
 }
 
 impl PrimaryService {
-    /// The body of a `retrieve_batch` answer for `ids`, the number of blobs whose bytes it
-    /// carries, and those bytes' total. Every path goes through the same checks as `retrieve`
+    /// The checksum of a blob the primary has not verified, as it is served: the blake3 of
+    /// `first` when that is the whole file (no second read for small blobs), else of the file
+    /// read once more (the store's hasher when it is local). A file that changes between this
+    /// read and the stream fails the secondary's check and is fetched again.
+    fn served_checksum(
+        &self,
+        name: &'static str,
+        id: i64,
+        path: &BlobPath,
+        size: Option<u64>,
+        first: &[u8],
+    ) -> Result<Checksum, ApiError> {
+        let whole = match size {
+            Some(n) => n == first.len() as u64,
+            None => first.len() < CHUNK,
+        };
+        if whole {
+            return Ok(checksum_bytes(first));
+        }
+        let hashing = |e: &dyn std::fmt::Display| {
+            ApiError::transient(format!("hashing the file of {name} {id}"), e.to_string())
+        };
+        if let Some(store) = &self.store {
+            return store
+                .checksum(path)
+                .map(|(c, _)| c)
+                .map_err(|e| hashing(&e));
+        }
+        let blob = self.open(name, id, path)?;
+        checksum_reader(blob.reader)
+            .map(|(c, _)| c)
+            .map_err(|e| hashing(&e))
+    }
+
+    /// The body of a `retrieve_batch` answer for `ids`, each blob's checksum MAC'd with
+    /// `mac`, the number of blobs whose bytes it carries, and those bytes' total. Every path goes through the same checks as `retrieve`
     /// ([`BlobPath`], the store's link checks); anything refused, unreadable, larger than
     /// [`api::MAX_BATCH_BLOB`] or past [`api::MAX_BATCH_BYTES`] is left to `retrieve`.
-    fn batch(&self, name: &'static str, ids: &[i64]) -> Result<(Bytes, usize, u64), ApiError> {
+    fn batch(
+        &self,
+        name: &'static str,
+        ids: &[i64],
+        mac: &dyn Fn(i64, &Checksum) -> Result<ChecksumMac, ApiError>,
+    ) -> Result<(Bytes, usize, u64), ApiError> {
         use api::batch::{BatchEntry, Encoder};
         let paths = self.blob_paths(name, ids)?;
         let sums = match self.source.primary_checksums(name, ids) {
@@ -205,6 +274,7 @@ impl PrimaryService {
                                     id,
                                     path: path.clone(),
                                     checksum,
+                                    mac: mac(id, &checksum)?,
                                     data: Bytes::from(data),
                                 }
                             }
