@@ -86,14 +86,49 @@ fn set_header(head: &str, name: &str, value: &str) -> String {
     format!("{}\r\n\r\n", lines.join("\r\n"))
 }
 
-fn content_length(head: &str) -> usize {
-    head.lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines().find_map(|l| {
+        let (k, v) = l.split_once(':')?;
+        k.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// `head` without header `name`.
+fn drop_header(head: &str, name: &str) -> String {
+    let lines: Vec<&str> = head
+        .trim_end_matches("\r\n")
+        .split("\r\n")
+        .filter(|l| {
+            !l.split_once(':')
+                .is_some_and(|(k, _)| k.trim().eq_ignore_ascii_case(name))
         })
-        .expect("the primary sends Content-Length")
+        .collect();
+    format!("{}\r\n\r\n", lines.join("\r\n"))
+}
+
+/// The whole body after `head`: `Content-Length` bytes, or a chunked body decoded.
+fn read_body(head: &str, r: &mut impl BufRead) -> std::io::Result<Vec<u8>> {
+    if let Some(n) = header(head, "content-length") {
+        let mut body = vec![0u8; n.parse().unwrap()];
+        r.read_exact(&mut body)?;
+        return Ok(body);
+    }
+    assert!(
+        header(head, "transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked")),
+        "a body with neither Content-Length nor chunked: {head}"
+    );
+    let mut body = Vec::new();
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line)?;
+        let n = usize::from_str_radix(line.trim().split(';').next().unwrap(), 16).unwrap();
+        let mut chunk = vec![0u8; n + 2];
+        r.read_exact(&mut chunk)?;
+        if n == 0 {
+            return Ok(body);
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
 }
 
 /// The record id at the end of a `/retrieve/{replicable}/{id}` request line.
@@ -114,8 +149,9 @@ fn forward(client: TcpStream, upstream: &str, rewrite: &AtomicBool) -> std::io::
         let Some(mut head) = read_head(&mut from_up)? else {
             return Ok(());
         };
-        let mut body = vec![0u8; content_length(&head)];
-        from_up.read_exact(&mut body)?;
+        let mut body = read_body(&head, &mut from_up)?;
+        // Sent on with its length, whichever framing it came in.
+        head = drop_header(&head, "transfer-encoding");
         let ok = head.starts_with("HTTP/1.1 200");
         if ok && rewrite.load(Ordering::SeqCst) {
             if let Some(id) = retrieve_id(&req) {
@@ -145,8 +181,8 @@ fn forward(client: TcpStream, upstream: &str, rewrite: &AtomicBool) -> std::io::
                 }
                 body = serde_json::to_vec(&r).unwrap();
             }
-            head = set_header(&head, "content-length", &body.len().to_string());
         }
+        head = set_header(&head, "content-length", &body.len().to_string());
         to_client.write_all(head.as_bytes())?;
         to_client.write_all(&body)?;
     }
