@@ -45,7 +45,7 @@ pub enum OpsCommand {
     /// One full backfill sweep of a secondary against its primary; with
     /// `--allow-mass-removal`, the operator's confirmation of a sweep the mass-removal guard
     /// refused.
-    Backfill(BackfillArgs),
+    Backfill(Box<BackfillArgs>),
 }
 
 /// Which records `resync` / `reverify` act on.
@@ -111,7 +111,7 @@ impl OpsCommand {
             OpsCommand::Resync(args) => act(Action::Resync, args),
             OpsCommand::Reverify(args) => act(Action::Reverify, args),
             OpsCommand::Flags { action } => run_flags(action),
-            OpsCommand::Backfill(args) => backfill::run_backfill(args),
+            OpsCommand::Backfill(args) => backfill::run_backfill(*args),
         }
     }
 }
