@@ -266,16 +266,47 @@ fn proxy_connection(
         let Some(head) = read_head(&mut from_up)? else {
             return Ok(());
         };
-        let len: usize = head
-            .lines()
-            .find_map(|l| {
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
                 let (k, v) = l.split_once(':')?;
-                k.eq_ignore_ascii_case("content-length")
-                    .then(|| v.trim().parse().ok())?
+                k.trim()
+                    .eq_ignore_ascii_case(name)
+                    .then(|| v.trim().to_owned())
             })
-            .expect("the test server always sends Content-Length");
-        let mut body = vec![0u8; len];
-        from_up.read_exact(&mut body)?;
+        };
+        let chunked =
+            header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+        let mut body = Vec::new();
+        if let Some(len) = header("content-length") {
+            body = vec![0u8; len.parse().unwrap()];
+            from_up.read_exact(&mut body)?;
+        } else {
+            assert!(chunked, "neither Content-Length nor chunked: {head}");
+            loop {
+                let mut line = String::new();
+                from_up.read_line(&mut line)?;
+                let n = usize::from_str_radix(line.trim().split(';').next().unwrap(), 16).unwrap();
+                let mut chunk = vec![0u8; n + 2];
+                from_up.read_exact(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                body.extend_from_slice(&chunk[..n]);
+            }
+        }
+        // Sent on with its length, whichever framing it came in.
+        let mut head: String = head
+            .trim_end_matches("\r\n")
+            .split("\r\n")
+            .filter(|l| {
+                !l.split_once(':').is_some_and(|(k, _)| {
+                    let k = k.trim();
+                    k.eq_ignore_ascii_case("transfer-encoding")
+                        || k.eq_ignore_ascii_case("content-length")
+                })
+            })
+            .collect::<Vec<_>>()
+            .join("\r\n");
         if req.contains("/retrieve_batch/") && corrupt.load(Ordering::SeqCst) {
             let mut enc = batch::Encoder::new();
             for e in batch::decode(body.into()).unwrap() {
@@ -304,6 +335,7 @@ fn proxy_connection(
             }
             body = enc.finish().to_vec();
         }
+        head.push_str(&format!("\r\ncontent-length: {}\r\n\r\n", body.len()));
         to_client.write_all(head.as_bytes())?;
         to_client.write_all(&body)?;
     }

@@ -128,6 +128,8 @@ impl NodeClient {
         match &r {
             Ok(_) => self.stats.ok(),
             Err(e @ SourceError::Transient { .. }) => self.stats.failed(e),
+            // Nothing was sent: the configuration is refused.
+            Err(e) if self.client.is_err() => self.stats.failed(e),
             // The primary answered: the link works.
             Err(_) => self.stats.ok(),
         }
