@@ -148,7 +148,8 @@ impl Conn {
         }
     }
 
-    fn serving(&self) -> bool {
+    /// Whether a request is in flight on the connection.
+    pub(super) fn serving(&self) -> bool {
         self.phase().in_flight > 0
     }
 

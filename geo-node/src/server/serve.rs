@@ -499,6 +499,10 @@ async fn serve_connection<S>(
                 }
             }
             _ = stop.wait_for(|s| *s), if !stopping => {
+                // Serving nothing (idle, or half a head): closed now; else after its answer.
+                if !conn.serving() {
+                    break;
+                }
                 connection.as_mut().graceful_shutdown();
                 stopping = true;
             }
