@@ -319,3 +319,199 @@ fn status_round_trip_from_the_server_to_the_cli_table() {
     assert!(table.contains("\n  docs_checksummed_count: 3\n"), "{table}");
     assert!(!table.contains("docs_synced_count"), "{table}");
 }
+
+/// Counts the queries diesel runs on connections to one database file, as the database layer
+/// sees them (diesel's `Instrumentation` on every connection this process opens).
+mod queries {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use diesel::connection::{Instrumentation, InstrumentationEvent};
+
+    static WATCHED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+
+    struct Counter {
+        counting: bool,
+    }
+
+    impl Instrumentation for Counter {
+        fn on_connection_event(&mut self, event: InstrumentationEvent<'_>) {
+            match event {
+                InstrumentationEvent::StartEstablishConnection { url, .. } => {
+                    self.counting = WATCHED.lock().unwrap().iter().any(|w| w == url);
+                }
+                InstrumentationEvent::StartQuery { .. } if self.counting => {
+                    COUNT.fetch_add(1, Ordering::SeqCst);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn counter() -> Option<Box<dyn Instrumentation>> {
+        Some(Box::new(Counter { counting: false }))
+    }
+
+    /// Counts the queries of connections opened from now on to `url`.
+    pub fn watch(url: &str) {
+        WATCHED.lock().unwrap().push(url.to_owned());
+        diesel::connection::set_default_instrumentation(counter).unwrap();
+    }
+
+    /// Queries counted so far.
+    pub fn count() -> u64 {
+        COUNT.load(Ordering::SeqCst)
+    }
+}
+
+/// A scrape loop at 200 requests a second, `/metrics` and `GET /api/geo/status` in turn, for
+/// `secs`: the number of answers that were 200.
+fn scrape_loop(server: &ServerHandle, creds: &geo_node::Credentials, secs: f64) -> usize {
+    let addr = server.addr().to_string();
+    let started = std::time::Instant::now();
+    let n = (secs * 200.0) as u32;
+    let mut ok = 0;
+    for i in 0..n {
+        let at = started + std::time::Duration::from_millis(5) * i;
+        if let Some(wait) = at.checked_duration_since(std::time::Instant::now()) {
+            std::thread::sleep(wait);
+        }
+        let code = if i % 2 == 0 {
+            raw_get(&addr, "/metrics", None).0
+        } else {
+            let path = "/api/geo/status";
+            let auth = creds.authorization(&RequestData::get(path), Utc::now().timestamp());
+            raw_get(&addr, path, Some(&auth)).0
+        };
+        ok += usize::from(code == 200);
+    }
+    ok
+}
+
+#[test]
+fn any_scrape_rate_costs_one_status_read_per_ttl() {
+    let tmp = tempfile::tempdir().unwrap();
+    queries::watch(&tmp.path().join("primary.sqlite3").display().to_string());
+    let primary = Primary::direct(tmp.path());
+    for i in 0..5 {
+        create_doc(&primary.db, primary.store.as_ref(), &format!("s/{i}"), b"x");
+    }
+    primary.verify_all();
+    let serve = |ttl: std::time::Duration| {
+        let state = NodeState::new("scraped", geo_node::KeyRing::with([primary.creds.clone()]))
+            .with_primary(geo_node::PrimaryService::direct(
+                primary.db.clone(),
+                primary.store.clone(),
+                Some(primary.verifier.clone()),
+            ))
+            .with_status_ttl(ttl);
+        ServerHandle::start("127.0.0.1:0", Arc::new(state), 2).unwrap()
+    };
+    let server = serve(geo_node::server::DEFAULT_STATUS_TTL);
+
+    // What one fresh status read costs (the admin page's path: not cached).
+    let before = queries::count();
+    let fresh = geo_node::server::collect_status(server.state());
+    let one_read = queries::count() - before;
+    assert!(fresh.is_healthy(), "{fresh:?}");
+    assert!(one_read >= 1, "the counter sees the status queries");
+    let again = queries::count();
+    geo_node::server::collect_status(server.state());
+    assert_eq!(
+        queries::count() - again,
+        one_read,
+        "a status read is stable"
+    );
+
+    // 2.5 s at 200 a second with the default TTL (10 s): one read in all.
+    let before = queries::count();
+    let ok = scrape_loop(&server, &primary.creds, 2.5);
+    let during = queries::count() - before;
+    eprintln!(
+        "200/s for 2.5 s (500 scrapes, TTL 10 s): {during} queries; one status read is {one_read}"
+    );
+    assert_eq!(ok, 500, "every scrape answered");
+    assert!(
+        during <= one_read,
+        "{during} queries > one read ({one_read})"
+    );
+    // The cached answers are the database's: the counts are there.
+    let (_, text) = raw_get(&server.addr().to_string(), "/metrics", None);
+    assert!(text.contains("geo_docs{name=\"scraped\"} 5\n"), "{text}");
+    server.stop();
+
+    // With a TTL of 500 ms, the same loop reads at most once per TTL.
+    let server = serve(std::time::Duration::from_millis(500));
+    let before = queries::count();
+    let ok = scrape_loop(&server, &primary.creds, 2.5);
+    let during = queries::count() - before;
+    eprintln!("200/s for 2.5 s, TTL 500 ms: {during} queries");
+    assert_eq!(ok, 500);
+    assert!(during <= 6 * one_read, "{during} > 6 reads of {one_read}");
+    assert!(during > one_read, "the cache expires: {during}");
+}
+
+#[test]
+fn metrics_on_their_own_listener_and_not_on_the_main_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Primary::direct(tmp.path());
+    create_doc(&primary.db, primary.store.as_ref(), "m/1", b"x");
+    primary.verify_all();
+    let state = || {
+        Arc::new(
+            NodeState::new("metered", geo_node::KeyRing::with([primary.creds.clone()]))
+                .with_primary(geo_node::PrimaryService::direct(
+                    primary.db.clone(),
+                    primary.store.clone(),
+                    Some(primary.verifier.clone()),
+                )),
+        )
+    };
+    let options = geo_node::server::ServeOptions::new().metrics_listen("127.0.0.1:0");
+    let server = ServerHandle::start_with("127.0.0.1:0", state(), options).unwrap();
+    let maddr = server
+        .metrics_addr()
+        .expect("a metrics listener")
+        .to_string();
+    assert_ne!(maddr, server.addr().to_string());
+    assert_eq!(
+        server.metrics_url().unwrap(),
+        format!("http://{maddr}/metrics")
+    );
+    let (code, text) = raw_get(&maddr, "/metrics", None);
+    assert_eq!(code, 200);
+    assert!(text.contains("geo_docs{name=\"metered\"} 1\n"), "{text}");
+    // Nothing else there, and no /metrics on the main listener.
+    let path = "/api/geo/status";
+    let auth = primary
+        .creds
+        .authorization(&RequestData::get(path), Utc::now().timestamp());
+    assert_eq!(raw_get(&maddr, path, Some(&auth)).0, 404);
+    let main = server.addr().to_string();
+    assert_eq!(raw_get(&main, "/metrics", None).0, 404);
+    assert_eq!(raw_get(&main, path, Some(&auth)).0, 200);
+    // The scrapes are counted like any request.
+    let (_, text) = raw_get(&maddr, "/metrics", None);
+    assert!(
+        text.contains(
+            "geo_http_requests_total{name=\"metered\",endpoint=\"metrics\",code=\"200\"} 1\n"
+        ),
+        "{text}"
+    );
+    server.stop();
+
+    // Without --metrics-listen, a main listener that is not on loopback serves no /metrics.
+    let server = ServerHandle::start("0.0.0.0:0", state(), 1).unwrap();
+    assert_eq!(server.metrics_url(), None);
+    let local = format!("127.0.0.1:{}", server.addr().port());
+    assert_eq!(raw_get(&local, "/metrics", None).0, 404);
+    assert_eq!(raw_get(&local, path, Some(&auth)).0, 200);
+    // On loopback, it does (as the tests and a single-machine setup scrape it).
+    let server = ServerHandle::start("127.0.0.1:0", state(), 1).unwrap();
+    assert_eq!(
+        server.metrics_url().unwrap(),
+        format!("http://{}/metrics", server.addr())
+    );
+    assert_eq!(raw_get(&server.addr().to_string(), "/metrics", None).0, 200);
+}

@@ -148,7 +148,8 @@ impl Conn {
         }
     }
 
-    fn serving(&self) -> bool {
+    /// Whether a request is in flight on the connection.
+    pub(super) fn serving(&self) -> bool {
         self.phase().in_flight > 0
     }
 
@@ -337,6 +338,44 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
 
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
+    }
+}
+
+/// A response body that keeps `guard` alive until the body is done (sent or dropped), and
+/// is otherwise the body itself: its frames, its end and its size hint (so a known length
+/// still goes out as `Content-Length`).
+#[derive(Debug)]
+pub(super) struct Held<B, G> {
+    body: B,
+    _guard: G,
+}
+
+impl<B, G> Held<B, G> {
+    pub(super) fn new(body: B, guard: G) -> Self {
+        Held {
+            body,
+            _guard: guard,
+        }
+    }
+}
+
+impl<B: http_body::Body + Unpin, G: Unpin> http_body::Body for Held<B, G> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
     }
 }
 

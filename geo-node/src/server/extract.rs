@@ -191,7 +191,14 @@ impl FromRequestParts<Arc<NodeState>> for AdminCaller {
     ) -> Result<Self, ApiError> {
         admin_caller(parts, state).inspect_err(|e| {
             state.metrics().admin_auth_failure();
-            tracing::warn!(status = e.status().as_u16(), reason = %e.body().message, "refused an operator's request");
+            if let Some(suppressed) = state.auth_log().record(peer_source(parts), Instant::now()) {
+                tracing::warn!(
+                    status = e.status().as_u16(),
+                    reason = %e.body().message,
+                    suppressed,
+                    "refused an operator's request"
+                );
+            }
         })
     }
 }
@@ -287,14 +294,9 @@ fn authorize(parts: &Parts, state: &NodeState, data: &RequestData) -> Result<Acc
 /// answers the one `401`.
 fn refused(parts: &Parts, state: &NodeState, header: Option<&str>, e: &AuthError) -> ApiError {
     state.metrics().auth_failure(e);
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
-    let source = match (state.keys().named_key(header), peer) {
-        (Some(key), _) => FailureSource::Key(key.clone()),
-        (None, Some(ip)) => FailureSource::Peer(ip),
-        (None, None) => FailureSource::Other,
+    let source = match state.keys().named_key(header) {
+        Some(key) => FailureSource::Key(key.clone()),
+        None => peer_source(parts),
     };
     if let Some(suppressed) = state.auth_log().record(source.clone(), Instant::now()) {
         tracing::warn!(
@@ -306,6 +308,14 @@ fn refused(parts: &Parts, state: &NodeState, header: Option<&str>, e: &AuthError
         );
     }
     ApiError::unauthorized()
+}
+
+/// The peer's address as the source of a refusal.
+fn peer_source(parts: &Parts) -> FailureSource {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(FailureSource::Other, |c| FailureSource::Peer(c.0.ip()))
 }
 
 /// The path parameters; an undecodable path is `400 BAD_REQUEST`.

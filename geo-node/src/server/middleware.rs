@@ -16,8 +16,8 @@ use axum::body::Body;
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
-use http_body_util::BodyExt as _;
 
+use super::conn::Held;
 use super::{NodeState, route};
 use crate::auth::AccessKey;
 
@@ -53,12 +53,7 @@ pub(super) async fn track(
     }
     match slot.take() {
         None => response,
-        Some(permit) => response.map(|body| {
-            Body::new(body.map_frame(move |frame| {
-                let _in_flight = &permit;
-                frame
-            }))
-        }),
+        Some(permit) => response.map(|body| Body::new(Held::new(body, permit))),
     }
 }
 

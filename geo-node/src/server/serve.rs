@@ -26,14 +26,13 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::ConnectInfo;
-use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
-use super::conn::{Expired, Limits, Slot, Tracker, Watched};
+use super::conn::{Expired, Held, Limits, Slot, Tracker, Watched};
 use super::{NodeState, router_with};
 use crate::metrics::ConnectionEnd;
 use crate::tls::ServerTls;
@@ -452,12 +451,7 @@ async fn serve_connection<S>(
         let answer = hyper::service::Service::call(&tower, req);
         async move {
             let response = answer.await?;
-            Ok::<_, Infallible>(response.map(move |body| {
-                body.map_frame(move |frame| {
-                    let _serving = &guard;
-                    frame
-                })
-            }))
+            Ok::<_, Infallible>(response.map(move |body| Held::new(body, guard)))
         }
     });
     let mut builder = hyper::server::conn::http1::Builder::new();
@@ -505,6 +499,10 @@ async fn serve_connection<S>(
                 }
             }
             _ = stop.wait_for(|s| *s), if !stopping => {
+                // Serving nothing (idle, or half a head): closed now; else after its answer.
+                if !conn.serving() {
+                    break;
+                }
                 connection.as_mut().graceful_shutdown();
                 stopping = true;
             }
