@@ -34,22 +34,20 @@ use geo_diesel::geo_core::clock::Env;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
 
-use geo_diesel::geo_core::status::ReplicableStatuses;
-
-use crate::api::NodeStatus;
-use crate::auth::Credentials;
-use crate::client::{HttpConfig, NodeClient};
-use crate::server::{NodeState, PrimaryService, SecondaryService, ServeOptions, ServerHandle};
-use crate::tls::ServerTls;
+use crate::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
 
 mod keys;
 mod link;
 mod secret;
+mod serve;
+mod status;
 mod tunables;
 
 pub use keys::{KeysAction, load_keys};
 pub use link::{ClientTlsArgs, LinkArgs};
 pub use secret::{DatabaseUrl, SecretArg};
+pub use serve::ServerArgs;
+pub use status::{StatusArgs, render_status};
 pub use tunables::{PrimaryTunables, SecondaryTunables, ServerTunables, Span};
 
 /// How often the bulk worker looks for a queued bulk update when it has none.
@@ -146,48 +144,6 @@ pub struct PrimaryArgs {
     pub tuning: PrimaryTunables,
 }
 
-/// How a site's server listens: HTTPS, `/metrics` on its own address, and its limits (shared by
-/// `primary` and `secondary`).
-#[derive(Debug, Clone, clap::Args)]
-#[non_exhaustive]
-pub struct ServerArgs {
-    /// Serve HTTPS only, with this certificate chain (PEM, the site's certificate first). Give
-    /// --tls-key with it.
-    #[arg(long, env = "GEO_TLS_CERT", value_name = "PATH", requires = "tls_key")]
-    pub tls_cert: Option<PathBuf>,
-    /// The private key of --tls-cert (PEM: PKCS#8, RSA or EC). Give --tls-cert with it.
-    #[arg(long, env = "GEO_TLS_KEY", value_name = "PATH", requires = "tls_cert")]
-    pub tls_key: Option<PathBuf>,
-    /// Serve GET /metrics (plain HTTP, unauthenticated, for Prometheus) on this address, and
-    /// not on the main listener. Without it, /metrics is on the main listener only when that
-    /// listens on a loopback address.
-    #[arg(long, env = "GEO_METRICS_LISTEN", value_name = "ADDR")]
-    pub metrics_listen: Option<String>,
-    /// Timeouts, the connection cap, the per-key limit and the status cache.
-    #[command(flatten)]
-    pub limits: ServerTunables,
-}
-
-impl ServerArgs {
-    /// The server's options with `threads` workers; reads the TLS files (a bad file is an
-    /// error naming it).
-    pub fn serve_options(&self, threads: usize) -> Result<ServeOptions> {
-        let mut options = self.limits.apply(ServeOptions::default().threads(threads));
-        if let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) {
-            options = options.tls(ServerTls::from_pem_files(cert, key)?);
-        }
-        if let Some(addr) = &self.metrics_listen {
-            options = options.metrics_listen(addr.clone());
-        }
-        Ok(options)
-    }
-
-    /// `state` with the per-key limit and the status cache of the flags.
-    pub fn apply_state(&self, state: NodeState) -> NodeState {
-        self.limits.apply_state(state)
-    }
-}
-
 /// `secondary`.
 #[derive(Debug, Clone, clap::Args)]
 #[non_exhaustive]
@@ -221,27 +177,6 @@ pub struct SecondaryArgs {
     pub tuning: SecondaryTunables,
 }
 
-/// `status`.
-#[derive(Debug, Clone, clap::Args)]
-#[non_exhaustive]
-pub struct StatusArgs {
-    /// The site's base URL.
-    #[arg(long, env = "GEO_NODE_URL", default_value = "http://127.0.0.1:8080")]
-    pub url: String,
-    /// An access key the site accepts.
-    #[arg(long, env = "GEO_ACCESS_KEY")]
-    pub access_key: String,
-    /// Its secret (prefer the environment variable).
-    #[arg(long, env = "GEO_SECRET", hide_env_values = true)]
-    pub secret: SecretArg,
-    /// Print the raw JSON.
-    #[arg(long)]
-    pub json: bool,
-    /// How the site is verified.
-    #[command(flatten)]
-    pub tls: ClientTlsArgs,
-}
-
 /// Installs a `tracing` subscriber writing to stderr, filtered by `RUST_LOG` (default `info`).
 /// Does nothing when one is installed already.
 pub fn init_tracing() {
@@ -260,7 +195,7 @@ impl NodeCommand {
         match self {
             NodeCommand::Primary(args) => run_primary(args, app),
             NodeCommand::Secondary(args) => run_secondary(args),
-            NodeCommand::Status(args) => run_status(args),
+            NodeCommand::Status(args) => status::run_status(args),
             NodeCommand::Ops(cmd) => cmd.run(),
             NodeCommand::Keys { action } => action.run(),
         }
@@ -419,68 +354,6 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     bulk.stop();
     workers.stop();
     Ok(ExitCode::SUCCESS)
-}
-
-fn run_status(args: StatusArgs) -> Result<ExitCode> {
-    let creds = Credentials::new(&args.access_key, args.secret.expose())
-        .context("--access-key/--secret (GEO_ACCESS_KEY/GEO_SECRET)")?;
-    let client = NodeClient::try_new(args.tls.apply(HttpConfig::new(&args.url, creds)))
-        .with_context(|| format!("--url {}", args.url))?;
-    let status = client.status().context("asking the site's status")?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&status)?);
-    } else {
-        print!("{}", render_status(&status));
-    }
-    Ok(if status.is_healthy() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
-}
-
-/// A status as a short table per role: the event log position, then every per-type field that
-/// applies, by name.
-pub fn render_status(status: &NodeStatus) -> String {
-    use std::fmt::Write as _;
-    let mut out = String::new();
-    let _ = writeln!(out, "{} ({}): {}", status.name, status.role, status.health);
-    let show = |v: Option<i64>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
-    let mut section = |role: &str, lines: Vec<(&str, String)>, types: &ReplicableStatuses| {
-        let _ = writeln!(out, "{role}:");
-        for (k, v) in lines {
-            let _ = writeln!(out, "  {k}: {v}");
-        }
-        let mut fields: Vec<(String, serde_json::Value)> =
-            types.fields().filter(|(_, v)| !v.is_null()).collect();
-        fields.sort_by(|a, b| a.0.cmp(&b.0));
-        for (k, v) in fields {
-            let _ = writeln!(out, "  {k}: {v}");
-        }
-    };
-    if let Some(p) = &status.primary {
-        let mut lines = Vec::new();
-        if let Some(last) = p.last_event_id {
-            lines.push(("last_event_id", show(last)));
-        }
-        section("primary", lines, &p.replicables);
-    }
-    if let Some(s) = &status.secondary {
-        let mut lines = vec![("last_event_id", show(s.last_event_id))];
-        if let Some(c) = &s.cursor {
-            lines.push(("cursor_last_event_id", c.cursor_last_event_id.to_string()));
-            lines.push(("open_gaps_count", c.open_gaps_count.to_string()));
-        }
-        lines.push((
-            "cursor_skipped_events_count",
-            s.cursor_skipped_events_count.to_string(),
-        ));
-        section("secondary", lines, &s.replicables);
-    }
-    if !status.replicables.is_empty() {
-        let _ = writeln!(out, "replicables: {}", status.replicables.join(", "));
-    }
-    out
 }
 
 #[cfg(test)]

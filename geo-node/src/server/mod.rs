@@ -19,6 +19,7 @@
 //!
 //! [`PrimarySource`]: geo_diesel::geo_core::source::PrimarySource
 
+mod accept;
 mod conn;
 mod error;
 mod events;
