@@ -388,7 +388,7 @@ fn a_batch_damaged_in_flight_fails_with_backoff_then_converges() {
     assert_eq!(failed, 30);
     // Nothing landed, nothing left behind, and no tight retry loop.
     let mut files = Vec::new();
-    for e in walkdir(store.root()) {
+    for e in files_under(store.root()) {
         files.push(e);
     }
     assert_eq!(files, Vec::<String>::new());
@@ -402,22 +402,4 @@ fn a_batch_damaged_in_flight_fails_with_backoff_then_converges() {
     assert_eq!(differing(&primary, &store), Vec::<String>::new());
     let s = &sec.status().unwrap()[0].1;
     assert_eq!((s.synced_count, s.verified_count), (Some(30), Some(30)));
-}
-
-/// Every file under `root` (relative paths), temporary files included.
-fn walkdir(root: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                dirs.push(e.path());
-            } else {
-                out.push(e.path().strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
 }

@@ -438,7 +438,11 @@ fn server_errors_truncation_and_corruption_fail_then_retry_with_backoff() {
             );
         }
         // No partial or corrupt file at a final path, and no temporary left behind.
-        assert_eq!(walk(store.root()), Vec::<String>::new(), "mode {mode}");
+        assert_eq!(
+            files_under(store.root()),
+            Vec::<String>::new(),
+            "mode {mode}"
+        );
         // Not retried before retry_at: no tight loop.
         assert_eq!(sec.sync_pass().unwrap(), 0, "mode {mode}");
         clock.advance(chrono::Duration::hours(2));
@@ -452,22 +456,4 @@ fn server_errors_truncation_and_corruption_fail_then_retry_with_backoff() {
     assert_eq!(differing(&primary, &store), Vec::<String>::new());
     let s = &sec.status().unwrap()[0].1;
     assert_eq!((s.synced_count, s.verified_count), (Some(3), Some(3)));
-}
-
-/// Every file under `root` (relative paths), temporary files included.
-fn walk(root: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                dirs.push(e.path());
-            } else {
-                out.push(e.path().strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
 }

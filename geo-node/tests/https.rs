@@ -15,23 +15,8 @@ use geo_diesel::geo_core::blob_store::LocalBlobStore;
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::geo_core::source::{PrimarySource, SourceError};
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
-use geo_node::auth::KeyRing;
 use geo_node::client::{HttpConfig, HttpSource, NodeClient};
-use geo_node::server::{NodeState, PrimaryService, ServeOptions, ServerHandle};
 use geo_node::tls::ServerTls;
-
-/// The fixture's primary, served again over HTTPS with `tls`.
-fn https_primary(p: &Primary, tls: ServerTls) -> ServerHandle {
-    let state = NodeState::new("tls-primary", KeyRing::with([p.creds.clone()])).with_primary(
-        PrimaryService::direct(p.db.clone(), p.store.clone(), Some(p.verifier.clone())),
-    );
-    ServerHandle::start_with(
-        "127.0.0.1:0",
-        Arc::new(state),
-        ServeOptions::new().threads(2).tls(tls),
-    )
-    .unwrap()
-}
 
 /// A secondary replicating through `source`.
 fn secondary_over(dir: &Path, source: Arc<HttpSource>) -> (Arc<Secondary>, Arc<LocalBlobStore>) {
@@ -79,7 +64,7 @@ fn a_secondary_replicates_over_https_with_the_ca_file() {
     }
     primary.verify_all();
     let ca = TestCa::new(&tmp.path().join("pki"));
-    let server = https_primary(&primary, ca.server_tls());
+    let server = primary.https(ca.server_tls());
     assert!(server.url().starts_with("https://127.0.0.1:"));
 
     let source = Arc::new(
@@ -132,7 +117,7 @@ fn a_certificate_the_secondary_cannot_verify_is_refused_clearly() {
     create_doc(&primary.db, primary.store.as_ref(), "x/1.bin", b"secret");
     primary.verify_all();
     let ca = TestCa::new(&tmp.path().join("pki"));
-    let server = https_primary(&primary, ca.server_tls());
+    let server = primary.https(ca.server_tls());
     let url = server.url();
 
     // The system roots do not know the test CA.
@@ -147,7 +132,7 @@ fn a_certificate_the_secondary_cannot_verify_is_refused_clearly() {
 
     // The right CA, but a certificate for another name.
     let (cert, key) = ca.issue("elsewhere", &["primary.example"]);
-    let misnamed = https_primary(&primary, ServerTls::from_pem_files(&cert, &key).unwrap());
+    let misnamed = primary.https(ServerTls::from_pem_files(&cert, &key).unwrap());
     let text = certificate_refused(
         &HttpSource::try_new(config(&misnamed.url(), &primary).with_ca_file(&ca.ca_pem)).unwrap(),
     );
@@ -161,7 +146,7 @@ fn a_certificate_the_secondary_cannot_verify_is_refused_clearly() {
     let (sec, store) = secondary_over(tmp.path(), source);
     let e = sec.cursor_pass().unwrap_err();
     assert!(e.to_string().contains("certificate"), "{e}");
-    assert!(walk_is_empty(store.root()));
+    assert_eq!(files_under(store.root()), Vec::<String>::new());
 }
 
 #[test]
@@ -169,7 +154,7 @@ fn plain_http_to_an_https_port_fails_and_a_ca_file_of_junk_is_refused_at_start()
     let tmp = tempfile::tempdir().unwrap();
     let primary = Primary::direct(tmp.path());
     let ca = TestCa::new(&tmp.path().join("pki"));
-    let server = https_primary(&primary, ca.server_tls());
+    let server = primary.https(ca.server_tls());
     let plain = server.url().replace("https://", "http://");
     let e = HttpSource::try_new(config(&plain, &primary))
         .unwrap()
@@ -184,19 +169,4 @@ fn plain_http_to_an_https_port_fails_and_a_ca_file_of_junk_is_refused_at_start()
         e.to_string().contains(&ca.key_pem.display().to_string()),
         "{e}"
     );
-}
-
-fn walk_is_empty(root: &Path) -> bool {
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                dirs.push(e.path());
-            } else {
-                return false;
-            }
-        }
-    }
-    true
 }

@@ -189,24 +189,6 @@ fn forward(client: TcpStream, upstream: &str, rewrite: &AtomicBool) -> std::io::
     Ok(())
 }
 
-/// Every file under `root` (relative paths), temporary files included.
-fn walk(root: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut dirs = vec![root.to_path_buf()];
-    while let Some(d) = dirs.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let e = e.unwrap();
-            if e.file_type().unwrap().is_dir() {
-                dirs.push(e.path());
-            } else {
-                out.push(e.path().strip_prefix(root).unwrap().display().to_string());
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
 #[derive(Debug, diesel::QueryableByName)]
 struct Row {
     #[diesel(sql_type = diesel::sql_types::BigInt)]
@@ -280,7 +262,7 @@ fn planted_content_is_refused_then_converges(n: u64, len: usize, endpoint: &str)
         );
     }
     // Nothing planted landed, and nothing was left behind.
-    assert_eq!(walk(store.root()), Vec::<String>::new());
+    assert_eq!(files_under(store.root()), Vec::<String>::new());
     // Not retried before it is due.
     assert_eq!(sec.sync_pass().unwrap(), 0);
 

@@ -6,27 +6,12 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 
 use chrono::Utc;
 use common::tls::{TestCa, stray_key};
 use common::*;
-use geo_node::auth::{KeyRing, RequestData};
-use geo_node::server::{NodeState, PrimaryService, ServeOptions, ServerHandle};
+use geo_node::auth::RequestData;
 use geo_node::tls::{ServerTls, TlsError};
-
-/// The fixture's primary, served again over HTTPS with `tls`.
-fn https_primary(p: &Primary, tls: ServerTls) -> ServerHandle {
-    let state = NodeState::new("tls-primary", KeyRing::with([p.creds.clone()])).with_primary(
-        PrimaryService::direct(p.db.clone(), p.store.clone(), Some(p.verifier.clone())),
-    );
-    ServerHandle::start_with(
-        "127.0.0.1:0",
-        Arc::new(state),
-        ServeOptions::new().threads(2).tls(tls),
-    )
-    .unwrap()
-}
 
 /// `curl` with `args`: (exit code, stdout, stderr).
 fn curl(args: &[&str]) -> (i32, String, String) {
@@ -49,7 +34,7 @@ fn curl_gets_a_signed_answer_over_https_and_nothing_else_gets_through() {
     create_doc(&p.db, p.store.as_ref(), "t/a", b"over tls");
     p.verify_all();
     let ca = TestCa::new(&tmp.path().join("pki"));
-    let server = https_primary(&p, ca.server_tls());
+    let server = p.https(ca.server_tls());
     let url = server.url();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
 

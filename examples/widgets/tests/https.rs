@@ -42,37 +42,6 @@ fn https_primary(
     )
 }
 
-/// `widgets secondary --primary <url>` with `extra` flags.
-fn secondary(
-    site: &Site,
-    primary_url: &str,
-    db: &std::path::Path,
-    files: &std::path::Path,
-    extra: &[&str],
-) -> Node {
-    let mut args = vec![
-        "secondary",
-        "--primary",
-        primary_url,
-        "--listen",
-        "127.0.0.1:0",
-        "--database-url",
-        path(db),
-        "--blob-dir",
-        path(files),
-        "--idle-ms",
-        "20",
-    ];
-    args.extend_from_slice(extra);
-    Node::start(
-        &args,
-        &[
-            ("GEO_ACCESS_KEY", &site.access_key),
-            ("GEO_SECRET", &site.secret),
-        ],
-    )
-}
-
 /// `widgets status --url <url> --json` with the site's key and `extra` flags.
 fn status(site: &Site, url: &str, extra: &[&str]) -> Output {
     widgets()
@@ -101,7 +70,7 @@ fn the_two_process_commands_work_over_https_with_a_ca_file() {
     let url = primary.addr.clone();
     assert!(url.starts_with("https://127.0.0.1:"), "{url}");
     seed(&pdb, &pfiles, 40);
-    let sec = secondary(&site, &url, &sdb, &sfiles, &["--ca-file", path(&ca.ca_pem)]);
+    let sec = site.secondary_of(&url, &sdb, &sfiles, &["--ca-file", path(&ca.ca_pem)]);
     let sec_url = format!("http://{}", sec.addr);
     let mut last = Value::Null;
     wait_until(
@@ -147,7 +116,7 @@ fn the_two_process_commands_work_over_https_with_a_ca_file() {
 
     // A secondary without the CA: nothing synced, and its status says why.
     let (ndb, nfiles) = (tmp.path().join("n.sqlite3"), tmp.path().join("nf"));
-    let untrusting = secondary(&site, &url, &ndb, &nfiles, &[]);
+    let untrusting = site.secondary_of(&url, &ndb, &nfiles, &[]);
     let untrusting_url = format!("http://{}", untrusting.addr);
     let mut last = Value::Null;
     wait_until(

@@ -26,7 +26,8 @@ use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
 use geo_node::auth::{Credentials, KeyRing};
 use geo_node::cli::{App, BoxError};
 use geo_node::client::{HttpConfig, HttpSource};
-use geo_node::server::{NodeState, PrimaryService, ServerHandle};
+use geo_node::server::{NodeState, PrimaryService, ServeOptions, ServerHandle};
+use geo_node::tls::ServerTls;
 
 pub mod schema {
     diesel::table! {
@@ -269,6 +270,23 @@ pub struct Primary {
 }
 
 impl Primary {
+    /// This primary's database and files served again, over HTTPS with `tls` (as the CLI
+    /// serves them: `PrimaryService::direct`).
+    pub fn https(&self, tls: ServerTls) -> ServerHandle {
+        let state = NodeState::new("tls-primary", KeyRing::with([self.creds.clone()]))
+            .with_primary(PrimaryService::direct(
+                self.db.clone(),
+                self.store.clone(),
+                Some(self.verifier.clone()),
+            ));
+        ServerHandle::start_with(
+            "127.0.0.1:0",
+            Arc::new(state),
+            ServeOptions::new().threads(2).tls(tls),
+        )
+        .unwrap()
+    }
+
     pub fn new(dir: &Path) -> Self {
         Self::with_service(dir, false)
     }
@@ -459,5 +477,23 @@ fn dechunk(mut s: &str) -> String {
         out.push_str(&rest[..n]);
         s = rest[n..].strip_prefix("\r\n").unwrap_or(&rest[n..]);
     }
+    out
+}
+
+/// Every file under `root` (relative paths, sorted), temporary files included.
+pub fn files_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_dir() {
+                dirs.push(e.path());
+            } else {
+                out.push(e.path().strip_prefix(root).unwrap().display().to_string());
+            }
+        }
+    }
+    out.sort();
     out
 }

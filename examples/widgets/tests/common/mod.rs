@@ -99,11 +99,15 @@ impl Site {
 
     /// `widgets secondary` against `primary` (an address) with this key and `extra` flags.
     pub fn secondary(&self, primary: &str, db: &Path, files: &Path, extra: &[&str]) -> Node {
-        let url = format!("http://{primary}");
+        self.secondary_of(&format!("http://{primary}"), db, files, extra)
+    }
+
+    /// `widgets secondary --primary <url>` (any scheme) with this key and `extra` flags.
+    pub fn secondary_of(&self, url: &str, db: &Path, files: &Path, extra: &[&str]) -> Node {
         let mut args = vec![
             "secondary",
             "--primary",
-            url.as_str(),
+            url,
             "--listen",
             "127.0.0.1:0",
             "--database-url",
