@@ -1,5 +1,6 @@
 //! How a secondary reaches its primary and keeps its own state: the flags `secondary` and
-//! `backfill` share, and the one way both open what they name.
+//! `backfill` share, and the one way both open what they name; and [`ClientTlsArgs`], the TLS
+//! flags of every command that reaches another site (`status` too).
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,11 +14,36 @@ use super::{DatabaseUrl, SecretArg};
 use crate::auth::Credentials;
 use crate::client::{HttpConfig, HttpSource};
 
+/// How a command verifies the site it reaches: `https://` against the system roots or
+/// `--ca-file`; plain `http://` only to loopback unless `--allow-insecure-http`.
+#[derive(Debug, Clone, Default, clap::Args)]
+#[non_exhaustive]
+pub struct ClientTlsArgs {
+    /// PEM file of the CA certificates the site's certificate is verified against, instead of
+    /// the system roots.
+    #[arg(long, env = "GEO_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Allow plain http:// to a host that is not loopback (tokens and content then cross the
+    /// network unencrypted).
+    #[arg(long, env = "GEO_ALLOW_INSECURE_HTTP")]
+    pub allow_insecure_http: bool,
+}
+
+impl ClientTlsArgs {
+    /// Applies the flags to `config`.
+    pub fn apply(&self, mut config: HttpConfig) -> HttpConfig {
+        config.ca_file.clone_from(&self.ca_file);
+        config.allow_insecure_http = self.allow_insecure_http;
+        config
+    }
+}
+
 /// The primary, the secondary's tracking database and blob directory, and its key.
 #[derive(Debug, Clone, clap::Args)]
 #[non_exhaustive]
 pub struct LinkArgs {
-    /// The primary's base URL.
+    /// The primary's base URL (`https://…`; plain `http://` only to loopback unless
+    /// `--allow-insecure-http`).
     #[arg(long, env = "GEO_PRIMARY_URL")]
     pub primary: String,
     /// The tracking database (SQLite path or postgres://…).
@@ -38,6 +64,9 @@ pub struct LinkArgs {
     /// Longest wait for an answer, or for each piece of a blob, in seconds.
     #[arg(long, env = "GEO_READ_TIMEOUT_SECS", default_value_t = 30)]
     pub read_timeout_secs: u64,
+    /// How the primary is verified.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 impl LinkArgs {
@@ -52,12 +81,19 @@ impl LinkArgs {
         Duration::from_secs(self.read_timeout_secs.max(1))
     }
 
-    /// The HTTP source reading the primary with `creds`.
-    pub fn source(&self, creds: Credentials) -> HttpSource {
-        let mut http = HttpConfig::new(&self.primary, creds);
+    /// The HTTP configuration of the link to the primary with `creds`.
+    pub fn http_config(&self, creds: Credentials) -> HttpConfig {
+        let mut http = self.tls.apply(HttpConfig::new(&self.primary, creds));
         http.connect_timeout = Duration::from_secs(self.connect_timeout_secs.max(1));
         http.read_timeout = self.read_timeout();
-        HttpSource::new(http)
+        http
+    }
+
+    /// The HTTP source reading the primary with `creds`; refused when the TLS flags are
+    /// (plain HTTP to a host that is not loopback, an unreadable CA file).
+    pub fn source(&self, creds: Credentials) -> Result<HttpSource> {
+        HttpSource::try_new(self.http_config(creds))
+            .with_context(|| format!("--primary {}", self.primary))
     }
 
     /// The tracking database, migrated, with `pool` connections.

@@ -45,7 +45,7 @@ mod secret;
 mod tunables;
 
 pub use keys::{KeysAction, load_keys};
-pub use link::LinkArgs;
+pub use link::{ClientTlsArgs, LinkArgs};
 pub use secret::{DatabaseUrl, SecretArg};
 pub use tunables::{PrimaryTunables, SecondaryTunables, Span};
 
@@ -186,6 +186,9 @@ pub struct StatusArgs {
     /// Print the raw JSON.
     #[arg(long)]
     pub json: bool,
+    /// How the site is verified.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// Installs a `tracing` subscriber writing to stderr, filtered by `RUST_LOG` (default `info`).
@@ -305,7 +308,7 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     let creds = args.link.credentials()?;
     let tracking = args.link.tracking(16)?;
     let store = args.link.store()?;
-    let source = Arc::new(args.link.source(creds.clone()));
+    let source = Arc::new(args.link.source(creds.clone())?);
     let link = source.stats();
     let config = args.tuning.apply(SecondaryConfig::default());
     let secondary = Arc::new(Secondary::new(
@@ -362,7 +365,8 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
 fn run_status(args: StatusArgs) -> Result<ExitCode> {
     let creds = Credentials::new(&args.access_key, args.secret.expose())
         .context("--access-key/--secret (GEO_ACCESS_KEY/GEO_SECRET)")?;
-    let client = NodeClient::new(HttpConfig::new(&args.url, creds));
+    let client = NodeClient::try_new(args.tls.apply(HttpConfig::new(&args.url, creds)))
+        .with_context(|| format!("--url {}", args.url))?;
     let status = client.status().context("asking the site's status")?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&status)?);

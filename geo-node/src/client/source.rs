@@ -6,6 +6,10 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::transport::{MAX_JSON, body_reader};
+use super::{ClientError, HttpConfig, LinkStats, NodeClient};
+use crate::api;
+use crate::auth::RequestData;
 use bytes::{Buf, Bytes};
 use geo_diesel::geo_core::blob_store::BlobPath;
 use geo_diesel::geo_core::checksum::Checksum;
@@ -13,12 +17,6 @@ use geo_diesel::geo_core::event::Event;
 use geo_diesel::geo_core::source::{
     BlobStream, EventFeed, PrimaryChecksum, PrimaryIdentity, PrimarySource, SourceError,
 };
-use hyper::header;
-
-use super::transport::{BodyReader, MAX_JSON};
-use super::{HttpConfig, LinkStats, NodeClient};
-use crate::api;
-use crate::auth::RequestData;
 
 /// How long a blob path learned from a checksums answer is used instead of asking again.
 const PATH_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -119,10 +117,21 @@ impl std::fmt::Debug for HttpSource {
 }
 
 impl HttpSource {
-    /// A source reading the primary described by `config`.
+    /// A source reading the primary described by `config`; a configuration
+    /// [`NodeClient::try_new`] refuses makes every call fail with that error.
     pub fn new(config: HttpConfig) -> Self {
+        Self::with_client(NodeClient::new(config))
+    }
+
+    /// A source reading the primary described by `config`, or why the configuration is
+    /// refused (see [`NodeClient::try_new`]).
+    pub fn try_new(config: HttpConfig) -> Result<Self, ClientError> {
+        Ok(Self::with_client(NodeClient::try_new(config)?))
+    }
+
+    fn with_client(client: NodeClient) -> Self {
         HttpSource {
-            client: NodeClient::new(config),
+            client,
             paths: Mutex::new(HashMap::new()),
             prefetch: Mutex::new(Prefetch::default()),
         }
@@ -379,11 +388,7 @@ impl HttpSource {
     fn retrieve(&self, name: &str, id: i64) -> Result<BlobStream, SourceError> {
         let path = format!("/api/geo/retrieve/{name}/{id}");
         let resp = self.client.get(&path, &RequestData::blob(name, id))?;
-        let size = resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
+        let size = resp.content_length();
         let checksum = match resp.headers().get(api::CHECKSUM_HEADER) {
             None => None,
             Some(v) => Some(
@@ -396,11 +401,7 @@ impl HttpSource {
             ),
         };
         Ok(BlobStream {
-            reader: Box::new(BodyReader::new(
-                resp.into_body(),
-                self.client.config().read_timeout,
-                size,
-            )),
+            reader: Box::new(body_reader(resp)),
             size,
             checksum,
         })

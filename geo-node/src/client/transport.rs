@@ -1,33 +1,36 @@
-//! [`NodeClient`]: signed `GET`s to a primary over hyper, error answers mapped to
-//! [`SourceError`], and blob bodies read as a blocking [`Read`] with a timeout per piece.
+//! [`NodeClient`]: signed `GET`s to a site over reqwest's blocking client (rustls, HTTP/1.1),
+//! error answers mapped to [`SourceError`], and blob bodies read as a blocking [`Read`].
 
 use std::io::{self, Read};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use geo_diesel::geo_core::source::SourceError;
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode, header};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use reqwest::StatusCode;
+use reqwest::blocking::{Client, Response};
+use reqwest::header;
 use serde::de::DeserializeOwned;
 
-use super::{HttpConfig, LinkStats, runtime};
+use super::{ClientError, HttpConfig, LinkStats};
 use crate::api::{ErrorBody, NodeStatus, geo_code};
 use crate::auth::RequestData;
 
 /// Largest JSON answer accepted (a body beyond it is an error, not an allocation).
 pub(super) const MAX_JSON: usize = 64 * 1024 * 1024;
 
+/// How long an idle connection stays in the pool.
+const POOL_IDLE: Duration = Duration::from_secs(30);
+
 /// A client that signs every request with the secondary's key pair.
+///
+/// Cloning is cheap and shares the connection pool and the counters.
 #[derive(Clone)]
 pub struct NodeClient {
     config: HttpConfig,
-    client: Client<HttpConnector, Empty<Bytes>>,
+    /// The client, or why the configuration cannot make one (reported by every request).
+    client: Result<Client, Arc<ClientError>>,
     stats: Arc<LinkStats>,
 }
 
@@ -46,15 +49,59 @@ pub(super) fn transient(
     SourceError::transient(what.to_owned(), e)
 }
 
+/// An error with its causes, `a: b: c` (reqwest's own text stops at "error sending request").
+pub(super) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        cur = s.source();
+    }
+    out
+}
+
+/// A transport failure as the secondary reports it: the whole cause chain, and for a refused
+/// certificate what to do about it.
+fn transport_error(what: &str, e: &reqwest::Error) -> SourceError {
+    let text = chain(e);
+    let lower = text.to_ascii_lowercase();
+    let text = if e.is_timeout() {
+        format!("no answer in time ({text})")
+    } else if lower.contains("certificate") || lower.contains("unknownissuer") {
+        format!(
+            "TLS: the primary's certificate is not trusted ({text}); give its CA with --ca-file \
+             (GEO_CA_FILE)"
+        )
+    } else {
+        text
+    };
+    transient(what, text)
+}
+
 impl NodeClient {
-    /// A client for `config`.
+    /// A client for `config`, or why the configuration is refused: plain `http://` to a host
+    /// that is not loopback without [`HttpConfig::allow_insecure_http`], an unreadable
+    /// [`HttpConfig::ca_file`], a bad URL.
+    pub fn try_new(config: HttpConfig) -> Result<Self, ClientError> {
+        let client = build(&config)?;
+        Ok(NodeClient {
+            config,
+            client: Ok(client),
+            stats: Arc::new(LinkStats::default()),
+        })
+    }
+
+    /// A client for `config`. A configuration [`try_new`](NodeClient::try_new) refuses gives a
+    /// client whose every request fails with that error (as a [`SourceError::Other`]).
     pub fn new(config: HttpConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let client = build(&config).map_err(|e| {
+            tracing::error!(primary = %config.base_url, error = %e, "the HTTP client cannot be built");
+            Arc::new(e)
+        });
         NodeClient {
             config,
             client,
@@ -72,13 +119,10 @@ impl NodeClient {
         &self.config
     }
 
-    /// Sends a signed `GET path_and_query` bound to `data`; returns the response head and
-    /// body on 200, the mapped error otherwise.
-    pub fn get(
-        &self,
-        path_and_query: &str,
-        data: &RequestData,
-    ) -> Result<Response<Incoming>, SourceError> {
+    /// Sends a signed `GET path_and_query` bound to `data`; returns the response (head read,
+    /// body not yet) on 200, the mapped error otherwise. Reading its body waits at most the
+    /// read timeout for each piece.
+    pub fn get(&self, path_and_query: &str, data: &RequestData) -> Result<Response, SourceError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let r = self.get_inner(path_and_query, data);
         match &r {
@@ -90,30 +134,21 @@ impl NodeClient {
         r
     }
 
-    fn get_inner(
-        &self,
-        path_and_query: &str,
-        data: &RequestData,
-    ) -> Result<Response<Incoming>, SourceError> {
+    fn get_inner(&self, path_and_query: &str, data: &RequestData) -> Result<Response, SourceError> {
         let what = format!("GET {path_and_query}");
+        let client = self
+            .client
+            .as_ref()
+            .map_err(|e| SourceError::other(what.clone(), Arc::clone(e)))?;
         let auth = self
             .config
             .credentials
             .authorization(data, chrono::Utc::now().timestamp());
-        let req = Request::get(format!("{}{path_and_query}", self.config.base_url))
+        let resp = client
+            .get(format!("{}{path_and_query}", self.config.base_url))
             .header(header::AUTHORIZATION, auth)
-            .body(Empty::<Bytes>::new())
-            .map_err(|e| SourceError::other(what.clone(), e))?;
-        let timeout = self.config.read_timeout + self.config.connect_timeout;
-        let resp = runtime()
-            .block_on(async { tokio::time::timeout(timeout, self.client.request(req)).await })
-            .map_err(|_| {
-                transient(
-                    &what,
-                    io::Error::new(io::ErrorKind::TimedOut, "no answer in time"),
-                )
-            })?
-            .map_err(|e| transient(&what, e))?;
+            .send()
+            .map_err(|e| transport_error(&what, &e))?;
         if resp.status() == StatusCode::OK {
             return Ok(resp);
         }
@@ -161,37 +196,27 @@ impl NodeClient {
         })
     }
 
-    fn collect(&self, resp: Response<Incoming>, limit: usize) -> Result<Bytes, SourceError> {
-        let read_timeout = self.config.read_timeout;
-        runtime().block_on(async move {
-            let mut body = resp.into_body();
-            let mut out = bytes::BytesMut::new();
-            loop {
-                let frame = tokio::time::timeout(read_timeout, body.frame())
-                    .await
-                    .map_err(|_| {
-                        transient(
-                            "reading an answer",
-                            io::Error::new(io::ErrorKind::TimedOut, "read timed out"),
-                        )
-                    })?;
-                match frame {
-                    None => return Ok(out.freeze()),
-                    Some(Err(e)) => return Err(transient("reading an answer", e)),
-                    Some(Ok(f)) => {
-                        if let Ok(d) = f.into_data() {
-                            if out.len() + d.len() > limit {
-                                return Err(SourceError::other(
-                                    "reading an answer",
-                                    format!("answer larger than {limit} bytes"),
-                                ));
-                            }
-                            out.extend_from_slice(&d);
-                        }
-                    }
-                }
-            }
-        })
+    /// The whole body of `resp`, at most `limit` bytes.
+    fn collect(&self, resp: Response, limit: usize) -> Result<Bytes, SourceError> {
+        let expected = resp.content_length();
+        if expected.is_some_and(|n| n > limit as u64) {
+            return Err(SourceError::other(
+                "reading an answer",
+                format!("answer larger than {limit} bytes"),
+            ));
+        }
+        let mut out = Vec::with_capacity(expected.unwrap_or(0) as usize);
+        let n = body_reader(resp)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| transient("reading an answer", chain(&e)))?;
+        if n > limit {
+            return Err(SourceError::other(
+                "reading an answer",
+                format!("answer larger than {limit} bytes"),
+            ));
+        }
+        Ok(Bytes::from(out))
     }
 
     /// `GET` a whole answer of at most `limit` bytes.
@@ -204,11 +229,7 @@ impl NodeClient {
 
     /// `GET` and decode a JSON answer.
     pub fn get_json<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, SourceError> {
-        let data = RequestData::get(path_and_query);
-        let resp = self.get(path_and_query, &data)?;
-        let body = self
-            .collect(resp, MAX_JSON)
-            .inspect_err(|e| self.stats.failed(e))?;
+        let body = self.get_bytes(path_and_query, MAX_JSON)?;
         serde_json::from_slice(&body)
             .map_err(|e| SourceError::other(format!("decoding GET {path_and_query}"), e))
     }
@@ -217,6 +238,31 @@ impl NodeClient {
     pub fn status(&self) -> Result<NodeStatus, SourceError> {
         self.get_json("/api/geo/status")
     }
+}
+
+/// The reqwest client of `config`: HTTP/1.1 over rustls (ring), pooled connections with
+/// `TCP_NODELAY`, the system roots or the CA file, and the plain-HTTP rule checked first.
+fn build(config: &HttpConfig) -> Result<Client, ClientError> {
+    super::check_url(&config.base_url, config.allow_insecure_http)?;
+    let mut builder = Client::builder()
+        .http1_only()
+        .tcp_nodelay(true)
+        .pool_idle_timeout(POOL_IDLE)
+        .connect_timeout(config.connect_timeout)
+        // The blocking client applies this to each wait: for the response head, and for each
+        // read of the body (a stalled primary fails the read, a slow but moving one does not).
+        .timeout(config.read_timeout)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("geo-node/", env!("CARGO_PKG_VERSION")))
+        .https_only(false)
+        .no_proxy();
+    if let Some(path) = &config.ca_file {
+        builder = builder.tls_built_in_root_certs(false);
+        for cert in super::read_ca_file(path)? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| ClientError::Build(chain(&e)))
 }
 
 fn replicable_of(path: &str, data: &RequestData) -> String {
@@ -233,98 +279,72 @@ fn replicable_of(path: &str, data: &RequestData) -> String {
     }
 }
 
-/// A blob body read as a blocking [`Read`], with a timeout per piece. Fails with
-/// `UnexpectedEof` when the body ends before its announced length.
-pub(super) struct BodyReader {
-    body: Incoming,
-    buf: Bytes,
-    read_timeout: Duration,
+/// The body of `resp` as a [`Read`] that fails with `UnexpectedEof` when the body ends before
+/// its `Content-Length` (a cut connection is never a short, complete-looking blob).
+pub(super) fn body_reader(resp: Response) -> impl Read + Send + 'static {
+    let expected = resp.content_length();
+    LengthChecked {
+        inner: resp,
+        received: 0,
+        expected,
+    }
+}
+
+struct LengthChecked<R> {
+    inner: R,
     received: u64,
     expected: Option<u64>,
-    done: bool,
 }
 
-impl BodyReader {
-    /// Reads `body`, waiting at most `read_timeout` for each piece; `expected` is the announced
-    /// length.
-    pub(super) fn new(body: Incoming, read_timeout: Duration, expected: Option<u64>) -> Self {
-        BodyReader {
-            body,
-            buf: Bytes::new(),
-            read_timeout,
-            received: 0,
-            expected,
-            done: false,
-        }
-    }
-
-    /// Takes a frame: `Ok(true)` when data (or trailers) came, `Ok(false)` at the end.
-    fn take(
-        &mut self,
-        frame: Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>,
-    ) -> io::Result<bool> {
-        match frame {
-            None => {
-                self.done = true;
-                match self.expected {
-                    Some(n) if n != self.received => Err(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("the body ended after {} of {n} bytes", self.received),
-                    )),
-                    _ => Ok(false),
-                }
-            }
-            Some(Err(e)) => Err(io::Error::other(e)),
-            Some(Ok(f)) => {
-                if let Ok(d) = f.into_data() {
-                    self.received += d.len() as u64;
-                    self.buf = d;
-                }
-                Ok(true)
-            }
-        }
-    }
-
-    fn copy_out(&mut self, out: &mut [u8]) -> usize {
-        let n = out.len().min(self.buf.len());
-        out[..n].copy_from_slice(&self.buf[..n]);
-        self.buf.advance(n);
-        n
-    }
-}
-
-impl Read for BodyReader {
+impl<R: Read> Read for LengthChecked<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        use futures_util::FutureExt;
-        while self.buf.is_empty() {
-            if self.done {
-                return Ok(0);
+        let n = self.inner.read(out).map_err(|e| {
+            let timed_out = e.kind() == io::ErrorKind::TimedOut
+                || e.get_ref()
+                    .and_then(|inner| inner.downcast_ref::<reqwest::Error>())
+                    .is_some_and(reqwest::Error::is_timeout);
+            if timed_out {
+                io::Error::new(io::ErrorKind::TimedOut, "the primary stopped sending")
+            } else {
+                e
             }
-            let timeout = self.read_timeout;
-            let body = &mut self.body;
-            let frame = runtime()
-                .block_on(async { tokio::time::timeout(timeout, body.frame()).await })
-                .map_err(|_| {
-                    io::Error::new(io::ErrorKind::TimedOut, "the primary stopped sending")
-                })?;
-            self.take(frame)?;
-        }
-        let mut n = self.copy_out(out);
-        // Fill the caller's buffer with frames that have already arrived, without waiting: one
-        // trip through the runtime per read call, not per frame.
-        while n < out.len() && !self.done {
-            if self.buf.is_empty() {
-                match self.body.frame().now_or_never() {
-                    None => break,
-                    Some(frame) => {
-                        if !self.take(frame)? {
-                            break;
-                        }
-                    }
-                }
-            }
-            n += self.copy_out(&mut out[n..]);
+        })?;
+        self.received += n as u64;
+        if n == 0
+            && !out.is_empty()
+            && let Some(expected) = self.expected
+            && expected != self.received
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("the body ended after {} of {expected} bytes", self.received),
+            ));
         }
         Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_shorter_than_announced_fails() {
+        let mut r = LengthChecked {
+            inner: &b"abc"[..],
+            received: 0,
+            expected: Some(5),
+        };
+        let mut out = Vec::new();
+        let e = r.read_to_end(&mut out).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(e.to_string().contains("3 of 5"), "{e}");
+        let mut r = LengthChecked {
+            inner: &b"abcde"[..],
+            received: 0,
+            expected: Some(5),
+        };
+        out.clear();
+        assert_eq!(r.read_to_end(&mut out).unwrap(), 5);
     }
 }

@@ -44,7 +44,7 @@ pub fn run_backfill(args: BackfillArgs) -> Result<ExitCode> {
         .allow_mass_removal(args.allow_mass_removal);
     let secondary = Secondary::new(
         tracking,
-        Arc::new(args.link.source(creds)),
+        Arc::new(args.link.source(creds)?),
         store,
         Env::system(),
         config,
