@@ -380,49 +380,6 @@ fn read_chunk(reader: &mut dyn Read) -> std::io::Result<Bytes> {
     Ok(Bytes::from(buf))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::{ByteRange, Span};
-
-    #[test]
-    fn ranges_parse_as_rfc_9110_says() {
-        let from = |start, end| Some(ByteRange::From { start, end });
-        assert_eq!(ByteRange::parse("bytes=10-"), from(10, None));
-        assert_eq!(ByteRange::parse("bytes=10-19"), from(10, Some(19)));
-        assert_eq!(ByteRange::parse(" bytes= 0 - 0 "), from(0, Some(0)));
-        assert_eq!(ByteRange::parse("bytes=-5"), Some(ByteRange::Suffix(5)));
-        for ignored in [
-            "",
-            "bytes=",
-            "bytes=-",
-            "bytes=5-4",
-            "bytes=a-",
-            "bytes=1-2,4-5",
-            "items=1-",
-            "bytes=+1-",
-            "bytes=99999999999999999999-",
-        ] {
-            assert_eq!(ByteRange::parse(ignored), None, "{ignored:?}");
-        }
-    }
-
-    #[test]
-    fn ranges_resolve_against_the_size() {
-        let part = |start, end, total| Span::Part { start, end, total };
-        let r = |s: &str| ByteRange::parse(s).unwrap();
-        assert_eq!(r("bytes=10-").resolve(100), part(10, 99, 100));
-        assert_eq!(r("bytes=10-1000").resolve(100), part(10, 99, 100));
-        assert_eq!(r("bytes=99-").resolve(100), part(99, 99, 100));
-        assert_eq!(r("bytes=0-").resolve(100), Span::Whole);
-        assert_eq!(r("bytes=0-9").resolve(100), part(0, 9, 100));
-        assert_eq!(r("bytes=-10").resolve(100), part(90, 99, 100));
-        assert_eq!(r("bytes=-1000").resolve(100), Span::Whole);
-        assert_eq!(r("bytes=100-").resolve(100), Span::Unsatisfiable);
-        assert_eq!(r("bytes=0-").resolve(0), Span::Unsatisfiable);
-        assert_eq!(r("bytes=-0").resolve(100), Span::Unsatisfiable);
-    }
-}
-
 /// `GET /api/geo/retrieve_batch/{replicable}?ids=…`: the paths of those records and the bytes of
 /// their small blobs, in the framing of [`api::batch`].
 pub(super) async fn retrieve_batch(
@@ -512,5 +469,48 @@ impl PrimaryService {
             enc.push(&entry);
         }
         Ok((enc.finish(), blobs, api::MAX_BATCH_BYTES - budget))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ByteRange, Span};
+
+    #[test]
+    fn ranges_parse_as_rfc_9110_says() {
+        let from = |start, end| Some(ByteRange::From { start, end });
+        assert_eq!(ByteRange::parse("bytes=10-"), from(10, None));
+        assert_eq!(ByteRange::parse("bytes=10-19"), from(10, Some(19)));
+        assert_eq!(ByteRange::parse(" bytes= 0 - 0 "), from(0, Some(0)));
+        assert_eq!(ByteRange::parse("bytes=-5"), Some(ByteRange::Suffix(5)));
+        for ignored in [
+            "",
+            "bytes=",
+            "bytes=-",
+            "bytes=5-4",
+            "bytes=a-",
+            "bytes=1-2,4-5",
+            "items=1-",
+            "bytes=+1-",
+            "bytes=99999999999999999999-",
+        ] {
+            assert_eq!(ByteRange::parse(ignored), None, "{ignored:?}");
+        }
+    }
+
+    #[test]
+    fn ranges_resolve_against_the_size() {
+        let part = |start, end, total| Span::Part { start, end, total };
+        let r = |s: &str| ByteRange::parse(s).unwrap();
+        assert_eq!(r("bytes=10-").resolve(100), part(10, 99, 100));
+        assert_eq!(r("bytes=10-1000").resolve(100), part(10, 99, 100));
+        assert_eq!(r("bytes=99-").resolve(100), part(99, 99, 100));
+        assert_eq!(r("bytes=0-").resolve(100), Span::Whole);
+        assert_eq!(r("bytes=0-9").resolve(100), part(0, 9, 100));
+        assert_eq!(r("bytes=-10").resolve(100), part(90, 99, 100));
+        assert_eq!(r("bytes=-1000").resolve(100), Span::Whole);
+        assert_eq!(r("bytes=100-").resolve(100), Span::Unsatisfiable);
+        assert_eq!(r("bytes=0-").resolve(0), Span::Unsatisfiable);
+        assert_eq!(r("bytes=-0").resolve(100), Span::Unsatisfiable);
     }
 }
