@@ -159,6 +159,17 @@ impl fmt::Debug for BlobStream {
     }
 }
 
+/// A blob being read from an offset ([`PrimarySource::open_blob_from`]).
+#[derive(Debug)]
+pub struct RangedBlobStream {
+    /// The bytes from [`start`](RangedBlobStream::start) on; its `size` counts those bytes and
+    /// its `checksum` is the whole blob's.
+    pub stream: BlobStream,
+    /// The blob's offset of the first byte the reader yields: the offset asked for, or 0 when
+    /// the source sends the whole blob instead (it cannot resume, or the blob is shorter).
+    pub start: u64,
+}
+
 /// What a secondary reads from its primary. Blocking; implementations must be shareable
 /// between worker threads.
 pub trait PrimarySource: Send + Sync {
@@ -250,6 +261,38 @@ pub trait PrimarySource: Send + Sync {
     ) -> Result<BlobStream, SourceError> {
         let _ = path;
         self.open_blob(replicable, id)
+    }
+
+    /// Opens the blob of a record at `path` (as for [`open_blob_at`](PrimarySource::open_blob_at))
+    /// from byte `offset`, to resume an interrupted download. The answer says where its bytes
+    /// start: `offset`, or 0 when the source sends the whole blob (the caller then starts over).
+    /// The default opens the blob and reads and discards the first `offset` bytes; a source
+    /// that can seek or ask for a `Range` overrides it.
+    fn open_blob_from(
+        &self,
+        replicable: &str,
+        id: i64,
+        path: &crate::blob_store::BlobPath,
+        offset: u64,
+    ) -> Result<RangedBlobStream, SourceError> {
+        let mut stream = self.open_blob_at(replicable, id, path)?;
+        if offset == 0 || stream.size.is_some_and(|n| n < offset) {
+            return Ok(RangedBlobStream { stream, start: 0 });
+        }
+        let skipped = std::io::copy(&mut (&mut stream.reader).take(offset), &mut std::io::sink())
+            .map_err(|e| {
+            SourceError::transient(format!("reading the file of {replicable} {id}"), e)
+        })?;
+        if skipped < offset {
+            // Shorter than the offset: the blob changed; send it whole.
+            let stream = self.open_blob_at(replicable, id, path)?;
+            return Ok(RangedBlobStream { stream, start: 0 });
+        }
+        stream.size = stream.size.map(|n| n - offset);
+        Ok(RangedBlobStream {
+            stream,
+            start: offset,
+        })
     }
 }
 

@@ -12,7 +12,8 @@ use geo_core::blob_store::{BlobPath, BlobStore};
 use geo_core::checksum::{Checksum, ChecksumAlgorithm};
 use geo_core::event::Event;
 use geo_core::source::{
-    BlobStream, EventFeed, PrimaryChecksum, PrimaryIdentity, PrimarySource, SourceError,
+    BlobStream, EventFeed, PrimaryChecksum, PrimaryIdentity, PrimarySource, RangedBlobStream,
+    SourceError,
 };
 
 use crate::db::DbPool;
@@ -273,6 +274,46 @@ impl PrimarySource for DirectSource {
                 e,
             )),
         }
+    }
+
+    /// Seeks in the primary's blob store: nothing before `offset` is read. An offset past the
+    /// end (the file shrank) sends the whole file.
+    fn open_blob_from(
+        &self,
+        replicable: &str,
+        id: i64,
+        path: &BlobPath,
+        offset: u64,
+    ) -> Result<RangedBlobStream, SourceError> {
+        let opened = match self.store.open_at(path, offset) {
+            Ok(blob) if blob.size < offset => {
+                return Ok(RangedBlobStream {
+                    stream: self.open_blob_at(replicable, id, path)?,
+                    start: 0,
+                });
+            }
+            Ok(blob) => blob,
+            Err(e) if e.is_not_found() => {
+                return Err(SourceError::MissingOnPrimary {
+                    replicable: replicable.to_string(),
+                    id,
+                });
+            }
+            Err(e) => {
+                return Err(SourceError::transient(
+                    format!("opening the file of {replicable} {id}"),
+                    e,
+                ));
+            }
+        };
+        Ok(RangedBlobStream {
+            stream: BlobStream {
+                reader: opened.reader,
+                size: Some(opened.size - offset),
+                checksum: None,
+            },
+            start: offset,
+        })
     }
 
     fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError> {

@@ -2,12 +2,16 @@
 //! symbolic-link escapes before it is touched.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use super::atomic::{create_dir_all_synced, sync_dir, write_atomically};
-use super::{BlobError, BlobPath, BlobReader, BlobStore, TEMP_PREFIX, Written};
+use super::resume::LocalPartial;
+use super::{
+    BlobError, BlobPath, BlobReader, BlobStore, PARTIAL_MAX_AGE, PartialWrite, ResumeKey,
+    TEMP_PREFIX, Written, is_partial_file_name,
+};
 use crate::checksum::{Checksum, checksum_file};
 
 /// A blob store in a local directory.
@@ -83,11 +87,27 @@ impl LocalBlobStore {
     }
 
     /// Removes temporary files (`.tmp_*`) left under the root by writes that crashed, when
-    /// their modification time is older than `older_than`. Returns how many were removed.
+    /// their modification time is older than `older_than`. Resumable downloads' files
+    /// (`.tmp_part_*`, see [`BlobStore::resume`]) are kept for a later attempt unless older
+    /// than both `older_than` and [`PARTIAL_MAX_AGE`]. Returns how many were removed.
     pub fn remove_stale_temp_files(&self, older_than: Duration) -> io::Result<usize> {
-        let cutoff = SystemTime::now()
-            .checked_sub(older_than)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
+        self.remove_stale_temp_files_with(older_than, older_than.max(PARTIAL_MAX_AGE))
+    }
+
+    /// [`remove_stale_temp_files`](LocalBlobStore::remove_stale_temp_files) with the age of
+    /// resumable files given: plain temporary files older than `older_than` and resumable ones
+    /// older than `partial_older_than` are removed.
+    pub fn remove_stale_temp_files_with(
+        &self,
+        older_than: Duration,
+        partial_older_than: Duration,
+    ) -> io::Result<usize> {
+        let cutoff_of = |age: Duration| {
+            SystemTime::now()
+                .checked_sub(age)
+                .unwrap_or(SystemTime::UNIX_EPOCH)
+        };
+        let (cutoff, partial_cutoff) = (cutoff_of(older_than), cutoff_of(partial_older_than));
         let mut removed = 0;
         let mut dirs = vec![self.root.clone()];
         while let Some(dir) = dirs.pop() {
@@ -106,7 +126,12 @@ impl LocalBlobStore {
                         .file_name()
                         .to_str()
                         .is_some_and(|n| n.starts_with(TEMP_PREFIX))
-                    && entry.metadata()?.modified()? < cutoff
+                    && entry.metadata()?.modified()?
+                        < if is_partial_file_name(&entry.file_name()) {
+                            partial_cutoff
+                        } else {
+                            cutoff
+                        }
                 {
                     match fs::remove_file(entry.path()) {
                         Ok(()) => removed += 1,
@@ -120,8 +145,9 @@ impl LocalBlobStore {
     }
 }
 
-impl BlobStore for LocalBlobStore {
-    fn open(&self, path: &BlobPath) -> Result<BlobReader, BlobError> {
+impl LocalBlobStore {
+    /// The regular file at `path`, opened, and its size.
+    fn open_file(&self, path: &BlobPath) -> Result<(File, u64), BlobError> {
         let full = self.resolve(path, true)?;
         let file = File::open(&full).map_err(|e| BlobError::io(path, "open", e))?;
         let meta = file
@@ -132,18 +158,12 @@ impl BlobStore for LocalBlobStore {
                 path: path.to_string(),
             });
         }
-        Ok(BlobReader {
-            reader: Box::new(file),
-            size: meta.len(),
-        })
+        Ok((file, meta.len()))
     }
 
-    fn write(
-        &self,
-        path: &BlobPath,
-        reader: &mut dyn Read,
-        expected: Option<&Checksum>,
-    ) -> Result<Written, BlobError> {
+    /// The resolved destination of a write to `path` and its directory, created (durably) when
+    /// missing and checked again once it exists.
+    fn prepare_write(&self, path: &BlobPath) -> Result<(PathBuf, PathBuf), BlobError> {
         let full = self.resolve(path, false)?;
         let dir = full
             .parent()
@@ -163,7 +183,64 @@ impl BlobStore for LocalBlobStore {
                 path: path.to_string(),
             });
         }
+        Ok((full, dir))
+    }
+}
+
+impl BlobStore for LocalBlobStore {
+    fn open(&self, path: &BlobPath) -> Result<BlobReader, BlobError> {
+        let (file, size) = self.open_file(path)?;
+        Ok(BlobReader {
+            reader: Box::new(file),
+            size,
+        })
+    }
+
+    fn write(
+        &self,
+        path: &BlobPath,
+        reader: &mut dyn Read,
+        expected: Option<&Checksum>,
+    ) -> Result<Written, BlobError> {
+        let (full, dir) = self.prepare_write(path)?;
         write_atomically(&dir, &full, path, reader, expected)
+    }
+
+    fn open_at(&self, path: &BlobPath, offset: u64) -> Result<BlobReader, BlobError> {
+        let blob = self.open_file(path)?;
+        let (mut file, size) = blob;
+        if offset > 0 {
+            file.seek(SeekFrom::Start(offset))
+                .map_err(|e| BlobError::io(path, "seek", e))?;
+        }
+        Ok(BlobReader {
+            reader: Box::new(file),
+            size,
+        })
+    }
+
+    fn resume(
+        &self,
+        path: &BlobPath,
+        key: &ResumeKey,
+        create: bool,
+    ) -> Result<Option<Box<dyn PartialWrite + '_>>, BlobError> {
+        let (full, dir) = if create {
+            self.prepare_write(path)?
+        } else {
+            let full = self.resolve(path, false)?;
+            match full.parent() {
+                Some(dir) if dir.is_dir() => {
+                    let dir = dir.to_path_buf();
+                    (full, dir)
+                }
+                _ => return Ok(None),
+            }
+        };
+        Ok(
+            LocalPartial::open(&dir, &full, path, &key.file_name(), create)?
+                .map(|p| Box::new(p) as Box<dyn PartialWrite>),
+        )
     }
 
     fn delete(&self, path: &BlobPath) -> Result<bool, BlobError> {

@@ -17,9 +17,16 @@ use crate::checksum::Checksum;
 mod atomic;
 mod local;
 mod path;
+mod resume;
 
 pub use local::LocalBlobStore;
 pub use path::{BlobPath, BlobPathProblem, InvalidBlobPath};
+pub use resume::{PARTIAL_PREFIX, PartialWrite, ResumeKey, is_partial_file_name};
+
+/// How long a resumable temporary file ([`PARTIAL_PREFIX`]) untouched by any attempt is kept by
+/// [`LocalBlobStore::remove_stale_temp_files`]: every attempt touches it, so one older than
+/// this belongs to a record nobody is downloading any more.
+pub const PARTIAL_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Prefix of the temporary files a [`LocalBlobStore`] writes. A [`BlobPath`] may not use it for
 /// its file name, so cleaning temporary files never removes a blob.
@@ -137,6 +144,32 @@ pub struct Written {
 pub trait BlobStore: Send + Sync {
     /// Opens the blob for reading.
     fn open(&self, path: &BlobPath) -> Result<BlobReader, BlobError>;
+
+    /// Opens the blob for reading from byte `offset`: the reader yields the bytes after it and
+    /// [`BlobReader::size`] is the whole blob's size (an `offset` at or past the end yields
+    /// nothing). The default reads and discards the first `offset` bytes; a local store seeks.
+    fn open_at(&self, path: &BlobPath, offset: u64) -> Result<BlobReader, BlobError> {
+        let mut blob = self.open(path)?;
+        if offset > 0 {
+            io::copy(&mut (&mut blob.reader).take(offset), &mut io::sink())
+                .map_err(|e| BlobError::io(path, "read", e))?;
+        }
+        Ok(blob)
+    }
+
+    /// The resumable write of the download `key` to `path`: the temporary file an earlier
+    /// attempt left, hashed and locked, or (with `create`) a new empty one. `Ok(None)` when
+    /// there is none and `create` is false, when another writer holds it, or when the store
+    /// cannot resume (the default): then write with [`write`](BlobStore::write).
+    fn resume(
+        &self,
+        path: &BlobPath,
+        key: &ResumeKey,
+        create: bool,
+    ) -> Result<Option<Box<dyn PartialWrite + '_>>, BlobError> {
+        let _ = (path, key, create);
+        Ok(None)
+    }
 
     /// Stores everything `reader` yields at `path`, atomically: on success the whole new content
     /// is at `path`; on any error the previous content (or absence) is unchanged. When

@@ -274,7 +274,7 @@ impl Registry {
 
     /// Rows `started` for `work` longer than `timeout` fail ("Sync timed out after …", "Verification
     /// timed out after …") with a retry count of 1 and `retry_at` ([`rules::sync_timed_out`],
-    /// [`rules::verification_timed_out`]).
+    /// [`rules::verification_timed_out`]); with `ids`, only those of these rows.
     pub fn fail_timeouts(
         &self,
         conn: &mut impl AsDbConn,
@@ -282,6 +282,7 @@ impl Registry {
         timeout: Duration,
         retry_at: DateTime<Utc>,
         now: DateTime<Utc>,
+        ids: Option<&[i64]>,
     ) -> Result<usize, RegistryError> {
         let timeout = timeout.to_std().unwrap_or_default();
         let cutoff = geo_core::transitions::timeout_cutoff(now, timeout);
@@ -292,7 +293,7 @@ impl Registry {
             }
             Work::Verification => rules::verification_timed_out(cutoff, timeout, retry_at),
         };
-        Ok(self.apply(conn, &change, None)?.len())
+        Ok(self.apply(conn, &change, ids)?.len())
     }
 
     /// Moves every row left `started` (sync or verification) back to `pending`, whoever claimed

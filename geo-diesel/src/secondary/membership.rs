@@ -168,17 +168,29 @@ impl Secondary {
     /// gone. A process that is alone may, for example, remove every temporary file of the blob
     /// directory on start.
     pub fn other_processes_running(&self) -> Result<bool, SecondaryError> {
-        let now = self.now();
+        let mut conn = self.tracking.get()?;
+        Ok(!self.live_others(&mut conn)?.is_empty())
+    }
+
+    /// The ids of the other secondary processes running on this tracking database (as
+    /// [`Secondary::other_processes_running`] judges them).
+    pub(super) fn live_others(
+        &self,
+        conn: &mut impl AsDbConn,
+    ) -> Result<std::collections::BTreeSet<String>, SecondaryError> {
         let cutoff = geo_core::transitions::timeout_cutoff(
-            now,
+            self.now(),
             self.config.lease_period.to_std().unwrap_or_default(),
         );
-        let mut conn = self.tracking.get()?;
-        Ok(lease::workers(&mut conn)?.into_iter().any(|w| {
-            w.id != self.member.id
-                && w.heartbeat_at.get() >= cutoff
-                && !(w.host == self.member.host && pid_alive(w.pid) == Some(false))
-        }))
+        Ok(lease::workers(conn)?
+            .into_iter()
+            .filter(|w| {
+                w.id != self.member.id
+                    && w.heartbeat_at.get() >= cutoff
+                    && !(w.host == self.member.host && pid_alive(w.pid) == Some(false))
+            })
+            .map(|w| w.id)
+            .collect())
     }
 
     /// Gives back everything this process holds: its claims go back to `pending`, its leases

@@ -55,7 +55,9 @@ pub struct SecondaryConfig {
     pub verification_threads: usize,
     /// Ids per backfill range (GitLab: 10 000).
     pub backfill_batch: i64,
-    /// A sync `started` longer than this fails (GitLab: 8 h).
+    /// The no-progress timeout of a sync: a download that receives no bytes for this long
+    /// fails (default 5 min; GitLab fails any sync `started` for 8 h, which a large enough
+    /// blob never beats). No total duration is imposed.
     pub sync_timeout: Duration,
     /// A verification `started` longer than this fails (GitLab: 8 h).
     pub verification_timeout: Duration,
@@ -108,7 +110,7 @@ impl Default for SecondaryConfig {
             verification_batch: 100,
             verification_threads: 2,
             backfill_batch: 10_000,
-            sync_timeout: Duration::hours(8),
+            sync_timeout: Duration::minutes(5),
             verification_timeout: Duration::hours(8),
             cursor_batch: 1000,
             gap_timeout: Duration::hours(1),
@@ -179,6 +181,8 @@ pub struct Secondary {
     safety: safety::SafetyState,
     counters: SecondaryCounters,
     observer: std::sync::OnceLock<Arc<dyn geo_core::observe::SyncObserver>>,
+    /// Downloads in flight here and when each last received bytes (the no-progress timeout).
+    in_flight: sync::InFlight,
 }
 
 impl std::fmt::Debug for Secondary {
@@ -218,6 +222,7 @@ impl Secondary {
             safety: safety::SafetyState::default(),
             counters: SecondaryCounters::default(),
             observer: std::sync::OnceLock::new(),
+            in_flight: sync::InFlight::default(),
         }
     }
 

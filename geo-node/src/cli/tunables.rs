@@ -154,9 +154,11 @@ pub struct SecondaryTunables {
     #[arg(long, env = "GEO_CURSOR_BATCH", default_value_t = secondary().cursor_batch,
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub cursor_batch: usize,
-    /// A sync `started` for longer than this fails and is retried.
-    #[arg(long, env = "GEO_SYNC_TIMEOUT", default_value_t = Span::of(secondary().sync_timeout))]
-    pub sync_timeout: Span,
+    /// A download that receives no bytes for this long fails and is retried (resuming where it
+    /// stopped); there is no limit on a download's total duration. `--sync-timeout` is an alias.
+    #[arg(long, alias = "sync-timeout", env = "GEO_SYNC_NO_PROGRESS_TIMEOUT",
+          default_value_t = Span::of(secondary().sync_timeout))]
+    pub sync_no_progress_timeout: Span,
     /// A verification `started` for longer than this fails and is retried.
     #[arg(long, env = "GEO_VERIFICATION_TIMEOUT",
           default_value_t = Span::of(secondary().verification_timeout))]
@@ -193,7 +195,7 @@ impl SecondaryTunables {
             .verification_threads(self.verification_threads)
             .backfill_batch(self.backfill_batch)
             .cursor_batch(self.cursor_batch)
-            .sync_timeout(self.sync_timeout.chrono())
+            .sync_no_progress_timeout(self.sync_no_progress_timeout.chrono())
             .verification_timeout(self.verification_timeout.chrono())
             .gap_timeout(self.gap_timeout.chrono())
             .lease_period(self.lease_period.chrono())
@@ -327,7 +329,7 @@ mod tests {
             "--verification-threads=4",
             "--backfill-batch=500",
             "--cursor-batch=50",
-            "--sync-timeout=2h",
+            "--sync-no-progress-timeout=2h",
             "--verification-timeout=90m",
             "--gap-timeout=5m",
             "--lease-period=10",
@@ -366,6 +368,26 @@ mod tests {
     }
 
     #[test]
+    fn the_sync_timeout_is_a_no_progress_timeout_of_5_minutes_also_named_sync_timeout() {
+        let parse = |args: &[&str]| {
+            Sec::try_parse_from(args)
+                .unwrap()
+                .t
+                .apply(SecondaryConfig::default())
+                .sync_timeout
+        };
+        assert_eq!(parse(&["x"]), chrono::TimeDelta::minutes(5));
+        assert_eq!(
+            parse(&["x", "--sync-timeout=90s"]),
+            chrono::TimeDelta::seconds(90)
+        );
+        assert_eq!(
+            parse(&["x", "--sync-no-progress-timeout=1m"]),
+            chrono::TimeDelta::minutes(1)
+        );
+    }
+
+    #[test]
     fn a_sync_batch_below_the_capacity_is_raised_to_it() {
         let c = Sec::try_parse_from(["x", "--sync-capacity=20", "--sync-batch=5"])
             .unwrap()
@@ -378,8 +400,8 @@ mod tests {
     fn bad_values_are_refused_with_the_flag_named() {
         for bad in [
             ["x", "--sync-capacity=0"],
-            ["x", "--sync-timeout=0s"],
-            ["x", "--sync-timeout=8 parsecs"],
+            ["x", "--sync-no-progress-timeout=0s"],
+            ["x", "--sync-no-progress-timeout=8 parsecs"],
             ["x", "--backfill-batch=-1"],
             ["x", "--max-removal-share=1.5"],
             ["x", "--max-removal-share=ten"],

@@ -16,8 +16,10 @@ use geo_diesel::geo_core::blob_store::BlobPath;
 use geo_diesel::geo_core::checksum::{Checksum, checksum_bytes};
 use geo_diesel::geo_core::event::Event;
 use geo_diesel::geo_core::source::{
-    BlobStream, EventFeed, PrimaryChecksum, PrimaryIdentity, PrimarySource, SourceError,
+    BlobStream, EventFeed, PrimaryChecksum, PrimaryIdentity, PrimarySource, RangedBlobStream,
+    SourceError,
 };
+use reqwest::header;
 
 /// How long a blob path learned from a checksums answer is used instead of asking again.
 const PATH_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -430,6 +432,27 @@ impl PrimarySource for HttpSource {
         }
     }
 
+    /// `retrieve` with `Range: bytes=<offset>-`; offset 0 is [`open_blob_at`](PrimarySource::open_blob_at)
+    /// (a prefetched blob is used).
+    fn open_blob_from(
+        &self,
+        replicable: &str,
+        id: i64,
+        path: &BlobPath,
+        offset: u64,
+    ) -> Result<RangedBlobStream, SourceError> {
+        if offset == 0 {
+            return Ok(RangedBlobStream {
+                stream: self.open_blob_at(replicable, id, path)?,
+                start: 0,
+            });
+        }
+        let name = Self::seg(replicable)?;
+        // A prefetched copy is whole and small: never what a resumed download asks for.
+        self.prefetch_lock().take(name, id, Some(path.as_str()));
+        self.retrieve_from(name, id, offset)
+    }
+
     fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError> {
         let name = Self::seg(replicable)?;
         match self.prefetched(name, id, None) {
@@ -444,9 +467,46 @@ impl HttpSource {
     /// its MAC: the blob store compares the bytes with that checksum before renaming, so a
     /// checksum the secondary could not authenticate would let anyone on the path choose them.
     fn retrieve(&self, name: &str, id: i64) -> Result<BlobStream, SourceError> {
+        Ok(self.retrieve_from(name, id, 0)?.stream)
+    }
+
+    /// `GET /api/geo/retrieve/{name}/{id}` with `Range: bytes=<offset>-` (none for 0),
+    /// streamed: a `206` answer starts at `offset` (its `Content-Range` must say so); a `200`
+    /// (a primary without range support) at 0; a `416` (the blob is no longer than `offset`:
+    /// its content changed) is asked again whole.
+    fn retrieve_from(
+        &self,
+        name: &str,
+        id: i64,
+        offset: u64,
+    ) -> Result<RangedBlobStream, SourceError> {
         let path = format!("/api/geo/retrieve/{name}/{id}");
-        let resp = self.client.get(&path, &RequestData::blob(name, id))?;
         let what = format!("GET {path}");
+        let resp = self
+            .client
+            .get_from(&path, &RequestData::blob(name, id), offset)?;
+        let start = match resp.status() {
+            reqwest::StatusCode::RANGE_NOT_SATISFIABLE => {
+                return self.retrieve_from(name, id, 0);
+            }
+            reqwest::StatusCode::PARTIAL_CONTENT => {
+                let start = resp
+                    .headers()
+                    .get(header::CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.strip_prefix("bytes "))
+                    .and_then(|v| v.split_once('-'))
+                    .and_then(|(s, _)| s.trim().parse::<u64>().ok());
+                if start != Some(offset) {
+                    return Err(SourceError::other(
+                        what,
+                        format!("asked for bytes from {offset}, got Content-Range {start:?}"),
+                    ));
+                }
+                offset
+            }
+            _ => 0,
+        };
         let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok());
         let checksum = match resp.headers().get(api::CHECKSUM_HEADER) {
             None => {
@@ -467,10 +527,13 @@ impl HttpSource {
         self.authentic(&what, header(api::CHECKSUM_MAC_HEADER), name, id, &checksum)
             .map_err(|e| SourceError::other(what.clone(), e))?;
         let size = resp.content_length();
-        Ok(BlobStream {
-            reader: Box::new(body_reader(resp)),
-            size,
-            checksum: Some(checksum),
+        Ok(RangedBlobStream {
+            stream: BlobStream {
+                reader: Box::new(body_reader(resp)),
+                size,
+                checksum: Some(checksum),
+            },
+            start,
         })
     }
 }

@@ -123,8 +123,20 @@ impl NodeClient {
     /// body not yet) on 200, the mapped error otherwise. Reading its body waits at most the
     /// read timeout for each piece.
     pub fn get(&self, path_and_query: &str, data: &RequestData) -> Result<Response, SourceError> {
+        self.get_from(path_and_query, data, 0)
+    }
+
+    /// [`get`](NodeClient::get) asking for the bytes from `offset` on (`Range: bytes=<offset>-`
+    /// when it is not 0); a `206 Partial Content` or `416 Range Not Satisfiable` answer is
+    /// returned too, for the caller to read its `Content-Range`.
+    pub fn get_from(
+        &self,
+        path_and_query: &str,
+        data: &RequestData,
+        offset: u64,
+    ) -> Result<Response, SourceError> {
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
-        let r = self.get_inner(path_and_query, data);
+        let r = self.get_inner(path_and_query, data, offset);
         match &r {
             Ok(_) => self.stats.ok(),
             Err(e @ SourceError::Transient { .. }) => self.stats.failed(e),
@@ -136,7 +148,12 @@ impl NodeClient {
         r
     }
 
-    fn get_inner(&self, path_and_query: &str, data: &RequestData) -> Result<Response, SourceError> {
+    fn get_inner(
+        &self,
+        path_and_query: &str,
+        data: &RequestData,
+        offset: u64,
+    ) -> Result<Response, SourceError> {
         let what = format!("GET {path_and_query}");
         let client = self
             .client
@@ -146,12 +163,20 @@ impl NodeClient {
             .config
             .credentials
             .authorization(data, chrono::Utc::now().timestamp());
-        let resp = client
+        let mut req = client
             .get(format!("{}{path_and_query}", self.config.base_url))
-            .header(header::AUTHORIZATION, auth)
-            .send()
-            .map_err(|e| transport_error(&what, &e))?;
-        if resp.status() == StatusCode::OK {
+            .header(header::AUTHORIZATION, auth);
+        if offset > 0 {
+            req = req.header(header::RANGE, format!("bytes={offset}-"));
+        }
+        let resp = req.send().map_err(|e| transport_error(&what, &e))?;
+        if resp.status() == StatusCode::OK
+            || (offset > 0
+                && matches!(
+                    resp.status(),
+                    StatusCode::PARTIAL_CONTENT | StatusCode::RANGE_NOT_SATISFIABLE
+                ))
+        {
             return Ok(resp);
         }
         let status = resp.status();

@@ -20,11 +20,13 @@
 //! [`PrimarySource`]: geo_diesel::geo_core::source::PrimarySource
 
 mod accept;
+mod batch;
 mod conn;
 mod error;
 mod events;
 pub mod extract;
 mod middleware;
+mod range;
 mod records;
 mod retrieve;
 mod serve;
@@ -130,7 +132,7 @@ pub(crate) fn router_with(state: Arc<NodeState>, metrics: bool) -> Router {
         .route(route::IDENTITY, get(events::identity))
         .route(route::IDS, get(records::ids))
         .route(route::CHECKSUMS, get(records::checksums))
-        .route(route::RETRIEVE_BATCH, get(retrieve::retrieve_batch))
+        .route(route::RETRIEVE_BATCH, get(batch::retrieve_batch))
         .route(route::STATUS, get(status::status))
         .route(route::GRAPHQL, axum::routing::post(crate::graphql::handle))
         .merge(crate::admin::routes());
