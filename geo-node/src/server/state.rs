@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use geo_diesel::db::DbPool;
 use geo_diesel::direct::DirectSource;
+use geo_diesel::notify::EventWatch;
 use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
 use geo_diesel::geo_core::clock::{Clock, SystemClock};
 use geo_diesel::geo_core::find_replicable;
@@ -32,6 +33,9 @@ pub struct PrimaryService {
     /// The primary's blob store, when local: blobs are opened here once their path is known
     /// (one query fewer per blob than `source.open_blob`).
     pub store: Option<Arc<dyn BlobStore>>,
+    /// The watch of the primary database's events, when local: a waiting event feed awaits it
+    /// without holding a thread (otherwise the wait is `source.event_feed_wait`'s).
+    pub events: Option<EventWatch>,
 }
 
 impl PrimaryService {
@@ -41,8 +45,10 @@ impl PrimaryService {
         store: Arc<dyn BlobStore>,
         verifier: Option<Arc<PrimaryVerifier>>,
     ) -> Self {
+        let source = DirectSource::new(db.clone(), Arc::clone(&store));
         PrimaryService {
-            source: Arc::new(DirectSource::new(db.clone(), Arc::clone(&store))),
+            events: Some(source.event_watch().clone()),
+            source: Arc::new(source),
             verifier,
             db: Some(db),
             store: Some(store),
@@ -59,6 +65,7 @@ impl PrimaryService {
             verifier,
             db: None,
             store: None,
+            events: None,
         }
     }
 
