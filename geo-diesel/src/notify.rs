@@ -179,7 +179,10 @@ impl std::fmt::Debug for EventWatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EventWatch")
             .field("db", &self.handle.shared.db)
-            .field("waiters", &self.handle.shared.waiters.load(Ordering::Relaxed))
+            .field(
+                "waiters",
+                &self.handle.shared.waiters.load(Ordering::Relaxed),
+            )
             .finish_non_exhaustive()
     }
 }

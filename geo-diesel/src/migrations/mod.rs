@@ -34,8 +34,8 @@ mod framework;
 pub use framework::{
     ADMIN_MIGRATION_PREFIX, ADMIN_VERSION, FRAMEWORK_MIGRATION_PREFIX, FRAMEWORK_VERSION,
     LEASES_MIGRATION_PREFIX, LEASES_VERSION, NOTIFY_MIGRATION_PREFIX, NOTIFY_VERSION,
-    SAFETY_MIGRATION_PREFIX, SAFETY_VERSION,
-    admin_migration, framework_migration, leases_migration, ledger_ddl, safety_migration,
+    SAFETY_MIGRATION_PREFIX, SAFETY_VERSION, admin_migration, framework_migration,
+    leases_migration, ledger_ddl, safety_migration,
 };
 
 /// One step of a migration plan.

@@ -100,7 +100,12 @@ impl Secondary {
                 self.config.idle_sleep,
                 None,
             ),
-            ("geo-sync", |s| busy(s.sync_pass()), self.config.idle_sleep, work),
+            (
+                "geo-sync",
+                |s| busy(s.sync_pass()),
+                self.config.idle_sleep,
+                work,
+            ),
             (
                 "geo-verify",
                 |s| busy(s.verification_pass()),

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use geo_diesel::db::DbPool;
 use geo_diesel::direct::DirectSource;
-use geo_diesel::notify::EventWatch;
 use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
 use geo_diesel::geo_core::clock::{Clock, SystemClock};
 use geo_diesel::geo_core::find_replicable;
 use geo_diesel::geo_core::source::{BlobStream, PrimarySource, SourceError};
+use geo_diesel::notify::EventWatch;
 use geo_diesel::secondary::Secondary;
 use geo_diesel::verifier::PrimaryVerifier;
 
