@@ -71,7 +71,11 @@ fn main() {
     run_sync_bench("B2", &parent, b2, 4096, repeat, rsync.is_some());
     run_sync_bench("B3", &parent, b3, 10 << 20, repeat, rsync.is_some());
     run_rss_bench(&parent, big);
-    run_latency_bench(&parent, if quick { 50 } else { 200 }, Duration::from_secs(10));
+    run_latency_bench(
+        &parent,
+        if quick { 50 } else { 200 },
+        Duration::from_secs(10),
+    );
 }
 
 /// Where bench data goes by default: `/dev/shm` when there is one.
@@ -476,7 +480,11 @@ impl SecondaryChild {
         use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
         primary
             .store
-            .write(&BlobPath::new(&path).unwrap(), &mut &data(i as u64, 4096)[..], None)
+            .write(
+                &BlobPath::new(&path).unwrap(),
+                &mut &data(i as u64, 4096)[..],
+                None,
+            )
             .unwrap();
         let doc = insert_doc(&primary.db, &path);
         let committed = Instant::now();
