@@ -19,7 +19,7 @@ use geo_node::client::{HttpConfig, HttpSource};
 
 /// An HTTP source reading `primary` with a read timeout long enough for the waits below.
 fn source(primary: &Primary) -> HttpSource {
-    let mut http = HttpConfig::new(&primary.url(), primary.creds.clone());
+    let mut http = HttpConfig::new(primary.url(), primary.creds.clone());
     http.read_timeout = Duration::from_secs(30);
     HttpSource::new(http)
 }
