@@ -191,6 +191,21 @@ pub trait PrimarySource: Send + Sync {
         Ok(EventFeed { events, primary })
     }
 
+    /// [`event_feed`](PrimarySource::event_feed), but when no event is after `after_id` the
+    /// call waits up to `wait` for one to be committed and answers as soon as it is (a long
+    /// poll); at the deadline it answers with no events. A source that cannot wait answers at
+    /// once: the default calls [`event_feed`](PrimarySource::event_feed), and a caller that
+    /// gets an empty answer much sooner than `wait` should sleep before asking again.
+    fn event_feed_wait(
+        &self,
+        after_id: i64,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<EventFeed, SourceError> {
+        let _ = wait;
+        self.event_feed(after_id, limit)
+    }
+
     /// The events among `ids` that exist now, in id order (gap filling). Ids that do not exist
     /// are simply absent.
     fn events_by_ids(&self, ids: &[i64]) -> Result<Vec<Event>, SourceError>;

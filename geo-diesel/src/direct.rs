@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::RangeInclusive;
 use std::sync::Arc;
+use std::time::Instant;
 
 use diesel::prelude::*;
 use geo_core::ReplicableDescriptor;
@@ -18,13 +19,19 @@ use geo_core::source::{
 
 use crate::db::DbPool;
 use crate::db::with_conn;
+use crate::notify::EventWatch;
 use crate::schema::geo_events;
 
 /// Reads a primary directly: its database pool and its blob store.
+///
+/// Its [`event_feed_wait`](PrimarySource::event_feed_wait) waits on the database's
+/// [`EventWatch`] (see [`crate::notify`]): it answers within a few milliseconds of the commit of
+/// an event by anyone, and holds no connection while it waits.
 #[derive(Clone)]
 pub struct DirectSource {
     db: DbPool,
     store: Arc<dyn BlobStore>,
+    watch: EventWatch,
 }
 
 impl std::fmt::Debug for DirectSource {
@@ -68,7 +75,14 @@ fn to_event(r: EventRow) -> Event {
 impl DirectSource {
     /// A source reading the primary database through `db` and its files through `store`.
     pub fn new(db: DbPool, store: Arc<dyn BlobStore>) -> Self {
-        DirectSource { db, store }
+        let watch = EventWatch::new(db.clone());
+        DirectSource { db, store, watch }
+    }
+
+    /// The watch of the primary database's events, for a server that waits on it without a
+    /// thread ([`crate::notify::Listening::changed`]).
+    pub fn event_watch(&self) -> &EventWatch {
+        &self.watch
     }
 
     fn conn(&self) -> Result<crate::db::PooledConn, SourceError> {
@@ -157,6 +171,31 @@ impl PrimarySource for DirectSource {
             events: rows.into_iter().map(to_event).collect(),
             primary,
         })
+    }
+
+    /// Reads the feed; while it is empty and `wait` has not passed, waits for the database's
+    /// [`EventWatch`] (or an in-process [`crate::notify::events_committed`]) and reads again.
+    /// No connection is held between reads.
+    fn event_feed_wait(
+        &self,
+        after_id: i64,
+        limit: usize,
+        wait: std::time::Duration,
+    ) -> Result<EventFeed, SourceError> {
+        if wait.is_zero() {
+            return self.event_feed(after_id, limit);
+        }
+        let deadline = Instant::now() + wait;
+        let mut listening = self.watch.listen();
+        loop {
+            listening.rearm();
+            let feed = self.event_feed(after_id, limit)?;
+            let now = Instant::now();
+            if !feed.events.is_empty() || now >= deadline {
+                return Ok(feed);
+            }
+            listening.wait_until(deadline.min(now + crate::notify::RECHECK));
+        }
     }
 
     fn events_by_ids(&self, ids: &[i64]) -> Result<Vec<Event>, SourceError> {

@@ -27,6 +27,7 @@ pub mod direct;
 pub mod json;
 pub mod lease;
 pub mod migrations;
+pub mod notify;
 pub mod parallel;
 pub mod primary;
 pub mod registry;

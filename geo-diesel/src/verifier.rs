@@ -3,7 +3,7 @@
 //! verification-state backfill.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use chrono::Duration;
@@ -16,7 +16,7 @@ use geo_core::{ReplicableDescriptor, replicables};
 use crate::db::DbPool;
 use crate::parallel::parallel_map;
 use crate::primary::{self, Claimed, PrimaryError};
-use crate::secondary::{WorkerHandle, worker_loop};
+use crate::secondary::{Stop, WorkerHandle, worker_loop};
 
 /// Tunables of the primary's workers.
 #[derive(Debug, Clone)]
@@ -260,7 +260,7 @@ impl PrimaryVerifier {
 
     /// Starts the verification and maintenance loops on background threads.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<WorkerHandle> {
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::default());
         let mut threads = Vec::new();
         let me = Arc::clone(self);
         let s = Arc::clone(&stop);

@@ -6,9 +6,19 @@
 //!   `rsync -a rsync://127.0.0.1:PORT/mod/ dst/` against `rsync --daemon` serving the primary's
 //!   folder. Runs are interleaved; the median of `--repeat` runs is reported.
 //! - RSS: a secondary in a child process syncs one 1 GiB blob; its peak RSS (VmHWM) is reported.
+//! - Latency: change → synced over loopback HTTP with default settings. A primary (this process,
+//!   SQLite, served over HTTP) and a secondary in a child process (`Secondary::spawn` with
+//!   `SecondaryConfig::default()` and `HttpConfig`'s defaults) replicating from it. Records are
+//!   created one at a time, 20–60 ms apart; each sample is the time from the commit of the
+//!   record's insert to its registry row on the secondary reading `synced` (polled every
+//!   millisecond by this process). Pushed (the default: the log cursor long-polls
+//!   `events?wait=`) beside polling (`event_wait = 0`: the cursor reads every `idle_sleep`).
+//!   Then the CPU (utime + stime from `/proc`) of a quiet secondary over `--quiet-secs`, as a
+//!   share of one core, and the primary's over the same window.
 //!
 //! ```text
 //! cargo run --release -p geo-node --example http_bench -- [--quick] [--repeat N] [--dir DIR]
+//! cargo run --release -p geo-node --example http_bench -- latency [--samples N] [--quiet-secs S]
 //! ```
 
 #![allow(missing_docs)]
@@ -30,15 +40,21 @@ fn main() {
         rss_child(&args[2], Path::new(&args[3]), &args[4]);
         return;
     }
+    if args.get(1).map(String::as_str) == Some("latency-child") {
+        latency_child(&args[2], Path::new(&args[3]), &args[4], &args[5]);
+        return;
+    }
+    if args.get(1).map(String::as_str) == Some("latency") {
+        let parent = flag(&args, "--dir").map_or_else(bench_parent, PathBuf::from);
+        let samples = flag(&args, "--samples").map_or(200, |v| v.parse().unwrap());
+        let quiet = flag(&args, "--quiet-secs").map_or(10, |v| v.parse().unwrap());
+        doc_name();
+        run_latency_bench(&parent, samples, Duration::from_secs(quiet));
+        return;
+    }
     let quick = args.iter().any(|a| a == "--quick");
     let repeat = flag(&args, "--repeat").map_or(if quick { 1 } else { 3 }, |v| v.parse().unwrap());
-    let parent = flag(&args, "--dir").map(PathBuf::from).unwrap_or_else(|| {
-        if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        }
-    });
+    let parent = flag(&args, "--dir").map_or_else(bench_parent, PathBuf::from);
     doc_name();
     let rsync = rsync_version();
     println!(
@@ -55,6 +71,20 @@ fn main() {
     run_sync_bench("B2", &parent, b2, 4096, repeat, rsync.is_some());
     run_sync_bench("B3", &parent, b3, 10 << 20, repeat, rsync.is_some());
     run_rss_bench(&parent, big);
+    run_latency_bench(
+        &parent,
+        if quick { 50 } else { 200 },
+        Duration::from_secs(10),
+    );
+}
+
+/// Where bench data goes by default: `/dev/shm` when there is one.
+fn bench_parent() -> PathBuf {
+    if Path::new("/dev/shm").is_dir() {
+        PathBuf::from("/dev/shm")
+    } else {
+        std::env::temp_dir()
+    }
 }
 
 fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -369,4 +399,194 @@ impl std::io::Read for Pieces<'_> {
         self.pos = (self.pos + n) % self.piece.len();
         Ok(n)
     }
+}
+
+/// Ticks per second of `/proc/*/stat` CPU times.
+fn clock_ticks() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+/// utime + stime of process `pid` ("self" for this one), in seconds.
+fn cpu_seconds(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f[11].parse().unwrap(), f[12].parse().unwrap());
+    (utime + stime) / clock_ticks()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// One secondary process replicating from the primary, and what the bench reads of it.
+struct SecondaryChild {
+    child: std::process::Child,
+    tracking: diesel::SqliteConnection,
+}
+
+impl SecondaryChild {
+    fn start(primary: &Primary, dir: &Path, mode: &str) -> Self {
+        use std::io::BufRead;
+        std::fs::create_dir_all(dir).unwrap();
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args([
+                "latency-child",
+                &primary.url(),
+                &dir.display().to_string(),
+                primary.creds.access_key.as_str(),
+                mode,
+            ])
+            .env("GEO_SECRET", primary.creds.secret.expose())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "ready", "the secondary did not start");
+        let tracking =
+            geo_diesel::connection::sqlite::establish(dir.join("tracking.sqlite3")).unwrap();
+        SecondaryChild { child, tracking }
+    }
+
+    fn synced(&mut self, id: i64) -> bool {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Row {
+            #[diesel(sql_type = diesel::sql_types::SmallInt)]
+            state: i16,
+        }
+        let rows: Vec<Row> = diesel::sql_query(format!(
+            "SELECT state FROM doc_registry WHERE doc_id = {id}"
+        ))
+        .load(&mut self.tracking)
+        .unwrap_or_default();
+        rows.first().is_some_and(|r| r.state == 2)
+    }
+
+    /// Creates a record and returns the time from its commit to its sync on the secondary.
+    fn sample(&mut self, primary: &Primary, i: usize) -> Duration {
+        let path = format!("lat/{i}.bin");
+        use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
+        primary
+            .store
+            .write(
+                &BlobPath::new(&path).unwrap(),
+                &mut &data(i as u64, 4096)[..],
+                None,
+            )
+            .unwrap();
+        let doc = insert_doc(&primary.db, &path);
+        let committed = Instant::now();
+        let deadline = committed + Duration::from_secs(60);
+        while !self.synced(doc.id) {
+            assert!(Instant::now() < deadline, "record {} never synced", doc.id);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        committed.elapsed()
+    }
+}
+
+impl Drop for SecondaryChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn run_latency_bench(parent: &Path, samples: usize, quiet: Duration) {
+    let tmp = tempfile::Builder::new()
+        .prefix("geo-http-latency-")
+        .tempdir_in(parent)
+        .unwrap();
+    let primary = Primary::direct(tmp.path());
+    let _verifier = primary.verifier.spawn().unwrap();
+    println!(
+        "latency: change -> synced over loopback HTTP, default settings, SQLite primary, {samples} samples 20-60 ms apart; quiet CPU over {}s",
+        quiet.as_secs()
+    );
+    let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+    let mut next = 0usize;
+    for mode in ["pushed", "polling"] {
+        let mut sec = SecondaryChild::start(&primary, &tmp.path().join(mode), mode);
+        // Warm up: the first record also brings the secondary's cursor to the log's end.
+        for _ in 0..3 {
+            sec.sample(&primary, next);
+            next += 1;
+        }
+        let mut lat = Vec::with_capacity(samples);
+        for _ in 0..samples {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            std::thread::sleep(Duration::from_millis(20 + seed % 41));
+            lat.push(sec.sample(&primary, next).as_secs_f64() * 1000.0);
+            next += 1;
+        }
+        lat.sort_by(f64::total_cmp);
+        // Quiet: nothing changes; the secondary's and the primary's CPU over the window.
+        std::thread::sleep(Duration::from_secs(2));
+        let pid = sec.child.id().to_string();
+        let (s0, p0, t0) = (cpu_seconds(&pid), cpu_seconds("self"), Instant::now());
+        std::thread::sleep(quiet);
+        let (s1, p1, secs) = (
+            cpu_seconds(&pid),
+            cpu_seconds("self"),
+            t0.elapsed().as_secs_f64(),
+        );
+        println!(
+            "  {mode:8} p50 {:6.1} ms  p90 {:6.1} ms  p99 {:6.1} ms  max {:6.1} ms | quiet secondary {:.2}% of a core, primary {:.2}%",
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.9),
+            percentile(&lat, 0.99),
+            lat[lat.len() - 1],
+            (s1 - s0) / secs * 100.0,
+            (p1 - p0) / secs * 100.0,
+        );
+        drop(sec);
+    }
+}
+
+/// Child: a secondary with default settings (`polling`: no event wait) running its workers
+/// until the parent kills it.
+fn latency_child(url: &str, dir: &Path, access_key: &str, mode: &str) {
+    doc_name();
+    let secret = std::env::var("GEO_SECRET").unwrap();
+    let creds = Credentials::new(access_key, &secret).unwrap();
+    let tracking =
+        geo_node::cli::open_secondary_db(&dir.join("tracking.sqlite3").display().to_string(), 8)
+            .unwrap();
+    let store = std::sync::Arc::new(
+        geo_diesel::geo_core::blob_store::LocalBlobStore::new(dir.join("files")).unwrap(),
+    );
+    let source = std::sync::Arc::new(geo_node::client::HttpSource::new(
+        geo_node::client::HttpConfig::new(url, creds),
+    ));
+    let mut config = geo_diesel::secondary::SecondaryConfig::default();
+    if mode == "polling" {
+        config = config.event_wait(Duration::ZERO);
+    }
+    let sec = std::sync::Arc::new(geo_diesel::secondary::Secondary::new(
+        tracking,
+        source,
+        store,
+        Env::system(),
+        config,
+    ));
+    let _workers = sec.spawn().unwrap();
+    println!("ready");
+    use std::io::Write;
+    std::io::stdout().flush().unwrap();
+    // Until the parent closes stdin or kills us.
+    let _ = std::io::Read::read(&mut std::io::stdin(), &mut [0u8; 1]);
 }

@@ -137,6 +137,22 @@ fn strings(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
 
+/// `names`, a list of primary steps, with the PostgreSQL-only `geo_notify_primary` (the
+/// `geo_events` trigger that NOTIFYs waiting feeds) where `backend` has it: right after
+/// `geo_safety_primary` in apply order, right before it in ledger (name) order and in revert
+/// order.
+fn primary_steps(backend: Backend, names: &[&str]) -> Vec<String> {
+    let mut out = strings(names);
+    if backend == Backend::Postgres {
+        let at = |n: &str| out.iter().position(|s| s == n).expect("a framework step");
+        let safety = at("geo_safety_primary");
+        let apply_order = at("geo_framework_primary") < at("geo_admin_primary");
+        let i = if apply_order { safety + 1 } else { safety };
+        out.insert(i, "geo_notify_primary".to_owned());
+    }
+    out
+}
+
 /// A fresh database of `backend` with the migrations of `role` applied, and a connection.
 fn migrated(backend: Backend, prefix: &str, role: Role) -> (TestDatabase, TestConnection) {
     let db = TestDatabase::fresh(backend, prefix);
@@ -159,6 +175,9 @@ fn plan_is_framework_then_replicables_in_name_order(backend: Backend) {
         if role == Role::Secondary {
             want.push("geo_leases_secondary".to_owned());
         }
+        if role == Role::Primary && backend == Backend::Postgres {
+            want.push("geo_notify_primary".to_owned());
+        }
         want.extend([format!("bare_{role}"), format!("sample_{role}")]);
         assert_eq!(names, want);
     }
@@ -172,13 +191,16 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
     assert_eq!(first.backend, backend);
     assert_eq!(
         first.applied,
-        strings(&[
-            "geo_framework_primary",
-            "geo_admin_primary",
-            "geo_safety_primary",
-            "bare_primary",
-            "sample_primary"
-        ])
+        primary_steps(
+            backend,
+            &[
+                "geo_framework_primary",
+                "geo_admin_primary",
+                "geo_safety_primary",
+                "bare_primary",
+                "sample_primary"
+            ]
+        )
     );
     assert!(first.already_applied.is_empty());
     assert!(!first.is_up_to_date());
@@ -195,13 +217,16 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
     );
     assert_eq!(
         ledger(&mut conn),
-        strings(&[
-            "bare_primary",
-            "geo_admin_primary",
-            "geo_framework_primary",
-            "geo_safety_primary",
-            "sample_primary"
-        ])
+        primary_steps(
+            backend,
+            &[
+                "bare_primary",
+                "geo_admin_primary",
+                "geo_framework_primary",
+                "geo_safety_primary",
+                "sample_primary"
+            ]
+        )
     );
 
     // A second run, on a new connection, applies nothing and says so.
@@ -215,13 +240,16 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
     let reverted = again.revert_migrations(Role::Primary).expect("revert");
     assert_eq!(
         reverted.reverted,
-        strings(&[
-            "sample_primary",
-            "bare_primary",
-            "geo_safety_primary",
-            "geo_admin_primary",
-            "geo_framework_primary"
-        ])
+        primary_steps(
+            backend,
+            &[
+                "sample_primary",
+                "bare_primary",
+                "geo_safety_primary",
+                "geo_admin_primary",
+                "geo_framework_primary"
+            ]
+        )
     );
     assert!(reverted.dropped_ledger);
     assert_eq!(again.tables(), Vec::<String>::new());
@@ -338,13 +366,16 @@ fn revert_keeps_the_ledger_for_the_other_role(backend: Backend) {
     assert!(!reverted.dropped_ledger);
     assert_eq!(
         ledger(&mut conn),
-        strings(&[
-            "bare_primary",
-            "geo_admin_primary",
-            "geo_framework_primary",
-            "geo_safety_primary",
-            "sample_primary"
-        ])
+        primary_steps(
+            backend,
+            &[
+                "bare_primary",
+                "geo_admin_primary",
+                "geo_framework_primary",
+                "geo_safety_primary",
+                "sample_primary"
+            ]
+        )
     );
     assert!(conn.tables().contains(&"geo_events".to_string()));
 }
@@ -397,7 +428,11 @@ fn diesel_cli_folders_are_byte_identical_and_build_the_same_schema(backend: Back
         // `bare` has no primary SQL, so no folder on the primary.
         assert_eq!(folders[1], format!("00000000000002_geo_admin_{role}"));
         assert_eq!(folders[2], format!("00000000000003_geo_safety_{role}"));
-        let expected = if role == Role::Primary { 4 } else { 6 };
+        let expected = match role {
+            Role::Primary if backend == Backend::Postgres => 5,
+            Role::Primary => 4,
+            Role::Secondary => 6,
+        };
         assert_eq!(folders.len(), expected, "{folders:?}");
         for folder in &folders {
             for file in ["up.sql", "down.sql"] {
@@ -557,12 +592,15 @@ fn a_failing_migration_is_named_and_rolled_back(backend: Backend) {
     // The migrations before it stay applied and recorded; the failing one is not recorded.
     assert_eq!(
         ledger(&mut conn),
-        strings(&[
-            "bare_primary",
-            "geo_admin_primary",
-            "geo_framework_primary",
-            "geo_safety_primary"
-        ])
+        primary_steps(
+            backend,
+            &[
+                "bare_primary",
+                "geo_admin_primary",
+                "geo_framework_primary",
+                "geo_safety_primary"
+            ]
+        )
     );
 }
 

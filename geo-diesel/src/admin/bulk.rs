@@ -398,6 +398,10 @@ pub fn step(
 ) -> Result<Option<BulkUpdate>, AdminError> {
     for _ in 0..5 {
         if let Some(job) = step_once(conn, role, batch)? {
+            if role == Role::Secondary && job.changed > 0 {
+                // Rows reset to pending: the sync and verification workers start on them now.
+                crate::notify::registry_changed();
+            }
             return Ok(Some(job));
         }
         if jobs(conn, true)?.is_empty() {

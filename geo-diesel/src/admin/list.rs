@@ -356,8 +356,14 @@ impl Registry {
             Action::Resync => rules::resync(),
             Action::Reverify => rules::reverify(),
         };
-        self.by_row_id()
+        let changed = self
+            .by_row_id()
             .apply(conn, &change, Some(registry_ids), &|_, _| Utc::now())
-            .map_err(db(change.name))
+            .map_err(db(change.name))?;
+        if !changed.is_empty() {
+            // The sync and verification workers start on them now.
+            crate::notify::registry_changed();
+        }
+        Ok(changed)
     }
 }

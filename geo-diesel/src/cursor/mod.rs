@@ -187,19 +187,51 @@ impl LogCursor {
         flag: &dyn Fn(&'static ReplicableDescriptor) -> bool,
         now: DateTime<Utc>,
     ) -> Result<CursorPass, CursorError> {
-        let mut conn = tracking.get()?;
-        let state = load_state(&mut conn)?;
+        self.pass_waiting(
+            tracking,
+            source,
+            store,
+            flag,
+            &|| now,
+            std::time::Duration::ZERO,
+        )
+    }
+
+    /// [`pass`](LogCursor::pass) with a long poll: when no event is after the cursor, the
+    /// primary is asked to wait up to `wait` for one ([`PrimarySource::event_feed_wait`]), so
+    /// the pass returns as soon as an event is committed. No tracking-database connection is
+    /// held while it waits; `now` is read after the feed answered. A zero `wait` reads the feed
+    /// once ([`PrimarySource::event_feed`]).
+    pub fn pass_waiting(
+        &self,
+        tracking: &DbPool,
+        source: &dyn PrimarySource,
+        store: &dyn BlobStore,
+        flag: &dyn Fn(&'static ReplicableDescriptor) -> bool,
+        now: &dyn Fn() -> DateTime<Utc>,
+        wait: std::time::Duration,
+    ) -> Result<CursorPass, CursorError> {
+        let (state, followed) = {
+            let mut conn = tracking.get()?;
+            (load_state(&mut conn)?, identity::load_followed(&mut conn)?)
+        };
         let halted = |halt: SafetyHalt| CursorPass {
             cursor: state.last_event_id,
             halted: Some(halt),
             ..CursorPass::default()
         };
-        if let Some(halt) = identity::load_followed(&mut conn)?.halt {
+        if let Some(halt) = followed.halt {
             return Ok(halted(halt));
         }
         // The feed carries the primary's identity and high-water mark, read with the events:
         // a primary that is not the one followed, or whose ids went backwards, applies nothing.
-        let feed = source.event_feed(state.last_event_id, self.batch_size)?;
+        let feed = if wait.is_zero() {
+            source.event_feed(state.last_event_id, self.batch_size)?
+        } else {
+            source.event_feed_wait(state.last_event_id, self.batch_size, wait)?
+        };
+        let now = now();
+        let mut conn = tracking.get()?;
         if let Some(halt) =
             identity::check_feed(&mut conn, feed.primary.as_ref(), state.last_event_id, now)?
         {

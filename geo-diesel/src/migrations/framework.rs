@@ -27,6 +27,14 @@ pub const SAFETY_MIGRATION_PREFIX: &str = "geo_safety";
 /// The diesel_cli version of the safety migration: right after [`ADMIN_VERSION`].
 pub const SAFETY_VERSION: &str = "00000000000003";
 
+/// The ledger name prefix of the notification step: `geo_notify_primary`, on PostgreSQL only
+/// (the `geo_events` trigger that NOTIFYs waiting feeds,
+/// [`crate::primary::triggers::notify_triggers`]). No replicable may be named `geo_notify`.
+pub const NOTIFY_MIGRATION_PREFIX: &str = "geo_notify";
+
+/// The diesel_cli version of the notification step: after every other framework step.
+pub const NOTIFY_VERSION: &str = "00000000000005";
+
 /// The DDL of the runner's ledger in one dialect (timestamp type, current-time default).
 macro_rules! ledger_sql {
     ($ts:literal, $now:literal) => {

@@ -33,16 +33,17 @@ mod framework;
 
 pub use framework::{
     ADMIN_MIGRATION_PREFIX, ADMIN_VERSION, FRAMEWORK_MIGRATION_PREFIX, FRAMEWORK_VERSION,
-    LEASES_MIGRATION_PREFIX, LEASES_VERSION, SAFETY_MIGRATION_PREFIX, SAFETY_VERSION,
-    admin_migration, framework_migration, leases_migration, ledger_ddl, safety_migration,
+    LEASES_MIGRATION_PREFIX, LEASES_VERSION, NOTIFY_MIGRATION_PREFIX, NOTIFY_VERSION,
+    SAFETY_MIGRATION_PREFIX, SAFETY_VERSION, admin_migration, framework_migration,
+    leases_migration, ledger_ddl, safety_migration,
 };
 
 /// One step of a migration plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedMigration {
     /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>`, `geo_safety_<role>`,
-    /// `geo_leases_secondary`, `<replicable name>_<role>` or `<replicable name>_events_primary`
-    /// (the event triggers).
+    /// `geo_leases_secondary`, `geo_notify_primary` (PostgreSQL), `<replicable name>_<role>`
+    /// or `<replicable name>_events_primary` (the event triggers).
     pub name: String,
     /// diesel_cli version (14 digits): [`FRAMEWORK_VERSION`] for the framework,
     /// [`ADMIN_VERSION`] for the admin tables; for a
@@ -69,7 +70,8 @@ impl NamedMigration {
 
 /// The migrations for `backend` and `role`, in the order they are applied: the framework
 /// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), the safety tables
-/// (`geo_safety_<role>`), on a secondary the scale-out tables (`geo_leases_secondary`), then
+/// (`geo_safety_<role>`), on a secondary the scale-out tables (`geo_leases_secondary`), on a
+/// PostgreSQL primary the trigger that NOTIFYs waiting event feeds (`geo_notify_primary`), then
 /// every registered replicable in name order (each followed, on a primary, by its event
 /// triggers when it has them).
 pub fn migration_plan(backend: Backend, role: Role) -> Vec<NamedMigration> {
@@ -110,6 +112,16 @@ pub fn plan_for(
             version: LEASES_VERSION.to_owned(),
             up: leases.up.into(),
             down: leases.down.into(),
+        });
+    }
+    if role == Role::Primary
+        && let Some(t) = crate::primary::triggers::notify_triggers(backend)
+    {
+        plan.push(NamedMigration {
+            name: format!("{NOTIFY_MIGRATION_PREFIX}_{role}"),
+            version: NOTIFY_VERSION.to_owned(),
+            up: t.up.into(),
+            down: t.down.into(),
         });
     }
     for d in descriptors {
@@ -291,6 +303,7 @@ fn checked_plan(backend: Backend, role: Role) -> Result<Vec<NamedMigration>, Mig
             ADMIN_MIGRATION_PREFIX,
             SAFETY_MIGRATION_PREFIX,
             LEASES_MIGRATION_PREFIX,
+            NOTIFY_MIGRATION_PREFIX,
         ]
         .contains(&d.name)
     }) {

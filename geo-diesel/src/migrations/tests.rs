@@ -9,7 +9,9 @@ fn framework_plan_comes_first_with_role_names() {
             assert_eq!(plan[2].name, format!("geo_safety_{role}"));
             match role {
                 Role::Primary => {
-                    assert_eq!(plan.len(), 3);
+                    // PostgreSQL also gets `geo_notify_primary`.
+                    let notify = usize::from(backend == Backend::Postgres);
+                    assert_eq!(plan.len(), 3 + notify);
                     assert!(leases.is_none());
                 }
                 Role::Secondary => {
@@ -116,22 +118,53 @@ fn a_triggers_type_gets_its_event_step_right_after_its_primary_migration() {
     for backend in Backend::ALL {
         let plan = plan_for(&[&TRIGGERED], backend, Role::Primary);
         let names: Vec<&str> = plan.iter().map(|m| m.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "geo_framework_primary",
-                "geo_admin_primary",
-                "geo_safety_primary",
-                "widget_primary",
-                "widget_events_primary"
-            ]
-        );
-        assert_eq!(plan[4].version, "965880200494451");
-        assert!(plan[4].version > plan[3].version);
-        assert!(plan[4].version.as_str() < "96588020049446");
-        assert!(plan[4].up.contains("\"geo_events\""), "{}", plan[4].up);
-        assert!(plan[4].down.contains("DROP TRIGGER IF EXISTS"));
+        let mut want = vec![
+            "geo_framework_primary",
+            "geo_admin_primary",
+            "geo_safety_primary",
+        ];
+        if backend == Backend::Postgres {
+            // The geo_events trigger that NOTIFYs waiting feeds.
+            want.push("geo_notify_primary");
+        }
+        want.extend(["widget_primary", "widget_events_primary"]);
+        assert_eq!(names, want);
+        let (base, events) = (&plan[want.len() - 2], &plan[want.len() - 1]);
+        assert_eq!(events.version, "965880200494451");
+        assert!(events.version > base.version);
+        assert!(events.version.as_str() < "96588020049446");
+        assert!(events.up.contains("\"geo_events\""), "{}", events.up);
+        assert!(events.down.contains("DROP TRIGGER IF EXISTS"));
         let secondary = plan_for(&[&TRIGGERED], backend, Role::Secondary);
         assert!(secondary.iter().all(|m| !m.name.contains("events")));
+        assert!(secondary.iter().all(|m| !m.name.contains("notify")));
     }
+}
+
+#[test]
+fn the_notify_step_is_postgres_only_and_after_every_other_framework_step() {
+    let pg = plan_for(&[], Backend::Postgres, Role::Primary);
+    let step = pg
+        .iter()
+        .find(|m| m.name == "geo_notify_primary")
+        .expect("a PostgreSQL primary gets the notify step");
+    assert_eq!(step.version, NOTIFY_VERSION);
+    assert!(
+        pg.iter()
+            .filter(|m| m.name.starts_with("geo_") && m.name != step.name)
+            .all(|m| m.version < step.version)
+    );
+    assert!(
+        step.up.contains("pg_notify('geo_events', '')"),
+        "{}",
+        step.up
+    );
+    assert!(step.up.contains("FOR EACH STATEMENT"), "{}", step.up);
+    assert!(
+        step.down.contains("DROP FUNCTION IF EXISTS"),
+        "{}",
+        step.down
+    );
+    let sqlite = plan_for(&[], Backend::Sqlite, Role::Primary);
+    assert!(sqlite.iter().all(|m| m.name != "geo_notify_primary"));
 }

@@ -210,6 +210,9 @@ where
 ///
 /// For an `events = "triggers"` type (the default) it inserts nothing and returns `Ok(None)`:
 /// the model table's `INSERT` trigger already published `created` in the same transaction.
+///
+/// Waiting event feeds see the commit by themselves ([`crate::notify`]); calling
+/// [`crate::notify::events_committed`] after the commit wakes them a few milliseconds sooner.
 pub fn publish_created<R>(conn: &mut impl AsDbConn, record: &R) -> Result<Option<i64>, PrimaryError>
 where
     R: Replicable,

@@ -273,5 +273,44 @@ fn postgres(d: &'static ReplicableDescriptor) -> TriggerSql {
     TriggerSql { up, down }
 }
 
+/// The one trigger every event wakes waiting feeds with, on PostgreSQL: after each statement
+/// that inserts into `geo_events` — the model-table triggers above, the library's
+/// [`insert_event_if_enabled`](super::insert_event_if_enabled), raw SQL — it runs
+/// `pg_notify('geo_events', '')`, delivered when the transaction commits (and never when it
+/// rolls back; notifications of one transaction are folded into one). A statement-level
+/// trigger on the log itself rather than a `pg_notify` in each type's function: one place
+/// covers every writer, bulk inserts notify once, and the per-type triggers (and databases
+/// migrated with them) stay as they are.
+///
+/// Its own migration step, `geo_notify_primary` ([`crate::migrations::plan_for`]), so a
+/// database migrated before it existed gets it on upgrade. `None` on SQLite, which has no
+/// NOTIFY: [`crate::notify`] watches `PRAGMA data_version` there.
+pub fn notify_triggers(backend: Backend) -> Option<TriggerSql> {
+    match backend {
+        Backend::Sqlite => None,
+        Backend::Postgres => {
+            let function = q("geo_events_notify");
+            let events = q("geo_events");
+            let channel = crate::notify::CHANNEL;
+            Some(TriggerSql {
+                up: format!(
+                    "CREATE OR REPLACE FUNCTION {function}() RETURNS trigger LANGUAGE plpgsql AS $geo$\n\
+                     BEGIN\n    \
+                         PERFORM pg_notify('{channel}', '');\n    \
+                         RETURN NULL;\n\
+                     END\n$geo$;\n\
+                     DROP TRIGGER IF EXISTS {function} ON {events};\n\
+                     CREATE TRIGGER {function} AFTER INSERT ON {events}\n    \
+                         FOR EACH STATEMENT EXECUTE FUNCTION {function}();\n"
+                ),
+                down: format!(
+                    "DROP TRIGGER IF EXISTS {function} ON {events};\n\
+                     DROP FUNCTION IF EXISTS {function}();\n"
+                ),
+            })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests;

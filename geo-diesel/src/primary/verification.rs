@@ -77,7 +77,8 @@ pub fn claim_verification_batch(
 
 /// Records a successful checksum for a claimed record — only while the row is still our claim
 /// ([`rules::succeeded`]); a record changed meanwhile stays pending. Publishes
-/// `checksum_succeeded` in the same transaction. Returns whether the row was updated.
+/// `checksum_succeeded` in the same transaction, and after the commit wakes waiting event
+/// feeds ([`crate::notify::events_committed`]). Returns whether the row was updated.
 pub fn record_verification_success(
     conn: &mut impl AsDbConn,
     d: &'static ReplicableDescriptor,
@@ -89,7 +90,7 @@ pub fn record_verification_success(
     let change = rules::succeeded(claim.started_at, checksum, now);
     let payload =
         serde_json::json!({"model_record_id": claim.id, "checksum": hex::encode(checksum)});
-    with_conn!(conn, c => diesel::Connection::transaction::<_, PrimaryError, _>(c, |c| {
+    let published = with_conn!(conn, c => diesel::Connection::transaction::<_, PrimaryError, _>(c, |c| {
         let done = t
             .apply(c, &change, Some(&[claim.id]), &|_, _| now)
             .map_err(q(change.name, d))?;
@@ -97,7 +98,13 @@ pub fn record_verification_success(
             insert_event_if_enabled(c, d, EventKind::ChecksumSucceeded, claim.id, &payload, now)?;
         }
         Ok(!done.is_empty())
-    }))
+    }))?;
+    if published {
+        // Committed (unless the caller wrapped this in its own transaction; then the database's
+        // watch sees the commit): waiting feeds read the event now.
+        crate::notify::events_committed();
+    }
+    Ok(published)
 }
 
 /// Records a failed verification of a claimed record ([`rules::failed`]): `failed`, retry count

@@ -38,7 +38,7 @@ mod worker;
 pub use backfill::diff_sorted;
 pub use safety::ReconcileReport;
 pub use worker::WorkerHandle;
-pub(crate) use worker::{drain, worker_loop};
+pub(crate) use worker::{Stop, drain, worker_loop};
 
 /// Tunables of a secondary. Defaults follow GitLab where it has a value.
 #[derive(Debug, Clone)]
@@ -65,8 +65,15 @@ pub struct SecondaryConfig {
     pub cursor_batch: usize,
     /// How long an event-id gap is awaited before it is dropped (GitLab: 1 h).
     pub gap_timeout: Duration,
-    /// Sleep between passes when there is nothing to do.
+    /// Sleep between passes when there is nothing to do. The sync and verification workers
+    /// are woken sooner by new work ([`crate::notify::registry_changed`]); the log cursor
+    /// long-polls instead when the primary can wait (`event_wait`).
     pub idle_sleep: std::time::Duration,
+    /// How long one read of the primary's event feed may wait for an event
+    /// ([`PrimarySource::event_feed_wait`]): the log cursor answers a commit within
+    /// milliseconds and a quiet secondary asks once per `event_wait`. A stop waits for the
+    /// read in flight, so this bounds how long a stop takes. Zero: poll every `idle_sleep`.
+    pub event_wait: std::time::Duration,
     /// On start, return at once the claims of processes registered from this host (same host
     /// name and pid namespace) whose pid no longer runs — a restart after a crash takes its
     /// rows back without waiting for their lease. Rows of live processes, and of processes on
@@ -96,6 +103,7 @@ crate::config_setters!(SecondaryConfig {
     cursor_batch: usize,
     gap_timeout: Duration,
     idle_sleep: std::time::Duration,
+    event_wait: std::time::Duration,
     reclaim_on_start: bool,
     lease_period: Duration,
     max_removal_share: f64,
@@ -115,6 +123,7 @@ impl Default for SecondaryConfig {
             cursor_batch: 1000,
             gap_timeout: Duration::hours(1),
             idle_sleep: std::time::Duration::from_millis(200),
+            event_wait: std::time::Duration::from_secs(1),
             reclaim_on_start: true,
             lease_period: membership::default_lease_period(),
             max_removal_share: geo_core::safety::DEFAULT_MAX_REMOVAL_SHARE,

@@ -8,6 +8,7 @@ use std::thread;
 use geo_core::source::SourceError;
 
 use super::{Secondary, SecondaryError};
+use crate::notify::Signal;
 
 impl Secondary {
     /// Runs cursor, backfill, sync and verification passes until one whole round finds nothing to
@@ -52,53 +53,89 @@ impl Secondary {
         let released = self.release_silent(self.config.reclaim_on_start)?;
         if released > 0 {
             tracing::info!(rows = released, "took back the claims of stopped processes");
+            crate::notify::registry_changed();
         }
-        let stop = Arc::new(AtomicBool::new(false));
+        let stop = Arc::new(Stop::default());
         let mut threads = Vec::new();
-        type Pass = fn(&Secondary) -> Result<usize, SecondaryError>;
-        let loops: [(&str, Pass, std::time::Duration); 6] = [
+        type Pass = fn(&Secondary) -> Result<Next, SecondaryError>;
+        let work = Some(crate::notify::registry_signal());
+        // (name, pass, idle timer, the signal that ends the idle wait early)
+        let loops: [(&str, Pass, std::time::Duration, Option<&'static Signal>); 6] = [
             (
                 "geo-heartbeat",
-                // Never "busy": it runs every third of the lease period.
+                // Never "busy": it runs every third of the lease period. Claims it takes back
+                // from a silent process are new work for the sync workers.
                 |s| {
                     s.heartbeat_pass()?;
-                    s.release_silent(false).map(|_| 0)
+                    if s.release_silent(false)? > 0 {
+                        crate::notify::registry_changed();
+                    }
+                    Ok(Next::Idle)
                 },
                 self.heartbeat_interval(),
+                None,
             ),
             (
                 "geo-log-cursor",
+                // A long poll when the primary can wait: an answer that came back empty after
+                // waiting is asked again at once; one that came back empty at once (a source
+                // that cannot wait, a halt) sleeps `idle_sleep`.
                 |s| {
-                    if s.holds(crate::lease::LOG_CURSOR_LEASE)? {
-                        s.cursor_pass().map(|p| p.read)
+                    if !s.holds(crate::lease::LOG_CURSOR_LEASE)? {
+                        return Ok(Next::Idle);
+                    }
+                    let wait = s.config.event_wait;
+                    let started = std::time::Instant::now();
+                    let p = s.cursor_pass_waiting(wait)?;
+                    if p.read > 0 {
+                        crate::notify::registry_changed();
+                        Ok(Next::Busy)
+                    } else if p.halted.is_none() && !wait.is_zero() && started.elapsed() >= wait / 2
+                    {
+                        Ok(Next::Again)
                     } else {
-                        Ok(0)
+                        Ok(Next::Idle)
                     }
                 },
                 self.config.idle_sleep,
+                None,
             ),
-            ("geo-sync", Secondary::sync_pass, self.config.idle_sleep),
+            (
+                "geo-sync",
+                |s| busy(s.sync_pass()),
+                self.config.idle_sleep,
+                work,
+            ),
             (
                 "geo-verify",
-                Secondary::verification_pass,
+                |s| busy(s.verification_pass()),
                 self.config.idle_sleep,
+                work,
             ),
             (
                 "geo-backfill",
                 |s| {
                     if !s.holds(crate::lease::BACKFILL_LEASE)? {
-                        return Ok(0);
+                        return Ok(Next::Idle);
                     }
-                    s.backfill_pass()
-                        .map(|(c, r, f)| if f > 0 && c + r == 0 { 0 } else { 1 })
+                    let (c, r, f) = s.backfill_pass()?;
+                    if c > 0 {
+                        crate::notify::registry_changed();
+                    }
+                    Ok(if f > 0 && c + r == 0 {
+                        Next::Idle
+                    } else {
+                        Next::Busy
+                    })
                 },
                 // Idle sweeps every 25 idle sleeps, but a waiting process asks for the lease
                 // at least every third of the lease period.
                 (self.config.idle_sleep * 25).min(self.heartbeat_interval()),
+                None,
             ),
             (
                 "geo-timeouts",
-                Secondary::timeouts_pass,
+                |s| busy(s.timeouts_pass()),
                 // Every minute (GitLab: every 10), sooner when the timeouts are short.
                 std::time::Duration::from_secs(60)
                     .min(
@@ -111,15 +148,16 @@ impl Secondary {
                         .unwrap_or_default(),
                     )
                     .max(self.config.idle_sleep),
+                None,
             ),
         ];
-        for (name, pass, idle) in loops {
+        for (name, pass, idle, wake) in loops {
             let me = Arc::clone(self);
             let stop = Arc::clone(&stop);
             threads.push(
                 thread::Builder::new()
                     .name(name.to_string())
-                    .spawn(move || worker_loop(name, &stop, idle, || pass(&me)))
+                    .spawn(move || run_loop(name, &stop, idle, wake, || pass(&me)))
                     .map_err(|e| {
                         SecondaryError::Source(SourceError::other("starting a worker thread", e))
                     })?,
@@ -134,32 +172,135 @@ impl Secondary {
         }));
         Ok(handle)
     }
+
+    /// One log-cursor pass that long-polls the primary for up to `wait` when no event is
+    /// after the cursor ([`crate::cursor::LogCursor::pass_waiting`]); a zero `wait` is
+    /// [`Secondary::cursor_pass`].
+    pub fn cursor_pass_waiting(
+        &self,
+        wait: std::time::Duration,
+    ) -> Result<crate::cursor::CursorPass, SecondaryError> {
+        let flags: std::collections::BTreeSet<&'static str> =
+            self.enabled_types()?.into_iter().map(|d| d.name).collect();
+        Ok(self.cursor.pass_waiting(
+            &self.tracking,
+            self.source.as_ref(),
+            self.store.as_ref(),
+            &|d| flags.contains(d.name),
+            &|| self.now(),
+            wait,
+        )?)
+    }
+
+    /// Wakes this process's sync and verification workers now (they also wake on their own
+    /// when a pass of this process creates work): call it after changing registry rows
+    /// outside the workers, e.g. from an operator's action.
+    pub fn wake_workers(&self) {
+        crate::notify::registry_changed();
+    }
 }
 
-/// Loops `pass` until `stop`; sleeps `idle` when it did nothing, backs off on errors.
+/// What a worker pass asks of its loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// It did work: run again at once, and tell the other workers.
+    Busy,
+    /// It did nothing but already waited for work (a long poll): run again at once.
+    Again,
+    /// It did nothing: wait for the idle timer or the wake signal.
+    Idle,
+}
+
+/// [`Next::Busy`] when the pass did something; passes that did work signal the others.
+fn busy(work: Result<usize, SecondaryError>) -> Result<Next, SecondaryError> {
+    match work? {
+        0 => Ok(Next::Idle),
+        _ => {
+            crate::notify::registry_changed();
+            Ok(Next::Busy)
+        }
+    }
+}
+
+/// The stop signal of one set of worker threads: a flag, and a wake-up for threads sleeping on
+/// a timer or waiting for work, so they end at once instead of at their next tick.
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    stopped: AtomicBool,
+    signal: Signal,
+}
+
+impl Stop {
+    /// Whether the threads must end.
+    pub(crate) fn is_set(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Ends the threads: sets the flag and wakes every wait (its own, and the work signal the
+    /// sync and verification threads wait on).
+    pub(crate) fn set(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        self.signal.notify();
+        crate::notify::registry_signal().notify();
+    }
+
+    /// Sleeps `d`, or until `wake` leaves generation `seen`, or until stopped.
+    fn sleep(&self, d: std::time::Duration, wake: Option<(&Signal, u64)>) {
+        let deadline = std::time::Instant::now() + d;
+        let own = self.signal.generation();
+        if self.is_set() {
+            return;
+        }
+        match wake {
+            Some((signal, seen)) => {
+                signal.wait_until(seen, deadline);
+            }
+            None => {
+                self.signal.wait_until(own, deadline);
+            }
+        }
+    }
+}
+
+/// Loops `pass` until `stop`; sleeps `idle` when it did nothing, backs off on errors. For
+/// workers outside the secondary (the primary's verifier).
 pub(crate) fn worker_loop<E: std::fmt::Display>(
     name: &str,
-    stop: &AtomicBool,
+    stop: &Stop,
     idle: std::time::Duration,
     mut pass: impl FnMut() -> Result<usize, E>,
 ) {
+    run_loop(name, stop, idle, None, || {
+        pass().map(|n| if n == 0 { Next::Idle } else { Next::Busy })
+    })
+}
+
+/// Loops `pass` until `stop`. After a pass that did nothing it waits `idle`, ended early by a
+/// change of `wake` since before the pass (work another thread made meanwhile is never
+/// missed) or by the stop; after an error it backs off (200 ms doubling to 12.8 s).
+fn run_loop<E: std::fmt::Display>(
+    name: &str,
+    stop: &Stop,
+    idle: std::time::Duration,
+    wake: Option<&Signal>,
+    mut pass: impl FnMut() -> Result<Next, E>,
+) {
     let mut errors = 0u32;
-    while !stop.load(Ordering::Relaxed) {
-        let sleep = match pass() {
-            Ok(0) => idle,
-            Ok(_) => {
+    while !stop.is_set() {
+        let seen = wake.map(|w| (w, w.generation()));
+        match pass() {
+            Ok(Next::Busy | Next::Again) => errors = 0,
+            Ok(Next::Idle) => {
                 errors = 0;
-                std::time::Duration::ZERO
+                stop.sleep(idle, seen);
             }
             Err(e) => {
                 errors = errors.saturating_add(1);
                 tracing::warn!(worker = name, error = %e, errors, "worker pass failed");
-                std::time::Duration::from_millis(200u64.saturating_mul(1 << errors.min(6)))
+                let backoff =
+                    std::time::Duration::from_millis(200u64.saturating_mul(1 << errors.min(6)));
+                stop.sleep(backoff, None);
             }
-        };
-        let until = std::time::Instant::now() + sleep;
-        while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < until {
-            thread::sleep(std::time::Duration::from_millis(20).min(sleep));
         }
     }
 }
@@ -167,7 +308,7 @@ pub(crate) fn worker_loop<E: std::fmt::Display>(
 /// Background worker threads; stops them on [`WorkerHandle::stop`] or drop, then runs what a
 /// clean stop does (a secondary gives its claims and leases back).
 pub struct WorkerHandle {
-    stop: Arc<AtomicBool>,
+    stop: Arc<Stop>,
     threads: Vec<thread::JoinHandle<()>>,
     on_stop: Option<Box<dyn FnOnce() + Send>>,
 }
@@ -182,7 +323,7 @@ impl std::fmt::Debug for WorkerHandle {
 
 impl WorkerHandle {
     /// Builds a handle from a stop flag and threads (used by the primary's workers too).
-    pub(crate) fn new(stop: Arc<AtomicBool>, threads: Vec<thread::JoinHandle<()>>) -> Self {
+    pub(crate) fn new(stop: Arc<Stop>, threads: Vec<thread::JoinHandle<()>>) -> Self {
         WorkerHandle {
             stop,
             threads,
@@ -204,7 +345,7 @@ impl WorkerHandle {
     }
 
     fn stop_and_join(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.stop.set();
         for t in self.threads.drain(..) {
             let _ = t.join();
         }

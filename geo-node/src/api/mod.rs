@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /api/geo/retrieve/{replicable}/{id}` | the blob, streamed; `Content-Length`, [`CHECKSUM_HEADER`] (the primary's verified checksum, or the blake3 of the file as served) and [`CHECKSUM_MAC_HEADER`] |
 //! | `GET /api/geo/blob_path/{replicable}/{id}` | [`BlobPathResponse`] |
-//! | `GET /api/geo/events?after=ID&limit=N` | [`EventsResponse`]: up to `N` events with `id > ID`, and the primary's identity and high-water mark read with them |
+//! | `GET /api/geo/events?after=ID&limit=N&wait=MS` | [`EventsResponse`]: up to `N` events with `id > ID`, and the primary's identity and high-water mark read with them; with `wait`, an answer that would be empty waits up to `MS` milliseconds (at most [`MAX_EVENT_WAIT`]) and returns as soon as an event is committed |
 //! | `GET /api/geo/events?ids=1,2,3` | [`EventsResponse`]: those of the events that exist (gap filling) |
 //! | `GET /api/geo/events/last` | [`LastEventResponse`] |
 //! | `GET /api/geo/identity` | [`IdentityResponse`]: the primary database's identity and event-id high-water mark |
@@ -61,6 +61,11 @@ pub const MAX_BATCH_BYTES: u64 = 8 * 1024 * 1024;
 
 /// Most events one `/api/geo/events` answer holds.
 pub const MAX_EVENTS: usize = 10_000;
+
+/// Longest `wait` one `/api/geo/events` request may ask for; a longer one is cut to it. Below
+/// the client's default read timeout (30 s), so a waiting answer is never taken for a dead
+/// primary.
+pub const MAX_EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Widest `from..=to` range one `/api/geo/ids` request may ask for.
 pub const MAX_ID_RANGE: i64 = 100_000;

@@ -232,10 +232,28 @@ impl PrimarySource for HttpSource {
     /// One `events?after=` request: the answer carries the primary's identity and high-water
     /// mark, read by the primary with the events.
     fn event_feed(&self, after_id: i64, limit: usize) -> Result<EventFeed, SourceError> {
+        self.event_feed_wait(after_id, limit, Duration::ZERO)
+    }
+
+    /// One `events?after=…&wait=MS` request: the primary holds an empty answer until an event
+    /// is committed or `wait` passes. `wait` is cut to [`api::MAX_EVENT_WAIT`] and to a second
+    /// below the read timeout, so a waiting primary is never taken for a dead one.
+    fn event_feed_wait(
+        &self,
+        after_id: i64,
+        limit: usize,
+        wait: Duration,
+    ) -> Result<EventFeed, SourceError> {
         let limit = limit.min(api::MAX_EVENTS);
-        let r: api::EventsResponse = self
-            .client
-            .get_json(&format!("/api/geo/events?after={after_id}&limit={limit}"))?;
+        let read_timeout = self.client.config().read_timeout;
+        let wait = wait
+            .min(api::MAX_EVENT_WAIT)
+            .min(read_timeout.saturating_sub(Duration::from_secs(1)));
+        let path = match wait.as_millis() {
+            0 => format!("/api/geo/events?after={after_id}&limit={limit}"),
+            ms => format!("/api/geo/events?after={after_id}&limit={limit}&wait={ms}"),
+        };
+        let r: api::EventsResponse = self.client.get_json(&path)?;
         Ok(EventFeed {
             events: r.events,
             primary: r.primary,

@@ -1,7 +1,12 @@
-//! The event log: `events` (after an id, with the primary's identity; or by ids to fill gaps),
-//! `events/last` and `identity`.
+//! The event log: `events` (after an id, with the primary's identity, waiting for a commit
+//! when asked to; or by ids to fill gaps), `events/last` and `identity`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Json;
+use geo_diesel::geo_core::source::{EventFeed, PrimarySource};
+use geo_diesel::notify::EventWatch;
 use serde::Deserialize;
 
 use super::extract::{Authorized, Params, Primary};
@@ -14,10 +19,13 @@ pub(super) struct EventsQuery {
     after: Option<i64>,
     limit: Option<usize>,
     ids: Option<String>,
+    /// Milliseconds an empty `after=` answer may wait for an event (cut to
+    /// [`api::MAX_EVENT_WAIT`]).
+    wait: Option<u64>,
 }
 
-/// `GET /api/geo/events?after=ID&limit=N` (up to `N` events with `id > ID`) or `?ids=1,2,3`
-/// (those that exist).
+/// `GET /api/geo/events?after=ID&limit=N&wait=MS` (up to `N` events with `id > ID`; with
+/// `wait`, an empty answer waits up to `MS` ms for a commit) or `?ids=1,2,3` (those that exist).
 pub(super) async fn events(
     _: Authorized,
     Params(q): Params<EventsQuery>,
@@ -35,11 +43,45 @@ pub(super) async fn events(
         None => {
             let after = q.after.unwrap_or(0);
             let limit = q.limit.unwrap_or(1000).min(api::MAX_EVENTS);
-            let feed = blocking(move || Ok(source.event_feed(after, limit)?)).await?;
+            let wait = Duration::from_millis(q.wait.unwrap_or(0)).min(api::MAX_EVENT_WAIT);
+            let feed = match (&service.events, wait.is_zero()) {
+                (_, true) => blocking(move || Ok(source.event_feed(after, limit)?)).await?,
+                (Some(watch), false) => waiting_feed(watch, source, after, limit, wait).await?,
+                // A source the server cannot watch (a proxy, a test double): its own wait, on a
+                // blocking thread.
+                (None, false) => {
+                    blocking(move || Ok(source.event_feed_wait(after, limit, wait)?)).await?
+                }
+            };
             (feed.events, feed.primary)
         }
     };
     Ok(Json(EventsResponse { events, primary }))
+}
+
+/// Reads the feed until it has events or `wait` has passed, awaiting the database's watch in
+/// between: the blocking pool is used only for the reads, and no connection is held while
+/// waiting.
+async fn waiting_feed(
+    watch: &EventWatch,
+    source: Arc<dyn PrimarySource>,
+    after: i64,
+    limit: usize,
+    wait: Duration,
+) -> Result<EventFeed, ApiError> {
+    let deadline = Instant::now() + wait;
+    let mut listening = watch.listen();
+    loop {
+        listening.rearm();
+        let s = Arc::clone(&source);
+        let feed = blocking(move || Ok(s.event_feed(after, limit)?)).await?;
+        let now = Instant::now();
+        if !feed.events.is_empty() || now >= deadline {
+            return Ok(feed);
+        }
+        let until = deadline.min(now + geo_diesel::notify::RECHECK);
+        let _ = tokio::time::timeout_at(until.into(), listening.changed()).await;
+    }
 }
 
 /// `GET /api/geo/identity`: the primary database's identity and event-id high-water mark.

@@ -11,6 +11,7 @@ use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
 use geo_diesel::geo_core::clock::{Clock, SystemClock};
 use geo_diesel::geo_core::find_replicable;
 use geo_diesel::geo_core::source::{BlobStream, PrimarySource, SourceError};
+use geo_diesel::notify::EventWatch;
 use geo_diesel::secondary::Secondary;
 use geo_diesel::verifier::PrimaryVerifier;
 
@@ -43,6 +44,9 @@ pub struct PrimaryService {
     /// The primary's blob store, when local: blobs are opened here once their path is known
     /// (one query fewer per blob than `source.open_blob`).
     pub store: Option<Arc<dyn BlobStore>>,
+    /// The watch of the primary database's events, when local: a waiting event feed awaits it
+    /// without holding a thread (otherwise the wait is `source.event_feed_wait`'s).
+    pub events: Option<EventWatch>,
 }
 
 impl PrimaryService {
@@ -52,8 +56,10 @@ impl PrimaryService {
         store: Arc<dyn BlobStore>,
         verifier: Option<Arc<PrimaryVerifier>>,
     ) -> Self {
+        let source = DirectSource::new(db.clone(), Arc::clone(&store));
         PrimaryService {
-            source: Arc::new(DirectSource::new(db.clone(), Arc::clone(&store))),
+            events: Some(source.event_watch().clone()),
+            source: Arc::new(source),
             verifier,
             db: Some(db),
             store: Some(store),
@@ -70,6 +76,7 @@ impl PrimaryService {
             verifier,
             db: None,
             store: None,
+            events: None,
         }
     }
 
