@@ -183,6 +183,13 @@ pub struct SecondaryTunables {
     #[arg(long, env = "GEO_IDLE_MS", default_value_t = secondary().idle_sleep.as_millis() as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub idle_ms: u64,
+    /// How long one read of the primary's event feed waits for a new event, in milliseconds: a
+    /// commit on the primary reaches the log cursor within milliseconds, and a quiet secondary
+    /// asks once per wait (at most 20 s, the primary's longest). 0 polls every `--idle-ms`.
+    #[arg(long, env = "GEO_EVENT_WAIT_MS",
+          default_value_t = secondary().event_wait.as_millis() as u64,
+          value_parser = clap::value_parser!(u64).range(0..=20_000))]
+    pub event_wait_ms: u64,
 }
 
 impl SecondaryTunables {
@@ -201,6 +208,7 @@ impl SecondaryTunables {
             .lease_period(self.lease_period.chrono())
             .max_removal_share(self.max_removal_share)
             .idle_sleep(std::time::Duration::from_millis(self.idle_ms))
+            .event_wait(std::time::Duration::from_millis(self.event_wait_ms))
     }
 }
 
@@ -335,6 +343,7 @@ mod tests {
             "--lease-period=10",
             "--max-removal-share=25%",
             "--idle-ms=50",
+            "--event-wait-ms=0",
         ])
         .unwrap()
         .t
@@ -355,6 +364,7 @@ mod tests {
         assert_eq!(c.lease_period, chrono::TimeDelta::seconds(10));
         assert_eq!(c.max_removal_share, 0.25);
         assert_eq!(c.idle_sleep, std::time::Duration::from_millis(50));
+        assert_eq!(c.event_wait, std::time::Duration::ZERO);
         let p = Pri::try_parse_from([
             "x",
             "--reverification-interval=1d",
@@ -405,6 +415,7 @@ mod tests {
             ["x", "--backfill-batch=-1"],
             ["x", "--max-removal-share=1.5"],
             ["x", "--max-removal-share=ten"],
+            ["x", "--event-wait-ms=60000"],
         ] {
             let e = Sec::try_parse_from(bad).unwrap_err().to_string();
             let flag = bad[1].split('=').next().unwrap();
