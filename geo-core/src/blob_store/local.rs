@@ -42,6 +42,46 @@ impl LocalBlobStore {
     /// write outside the root.
     fn resolve(&self, path: &BlobPath, follow_final: bool) -> Result<PathBuf, BlobError> {
         let full = self.root.join(path.as_path());
+        if self.no_link_below_root(&full, follow_final) {
+            return Ok(full);
+        }
+        self.resolve_links(path, full, follow_final)
+    }
+
+    /// The common case, cheaply: one `lstat` per component below the (canonical) root, none of
+    /// them a symbolic link (up to the first that does not exist: nothing below it does
+    /// either). Then the path is under the root as written, and `realpath`, which reads every
+    /// component from `/` as a link, is not needed. Anything else (a link, an error) answers
+    /// `false` and goes the careful way.
+    fn no_link_below_root(&self, full: &Path, follow_final: bool) -> bool {
+        let Ok(below) = full.strip_prefix(&self.root) else {
+            return false;
+        };
+        let mut at = self.root.clone();
+        let mut components = below.components().peekable();
+        while let Some(c) = components.next() {
+            if components.peek().is_none() && !follow_final {
+                return true;
+            }
+            at.push(c);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => return false,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// [`resolve`](Self::resolve) when a symbolic link (or an error) is on the way: the nearest
+    /// existing ancestor is canonicalized and must lie under the root.
+    fn resolve_links(
+        &self,
+        path: &BlobPath,
+        full: PathBuf,
+        follow_final: bool,
+    ) -> Result<PathBuf, BlobError> {
         let start = if follow_final {
             Some(full.as_path())
         } else {
