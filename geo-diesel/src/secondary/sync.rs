@@ -519,7 +519,11 @@ impl Secondary {
             BTreeMap::new();
         for (d, id, done) in &results {
             if is_missing(done) {
-                new_marks.entry(d.name).or_insert((d, Vec::new())).1.push(*id);
+                new_marks
+                    .entry(d.name)
+                    .or_insert((d, Vec::new()))
+                    .1
+                    .push(*id);
             }
         }
         for (d, ids) in new_marks.into_values() {
