@@ -6,12 +6,12 @@ use std::fmt;
 use geo_core::ReplicableDescriptor;
 
 /// A conformance scenario that did not hold.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Failure {
     /// The scenario (the generated test's name).
     pub scenario: &'static str,
-    /// The replicable: its type, name, event capture and verification mode.
-    pub replicable: String,
+    /// The replicable (its type, name, event capture and verification mode are shown).
+    pub replicable: &'static ReplicableDescriptor,
     /// The record concerned (`<name> <id>, file <path>`), when there is one.
     pub record: Option<String>,
     /// What the scenario expected.
@@ -32,10 +32,7 @@ impl Failure {
     ) -> Self {
         Failure {
             scenario,
-            replicable: format!(
-                "{} (`{}`: events = \"{}\", verification = \"{}\")",
-                d.type_name, d.name, d.events, d.verification
-            ),
+            replicable: d,
             record: None,
             expected: expected.into(),
             found: found.into(),
@@ -60,10 +57,11 @@ impl Failure {
 
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self.replicable;
         writeln!(
             f,
-            "conformance test `{}` failed for {}",
-            self.scenario, self.replicable
+            "conformance test `{}` failed for {} (`{}`: events = \"{}\", verification = \"{}\")",
+            self.scenario, d.type_name, d.name, d.events, d.verification
         )?;
         if let Some(r) = &self.record {
             writeln!(f, "  record:   {r}")?;

@@ -59,12 +59,14 @@ mod failure;
 mod fixture;
 pub mod scenarios;
 mod sites;
+mod steps;
 
 pub use failure::Failure;
 pub use fixture::{
     BlobModel, Fixture, FixtureResult, FnFixture, Primary, default_delete, default_update,
 };
 pub use sites::Sites;
+pub use steps::{Made, content};
 
 /// Runs one scenario for `fixture` and panics with its [`Failure`], readably: which test, which
 /// type, which record, what was expected and what was found. The generated tests call it.

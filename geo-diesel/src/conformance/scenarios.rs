@@ -106,7 +106,7 @@ pub fn primary_verification<F: Fixture>(f: &F) -> Result<(), Failure> {
 
 fn expect_primary_verified<F: Fixture>(
     s: &Sites<'_, F>,
-    made: &super::sites::Made<F::Model>,
+    made: &super::Made<F::Model>,
 ) -> Result<(), Failure> {
     let want = checksum_bytes(&made.content);
     let name = s.name(made.id, &made.path);
