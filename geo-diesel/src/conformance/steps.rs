@@ -92,7 +92,10 @@ impl<F: Fixture> Sites<'_, F> {
                     found_sum(got),
                 )
                 .record(name)
-                .hint("create must write the record's file, at the path its file column holds"));
+                .hint(
+                    "create must write the record's file at the path its file column holds: \
+                     is #[replicable(file)] on the field that holds the blob path?",
+                ));
         }
         if expect_event {
             self.expect_event(id, &file, EventKind::Created)?;
