@@ -20,6 +20,8 @@
 //!   ([`sql::Sql`]), framework tables go through their `table!`s ([`schema`]).
 
 pub mod admin;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod connection;
 pub mod cursor;
 pub mod db;

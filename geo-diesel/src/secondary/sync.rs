@@ -515,17 +515,32 @@ impl Secondary {
         }
         let halted = !self.may_remove()?;
         let mut refused: BTreeSet<&'static str> = BTreeSet::new();
-        let mut new_marks: BTreeMap<&'static str, (&'static ReplicableDescriptor, u64)> =
+        let mut new_marks: BTreeMap<&'static str, (&'static ReplicableDescriptor, Vec<i64>)> =
             BTreeMap::new();
-        for (d, _, done) in &results {
+        for (d, id, done) in &results {
             if is_missing(done) {
-                new_marks.entry(d.name).or_insert((d, 0)).1 += 1;
+                new_marks
+                    .entry(d.name)
+                    .or_insert((d, Vec::new()))
+                    .1
+                    .push(*id);
             }
         }
-        for (d, marks) in new_marks.into_values() {
+        for (d, ids) in new_marks.into_values() {
             let mut conn = self.tracking.get()?;
-            let counts = registry::Registry::of(d).counts(&mut conn)?;
+            let registry = registry::Registry::of(d);
+            let counts = registry.counts(&mut conn)?;
             let already = counts.missing_on_primary.max(0) as u64;
+            // A row marked at an earlier attempt and missing again is in `already`: only the
+            // rows not yet marked are new marks (else one missing file trips the guard on its
+            // second retry).
+            let mut marks = 0;
+            for id in ids {
+                let marked = registry
+                    .get_by_model_id(&mut conn, id)?
+                    .is_some_and(|r| r.missing_on_primary);
+                marks += u64::from(!marked);
+            }
             if halted
                 || !self.removal_allowed(
                     d,
