@@ -15,8 +15,9 @@
 //!   secondary that lags or is gone holds the log back only that far, instead of stopping
 //!   pruning. Such a secondary is told on its next read ([`geo_core::source::SourceError::EventsPruned`])
 //!   and recovers with a full backfill plus reverification; it never skips silently.
-//! - **Bounded batches.** Each batch is one transaction and one `DELETE` of at most
-//!   [`PruneConfig::batch`] rows (default 10 000), oldest first, committed with the mark
+//! - **Bounded batches.** Each batch is one transaction deleting at most
+//!   [`PruneConfig::batch`] rows (default 10 000) by id, oldest first (one `DELETE` per 1 000
+//!   ids, so no statement removes more than the batch), committed with the mark
 //!   `geo_event_prune_state.pruned_through`; a pass runs batches until nothing is due or
 //!   [`PruneConfig::max_batches`] ran, so locks are short and a backlog still drains (GitLab's
 //!   50 000 per 5 minutes can fall behind a busy primary).
@@ -55,7 +56,7 @@ pub struct PruneConfig {
     /// consumed them (ids, not rows: ids of rolled-back transactions count, so fewer rows may
     /// stay); `None`: no cap.
     pub retention_events: Option<i64>,
-    /// Rows one `DELETE` removes at most.
+    /// Rows one batch (one transaction) removes at most.
     pub batch: usize,
     /// Batches one pass runs at most.
     pub max_batches: usize,
@@ -88,7 +89,7 @@ impl Default for PruneConfig {
 pub struct PrunePass {
     /// Events deleted.
     pub deleted: u64,
-    /// Rows each batch's `DELETE` removed, in order (each at most [`PruneConfig::batch`]).
+    /// Rows each batch removed, in order (each at most [`PruneConfig::batch`]).
     pub batches: Vec<u64>,
     /// The point every known secondary consumed (the newest event id when none is known; `None`
     /// for an empty log).
@@ -121,8 +122,8 @@ struct Batch {
 }
 
 /// One batch, in one transaction: takes the write lock (on SQLite) by touching the mark,
-/// reads the oldest `batch` events, deletes those due (at most `batch`, one statement) and
-/// raises the mark.
+/// reads the oldest `batch` events, deletes those due by id (at most `batch`) and raises the
+/// mark.
 fn batch(conn: &mut impl AsDbConn, config: &PruneConfig, now: DateTime<Utc>) -> QueryResult<Batch> {
     with_conn!(conn, c => c.transaction::<Batch, diesel::result::Error, _>(|c| {
         diesel::insert_into(mark::table)
@@ -157,13 +158,13 @@ fn batch(conn: &mut impl AsDbConn, config: &PruneConfig, now: DateTime<Utc>) -> 
         let Some(&last) = due.last() else {
             return Ok(Batch { deleted: 0, past_floor: 0, floor: Some(floor), through: marked });
         };
-        let oldest = geo_events::table
-            .select(geo_events::id)
-            .filter(geo_events::id.le(last))
-            .order(geo_events::id)
-            .limit(config.batch.max(1) as i64);
-        let deleted = diesel::delete(geo_events::table.filter(geo_events::id.eq_any(oldest)))
-            .execute(c)? as u64;
+        // By id, the ids read above: a row committed since (a late id below `last`) stays
+        // for the next batch, so no statement removes more than the batch.
+        let mut deleted = 0u64;
+        for chunk in due.chunks(crate::sql::CHUNK) {
+            deleted += diesel::delete(geo_events::table.filter(geo_events::id.eq_any(chunk)))
+                .execute(c)? as u64;
+        }
         let through = marked.max(last);
         diesel::update(mark::table.find(0i16))
             .set((mark::pruned_through.eq(through), mark::pruned_at.eq(UtcDateTime(now))))

@@ -4,6 +4,8 @@
 use std::fmt;
 use std::str::FromStr;
 
+use clap::builder::TypedValueParser as _;
+
 use geo_diesel::primary::prune::PruneConfig;
 
 use super::Span;

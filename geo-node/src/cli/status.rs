@@ -54,6 +54,7 @@ pub(super) fn run_status(args: StatusArgs) -> Result<ExitCode> {
 pub fn render_status(status: &NodeStatus) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let mut sites = String::new();
     let _ = writeln!(out, "{} ({}): {}", status.name, status.role, status.health);
     let show = |v: Option<i64>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
     let mut section = |role: &str, lines: Vec<(&str, String)>, types: &ReplicableStatuses| {
@@ -79,11 +80,11 @@ pub fn render_status(status: &NodeStatus) -> String {
         section("primary", lines, &p.replicables);
         // GitLab's Sites page: every secondary this primary knows, with its lag.
         if !p.secondaries.is_empty() {
-            let _ = writeln!(out, "secondaries:");
+            let _ = writeln!(sites, "secondaries:");
         }
         for k in &p.secondaries {
             let _ = writeln!(
-                out,
+                sites,
                 "  {}: consumed {}, {} events behind, seen {} s ago{}{}",
                 k.name,
                 show(k.consumed_event_id),
@@ -128,6 +129,7 @@ pub fn render_status(status: &NodeStatus) -> String {
         }
         section("secondary", lines, &s.replicables);
     }
+    out.push_str(&sites);
     if !status.replicables.is_empty() {
         let _ = writeln!(out, "replicables: {}", status.replicables.join(", "));
     }
