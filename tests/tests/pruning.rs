@@ -263,10 +263,12 @@ fn the_retention_bound_prunes_past_a_lagging_secondary_which_recovers_and_conver
     assert_eq!(b.halt().unwrap(), None, "pruning is not a wrong primary");
     assert!(s.reg(wd(), gone.id).is_none());
 
-    // It converges: every widget synced and verified, the rewritten one with its new bytes.
+    // It converges: every widget synced and verified, the rewritten one with its new bytes
+    // (its reverification finds the old file, fails with a mismatch and resyncs at its retry).
     for _ in 0..3 {
         s.verifier.run_until_idle(20).unwrap();
         b.run_until_idle(20).unwrap();
+        s.clock.advance(Duration::minutes(5));
     }
     assert_eq!(s.tracked(wd()).len(), widgets.len());
     for (w, bytes) in &widgets {
