@@ -38,6 +38,9 @@ fn event_count(p: &Primary) -> i64 {
 #[test]
 fn two_secondaries_over_http_prune_list_lag_and_recover() {
     let dir = tempfile::tempdir().unwrap();
+    for sub in ["p", "a", "b"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+    }
     let p = Primary::direct(&dir.path().join("p"));
     let (a_key, b_key) = (p.creds.clone(), Credentials::generate());
     let state = NodeState::new("primary", KeyRing::with([a_key.clone(), b_key.clone()]))
@@ -177,7 +180,7 @@ fn two_secondaries_over_http_prune_list_lag_and_recover() {
     assert_eq!(s.last_events_pruned.unwrap().pruned_through, head);
     let metrics = geo_node::metrics::render(&sec);
     assert!(
-        metrics.contains("geo_cursor_events_pruned_recoveries_total 1"),
+        metrics.contains("geo_cursor_events_pruned_recoveries_total{name=\"b\"} 1"),
         "{metrics}"
     );
     drop(server);
