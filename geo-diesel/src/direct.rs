@@ -204,13 +204,10 @@ impl PrimarySource for DirectSource {
             return;
         };
         let now = chrono::Utc::now();
-        let recorded = self
-            .conn()
-            .map_err(|e| e.to_string())
-            .and_then(|mut c| {
-                crate::primary::sites::record_secondary(&mut c, name, Some(consumed), now)
-                    .map_err(|e| e.to_string())
-            });
+        let recorded = self.conn().map_err(|e| e.to_string()).and_then(|mut c| {
+            crate::primary::sites::record_secondary(&mut c, name, Some(consumed), now)
+                .map_err(|e| e.to_string())
+        });
         if let Err(error) = recorded {
             tracing::warn!(secondary = %name, %error, "could not record this secondary's position on the primary; only the retention bound keeps its events");
         }

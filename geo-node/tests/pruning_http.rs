@@ -88,7 +88,10 @@ fn two_secondaries_over_http_prune_list_lag_and_recover() {
         .iter()
         .map(|k| (k.name.as_str(), k.events_behind))
         .collect();
-    let mut expected = vec![(a_key.access_key.as_str(), 0), (b_key.access_key.as_str(), 0)];
+    let mut expected = vec![
+        (a_key.access_key.as_str(), 0),
+        (b_key.access_key.as_str(), 0),
+    ];
     expected.sort();
     let b_consumed = primary
         .secondaries
@@ -103,10 +106,18 @@ fn two_secondaries_over_http_prune_list_lag_and_recover() {
     }
     assert_eq!(known, expected, "{primary:?}");
     assert!(head - b_consumed > 0, "b lags");
-    assert!(primary.secondaries.iter().all(|k| k.seconds_since_seen < 60 && !k.stale));
+    assert!(
+        primary
+            .secondaries
+            .iter()
+            .all(|k| k.seconds_since_seen < 60 && !k.stale)
+    );
     let rendered = geo_node::cli::render_status(&st);
     assert!(rendered.contains("secondaries:"), "{rendered}");
-    assert!(rendered.contains(&format!("{}: consumed {b_consumed}", b_key.access_key.as_str())));
+    assert!(rendered.contains(&format!(
+        "{}: consumed {b_consumed}",
+        b_key.access_key.as_str()
+    )));
 
     // Without a bound, only what both consumed goes.
     let unbounded = PruneConfig::default()
@@ -139,7 +150,10 @@ fn two_secondaries_over_http_prune_list_lag_and_recover() {
     assert_eq!(code, 410, "{body}");
     let body: ErrorBody = serde_json::from_str(&body).unwrap();
     assert_eq!(body.geo_code, geo_code::EVENTS_PRUNED);
-    assert_eq!((body.pruned_through, body.consumed), (Some(head), Some(b_consumed)));
+    assert_eq!(
+        (body.pruned_through, body.consumed),
+        (Some(head), Some(b_consumed))
+    );
     // The client maps it to the typed error.
     let client = NodeClient::new(HttpConfig::new(&url, b_key.clone()));
     match client.get_json::<serde_json::Value>(&path) {
@@ -162,7 +176,9 @@ fn two_secondaries_over_http_prune_list_lag_and_recover() {
     assert_eq!(r.created, 4);
     assert!(differing(&p, &b_store).is_empty());
     let mut conn = b.tracking().get().unwrap();
-    let counts = geo_diesel::registry::Registry::of(d).counts(&mut conn).unwrap();
+    let counts = geo_diesel::registry::Registry::of(d)
+        .counts(&mut conn)
+        .unwrap();
     assert_eq!(counts.registry, docs.len() as i64);
     assert_eq!(counts.synced, docs.len() as i64);
     assert_eq!(counts.verified, docs.len() as i64, "{counts:?}");
@@ -171,7 +187,10 @@ fn two_secondaries_over_http_prune_list_lag_and_recover() {
     let sec = NodeState::new("b", KeyRing::with([b_key.clone()])).with_secondary(
         geo_node::server::SecondaryService::new(
             Arc::clone(&b),
-            Arc::new(geo_node::client::HttpSource::new(HttpConfig::new(&url, b_key.clone()))),
+            Arc::new(geo_node::client::HttpSource::new(HttpConfig::new(
+                &url,
+                b_key.clone(),
+            ))),
         ),
     );
     let st = geo_node::server::collect_status(&sec);

@@ -60,9 +60,8 @@ fn other(s: &Sites, name: &str, config: SecondaryConfig) -> Other {
     let tracking = database.pool(4);
     on_conn!(&mut tracking.get().expect("conn"), c => geo_diesel::run_migrations(c, Role::Secondary))
         .expect("secondary migrations");
-    let store = Arc::new(
-        LocalBlobStore::new(s.dir.path().join(format!("{name}-files"))).expect("store"),
-    );
+    let store =
+        Arc::new(LocalBlobStore::new(s.dir.path().join(format!("{name}-files"))).expect("store"));
     let secondary = Arc::new(Secondary::new(
         tracking.clone(),
         named(s, name),
@@ -144,7 +143,10 @@ fn an_event_awaited_in_a_gap_is_not_pruned(backend: Backend) {
     let b = s.new_secondary(named(&s, "b"), SecondaryConfig::default());
     catch_up(&b);
     // The cursor passed 5 and awaits 3 and 4: it has consumed only up to 2.
-    assert_eq!(geo_diesel::cursor::load_state(&mut s.t()).unwrap().gaps, [3, 4]);
+    assert_eq!(
+        geo_diesel::cursor::load_state(&mut s.t()).unwrap().gaps,
+        [3, 4]
+    );
     // The transaction holding id 3 commits now: a created event for a widget the cursor has
     // not seen.
     let late = s.widget_silently(3, 10).0;
@@ -166,7 +168,10 @@ fn an_event_awaited_in_a_gap_is_not_pruned(backend: Backend) {
     // The gap fills from the feed: the late record is replicated, not skipped.
     catch_up(&b);
     assert!(s.reg(wd(), late).is_some(), "the late event was applied");
-    assert_eq!(geo_diesel::cursor::load_state(&mut s.t()).unwrap().gaps, [4]);
+    assert_eq!(
+        geo_diesel::cursor::load_state(&mut s.t()).unwrap().gaps,
+        [4]
+    );
     for w in [w1.id, w2.id, w5.id] {
         assert!(s.reg(wd(), w).is_some());
     }
@@ -215,13 +220,21 @@ fn the_retention_bound_prunes_past_a_lagging_secondary_which_recovers_and_conver
     for (w, bytes) in &widgets {
         s.assert_synced_verified(wd(), w.id, bytes);
     }
-    let stopped_at = geo_diesel::cursor::load_state(&mut s.t()).unwrap().safe_position();
+    let stopped_at = geo_diesel::cursor::load_state(&mut s.t())
+        .unwrap()
+        .safe_position();
     // Meanwhile: three more widgets, one file rewritten, one widget deleted.
     for i in 6..9 {
         widgets.push(s.widget(i, 200 + i as usize));
     }
     let new_bytes = geo_tests::data(99, 333);
-    app::update_widget(&mut s.p(), s.primary_store.as_ref(), &widgets[1].0, &new_bytes).unwrap();
+    app::update_widget(
+        &mut s.p(),
+        s.primary_store.as_ref(),
+        &widgets[1].0,
+        &new_bytes,
+    )
+    .unwrap();
     widgets[1].1 = new_bytes.clone();
     let (gone, _) = widgets.remove(2);
     app::delete_widget(&mut s.p(), s.primary_store.as_ref(), &gone).unwrap();
@@ -234,7 +247,12 @@ fn the_retention_bound_prunes_past_a_lagging_secondary_which_recovers_and_conver
     assert_eq!(pass.floor, Some(stopped_at));
     // The age bound (events older than an hour, seen from two hours on) prunes past b.
     let bounded = unbounded().retention_age(Some(Duration::hours(1)));
-    let pass = prune_pass(&mut s.p(), &bounded, chrono::Utc::now() + Duration::hours(2)).unwrap();
+    let pass = prune_pass(
+        &mut s.p(),
+        &bounded,
+        chrono::Utc::now() + Duration::hours(2),
+    )
+    .unwrap();
     assert!(pass.past_floor > 0, "{pass:?}");
     assert!(event_ids(&s).is_empty());
     let mark = pruned_through(&mut s.p()).unwrap();
@@ -258,7 +276,12 @@ fn the_retention_bound_prunes_past_a_lagging_secondary_which_recovers_and_conver
     assert_eq!(r.removed, 1, "and removed the deleted one");
     assert!(r.cursor >= mark);
     assert_eq!(pass.halted, None);
-    assert_eq!(b.counters().pruned_recoveries.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        b.counters()
+            .pruned_recoveries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
     assert_eq!(b.last_pruned_recovery(), Some(r.clone()));
     assert_eq!(b.halt().unwrap(), None, "pruning is not a wrong primary");
     assert!(s.reg(wd(), gone.id).is_none());
@@ -283,7 +306,12 @@ fn the_retention_bound_prunes_past_a_lagging_secondary_which_recovers_and_conver
         b.run_until_idle(20).unwrap();
     }
     s.assert_synced_verified(wd(), w.id, &bytes);
-    assert_eq!(b.counters().pruned_recoveries.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        b.counters()
+            .pruned_recoveries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
 }
 
 fn the_row_cap_keeps_only_the_newest_events(backend: Backend) {
@@ -316,8 +344,12 @@ fn a_changed_primary_identity_halts_instead_of_recovering(backend: Backend) {
         &mut s.p(),
         "UPDATE geo_node_identity SET identity = 'ffffffffffffffffffffffffffffffff'",
     );
-    prune_pass(&mut s.p(), &PruneConfig::default().retention_events(Some(0)), chrono::Utc::now())
-        .unwrap();
+    prune_pass(
+        &mut s.p(),
+        &PruneConfig::default().retention_events(Some(0)),
+        chrono::Utc::now(),
+    )
+    .unwrap();
     let pass = b.cursor_pass().unwrap();
     assert!(pass.pruned.is_none(), "{pass:?}");
     assert!(

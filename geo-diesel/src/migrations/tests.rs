@@ -135,7 +135,11 @@ fn a_triggers_type_gets_its_event_step_right_after_its_primary_migration() {
             // The geo_events trigger that NOTIFYs waiting feeds.
             want.push("geo_notify_primary");
         }
-        want.extend(["geo_prune_primary", "widget_primary", "widget_events_primary"]);
+        want.extend([
+            "geo_prune_primary",
+            "widget_primary",
+            "widget_events_primary",
+        ]);
         assert_eq!(names, want);
         let (base, events) = (&plan[want.len() - 2], &plan[want.len() - 1]);
         assert_eq!(events.version, "965880200494451");

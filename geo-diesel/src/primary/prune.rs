@@ -260,10 +260,9 @@ impl PruneWorker {
             .spawn(move || {
                 use std::sync::atomic::Ordering::Relaxed;
                 loop {
-                    let result = db
-                        .get()
-                        .map_err(|e| e.to_string())
-                        .and_then(|mut c| prune_pass(&mut c, &config, env.now()).map_err(|e| e.to_string()));
+                    let result = db.get().map_err(|e| e.to_string()).and_then(|mut c| {
+                        prune_pass(&mut c, &config, env.now()).map_err(|e| e.to_string())
+                    });
                     s.passes.fetch_add(1, Relaxed);
                     let again = match result {
                         Ok(pass) => {
@@ -279,7 +278,11 @@ impl PruneWorker {
                             false
                         }
                     };
-                    let pause = if again { std::time::Duration::ZERO } else { config.interval };
+                    let pause = if again {
+                        std::time::Duration::ZERO
+                    } else {
+                        config.interval
+                    };
                     if !matches!(rx.recv_timeout(pause), Err(mpsc::RecvTimeoutError::Timeout)) {
                         return;
                     }

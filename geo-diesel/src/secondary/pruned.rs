@@ -59,7 +59,10 @@ pub struct PrunedRecovery {
 impl Secondary {
     /// The last recovery from a pruned event log this process ran, if any.
     pub fn last_pruned_recovery(&self) -> Option<PrunedRecovery> {
-        self.pruned.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.pruned
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// A cursor pass's result, with a pruned log turned into a recovery.
@@ -106,8 +109,7 @@ impl Secondary {
         let at = self.now();
         let mut conn = self.tracking.get()?;
         let state = load_state(&mut conn)?;
-        if let Some(halt) =
-            identity::check_feed(&mut conn, seen.as_ref(), state.last_event_id, at)?
+        if let Some(halt) = identity::check_feed(&mut conn, seen.as_ref(), state.last_event_id, at)?
         {
             return Ok(Err(halt));
         }

@@ -36,10 +36,10 @@ pub mod sites;
 pub mod status;
 pub mod types;
 
+pub use sites::{KnownSecondaryStatus, PrunedRecoveryStatus};
 pub use status::{
     CursorStatus, HealthStatus, LinkStatus, NodeStatus, PrimaryStatus, SecondaryStatus, SiteRole,
 };
-pub use sites::{KnownSecondaryStatus, PrunedRecoveryStatus};
 pub use types::{ReplicableType, parse_gid};
 
 /// Response header of `retrieve` carrying the blob's blake3 checksum (hex): the primary's

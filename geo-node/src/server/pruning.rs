@@ -23,13 +23,8 @@ pub(super) async fn record_reader(
         let mut conn = db
             .get()
             .map_err(|e| ApiError::transient("primary database pool", e))?;
-        geo_diesel::primary::sites::record_secondary(
-            &mut conn,
-            &name,
-            consumed,
-            chrono::Utc::now(),
-        )
-        .map_err(|e| ApiError::transient("recording the secondary's position", e))
+        geo_diesel::primary::sites::record_secondary(&mut conn, &name, consumed, chrono::Utc::now())
+            .map_err(|e| ApiError::transient("recording the secondary's position", e))
     })
     .await
 }
@@ -63,7 +58,8 @@ pub(super) fn known(
         return Ok((None, Vec::new()));
     };
     let mut conn = db.get().map_err(|e| e.to_string())?;
-    let pruned = geo_diesel::primary::prune::pruned_through(&mut conn).map_err(|e| e.to_string())?;
+    let pruned =
+        geo_diesel::primary::prune::pruned_through(&mut conn).map_err(|e| e.to_string())?;
     let now = chrono::Utc::now();
     let known = geo_diesel::primary::sites::known_secondaries(&mut conn)
         .map_err(|e| e.to_string())?

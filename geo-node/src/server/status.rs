@@ -219,11 +219,7 @@ pub fn collect_status(state: &NodeState) -> NodeStatus {
                 .counters()
                 .pruned_recoveries
                 .load(std::sync::atomic::Ordering::Relaxed),
-            last_events_pruned: s
-                .secondary
-                .last_pruned_recovery()
-                .as_ref()
-                .map(Into::into),
+            last_events_pruned: s.secondary.last_pruned_recovery().as_ref().map(Into::into),
         }
     });
     let healthy = problems.is_empty();
