@@ -75,11 +75,19 @@ impl Secondary {
                 pruned_through,
                 consumed,
             })) => {
-                tracing::warn!(
-                    pruned_through,
-                    consumed,
-                    "the primary pruned events this secondary had not consumed; recovering with a full backfill and reverification"
-                );
+                if consumed == 0 {
+                    // A new secondary: nothing to lose, the backfill is its first sync.
+                    tracing::info!(
+                        pruned_through,
+                        "the primary's event log starts after id 0; starting from its current point with a full backfill"
+                    );
+                } else {
+                    tracing::warn!(
+                        pruned_through,
+                        consumed,
+                        "the primary pruned events this secondary had not consumed; recovering with a full backfill and reverification"
+                    );
+                }
                 Ok(match self.recover_from_pruning(pruned_through, consumed)? {
                     Ok(r) => CursorPass {
                         cursor: r.cursor,
