@@ -65,6 +65,20 @@ pub enum SourceError {
         #[source]
         source: BoxError,
     },
+    /// The primary has pruned events this secondary still needs: every event up to
+    /// `pruned_through` is gone, and the secondary had consumed only up to `consumed` (its
+    /// cursor, or the lowest open gap minus one). Nothing after the point asked for can be
+    /// trusted to be complete: the secondary recovers with a full backfill and reverification
+    /// and continues from the primary's current point (`Secondary`'s cursor pass does).
+    #[error(
+        "the primary pruned its events through id {pruned_through}; this secondary had consumed only up to {consumed}"
+    )]
+    EventsPruned {
+        /// The highest event id the primary has pruned.
+        pruned_through: i64,
+        /// The point below which the secondary needed nothing, as it told the primary.
+        consumed: i64,
+    },
     /// Any other failure (bad data from the primary, a bug).
     #[error("{what}: {source}")]
     Other {
@@ -101,6 +115,12 @@ impl SourceError {
     /// Whether retrying soon may succeed.
     pub fn is_transient(&self) -> bool {
         matches!(self, SourceError::Transient { .. })
+    }
+
+    /// Whether the primary pruned events the secondary still needs
+    /// ([`SourceError::EventsPruned`]).
+    pub fn is_events_pruned(&self) -> bool {
+        matches!(self, SourceError::EventsPruned { .. })
     }
 }
 
@@ -175,6 +195,17 @@ pub struct RangedBlobStream {
 pub trait PrimarySource: Send + Sync {
     /// Up to `limit` events with `id > after_id`, in id order.
     fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError>;
+
+    /// Tells the source how far this secondary has consumed the event log: it needs no event
+    /// with an id up to `consumed` (its cursor, or the lowest open gap minus one:
+    /// geo-diesel's `CursorState::safe_position`). The log cursor calls it before each feed read; a source
+    /// that talks to a primary passes it on with the next event-feed request (the primary
+    /// prunes only what every secondary it knows consumed) and answers
+    /// [`SourceError::EventsPruned`] when the primary already pruned past it. The default
+    /// ignores it.
+    fn note_consumed(&self, consumed: i64) {
+        let _ = consumed;
+    }
 
     /// The primary's database identity and event-id high-water mark; `None` when this source
     /// does not publish them (the default).

@@ -27,12 +27,27 @@ use crate::schema::geo_events;
 /// Its [`event_feed_wait`](PrimarySource::event_feed_wait) waits on the database's
 /// [`EventWatch`] (see [`crate::notify`]): it answers within a few milliseconds of the commit of
 /// an event by anyone, and holds no connection while it waits.
+///
+/// **Pruning.** Its feed answers [`SourceError::EventsPruned`] when the primary pruned events
+/// past what the reader consumed (what the log cursor noted with
+/// [`note_consumed`](PrimarySource::note_consumed), else the `after` id asked for). A direct
+/// secondary is known to the primary, and holds its pruning back, only when it is given a
+/// name ([`DirectSource::for_secondary`]): each noted position is then recorded in the
+/// primary's `geo_known_secondaries`, which needs write access to the primary database (a
+/// read replica cannot; the failure is logged and the secondary is then protected by the
+/// retention bound only, and recovers if it falls past it). An unnamed direct source is
+/// unknown to the primary: with no other secondary known, the pruning worker prunes everything.
 #[derive(Clone)]
 pub struct DirectSource {
     db: DbPool,
     store: Arc<dyn BlobStore>,
     watch: EventWatch,
+    secondary: Option<Arc<str>>,
+    consumed: Arc<std::sync::atomic::AtomicI64>,
 }
+
+/// What [`DirectSource::consumed`] holds before the cursor noted anything.
+const NOT_NOTED: i64 = i64::MIN;
 
 impl std::fmt::Debug for DirectSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,7 +91,30 @@ impl DirectSource {
     /// A source reading the primary database through `db` and its files through `store`.
     pub fn new(db: DbPool, store: Arc<dyn BlobStore>) -> Self {
         let watch = EventWatch::new(db.clone());
-        DirectSource { db, store, watch }
+        DirectSource {
+            db,
+            store,
+            watch,
+            secondary: None,
+            consumed: Arc::new(std::sync::atomic::AtomicI64::new(NOT_NOTED)),
+        }
+    }
+
+    /// This source reads for the secondary `name`: every position the log cursor notes is
+    /// recorded in the primary's `geo_known_secondaries` under that name, so the primary prunes
+    /// nothing it still needs (up to the retention bound).
+    #[must_use]
+    pub fn for_secondary(mut self, name: &str) -> Self {
+        self.secondary = Some(Arc::from(name));
+        self
+    }
+
+    /// What the reader consumed, as noted, else `after`.
+    fn consumed_or(&self, after: i64) -> i64 {
+        match self.consumed.load(std::sync::atomic::Ordering::Relaxed) {
+            NOT_NOTED => after,
+            c => c,
+        }
     }
 
     /// The watch of the primary database's events, for a server that waits on it without a
@@ -157,16 +195,45 @@ impl PrimarySource for DirectSource {
         primary_identity(&mut self.conn()?).map_err(transient("reading the primary's identity"))
     }
 
+    /// Records the position for the named secondary ([`DirectSource::for_secondary`]); a
+    /// failure (a read-only replica) is logged, never fatal.
+    fn note_consumed(&self, consumed: i64) {
+        self.consumed
+            .store(consumed, std::sync::atomic::Ordering::Relaxed);
+        let Some(name) = &self.secondary else {
+            return;
+        };
+        let now = chrono::Utc::now();
+        let recorded = self.conn().map_err(|e| e.to_string()).and_then(|mut c| {
+            crate::primary::sites::record_secondary(&mut c, name, Some(consumed), now)
+                .map_err(|e| e.to_string())
+        });
+        if let Err(error) = recorded {
+            tracing::warn!(secondary = %name, %error, "could not record this secondary's position on the primary; only the retention bound keeps its events");
+        }
+    }
+
     /// One read transaction: the events, then the identity and high-water mark (so the mark is
-    /// at least every id returned, also on PostgreSQL where the sequence is not transactional).
+    /// at least every id returned, also on PostgreSQL where the sequence is not transactional),
+    /// then the pruning mark (read after the events: a prune that removed one of them committed
+    /// its mark with it). A reader that consumed less than the mark gets
+    /// [`SourceError::EventsPruned`].
     fn event_feed(&self, after_id: i64, limit: usize) -> Result<EventFeed, SourceError> {
         let mut conn = self.conn()?;
-        let (rows, primary) =
+        let (rows, primary, pruned) =
             with_conn!(&mut conn, c => c.transaction::<_, diesel::result::Error, _>(|c| {
                 let rows = event_rows(c, after_id, limit)?;
-                Ok((rows, primary_identity(c)?))
+                let primary = primary_identity(c)?;
+                Ok((rows, primary, crate::primary::prune::pruned_through(c)?))
             }))
             .map_err(transient("reading the event feed"))?;
+        let consumed = self.consumed_or(after_id);
+        if consumed < pruned {
+            return Err(SourceError::EventsPruned {
+                pruned_through: pruned,
+                consumed,
+            });
+        }
         Ok(EventFeed {
             events: rows.into_iter().map(to_event).collect(),
             primary,

@@ -151,3 +151,39 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(geo_event_log_states, geo_event_log_gaps);
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::sql_types::GeoTimestamp;
+
+    /// Primary (migration `geo_prune_primary`): the secondaries that read the event feed, and
+    /// how far each consumed it ([`crate::primary::prune`]). GitLab's Sites page on a primary.
+    geo_known_secondaries (name) {
+        /// The secondary's name: its access key over HTTP, the name given to a direct source.
+        name -> Text,
+        /// The event id up to which it needs nothing (its cursor, or its lowest open gap minus
+        /// one); `NULL` when it never said (it then holds pruning back at 0).
+        consumed_event_id -> Nullable<BigInt>,
+        /// When it first read the feed.
+        first_seen_at -> GeoTimestamp,
+        /// When it last read the feed.
+        last_seen_at -> GeoTimestamp,
+    }
+}
+
+diesel::table! {
+    use diesel::sql_types::*;
+    use crate::types::sql_types::GeoTimestamp;
+
+    /// Primary (migration `geo_prune_primary`): one row, how far the event log was pruned.
+    /// Written in the transaction that deletes the events, so a feed that finds an event
+    /// missing finds the mark too.
+    geo_event_prune_state (id) {
+        /// Always 0.
+        id -> SmallInt,
+        /// Every event with an id up to this one is gone.
+        pruned_through -> BigInt,
+        /// When the last batch was pruned.
+        pruned_at -> GeoTimestamp,
+    }
+}

@@ -443,3 +443,89 @@ fn status_command_prints_the_table_and_the_json_of_a_site() {
     );
     assert!(!code.success());
 }
+
+#[test]
+fn the_primary_command_prunes_what_its_secondary_consumed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Primary::new(tmp.path());
+    let keys = tmp.path().join("keys");
+    let line = format!(
+        "{} {}\n",
+        primary.creds.access_key,
+        primary.creds.secret.expose()
+    );
+    std::fs::write(&keys, line).unwrap();
+    std::fs::set_permissions(&keys, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let path = |p: &str| tmp.path().join(p).display().to_string();
+    let args: Vec<String> = [
+        "primary",
+        "--listen",
+        "127.0.0.1:0",
+        "--database-url",
+        &path("primary.sqlite3"),
+        "--blob-dir",
+        &path("primary-files"),
+        "--keys-file",
+        &path("keys"),
+        "--prune-interval",
+        "200ms",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let node = Node::start(&args, "");
+    let (sec, store) = secondary(tmp.path(), &node.url, &primary.creds, Env::system());
+    // The secondary reads first (the primary knows it from then on), then documents arrive.
+    sec.cursor_pass().unwrap();
+    for i in 0..5u64 {
+        let path = format!("q/{i}.bin");
+        create_doc(&primary.db, primary.store.as_ref(), &path, &data(i, 500));
+    }
+    let events = || {
+        use diesel::prelude::*;
+        let mut conn = primary.db.get().unwrap();
+        geo_diesel::schema::geo_events::table
+            .count()
+            .get_result::<i64>(sqlite(&mut conn))
+            .unwrap()
+    };
+    // The verifier publishes a `checksum_succeeded` per document; the pruner (every 200 ms)
+    // removes none of the ten events, which the secondary has not read.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events() < 10 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        events(),
+        10,
+        "nothing the secondary has not consumed is pruned"
+    );
+    sec.run_until_idle(20).unwrap();
+    sec.cursor_pass().unwrap(); // tells the primary it consumed everything
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        events(),
+        0,
+        "the primary command pruned what its secondary consumed"
+    );
+    assert_eq!(differing(&primary, &store), Vec::<String>::new());
+    let st = NodeClient::new(HttpConfig::new(&node.url, primary.creds.clone()))
+        .status()
+        .unwrap();
+    let p = st.primary.unwrap();
+    assert_eq!(p.secondaries.len(), 1);
+    assert_eq!(p.secondaries[0].name, primary.creds.access_key.as_str());
+    assert_eq!(p.secondaries[0].events_behind, 0);
+    assert!(p.event_log_pruned_through.is_some());
+    assert_eq!(
+        sec.counters()
+            .pruned_recoveries
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert!(node.terminate().success());
+}

@@ -140,16 +140,30 @@ fn strings(names: &[&str]) -> Vec<String> {
 /// `names`, a list of primary steps, with the PostgreSQL-only `geo_notify_primary` (the
 /// `geo_events` trigger that NOTIFYs waiting feeds) where `backend` has it: right after
 /// `geo_safety_primary` in apply order, right before it in ledger (name) order and in revert
-/// order.
+/// order; and `geo_prune_primary` (the pruning tables) after those in apply order, right
+/// before `geo_safety_primary` in name order, and first of them in revert order.
 fn primary_steps(backend: Backend, names: &[&str]) -> Vec<String> {
     let mut out = strings(names);
-    if backend == Backend::Postgres {
-        let at = |n: &str| out.iter().position(|s| s == n).expect("a framework step");
-        let safety = at("geo_safety_primary");
-        let apply_order = at("geo_framework_primary") < at("geo_admin_primary");
+    let at = |out: &[String], n: &str| out.iter().position(|s| s == n).expect("a framework step");
+    let apply_order = at(&out, "geo_framework_primary") < at(&out, "geo_admin_primary");
+    // Name order has `bare_primary` first; revert order has the replicables last-applied first.
+    let ledger_order = !apply_order && out.first().is_some_and(|n| n == "bare_primary");
+    let last_framework = if backend == Backend::Postgres {
+        let safety = at(&out, "geo_safety_primary");
         let i = if apply_order { safety + 1 } else { safety };
         out.insert(i, "geo_notify_primary".to_owned());
-    }
+        "geo_notify_primary"
+    } else {
+        "geo_safety_primary"
+    };
+    let i = if apply_order {
+        at(&out, last_framework) + 1
+    } else if ledger_order {
+        at(&out, "geo_safety_primary")
+    } else {
+        at(&out, last_framework)
+    };
+    out.insert(i, "geo_prune_primary".to_owned());
     out
 }
 
@@ -177,6 +191,9 @@ fn plan_is_framework_then_replicables_in_name_order(backend: Backend) {
         }
         if role == Role::Primary && backend == Backend::Postgres {
             want.push("geo_notify_primary".to_owned());
+        }
+        if role == Role::Primary {
+            want.push("geo_prune_primary".to_owned());
         }
         want.extend([format!("bare_{role}"), format!("sample_{role}")]);
         assert_eq!(names, want);
@@ -208,8 +225,10 @@ fn primary_migrations_apply_once_and_revert(backend: Backend) {
         conn.tables(),
         strings(&[
             "geo_bulk_updates",
+            "geo_event_prune_state",
             "geo_events",
             "geo_feature_flags",
+            "geo_known_secondaries",
             "geo_node_identity",
             "geo_schema_migrations",
             "sample_states"
@@ -429,8 +448,8 @@ fn diesel_cli_folders_are_byte_identical_and_build_the_same_schema(backend: Back
         assert_eq!(folders[1], format!("00000000000002_geo_admin_{role}"));
         assert_eq!(folders[2], format!("00000000000003_geo_safety_{role}"));
         let expected = match role {
-            Role::Primary if backend == Backend::Postgres => 5,
-            Role::Primary => 4,
+            Role::Primary if backend == Backend::Postgres => 6,
+            Role::Primary => 5,
             Role::Secondary => 6,
         };
         assert_eq!(folders.len(), expected, "{folders:?}");

@@ -82,6 +82,9 @@ pub struct CursorPass {
     pub raced: bool,
     /// The secondary is halted ([`identity`]): this pass applied nothing.
     pub halted: Option<SafetyHalt>,
+    /// The primary had pruned events this secondary still needed: instead of applying events
+    /// the pass recovered ([`crate::secondary::Secondary::recover_from_pruning`]).
+    pub pruned: Option<crate::secondary::PrunedRecovery>,
 }
 
 /// The cursor's position and open gaps as stored in the tracking database.
@@ -223,6 +226,9 @@ impl LogCursor {
         if let Some(halt) = followed.halt {
             return Ok(halted(halt));
         }
+        // Tell the primary how far this secondary consumed the log (it prunes nothing above
+        // it, and answers `EventsPruned` if it already did).
+        source.note_consumed(state.safe_position());
         // The feed carries the primary's identity and high-water mark, read with the events:
         // a primary that is not the one followed, or whose ids went backwards, applies nothing.
         let feed = if wait.is_zero() {

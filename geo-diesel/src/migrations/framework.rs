@@ -32,7 +32,8 @@ pub const SAFETY_VERSION: &str = "00000000000003";
 /// [`crate::primary::triggers::notify_triggers`]). No replicable may be named `geo_notify`.
 pub const NOTIFY_MIGRATION_PREFIX: &str = "geo_notify";
 
-/// The diesel_cli version of the notification step: after every other framework step.
+/// The diesel_cli version of the notification step: after the framework, admin, safety and
+/// scale-out steps (the pruning step, added later, follows it).
 pub const NOTIFY_VERSION: &str = "00000000000005";
 
 /// The DDL of the runner's ledger in one dialect (timestamp type, current-time default).

@@ -30,6 +30,7 @@ use geo_core::{
 use crate::connection::Ledger;
 use crate::db::AsDbConn;
 mod framework;
+mod prune;
 
 pub use framework::{
     ADMIN_MIGRATION_PREFIX, ADMIN_VERSION, FRAMEWORK_MIGRATION_PREFIX, FRAMEWORK_VERSION,
@@ -37,12 +38,14 @@ pub use framework::{
     SAFETY_MIGRATION_PREFIX, SAFETY_VERSION, admin_migration, framework_migration,
     leases_migration, ledger_ddl, safety_migration,
 };
+pub use prune::{PRUNE_MIGRATION_PREFIX, PRUNE_VERSION, prune_migration};
 
 /// One step of a migration plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamedMigration {
     /// Ledger name: `geo_framework_<role>`, `geo_admin_<role>`, `geo_safety_<role>`,
-    /// `geo_leases_secondary`, `geo_notify_primary` (PostgreSQL), `<replicable name>_<role>`
+    /// `geo_leases_secondary`, `geo_notify_primary` (PostgreSQL), `geo_prune_primary`,
+    /// `<replicable name>_<role>`
     /// or `<replicable name>_events_primary` (the event triggers).
     pub name: String,
     /// diesel_cli version (14 digits): [`FRAMEWORK_VERSION`] for the framework,
@@ -71,8 +74,9 @@ impl NamedMigration {
 /// The migrations for `backend` and `role`, in the order they are applied: the framework
 /// (`geo_framework_<role>`), the admin tables (`geo_admin_<role>`), the safety tables
 /// (`geo_safety_<role>`), on a secondary the scale-out tables (`geo_leases_secondary`), on a
-/// PostgreSQL primary the trigger that NOTIFYs waiting event feeds (`geo_notify_primary`), then
-/// every registered replicable in name order (each followed, on a primary, by its event
+/// PostgreSQL primary the trigger that NOTIFYs waiting event feeds (`geo_notify_primary`), on a
+/// primary the pruning tables (`geo_prune_primary`, [`crate::primary::prune`]), then every
+/// registered replicable in name order (each followed, on a primary, by its event
 /// triggers when it has them).
 pub fn migration_plan(backend: Backend, role: Role) -> Vec<NamedMigration> {
     plan_for(&replicables(), backend, role)
@@ -122,6 +126,15 @@ pub fn plan_for(
             version: NOTIFY_VERSION.to_owned(),
             up: t.up.into(),
             down: t.down.into(),
+        });
+    }
+    if role == Role::Primary {
+        let prune = prune_migration(backend, role);
+        plan.push(NamedMigration {
+            name: format!("{PRUNE_MIGRATION_PREFIX}_{role}"),
+            version: PRUNE_VERSION.to_owned(),
+            up: prune.up.into(),
+            down: prune.down.into(),
         });
     }
     for d in descriptors {
@@ -304,6 +317,7 @@ fn checked_plan(backend: Backend, role: Role) -> Result<Vec<NamedMigration>, Mig
             SAFETY_MIGRATION_PREFIX,
             LEASES_MIGRATION_PREFIX,
             NOTIFY_MIGRATION_PREFIX,
+            PRUNE_MIGRATION_PREFIX,
         ]
         .contains(&d.name)
     }) {

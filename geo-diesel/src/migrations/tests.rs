@@ -11,8 +11,16 @@ fn framework_plan_comes_first_with_role_names() {
                 Role::Primary => {
                     // PostgreSQL also gets `geo_notify_primary`.
                     let notify = usize::from(backend == Backend::Postgres);
-                    assert_eq!(plan.len(), 3 + notify);
+                    // And `geo_prune_primary`, last.
+                    assert_eq!(plan.len(), 4 + notify);
                     assert!(leases.is_none());
+                    let prune = plan.last().unwrap();
+                    assert_eq!(prune.folder_name(), "00000000000006_geo_prune_primary");
+                    assert!(
+                        prune
+                            .up
+                            .contains(r#"CREATE TABLE IF NOT EXISTS "geo_known_secondaries""#)
+                    );
                 }
                 Role::Secondary => {
                     assert_eq!(plan.len(), 4);
@@ -127,7 +135,11 @@ fn a_triggers_type_gets_its_event_step_right_after_its_primary_migration() {
             // The geo_events trigger that NOTIFYs waiting feeds.
             want.push("geo_notify_primary");
         }
-        want.extend(["widget_primary", "widget_events_primary"]);
+        want.extend([
+            "geo_prune_primary",
+            "widget_primary",
+            "widget_events_primary",
+        ]);
         assert_eq!(names, want);
         let (base, events) = (&plan[want.len() - 2], &plan[want.len() - 1]);
         assert_eq!(events.version, "965880200494451");
@@ -149,11 +161,15 @@ fn the_notify_step_is_postgres_only_and_after_every_other_framework_step() {
         .find(|m| m.name == "geo_notify_primary")
         .expect("a PostgreSQL primary gets the notify step");
     assert_eq!(step.version, NOTIFY_VERSION);
+    // After every framework step that came before it; only the later pruning step follows.
     assert!(
         pg.iter()
-            .filter(|m| m.name.starts_with("geo_") && m.name != step.name)
+            .filter(|m| m.name.starts_with("geo_")
+                && m.name != step.name
+                && m.name != "geo_prune_primary")
             .all(|m| m.version < step.version)
     );
+    assert!(PRUNE_VERSION > NOTIFY_VERSION);
     assert!(
         step.up.contains("pg_notify('geo_events', '')"),
         "{}",

@@ -12,7 +12,9 @@ use crate::schema::geo_feature_flags;
 use crate::sql::{IdRow, Sql};
 use crate::types::UtcDateTime;
 
+pub mod prune;
 pub mod records;
+pub mod sites;
 pub mod triggers;
 pub mod verification;
 

@@ -28,6 +28,7 @@ use crate::registry;
 mod backfill;
 pub mod files;
 mod membership;
+mod pruned;
 mod record;
 mod safety;
 mod sync;
@@ -36,6 +37,7 @@ mod verification;
 mod worker;
 
 pub use backfill::diff_sorted;
+pub use pruned::PrunedRecovery;
 pub use safety::ReconcileReport;
 pub use worker::WorkerHandle;
 pub(crate) use worker::{Stop, drain, worker_loop};
@@ -173,6 +175,8 @@ pub struct SecondaryCounters {
     pub verified: AtomicU64,
     /// Checksum mismatches found on the secondary.
     pub mismatches: AtomicU64,
+    /// Recoveries from a pruned event log ([`Secondary::recover_from_pruning`]).
+    pub pruned_recoveries: AtomicU64,
 }
 
 /// One secondary site.
@@ -192,6 +196,8 @@ pub struct Secondary {
     observer: std::sync::OnceLock<Arc<dyn geo_core::observe::SyncObserver>>,
     /// Downloads in flight here and when each last received bytes (the no-progress timeout).
     in_flight: sync::InFlight,
+    /// The last recovery from a pruned event log.
+    pruned: Mutex<Option<PrunedRecovery>>,
 }
 
 impl std::fmt::Debug for Secondary {
@@ -232,6 +238,7 @@ impl Secondary {
             counters: SecondaryCounters::default(),
             observer: std::sync::OnceLock::new(),
             in_flight: sync::InFlight::default(),
+            pruned: Mutex::new(None),
         }
     }
 
@@ -277,17 +284,20 @@ impl Secondary {
         Ok(out)
     }
 
-    /// One log-cursor pass.
+    /// One log-cursor pass. When the primary answers that it pruned events this secondary
+    /// still needed, the pass recovers instead ([`Secondary::recover_from_pruning`]; the
+    /// pass's `pruned` says what it did).
     pub fn cursor_pass(&self) -> Result<CursorPass, SecondaryError> {
         let flags: BTreeSet<&'static str> =
             self.enabled_types()?.into_iter().map(|d| d.name).collect();
-        Ok(self.cursor.pass(
+        let result = self.cursor.pass(
             &self.tracking,
             self.source.as_ref(),
             self.store.as_ref(),
             &|d| flags.contains(d.name),
             self.now(),
-        )?)
+        );
+        self.after_cursor(result)
     }
 
     /// Per-type status with GitLab's field names, from one grouped query per registry.

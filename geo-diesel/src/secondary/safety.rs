@@ -208,26 +208,7 @@ impl Secondary {
         let seen = self.source.primary_identity()?;
         let mut conn = self.tracking.get()?;
         let before = identity::load_followed(&mut conn)?;
-        let batch = admin::batch_for(self.tracking.backend());
-        let (mut reverify, mut resync) = (0, 0);
-        for d in self.enabled_types()? {
-            let action = if d.verifies() {
-                BulkAction::ReverifyAll
-            } else {
-                BulkAction::ResyncAll
-            };
-            let filter = BulkFilter {
-                replication_state: Some(ReplicationState::Synced),
-                ..BulkFilter::default()
-            };
-            let job = admin::enqueue(&mut conn, Role::Secondary, d, action, filter)?;
-            let done = admin::run_job_to_end(&mut conn, Role::Secondary, batch, job, &mut |_| {})?;
-            if d.verifies() {
-                reverify += done.changed;
-            } else {
-                resync += done.changed;
-            }
-        }
+        let (reverify, resync) = self.mark_synced_for_recheck(&mut conn)?;
         identity::accept_primary(&mut conn, seen.as_ref(), self.now())?;
         drop(conn);
         let (created, removed) = self.backfill_all()?;
@@ -252,6 +233,36 @@ impl Secondary {
             "reconcile finished"
         );
         Ok(report)
+    }
+
+    /// Marks every synced row for reverification against the primary's checksums (types
+    /// without verification: for resync), as bulk jobs run to their end. Returns (reverify,
+    /// resync). Reconcile and the recovery from a pruned event log start with it.
+    pub(super) fn mark_synced_for_recheck(
+        &self,
+        conn: &mut crate::db::PooledConn,
+    ) -> Result<(i64, i64), SecondaryError> {
+        let batch = admin::batch_for(self.tracking.backend());
+        let (mut reverify, mut resync) = (0, 0);
+        for d in self.enabled_types()? {
+            let action = if d.verifies() {
+                BulkAction::ReverifyAll
+            } else {
+                BulkAction::ResyncAll
+            };
+            let filter = BulkFilter {
+                replication_state: Some(ReplicationState::Synced),
+                ..BulkFilter::default()
+            };
+            let job = admin::enqueue(conn, Role::Secondary, d, action, filter)?;
+            let done = admin::run_job_to_end(conn, Role::Secondary, batch, job, &mut |_| {})?;
+            if d.verifies() {
+                reverify += done.changed;
+            } else {
+                resync += done.changed;
+            }
+        }
+        Ok((reverify, resync))
     }
 
     /// Registry rows of `d` (the base of the guard's share).

@@ -182,14 +182,15 @@ impl Secondary {
     ) -> Result<crate::cursor::CursorPass, SecondaryError> {
         let flags: std::collections::BTreeSet<&'static str> =
             self.enabled_types()?.into_iter().map(|d| d.name).collect();
-        Ok(self.cursor.pass_waiting(
+        let result = self.cursor.pass_waiting(
             &self.tracking,
             self.source.as_ref(),
             self.store.as_ref(),
             &|d| flags.contains(d.name),
             &|| self.now(),
             wait,
-        )?)
+        );
+        self.after_cursor(result)
     }
 
     /// Wakes this process's sync and verification workers now (they also wake on their own

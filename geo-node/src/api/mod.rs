@@ -5,7 +5,7 @@
 //! |---|---|
 //! | `GET /api/geo/retrieve/{replicable}/{id}` | the blob, streamed; `Content-Length`, [`CHECKSUM_HEADER`] (the primary's verified checksum, or the blake3 of the file as served) and [`CHECKSUM_MAC_HEADER`] |
 //! | `GET /api/geo/blob_path/{replicable}/{id}` | [`BlobPathResponse`] |
-//! | `GET /api/geo/events?after=ID&limit=N&wait=MS` | [`EventsResponse`]: up to `N` events with `id > ID`, and the primary's identity and high-water mark read with them; with `wait`, an answer that would be empty waits up to `MS` milliseconds (at most [`MAX_EVENT_WAIT`]) and returns as soon as an event is committed |
+//! | `GET /api/geo/events?after=ID&limit=N&wait=MS&consumed=C` | [`EventsResponse`]: up to `N` events with `id > ID`, and the primary's identity and high-water mark read with them; with `wait`, an answer that would be empty waits up to `MS` milliseconds (at most [`MAX_EVENT_WAIT`]) and returns as soon as an event is committed. `consumed` is the id up to which the caller needs nothing (its cursor, or its lowest open gap minus one): the primary records it for the caller's access key and prunes nothing above it (up to its retention bound), and answers `410` [`geo_code::EVENTS_PRUNED`] when it already pruned past it (or past `ID`, for a caller that sends no `consumed`) |
 //! | `GET /api/geo/events?ids=1,2,3` | [`EventsResponse`]: those of the events that exist (gap filling) |
 //! | `GET /api/geo/events/last` | [`LastEventResponse`] |
 //! | `GET /api/geo/identity` | [`IdentityResponse`]: the primary database's identity and event-id high-water mark |
@@ -32,9 +32,11 @@ use geo_diesel::geo_core::state::VerificationState;
 use serde::{Deserialize, Serialize};
 
 pub mod batch;
+pub mod sites;
 pub mod status;
 pub mod types;
 
+pub use sites::{KnownSecondaryStatus, PrunedRecoveryStatus};
 pub use status::{
     CursorStatus, HealthStatus, LinkStatus, NodeStatus, PrimaryStatus, SecondaryStatus, SiteRole,
 };
@@ -95,6 +97,9 @@ pub mod geo_code {
     pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
     /// Any other server failure.
     pub const INTERNAL: &str = "INTERNAL";
+    /// `410`: the primary pruned events the caller had not consumed ([`super::ErrorBody`]
+    /// carries `pruned_through` and `consumed`): recover with a full backfill.
+    pub const EVENTS_PRUNED: &str = "EVENTS_PRUNED";
 }
 
 /// The body of every error answer.
@@ -105,6 +110,12 @@ pub struct ErrorBody {
     /// A human-readable message (never a secret).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub message: String,
+    /// With [`geo_code::EVENTS_PRUNED`]: every event up to this id is gone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pruned_through: Option<i64>,
+    /// With [`geo_code::EVENTS_PRUNED`]: the point the caller said it consumed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumed: Option<i64>,
 }
 
 /// `GET /api/geo/events`.

@@ -114,6 +114,13 @@ pub struct PrimaryStatus {
     /// Per type: record counts and the primary's checksum counts.
     #[serde(flatten)]
     pub replicables: ReplicableStatuses,
+    /// Every event up to this id has been pruned (absent before the first prune, or when it
+    /// could not be read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event_log_pruned_through: Option<i64>,
+    /// The secondaries this primary knows, with their lag (GitLab's Sites page).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secondaries: Vec<super::sites::KnownSecondaryStatus>,
 }
 
 /// The secondary's side of a status.
@@ -149,6 +156,13 @@ pub struct SecondaryStatus {
     /// the limit or `backfill --allow-mass-removal`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mass_removal_refused: Vec<MassRemovalRefusal>,
+    /// Recoveries from a pruned event log since start (the primary pruned events this
+    /// secondary had not consumed; it ran a full backfill and reverification).
+    #[serde(default)]
+    pub events_pruned_recoveries: u64,
+    /// The last of them; absent when none ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_events_pruned: Option<super::sites::PrunedRecoveryStatus>,
 }
 
 /// Where the secondary's log cursor is.
@@ -240,6 +254,8 @@ mod tests {
                 }),
                 halt: None,
                 mass_removal_refused: Vec::new(),
+                events_pruned_recoveries: 0,
+                last_events_pruned: None,
             }),
             health_status: HealthStatus::Healthy,
             health: "Healthy".into(),

@@ -38,6 +38,7 @@ use crate::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
 
 mod keys;
 mod link;
+mod prune;
 mod secret;
 mod serve;
 mod status;
@@ -45,6 +46,7 @@ mod tunables;
 
 pub use keys::{KeysAction, load_keys};
 pub use link::{ClientTlsArgs, LinkArgs};
+pub use prune::{Bound, PruneTunables};
 pub use secret::{DatabaseUrl, SecretArg};
 pub use serve::ServerArgs;
 pub use status::{StatusArgs, render_status};
@@ -142,6 +144,9 @@ pub struct PrimaryArgs {
     /// The verification workers' batch size, threads, interval and timeout.
     #[command(flatten, next_help_heading = "Tunables")]
     pub tuning: PrimaryTunables,
+    /// Event pruning: retention bound, interval, batch size.
+    #[command(flatten, next_help_heading = "Event pruning")]
+    pub pruning: PruneTunables,
 }
 
 /// `secondary`.
@@ -283,6 +288,18 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
         Some(verifier.spawn()?)
     };
     let bulk = BulkWorker::spawn(db.clone(), Role::Primary, BULK_IDLE)?;
+    let pruner = if args.pruning.no_prune {
+        None
+    } else {
+        let config = args
+            .pruning
+            .apply(geo_diesel::primary::prune::PruneConfig::default());
+        Some(geo_diesel::primary::prune::PruneWorker::spawn(
+            db.clone(),
+            Env::system(),
+            config,
+        )?)
+    };
     let state = NodeState::new(args.name, keys)
         .with_leeway(args.token_leeway_secs)
         .with_primary(PrimaryService::direct(db, store, Some(verifier)));
@@ -292,6 +309,7 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
     wait_for_signal()?;
     server.stop();
     bulk.stop();
+    drop(pruner);
     drop(workers);
     Ok(ExitCode::SUCCESS)
 }

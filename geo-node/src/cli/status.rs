@@ -54,6 +54,7 @@ pub(super) fn run_status(args: StatusArgs) -> Result<ExitCode> {
 pub fn render_status(status: &NodeStatus) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
+    let mut sites = String::new();
     let _ = writeln!(out, "{} ({}): {}", status.name, status.role, status.health);
     let show = |v: Option<i64>| v.map_or_else(|| "null".to_owned(), |v| v.to_string());
     let mut section = |role: &str, lines: Vec<(&str, String)>, types: &ReplicableStatuses| {
@@ -73,7 +74,30 @@ pub fn render_status(status: &NodeStatus) -> String {
         if let Some(last) = p.last_event_id {
             lines.push(("last_event_id", show(last)));
         }
+        if let Some(pruned) = p.event_log_pruned_through {
+            lines.push(("event_log_pruned_through", pruned.to_string()));
+        }
         section("primary", lines, &p.replicables);
+        // GitLab's Sites page: every secondary this primary knows, with its lag.
+        if !p.secondaries.is_empty() {
+            let _ = writeln!(sites, "secondaries:");
+        }
+        for k in &p.secondaries {
+            let _ = writeln!(
+                sites,
+                "  {}: consumed {}, {} events behind, seen {} s ago{}{}",
+                k.name,
+                show(k.consumed_event_id),
+                k.events_behind,
+                k.seconds_since_seen,
+                if k.stale { ", stale" } else { "" },
+                if k.pruned_past {
+                    ", pruned past it"
+                } else {
+                    ""
+                },
+            );
+        }
     }
     if let Some(s) = &status.secondary {
         let mut lines = vec![("last_event_id", show(s.last_event_id))];
@@ -85,8 +109,27 @@ pub fn render_status(status: &NodeStatus) -> String {
             "cursor_skipped_events_count",
             s.cursor_skipped_events_count.to_string(),
         ));
+        if s.events_pruned_recoveries > 0 {
+            lines.push((
+                "events_pruned_recoveries",
+                s.events_pruned_recoveries.to_string(),
+            ));
+        }
+        if let Some(r) = &s.last_events_pruned {
+            lines.push((
+                "last_events_pruned",
+                format!(
+                    "at {}: pruned through {}, consumed {}, continued from {}",
+                    r.at.to_rfc3339(),
+                    r.pruned_through,
+                    r.consumed,
+                    r.cursor
+                ),
+            ));
+        }
         section("secondary", lines, &s.replicables);
     }
+    out.push_str(&sites);
     if !status.replicables.is_empty() {
         let _ = writeln!(out, "replicables: {}", status.replicables.join(", "));
     }

@@ -117,6 +117,9 @@ impl Prefetch {
 /// (see [`crate::auth::mac`]): a blob whose checksum is not authentic is never handed out.
 pub struct HttpSource {
     client: NodeClient,
+    /// What the log cursor last noted it consumed (`i64::MIN`: nothing yet), sent as
+    /// `consumed=` with every `events?after=` request.
+    consumed: std::sync::atomic::AtomicI64,
     paths: Mutex<HashMap<(String, i64), (String, Instant)>>,
     prefetch: Mutex<Prefetch>,
 }
@@ -145,6 +148,7 @@ impl HttpSource {
     fn with_client(client: NodeClient) -> Self {
         HttpSource {
             client,
+            consumed: std::sync::atomic::AtomicI64::new(i64::MIN),
             paths: Mutex::new(HashMap::new()),
             prefetch: Mutex::new(Prefetch::default()),
         }
@@ -225,6 +229,13 @@ impl HttpSource {
 }
 
 impl PrimarySource for HttpSource {
+    /// Kept and sent as `consumed=` with the next `events?after=` requests; a `410
+    /// EVENTS_PRUNED` answer comes back as [`SourceError::EventsPruned`].
+    fn note_consumed(&self, consumed: i64) {
+        self.consumed
+            .store(consumed, std::sync::atomic::Ordering::Relaxed);
+    }
+
     fn events_after(&self, after_id: i64, limit: usize) -> Result<Vec<Event>, SourceError> {
         Ok(self.event_feed(after_id, limit)?.events)
     }
@@ -249,10 +260,14 @@ impl PrimarySource for HttpSource {
         let wait = wait
             .min(api::MAX_EVENT_WAIT)
             .min(read_timeout.saturating_sub(Duration::from_secs(1)));
-        let path = match wait.as_millis() {
+        let mut path = match wait.as_millis() {
             0 => format!("/api/geo/events?after={after_id}&limit={limit}"),
             ms => format!("/api/geo/events?after={after_id}&limit={limit}&wait={ms}"),
         };
+        match self.consumed.load(std::sync::atomic::Ordering::Relaxed) {
+            i64::MIN => {}
+            consumed => path.push_str(&format!("&consumed={consumed}")),
+        }
         let r: api::EventsResponse = self.client.get_json(&path)?;
         Ok(EventFeed {
             events: r.events,

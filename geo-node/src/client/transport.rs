@@ -213,6 +213,17 @@ impl NodeClient {
                 replicable: replicable_name.clone(),
                 id: *replicable_id,
             },
+            (StatusCode::GONE, geo_code::EVENTS_PRUNED, _) => match body.as_ref() {
+                Some(ErrorBody {
+                    pruned_through: Some(pruned_through),
+                    consumed: Some(consumed),
+                    ..
+                }) => SourceError::EventsPruned {
+                    pruned_through: *pruned_through,
+                    consumed: *consumed,
+                },
+                _ => SourceError::other(what, message),
+            },
             (StatusCode::BAD_REQUEST, geo_code::UNKNOWN_REPLICABLE, _) => {
                 SourceError::UnknownReplicable {
                     replicable: replicable_of(path_and_query, data),

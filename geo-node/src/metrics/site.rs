@@ -154,6 +154,40 @@ fn primary(out: &mut Out<'_>, p: &PrimaryService, st: &PrimaryStatus) -> fmt::Re
             last.max(0) as u64,
         )?;
     }
+    if let Some(pruned) = st.event_log_pruned_through {
+        out.gauge(
+            "geo_event_log_pruned_through",
+            "Every event up to this id has been pruned.",
+            pruned.max(0) as u64,
+        )?;
+    }
+    if !st.secondaries.is_empty() {
+        let behind: Vec<(Vec<(&str, &str)>, u64)> = st
+            .secondaries
+            .iter()
+            .map(|k| (vec![("secondary", k.name.as_str())], k.events_behind as u64))
+            .collect();
+        out.labeled_gauges(
+            "geo_known_secondary_events_behind",
+            "Events a known secondary has not consumed.",
+            &behind,
+        )?;
+        let seen: Vec<(Vec<(&str, &str)>, u64)> = st
+            .secondaries
+            .iter()
+            .map(|k| {
+                (
+                    vec![("secondary", k.name.as_str())],
+                    k.seconds_since_seen as u64,
+                )
+            })
+            .collect();
+        out.labeled_gauges(
+            "geo_known_secondary_seconds_since_seen",
+            "Seconds since a known secondary last read the event feed.",
+            &seen,
+        )?;
+    }
     let Some(v) = &p.verifier else {
         return Ok(());
     };
@@ -277,6 +311,11 @@ fn secondary(out: &mut Out<'_>, s: &SecondaryService, st: &SecondaryStatus) -> f
         "geo_verification_mismatch",
         "Checksum mismatches found since start.",
         load(&sc.mismatches),
+    )?;
+    out.counter(
+        "geo_cursor_events_pruned_recoveries",
+        "Recoveries from events the primary pruned before this secondary consumed them (full backfill and reverification).",
+        load(&sc.pruned_recoveries),
     )?;
     if let Some(link) = &s.link {
         out.counter(

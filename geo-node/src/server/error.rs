@@ -27,6 +27,8 @@ impl ApiError {
             body: ErrorBody {
                 geo_code: code.to_owned(),
                 message: message.into(),
+                pruned_through: None,
+                consumed: None,
             },
             retry_after: None,
         }
@@ -117,6 +119,19 @@ impl ApiError {
         )
     }
 
+    /// `410 EVENTS_PRUNED`: the events after what the caller consumed are pruned, through
+    /// `pruned_through` (both in the body).
+    pub(crate) fn events_pruned(pruned_through: i64, consumed: i64) -> Self {
+        let e = SourceError::EventsPruned {
+            pruned_through,
+            consumed,
+        };
+        let mut a = ApiError::new(StatusCode::GONE, geo_code::EVENTS_PRUNED, e.to_string());
+        a.body.pruned_through = Some(pruned_through);
+        a.body.consumed = Some(consumed);
+        a
+    }
+
     /// `500 INTERNAL`.
     pub(crate) fn internal(message: impl Into<String>) -> Self {
         ApiError::new(
@@ -143,6 +158,13 @@ impl From<SourceError> for ApiError {
 
 impl From<&SourceError> for ApiError {
     fn from(e: &SourceError) -> Self {
+        if let SourceError::EventsPruned {
+            pruned_through,
+            consumed,
+        } = e
+        {
+            return ApiError::events_pruned(*pruned_through, *consumed);
+        }
         let (status, code) = match e {
             SourceError::UnknownReplicable { .. } => {
                 (StatusCode::BAD_REQUEST, geo_code::UNKNOWN_REPLICABLE)
@@ -218,6 +240,14 @@ mod tests {
                 geo_code::UNAVAILABLE,
             ),
             (SourceError::other("db", "bad"), 500, geo_code::INTERNAL),
+            (
+                SourceError::EventsPruned {
+                    pruned_through: 9,
+                    consumed: 4,
+                },
+                410,
+                geo_code::EVENTS_PRUNED,
+            ),
             (
                 SourceError::transient(
                     "open",

@@ -22,15 +22,22 @@ pub(super) struct EventsQuery {
     /// Milliseconds an empty `after=` answer may wait for an event (cut to
     /// [`api::MAX_EVENT_WAIT`]).
     wait: Option<u64>,
+    /// The id up to which the caller needs no event (its cursor, or its lowest open gap minus
+    /// one): recorded for its access key, so nothing above it is pruned.
+    consumed: Option<i64>,
 }
 
 /// `GET /api/geo/events?after=ID&limit=N&wait=MS` (up to `N` events with `id > ID`; with
 /// `wait`, an empty answer waits up to `MS` ms for a commit) or `?ids=1,2,3` (those that exist).
 pub(super) async fn events(
-    _: Authorized,
+    auth: Authorized,
     Params(q): Params<EventsQuery>,
     Primary(service): Primary,
 ) -> Result<Json<EventsResponse>, ApiError> {
+    if q.ids.is_none() {
+        super::pruning::record_reader(&service, &auth.key, q.consumed).await?;
+    }
+    let pruning = service.db.clone();
     let source = service.source;
     let (events, primary) = match q.ids {
         Some(ids) => {
@@ -53,6 +60,9 @@ pub(super) async fn events(
                     blocking(move || Ok(source.event_feed_wait(after, limit, wait)?)).await?
                 }
             };
+            // The pruning mark, read after the events: a prune that removed one of them
+            // committed its mark with it.
+            super::pruning::check(pruning, q.consumed.unwrap_or(after)).await?;
             (feed.events, feed.primary)
         }
     };

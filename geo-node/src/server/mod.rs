@@ -26,6 +26,7 @@ mod error;
 mod events;
 pub mod extract;
 mod middleware;
+mod pruning;
 mod range;
 mod records;
 mod retrieve;

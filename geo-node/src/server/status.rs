@@ -124,10 +124,20 @@ pub fn collect_status(state: &NodeState) -> NodeStatus {
                 None
             }
         };
+        let (event_log_pruned_through, secondaries) =
+            match super::pruning::known(p, last_event_id.flatten()) {
+                Ok(known) => known,
+                Err(e) => {
+                    problems.push(format!("known secondaries: {e}"));
+                    (None, Vec::new())
+                }
+            };
         PrimaryStatus {
             last_event_id,
             primary_identity,
             replicables,
+            event_log_pruned_through,
+            secondaries,
         }
     });
     let secondary = state.secondary_service().map(|s| {
@@ -204,6 +214,12 @@ pub fn collect_status(state: &NodeState) -> NodeStatus {
             seconds_behind,
             cursor_skipped_events_count: s.secondary.cursor().counters.skipped(),
             primary_link: s.link.as_ref().map(|l| l.snapshot()),
+            events_pruned_recoveries: s
+                .secondary
+                .counters()
+                .pruned_recoveries
+                .load(std::sync::atomic::Ordering::Relaxed),
+            last_events_pruned: s.secondary.last_pruned_recovery().as_ref().map(Into::into),
         }
     });
     let healthy = problems.is_empty();

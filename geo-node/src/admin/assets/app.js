@@ -278,7 +278,17 @@
       fields.push(["Log cursor", fmt(sec.cursor_last_event_id)]);
       if (sec.open_gaps_count) fields.push(["Open gaps", sec.open_gaps_count]);
     }
+    if (sec && sec.events_pruned_recoveries) {
+      fields.push(["Recovered from a pruned log", h("span", { id: "pruned-recoveries" }, fmt(sec.events_pruned_recoveries))]);
+    }
     if (pri && pri.last_event_id !== undefined) fields.push(["Last event", fmt(pri.last_event_id)]);
+    if (pri && pri.event_log_pruned_through !== undefined) fields.push(["Events pruned through", fmt(pri.event_log_pruned_through)]);
+    // GitLab's Sites page: each secondary this primary knows, with its lag.
+    for (const k of (pri && pri.secondaries) || []) {
+      const notes = (k.stale ? ", stale" : "") + (k.pruned_past ? ", pruned past it" : "");
+      fields.push(["Secondary " + k.name, h("span", { dataset: { secondary: k.name } },
+        fmt(k.events_behind) + " events behind, seen " + fmt(k.seconds_since_seen) + " s ago" + notes)]);
+    }
     fields.push(["Status taken", fmtTime(st.status_at)]);
 
     const dl = h("dl", { className: "fields" }, fields.map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
