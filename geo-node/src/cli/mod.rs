@@ -39,6 +39,7 @@ use crate::server::{NodeState, PrimaryService, SecondaryService, ServerHandle};
 mod keys;
 mod link;
 mod secret;
+mod selective;
 mod serve;
 mod status;
 mod tunables;
@@ -46,6 +47,7 @@ mod tunables;
 pub use keys::{KeysAction, load_keys};
 pub use link::{ClientTlsArgs, LinkArgs};
 pub use secret::{DatabaseUrl, SecretArg};
+pub use selective::SelectiveArgs;
 pub use serve::ServerArgs;
 pub use status::{StatusArgs, render_status};
 pub use tunables::{PrimaryTunables, SecondaryTunables, ServerTunables, Span};
@@ -175,6 +177,9 @@ pub struct SecondaryArgs {
     /// The workers' capacities, batch sizes and timeouts.
     #[command(flatten, next_help_heading = "Tunables")]
     pub tuning: SecondaryTunables,
+    /// Which partitions to replicate.
+    #[command(flatten)]
+    pub selective: SelectiveArgs,
 }
 
 /// Installs a `tracing` subscriber writing to stderr, filtered by `RUST_LOG` (default `info`).
@@ -303,7 +308,9 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     let store = args.link.store()?;
     let source = Arc::new(args.link.source(creds.clone())?);
     let link = source.stats();
-    let config = args.tuning.apply(SecondaryConfig::default());
+    let config = args
+        .selective
+        .apply(args.tuning.apply(SecondaryConfig::default()));
     let secondary = Arc::new(Secondary::new(
         tracking,
         source.clone(),

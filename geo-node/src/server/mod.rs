@@ -29,6 +29,7 @@ mod middleware;
 mod range;
 mod records;
 mod retrieve;
+mod selective;
 mod serve;
 mod state;
 mod status;

@@ -23,6 +23,7 @@ const fn widget(verification: VerificationMode, events: EventCapture) -> Replica
                 VerificationMode::Inline => Some(("widgets", "id")),
                 VerificationMode::None => None,
             },
+            partition: None,
         },
         migrations: MigrationSet {
             sqlite_primary: NO_SQL,
