@@ -454,8 +454,14 @@ mod tests {
     fn partition_absent_null_and_present_stay_apart() {
         let p = |v| parse_event(&event("created", 3, v)).unwrap().partition;
         assert_eq!(p(json!({"model_record_id": 3})), None);
-        assert_eq!(p(json!({"model_record_id": 3, "partition": null})), Some(None));
-        assert_eq!(p(json!({"model_record_id": 3, "partition": 7})), Some(Some(7)));
+        assert_eq!(
+            p(json!({"model_record_id": 3, "partition": null})),
+            Some(None)
+        );
+        assert_eq!(
+            p(json!({"model_record_id": 3, "partition": 7})),
+            Some(Some(7))
+        );
         let bad = json!({"model_record_id": 3, "partition": "7"});
         assert!(matches!(
             parse_event(&event("created", 3, bad)),

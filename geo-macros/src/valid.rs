@@ -409,12 +409,8 @@ pub(crate) fn validate(
         .then(|| (f.ident.clone(), column))
     });
 
-    let partition = partition::validate(
-        fields,
-        id.map(|f| &f.ident),
-        file.map(|f| &f.ident),
-        errors,
-    );
+    let partition =
+        partition::validate(fields, id.map(|f| &f.ident), file.map(|f| &f.ident), errors);
     ok &= partition.is_ok();
 
     let enabled_by_default = args.enabled_by_default.as_ref().is_none_or(|b| b.value);

@@ -48,7 +48,11 @@ fn selecting(keys: &[i64]) -> SecondaryConfig {
 /// The widget status of `s`'s secondary: (registry, synced, verified).
 fn widget_status(s: &Sites) -> (Option<u64>, Option<u64>, Option<u64>) {
     let all = s.secondary.status().expect("status");
-    let w = &all.iter().find(|(d, _)| d.name == "widget").expect("widget").1;
+    let w = &all
+        .iter()
+        .find(|(d, _)| d.name == "widget")
+        .expect("widget")
+        .1;
     (w.registry_count, w.synced_count, w.verified_count)
 }
 
@@ -71,8 +75,14 @@ fn payloads_carry_the_partition_from_triggers_and_publish_alike(backend: Backend
     let json = |t: &str| serde_json::from_str::<serde_json::Value>(t).expect("json");
     let id = w.id;
     let expected = [
-        ("created", serde_json::json!({"model_record_id": id, "partition": 7})),
-        ("updated", serde_json::json!({"model_record_id": id, "partition": 7})),
+        (
+            "created",
+            serde_json::json!({"model_record_id": id, "partition": 7}),
+        ),
+        (
+            "updated",
+            serde_json::json!({"model_record_id": id, "partition": 7}),
+        ),
         (
             "deleted",
             serde_json::json!({"model_record_id": id, "blob_path": "t7/1.bin", "partition": 7}),
@@ -109,7 +119,11 @@ fn the_cursor_skips_and_counts_events_of_unselected_records(backend: Backend) {
     assert_eq!(pass.skipped_unselected, 2, "{pass:?}");
     assert_eq!(pass.applied, 5, "{pass:?}");
     assert_eq!(s.tracked(wd()), mine);
-    assert_eq!(s.tracked(gd()), vec![g1.id, g2.id], "gadgets have no partition");
+    assert_eq!(
+        s.tracked(gd()),
+        vec![g1.id, g2.id],
+        "gadgets have no partition"
+    );
     let c = &s.secondary.cursor().counters;
     assert_eq!(c.skipped_unselected.load(Ordering::Relaxed), 2);
     assert_eq!(c.skipped(), 2);
@@ -204,20 +218,24 @@ fn a_changed_selection_adds_and_removes_under_the_guard(backend: Backend) {
     assert_eq!((created, removed), (5, 0));
     assert_eq!(s.tracked(wd()).len(), 15);
     for w in &by_tenant[0] {
-        assert!(s.secondary_bytes(&w.file_path).is_some(), "kept until confirmed");
+        assert!(
+            s.secondary_bytes(&w.file_path).is_some(),
+            "kept until confirmed"
+        );
     }
     let refused = restarted.mass_removal_refusals();
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(
-        (refused[0].kind, refused[0].would_remove, refused[0].registry_rows),
+        (
+            refused[0].kind,
+            refused[0].would_remove,
+            refused[0].registry_rows
+        ),
         (RemovalKind::Orphans, 5, 10)
     );
 
     // The operator's confirmation (`backfill --allow-mass-removal --selective-sync 2,3`).
-    let confirmed = s.new_secondary(
-        s.direct(),
-        selecting(&[2, 3]).allow_mass_removal(true),
-    );
+    let confirmed = s.new_secondary(s.direct(), selecting(&[2, 3]).allow_mass_removal(true));
     assert_eq!(confirmed.backfill_all().expect("backfill"), (0, 5));
     restarted.run_until_idle(20).expect("secondary");
     let mut want: Vec<i64> = by_tenant[1..].iter().flatten().map(|w| w.id).collect();
@@ -236,10 +254,7 @@ fn a_changed_selection_adds_and_removes_under_the_guard(backend: Backend) {
 
     // A change within the share needs no confirmation: with a 50 % share, dropping tenant 3
     // (5 of 10 rows) goes at once.
-    let lenient = s.new_secondary(
-        s.direct(),
-        selecting(&[2]).max_removal_share(0.5),
-    );
+    let lenient = s.new_secondary(s.direct(), selecting(&[2]).max_removal_share(0.5));
     assert_eq!(lenient.backfill_all().expect("backfill"), (0, 5));
     assert_eq!(s.tracked(wd()).len(), 5);
     for w in &by_tenant[2] {

@@ -97,7 +97,12 @@ fn an_insert_through_the_dsl_publishes_created_read_back_like_a_rust_written_eve
     assert_eq!(
         events(&s),
         [
-            ev("widget", "created", w.id, json!({"model_record_id": w.id, "partition": 0})),
+            ev(
+                "widget",
+                "created",
+                w.id,
+                json!({"model_record_id": w.id, "partition": 0})
+            ),
             ev("gadget", "created", g.id, json!({"model_record_id": g.id})),
         ]
     );
@@ -112,7 +117,10 @@ fn an_insert_through_the_dsl_publishes_created_read_back_like_a_rust_written_eve
             "{e:?}"
         );
     }
-    assert_eq!(feed[0].payload, json!({"model_record_id": w.id, "partition": 0}));
+    assert_eq!(
+        feed[0].payload,
+        json!({"model_record_id": w.id, "partition": 0})
+    );
     if backend == Backend::Sqlite {
         // Byte-identical text to what serde_json writes for a Rust-published event.
         let texts: Vec<String> = s.events().into_iter().map(|e| e.payload).collect();
@@ -185,7 +193,12 @@ fn raw_sql_updates_and_deletes_publish(backend: Backend) {
     assert_eq!(
         events(&s)[before..],
         [
-            ev("widget", "updated", a.id, json!({"model_record_id": a.id, "partition": 0})),
+            ev(
+                "widget",
+                "updated",
+                a.id,
+                json!({"model_record_id": a.id, "partition": 0})
+            ),
             ev(
                 "widget",
                 "deleted",
@@ -433,8 +446,18 @@ fn publish_created_and_deleted_insert_nothing_but_publish_updated_still_publishe
     assert_eq!(
         events(&s),
         [
-            ev("widget", "created", w.id, json!({"model_record_id": w.id, "partition": 0})),
-            ev("widget", "updated", w.id, json!({"model_record_id": w.id, "partition": 0})),
+            ev(
+                "widget",
+                "created",
+                w.id,
+                json!({"model_record_id": w.id, "partition": 0})
+            ),
+            ev(
+                "widget",
+                "updated",
+                w.id,
+                json!({"model_record_id": w.id, "partition": 0})
+            ),
         ]
     );
     assert_eq!(s.events()[1].id, id);

@@ -72,12 +72,7 @@ fn a_secondary_replicates_its_selection_and_follows_a_changed_one() {
     assert!(!selected.is_empty() && !other.is_empty());
     let on_secondary = |r: &Row| sfiles.join(&r.file_path).exists();
 
-    let secondary = site.secondary(
-        &primary.addr,
-        &sdb,
-        &sfiles,
-        &["--selective-sync", "1,3"],
-    );
+    let secondary = site.secondary(&primary.addr, &sdb, &sfiles, &["--selective-sync", "1,3"]);
     let n = selected.len() as u64;
     wait_until(
         "the selected widgets synced",
@@ -85,7 +80,10 @@ fn a_secondary_replicates_its_selection_and_follows_a_changed_one() {
         || widget_counts(&site, &secondary.addr) == (Some(n), Some(n)),
     );
     assert!(selected.iter().all(|r| on_secondary(r)));
-    assert!(!other.iter().any(|r| on_secondary(r)), "tenant 2 stays away");
+    assert!(
+        !other.iter().any(|r| on_secondary(r)),
+        "tenant 2 stays away"
+    );
     let v = status(&site, &secondary.addr).unwrap();
     let gadgets = v["secondary"]["gadgets_registry_count"].as_u64();
     assert!(gadgets > Some(0), "every gadget is replicated: {v}");
@@ -101,7 +99,9 @@ fn a_secondary_replicates_its_selection_and_follows_a_changed_one() {
     );
     let v = status(&site, &secondary.addr).unwrap();
     assert!(
-        v["secondary"]["mass_removal_refused"].to_string().contains("widget"),
+        v["secondary"]["mass_removal_refused"]
+            .to_string()
+            .contains("widget"),
         "{v}"
     );
     assert!(selected.iter().all(|r| on_secondary(r)), "nothing lost");
@@ -127,14 +127,24 @@ fn a_secondary_replicates_its_selection_and_follows_a_changed_one() {
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains(&format!("{} removed", selected.len())), "{stdout}");
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("{} removed", selected.len())),
+        "{stdout}"
+    );
     let m = other.len() as u64;
     wait_until(
         "the status counts tenant 2 only",
         Duration::from_secs(60),
         || widget_counts(&site, &secondary.addr) == (Some(m), Some(m)),
     );
-    assert!(!selected.iter().any(|r| on_secondary(r)), "deselected files removed");
+    assert!(
+        !selected.iter().any(|r| on_secondary(r)),
+        "deselected files removed"
+    );
     assert!(other.iter().all(|r| on_secondary(r)));
 }

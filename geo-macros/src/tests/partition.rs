@@ -150,7 +150,10 @@ fn partition_misuses() {
             }
         },
     );
-    assert_eq!(valued, ["`partition` takes no value: write `#[replicable(partition)]`"]);
+    assert_eq!(
+        valued,
+        ["`partition` takes no value: write `#[replicable(partition)]`"]
+    );
 
     let duplicate = errors(
         quote!(strategy = "blob"),
@@ -164,7 +167,10 @@ fn partition_misuses() {
             }
         },
     );
-    assert_eq!(duplicate, ["duplicate field option `partition`: give it only once"]);
+    assert_eq!(
+        duplicate,
+        ["duplicate field option `partition`: give it only once"]
+    );
 
     let misspelt = errors(
         quote!(strategy = "blob"),
@@ -179,9 +185,17 @@ fn partition_misuses() {
         },
     );
     assert_eq!(misspelt.len(), 1, "{misspelt:#?}");
-    assert!(misspelt[0].contains("did you mean `partition`?"), "{}", misspelt[0]);
+    assert!(
+        misspelt[0].contains("did you mean `partition`?"),
+        "{}",
+        misspelt[0]
+    );
 
     let on_struct = errors(quote!(strategy = "blob", partition), super::widget());
     assert_eq!(on_struct.len(), 1, "{on_struct:#?}");
-    assert!(on_struct[0].contains("`partition` are field options"), "{}", on_struct[0]);
+    assert!(
+        on_struct[0].contains("`partition` are field options"),
+        "{}",
+        on_struct[0]
+    );
 }

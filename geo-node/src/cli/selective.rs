@@ -49,6 +49,9 @@ mod tests {
             Selection::only([3, 7, 12])
         );
         let e = parse(&["x", "--selective-sync=3,seven"]).unwrap_err();
-        assert!(e.contains("--selective-sync") && e.contains("`seven`"), "{e}");
+        assert!(
+            e.contains("--selective-sync") && e.contains("`seven`"),
+            "{e}"
+        );
     }
 }

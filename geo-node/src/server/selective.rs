@@ -13,8 +13,8 @@ pub(super) fn partitions(raw: Option<&str>) -> Result<Option<BTreeSet<i64>>, Api
     let Some(raw) = raw else {
         return Ok(None);
     };
-    let keys = api::parse_ids(raw)
-        .map_err(|e| ApiError::bad_request(format!("partitions: {e}")))?;
+    let keys =
+        api::parse_ids(raw).map_err(|e| ApiError::bad_request(format!("partitions: {e}")))?;
     if keys.is_empty() {
         return Err(ApiError::bad_request(
             "partitions: list at least one partition key, or leave the parameter out",

@@ -165,7 +165,9 @@ fn a_partitioned_type_writes_its_partition_key_in_every_payload() {
         },
         ..widget(VerificationMode::Separate, EventCapture::Triggers)
     };
-    let sqlite = event_triggers(&PARTITIONED, Backend::Sqlite).expect("triggers").up;
+    let sqlite = event_triggers(&PARTITIONED, Backend::Sqlite)
+        .expect("triggers")
+        .up;
     assert_eq!(
         sqlite
             .matches(r#"json_object('model_record_id', NEW."id", 'partition', NEW."tenant_id")"#)
@@ -182,12 +184,18 @@ fn a_partitioned_type_writes_its_partition_key_in_every_payload() {
         2,
         "deleted, deleted before an id change: {sqlite}"
     );
-    let pg = event_triggers(&PARTITIONED, Backend::Postgres).expect("triggers").up;
+    let pg = event_triggers(&PARTITIONED, Backend::Postgres)
+        .expect("triggers")
+        .up;
     assert!(
-        pg.contains(r#"jsonb_build_object('model_record_id', NEW."id", 'partition', NEW."tenant_id")"#),
+        pg.contains(
+            r#"jsonb_build_object('model_record_id', NEW."id", 'partition', NEW."tenant_id")"#
+        ),
         "{pg}"
     );
     // Without a partition field, no key.
-    let plain = event_triggers(&SEPARATE, Backend::Sqlite).expect("triggers").up;
+    let plain = event_triggers(&SEPARATE, Backend::Sqlite)
+        .expect("triggers")
+        .up;
     assert!(!plain.contains("partition"), "{plain}");
 }
