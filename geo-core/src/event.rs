@@ -106,6 +106,26 @@ pub struct EventPayload {
     /// A correlation id tying the event to the request that caused it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub correlation_id: Option<String>,
+    /// For a type with a `#[replicable(partition)]` field: the record's partition key
+    /// (`Some(None)`: `null`, the record is in no partition), so a secondary's selective sync
+    /// can skip the event. `None`: the key is absent (a type without partition, or an event
+    /// written before it had one).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
+    pub partition: Option<Option<i64>>,
+}
+
+/// A field that is present (even as `null`) deserializes to `Some`; an absent one stays
+/// `None` through `#[serde(default)]`.
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
 }
 
 impl EventPayload {
@@ -116,7 +136,14 @@ impl EventPayload {
             blob_path: None,
             checksum: None,
             correlation_id: None,
+            partition: None,
         }
+    }
+
+    /// With the record's partition key (`None`: the partition field is `NULL`).
+    pub fn with_partition(mut self, partition: Option<i64>) -> Self {
+        self.partition = Some(partition);
+        self
     }
 
     /// With the blob path (for `deleted`).
@@ -161,6 +188,9 @@ pub struct ParsedEvent {
     pub checksum: Option<Checksum>,
     /// The correlation id, when present.
     pub correlation_id: Option<String>,
+    /// The record's partition key as the payload gave it ([`EventPayload::partition`]):
+    /// `None` when the payload does not say, `Some(None)` for a record in no partition.
+    pub partition: Option<Option<i64>>,
     /// When the event was written.
     pub created_at: DateTime<Utc>,
 }
@@ -279,6 +309,7 @@ pub fn parse_event(event: &Event) -> Result<ParsedEvent, BadEvent> {
         blob_path,
         checksum,
         correlation_id: payload.correlation_id,
+        partition: payload.partition,
         created_at: event.created_at,
     })
 }
@@ -417,5 +448,29 @@ mod tests {
         );
         let v = EventPayload::new(3).with_blob_path("a/b").to_value();
         assert_eq!(v, json!({"model_record_id": 3, "blob_path": "a/b"}));
+    }
+
+    #[test]
+    fn partition_absent_null_and_present_stay_apart() {
+        let p = |v| parse_event(&event("created", 3, v)).unwrap().partition;
+        assert_eq!(p(json!({"model_record_id": 3})), None);
+        assert_eq!(
+            p(json!({"model_record_id": 3, "partition": null})),
+            Some(None)
+        );
+        assert_eq!(
+            p(json!({"model_record_id": 3, "partition": 7})),
+            Some(Some(7))
+        );
+        let bad = json!({"model_record_id": 3, "partition": "7"});
+        assert!(matches!(
+            parse_event(&event("created", 3, bad)),
+            Err(BadEvent::BadPayload { .. })
+        ));
+        // Serialized in serde_json's key order, as the triggers write it.
+        let v = EventPayload::new(3).with_partition(None).to_value();
+        assert_eq!(v.to_string(), r#"{"model_record_id":3,"partition":null}"#);
+        let v = EventPayload::new(3).with_partition(Some(7)).to_value();
+        assert_eq!(v.to_string(), r#"{"model_record_id":3,"partition":7}"#);
     }
 }

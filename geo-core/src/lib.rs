@@ -17,6 +17,7 @@ pub mod checksum;
 pub mod clock;
 pub mod event;
 pub mod observe;
+pub mod selective;
 pub mod source;
 pub mod status;
 pub mod transitions;
@@ -37,6 +38,7 @@ pub use checksum::{
 };
 pub use clock::{Clock, Env, ManualClock, RandomSource, SystemClock};
 pub use event::{BadEvent, Event, EventName, EventPayload, ParsedEvent, parse_event};
+pub use selective::Selection;
 pub use source::{BlobStream, PrimaryChecksum, SourceError};
 pub use status::ReplicableStatus;
 pub use transitions::{Change, Claim, RegistryFields, SyncFailure, truncate_failure};

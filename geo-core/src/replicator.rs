@@ -17,6 +17,13 @@ pub trait Replicator {
 
     /// The id of the model record this replicator stands for.
     fn model_record_id(&self) -> i64;
+
+    /// The record's partition key (its `#[replicable(partition)]` field as an `i64`); `None`
+    /// when the type has no partition field, or the field is an `Option` holding `None` (the
+    /// record is then in no partition: only a secondary without a selection replicates it).
+    fn partition(&self) -> Option<i64> {
+        None
+    }
 }
 
 /// A replicator whose data is one file in a blob store.

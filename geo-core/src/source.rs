@@ -251,6 +251,27 @@ pub trait PrimarySource: Send + Sync {
         range: RangeInclusive<i64>,
     ) -> Result<Vec<i64>, SourceError>;
 
+    /// The ids of `replicable`'s records within `range` whose partition key
+    /// (`#[replicable(partition)]`) is one of `partitions`, ascending: the backfill of a
+    /// secondary with selective sync ([`crate::selective`]). A record whose partition is `NULL`
+    /// is never listed; a type without a partition field lists every id of the range.
+    ///
+    /// The default cannot filter and fails, so that a source that does not know selective sync
+    /// never makes a secondary replicate (or keep) what it did not select; the direct and HTTP
+    /// sources override it.
+    fn model_ids_in_partitions(
+        &self,
+        replicable: &str,
+        range: RangeInclusive<i64>,
+        partitions: &std::collections::BTreeSet<i64>,
+    ) -> Result<Vec<i64>, SourceError> {
+        let _ = (range, partitions);
+        Err(SourceError::other(
+            format!("listing the {replicable} ids of selected partitions"),
+            "this primary source cannot filter by partition (selective sync)",
+        ))
+    }
+
     /// The highest record id of `replicable`, or `None` when it has no records.
     fn max_model_id(&self, replicable: &str) -> Result<Option<i64>, SourceError>;
 

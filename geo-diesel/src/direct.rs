@@ -298,6 +298,24 @@ impl PrimarySource for DirectSource {
             .map_err(|e| SourceError::transient("reading model ids", e))
     }
 
+    fn model_ids_in_partitions(
+        &self,
+        replicable: &str,
+        range: RangeInclusive<i64>,
+        partitions: &std::collections::BTreeSet<i64>,
+    ) -> Result<Vec<i64>, SourceError> {
+        let d = lookup(replicable)?;
+        let mut conn = self.conn()?;
+        crate::primary::model_ids_in_partitions(
+            &mut conn,
+            d,
+            *range.start(),
+            *range.end(),
+            partitions,
+        )
+        .map_err(|e| SourceError::transient("reading model ids of selected partitions", e))
+    }
+
     fn max_model_id(&self, replicable: &str) -> Result<Option<i64>, SourceError> {
         let d = lookup(replicable)?;
         let mut conn = self.conn()?;

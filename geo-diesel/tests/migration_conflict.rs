@@ -28,6 +28,7 @@ const fn descriptor(name: &'static str, type_name: &'static str) -> ReplicableDe
             registry: "shared_registry",
             registry_model_id: "model_id",
             verification: None,
+            partition: None,
         },
         migrations: MigrationSet {
             sqlite_primary: SQL,

@@ -1,5 +1,5 @@
 //! Parsing of the attribute arguments: the struct-level `#[replicable(...)]` keys and the
-//! field-level `#[replicable(file)]` / `#[replicable(id)]` options.
+//! field-level `#[replicable(file)]` / `#[replicable(id)]` / `#[replicable(partition)]` options.
 //!
 //! Parsing records what was written, with spans; it accumulates every error and never returns
 //! early. Whether the combination makes sense is decided in [`crate::valid`].
@@ -23,7 +23,7 @@ pub(crate) const STRUCT_KEYS: &[&str] = &[
 ];
 
 /// The field-level options.
-pub(crate) const FIELD_KEYS: &[&str] = &["file", "id"];
+pub(crate) const FIELD_KEYS: &[&str] = &["file", "id", "partition"];
 
 /// `strategy = "..."`: how the data is replicated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,7 +211,7 @@ pub(crate) fn parse_struct_args(
         };
         let Some(&known) = STRUCT_KEYS.iter().find(|k| **k == key) else {
             let hint = if FIELD_KEYS.contains(&key.as_str()) {
-                "; `file` and `id` are field options: write `#[replicable(file)]` on the field"
+                "; `file`, `id` and `partition` are field options: write `#[replicable(file)]` on the field"
             } else {
                 ""
             };
@@ -330,6 +330,8 @@ pub(crate) struct FieldOpts {
     pub file: Option<Span>,
     /// Span of `id`, when given.
     pub id: Option<Span>,
+    /// Span of `partition`, when given: the field selective sync selects on.
+    pub partition: Option<Span>,
     /// The field option an unknown option most likely misspells (`fiel` → `file`). That
     /// mistake is reported already, so validation does not also report the option as missing.
     pub misspelt: Option<&'static str>,
@@ -372,6 +374,7 @@ pub(crate) fn parse_field_attr(
                 match key.as_str() {
                     "file" => opts.file = opts.file.or(Some(m.path().span())),
                     "id" => opts.id = opts.id.or(Some(m.path().span())),
+                    "partition" => opts.partition = opts.partition.or(Some(m.path().span())),
                     _ => {}
                 }
                 let msg = if FIELD_KEYS.contains(&key.as_str()) {
@@ -396,6 +399,7 @@ pub(crate) fn parse_field_attr(
         let slot = match key.as_str() {
             "file" => &mut opts.file,
             "id" => &mut opts.id,
+            "partition" => &mut opts.partition,
             other => {
                 let msg = if STRUCT_KEYS.contains(&other) {
                     format!(
@@ -422,8 +426,8 @@ pub(crate) fn parse_field_attr(
 /// The message for an unknown field option; its likely meaning is remembered in `opts`.
 fn unknown_field_option(key: &str, opts: &mut FieldOpts) -> String {
     let mut msg = format!(
-        "unknown field option `{key}`; expected `file` (the field holding the blob path) or `id` \
-         (the primary-key field)"
+        "unknown field option `{key}`; expected `file` (the field holding the blob path), `id` \
+         (the primary-key field) or `partition` (the integer field selective sync selects on)"
     );
     if let Some(s) = did_you_mean(key, FIELD_KEYS) {
         msg.push_str(&format!(" (did you mean `{s}`?)"));

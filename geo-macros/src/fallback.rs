@@ -61,6 +61,7 @@ fn stub(ident: &Ident, vis: &syn::Visibility) -> TokenStream {
                         registry: "",
                         registry_model_id: "",
                         verification: ::core::option::Option::None,
+                        partition: ::core::option::Option::None,
                     },
                     migrations: Self::MIGRATIONS,
                 };

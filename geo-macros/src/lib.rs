@@ -72,8 +72,16 @@ use proc_macro2::TokenStream as TokenStream2;
 ///   relative to the blob store root.
 /// - `#[replicable(id)]`: on the primary-key field when it is not named `id`. The key must be
 ///   `i64` (SQL `BIGINT`) or `i32` (SQL `INTEGER`).
+/// - `#[replicable(partition)]`: optional, on at most one field other than the id and the file:
+///   the key a secondary's selective sync selects on (a tenant, a namespace;
+///   `--selective-sync 3,7,12`). It must be `i16`, `i32` or `i64`, or an `Option` of one (`None`
+///   is in no partition: only a secondary without a selection replicates such a record). The
+///   descriptor names its column (`Tables::partition`), the replicator returns it
+///   (`Replicator::partition`), and every event of the type carries it in its payload
+///   (`"partition"`), from the triggers and from `publish_*` alike. Changing a record's
+///   partition publishes no event: the secondaries' backfill adds or removes it.
 ///
-/// A field's `#[diesel(column_name = ...)]` is honoured for these two columns. The model table is
+/// A field's `#[diesel(column_name = ...)]` is honoured for these columns. The model table is
 /// the last segment of `#[diesel(table_name = ...)]` (`crate::schema::widgets` → `widgets`), or
 /// Diesel's default (snake case of the struct name + `s`) when absent.
 ///

@@ -733,3 +733,5 @@ mod parse {
         assert!(out.contains("applies to a struct with named fields"));
     }
 }
+
+mod partition;

@@ -12,6 +12,9 @@ use crate::ast::Input;
 use crate::attr::{EventsArg, StrategyArg, StructArgs, VerificationArg};
 use crate::names::{diesel_table_name, plural, snake_name, sql_identifier_problem};
 
+mod partition;
+pub(crate) use partition::Partition;
+
 /// The Rust type of the model's primary key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum IdType {
@@ -60,6 +63,8 @@ pub(crate) struct Model {
     pub states_table: String,
     /// The inline verification `table!` module, e.g. `widget_verification`.
     pub inline_module: String,
+    /// The `#[replicable(partition)]` field, if any.
+    pub partition: Option<Partition>,
 }
 
 impl Model {
@@ -404,6 +409,10 @@ pub(crate) fn validate(
         .then(|| (f.ident.clone(), column))
     });
 
+    let partition =
+        partition::validate(fields, id.map(|f| &f.ident), file.map(|f| &f.ident), errors);
+    ok &= partition.is_ok();
+
     let enabled_by_default = args.enabled_by_default.as_ref().is_none_or(|b| b.value);
     let strategy = args.strategy?;
     let (id_field, id_column, id_type) = id_parts?;
@@ -430,6 +439,7 @@ pub(crate) fn validate(
         fk,
         states_table,
         inline_module,
+        partition: partition.ok().flatten(),
     })
 }
 

@@ -73,6 +73,15 @@ impl<I: Interceptor> PrimarySource for Intercepted<I> {
     ) -> Result<Vec<i64>, SourceError> {
         self.inner.model_ids(replicable, range)
     }
+    fn model_ids_in_partitions(
+        &self,
+        replicable: &str,
+        range: RangeInclusive<i64>,
+        partitions: &std::collections::BTreeSet<i64>,
+    ) -> Result<Vec<i64>, SourceError> {
+        self.inner
+            .model_ids_in_partitions(replicable, range, partitions)
+    }
     fn max_model_id(&self, replicable: &str) -> Result<Option<i64>, SourceError> {
         self.inner.max_model_id(replicable)
     }

@@ -39,6 +39,7 @@ static SAMPLE: ReplicableDescriptor = ReplicableDescriptor {
         registry: "sample_registry",
         registry_model_id: "sample_id",
         verification: Some(("sample_states", "sample_id")),
+        partition: None,
     },
     migrations: MigrationSet {
         sqlite_primary: Migration {
@@ -91,6 +92,7 @@ static BARE: ReplicableDescriptor = ReplicableDescriptor {
         registry: "bare_registry",
         registry_model_id: "bare_id",
         verification: None,
+        partition: None,
     },
     migrations: MigrationSet {
         sqlite_primary: NO_SQL,

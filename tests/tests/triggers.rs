@@ -97,7 +97,12 @@ fn an_insert_through_the_dsl_publishes_created_read_back_like_a_rust_written_eve
     assert_eq!(
         events(&s),
         [
-            ev("widget", "created", w.id, json!({"model_record_id": w.id})),
+            ev(
+                "widget",
+                "created",
+                w.id,
+                json!({"model_record_id": w.id, "partition": 0})
+            ),
             ev("gadget", "created", g.id, json!({"model_record_id": g.id})),
         ]
     );
@@ -112,11 +117,17 @@ fn an_insert_through_the_dsl_publishes_created_read_back_like_a_rust_written_eve
             "{e:?}"
         );
     }
-    assert_eq!(feed[0].payload, json!({"model_record_id": w.id}));
+    assert_eq!(
+        feed[0].payload,
+        json!({"model_record_id": w.id, "partition": 0})
+    );
     if backend == Backend::Sqlite {
         // Byte-identical text to what serde_json writes for a Rust-published event.
         let texts: Vec<String> = s.events().into_iter().map(|e| e.payload).collect();
-        assert_eq!(texts[0], format!(r#"{{"model_record_id":{}}}"#, w.id));
+        assert_eq!(
+            texts[0],
+            format!(r#"{{"model_record_id":{},"partition":0}}"#, w.id)
+        );
         let stamp = s.primary_number(
             "SELECT COUNT(*) AS n FROM geo_events WHERE created_at LIKE '____-__-__T__:__:__.___Z'",
         );
@@ -146,7 +157,7 @@ fn a_bulk_update_of_the_file_column_publishes_one_updated_per_row(backend: Backe
         .iter()
         .map(|(r, e, id, p)| {
             assert_eq!((r.as_str(), e.as_str()), ("widget", "updated"));
-            assert_eq!(*p, json!({"model_record_id": id}));
+            assert_eq!(*p, json!({"model_record_id": id, "partition": 0}));
             *id
         })
         .collect();
@@ -182,12 +193,17 @@ fn raw_sql_updates_and_deletes_publish(backend: Backend) {
     assert_eq!(
         events(&s)[before..],
         [
-            ev("widget", "updated", a.id, json!({"model_record_id": a.id})),
+            ev(
+                "widget",
+                "updated",
+                a.id,
+                json!({"model_record_id": a.id, "partition": 0})
+            ),
             ev(
                 "widget",
                 "deleted",
                 b.id,
-                json!({"model_record_id": b.id, "blob_path": "raw/b.bin"})
+                json!({"model_record_id": b.id, "blob_path": "raw/b.bin", "partition": 0})
             ),
         ]
     );
@@ -233,13 +249,13 @@ fn an_id_change_publishes_deleted_for_the_old_id_then_created_for_the_new(backen
                 "widget",
                 "deleted",
                 w.id,
-                json!({"model_record_id": w.id, "blob_path": "moved/a.bin"})
+                json!({"model_record_id": w.id, "blob_path": "moved/a.bin", "partition": 0})
             ),
             ev(
                 "widget",
                 "created",
                 new_id,
-                json!({"model_record_id": new_id})
+                json!({"model_record_id": new_id, "partition": 0})
             ),
         ]
     );
@@ -269,13 +285,13 @@ fn an_id_change_publishes_deleted_for_the_old_id_then_created_for_the_new(backen
                 "widget",
                 "deleted",
                 new_id,
-                json!({"model_record_id": new_id, "blob_path": "moved/a.bin"})
+                json!({"model_record_id": new_id, "blob_path": "moved/a.bin", "partition": 0})
             ),
             ev(
                 "widget",
                 "created",
                 new_id + 1,
-                json!({"model_record_id": new_id + 1})
+                json!({"model_record_id": new_id + 1, "partition": 0})
             ),
         ]
     );
@@ -330,7 +346,7 @@ fn the_replication_flag_off_publishes_nothing_and_marks_nothing(backend: Backend
             "widget",
             "created",
             w.id,
-            json!({"model_record_id": w.id})
+            json!({"model_record_id": w.id, "partition": 0})
         )]
     );
 }
@@ -430,8 +446,18 @@ fn publish_created_and_deleted_insert_nothing_but_publish_updated_still_publishe
     assert_eq!(
         events(&s),
         [
-            ev("widget", "created", w.id, json!({"model_record_id": w.id})),
-            ev("widget", "updated", w.id, json!({"model_record_id": w.id})),
+            ev(
+                "widget",
+                "created",
+                w.id,
+                json!({"model_record_id": w.id, "partition": 0})
+            ),
+            ev(
+                "widget",
+                "updated",
+                w.id,
+                json!({"model_record_id": w.id, "partition": 0})
+            ),
         ]
     );
     assert_eq!(s.events()[1].id, id);
@@ -505,7 +531,7 @@ fn a_database_migrated_before_the_triggers_gets_them_on_upgrade(backend: Backend
             "widget",
             "created",
             w.id,
-            json!({"model_record_id": w.id})
+            json!({"model_record_id": w.id, "partition": 0})
         )]
     );
     // Reverting the primary drops them again: a leftover trigger would fail the delete below,

@@ -31,13 +31,15 @@ pub fn app_schema_sql(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => {
             "CREATE TABLE IF NOT EXISTS \"widgets\" (\"id\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \
-             \"file_path\" TEXT NOT NULL, \"name\" TEXT NOT NULL);\n\
+             \"file_path\" TEXT NOT NULL, \"name\" TEXT NOT NULL, \
+             \"tenant_id\" INTEGER NOT NULL DEFAULT 0);\n\
              CREATE TABLE IF NOT EXISTS \"gadgets\" (\"id\" INTEGER PRIMARY KEY AUTOINCREMENT NOT NULL, \
              \"blob_key\" TEXT NOT NULL, \"label\" TEXT NOT NULL);"
         }
         Backend::Postgres => {
             "CREATE TABLE IF NOT EXISTS \"widgets\" (\"id\" BIGSERIAL PRIMARY KEY, \
-             \"file_path\" TEXT NOT NULL, \"name\" TEXT NOT NULL);\n\
+             \"file_path\" TEXT NOT NULL, \"name\" TEXT NOT NULL, \
+             \"tenant_id\" BIGINT NOT NULL DEFAULT 0);\n\
              CREATE TABLE IF NOT EXISTS \"gadgets\" (\"id\" BIGSERIAL PRIMARY KEY, \
              \"blob_key\" TEXT NOT NULL, \"label\" TEXT NOT NULL);"
         }
@@ -72,8 +74,8 @@ fn path(s: &str) -> Result<BlobPath, AppError> {
     Ok(BlobPath::new(s)?)
 }
 
-/// Stores `data` as a new widget's file, then inserts the widget; the insert trigger publishes
-/// `created` in the same statement.
+/// Stores `data` as a new widget's file, then inserts the widget (of tenant 0); the insert
+/// trigger publishes `created` in the same statement.
 pub fn create_widget(
     conn: &mut impl AsDbConn,
     store: &dyn BlobStore,
@@ -81,9 +83,25 @@ pub fn create_widget(
     file_path: &str,
     data: &[u8],
 ) -> Result<Widget, AppError> {
+    create_widget_in(conn, store, 0, name, file_path, data)
+}
+
+/// [`create_widget`] for tenant `tenant_id` (the partition selective sync selects on).
+pub fn create_widget_in(
+    conn: &mut impl AsDbConn,
+    store: &dyn BlobStore,
+    tenant_id: i64,
+    name: &str,
+    file_path: &str,
+    data: &[u8],
+) -> Result<Widget, AppError> {
     store.write(&path(file_path)?, &mut &data[..], None)?;
     let w = on_backend!(conn, c => diesel::insert_into(widgets::table)
-        .values((widgets::file_path.eq(file_path), widgets::name.eq(name)))
+        .values((
+            widgets::file_path.eq(file_path),
+            widgets::name.eq(name),
+            widgets::tenant_id.eq(tenant_id),
+        ))
         .returning(Widget::as_returning())
         .get_result(c)?);
     Ok(w)

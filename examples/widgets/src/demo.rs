@@ -21,6 +21,10 @@ use rand::{Rng, SeedableRng};
 
 use crate::app;
 
+/// The tenants the demo and `seed` spread widgets over (`Widget::tenant_id`, the partition a
+/// secondary's `--selective-sync` selects on): widget `i` belongs to `TENANTS[i % 3]`.
+pub const TENANTS: [i64; 3] = [1, 2, 3];
+
 /// Options of the demo.
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -234,9 +238,10 @@ pub fn run(opts: &DemoOptions) -> Result<DemoReport> {
                 &data,
             )?);
         } else {
-            widgets.push(app::create_widget(
+            widgets.push(app::create_widget_in(
                 &mut conn,
                 store,
+                TENANTS[i % TENANTS.len()],
                 &format!("widget {i}"),
                 &format!("widgets/{:03}/{i:06}.bin", i % 97),
                 &data,
@@ -440,9 +445,10 @@ pub fn seed(database_url: &str, blob_dir: &Path, count: usize, seed: u64) -> Res
                 &data,
             )?);
         } else {
-            widgets.push(app::create_widget(
+            widgets.push(app::create_widget_in(
                 &mut conn,
                 &store,
+                TENANTS[i % TENANTS.len()],
                 &format!("widget {i}"),
                 &format!("widgets/{tag}/{i:06}.bin"),
                 &data,

@@ -23,6 +23,8 @@ pub mod schema {
             file_path -> Text,
             /// Display name.
             name -> Text,
+            /// The tenant owning the widget: what `--selective-sync` selects on.
+            tenant_id -> BigInt,
         }
     }
 
@@ -43,7 +45,8 @@ pub use schema::{gadgets, widgets};
 
 /// A widget and its file. Replicated with the blob strategy; verification state in
 /// `widget_states`; its events are written by triggers on `widgets` (the default
-/// `events = "triggers"`), so no code publishes `created` or `deleted`.
+/// `events = "triggers"`), so no code publishes `created` or `deleted`. Its `tenant_id` is the
+/// partition selective sync selects on; `Gadget` has none, so every secondary has every gadget.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable, Identifiable)]
 #[diesel(table_name = widgets)]
 #[replicable(strategy = "blob", registry = "widget_registry")]
@@ -55,6 +58,10 @@ pub struct Widget {
     pub file_path: String,
     /// Display name.
     pub name: String,
+    /// The tenant owning the widget (default 0): a secondary started with
+    /// `--selective-sync 3,7` replicates only the widgets of tenants 3 and 7.
+    #[replicable(partition)]
+    pub tenant_id: i64,
 }
 
 /// A gadget and its file. Verification columns live inline on `gadgets`; its events are

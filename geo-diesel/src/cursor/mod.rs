@@ -36,6 +36,9 @@ pub struct CursorCounters {
     pub skipped_malformed: AtomicU64,
     /// Events skipped because the type's replication feature flag is off.
     pub skipped_disabled: AtomicU64,
+    /// Events skipped because their record is outside this secondary's selective sync
+    /// ([`LogCursor::selection`]).
+    pub skipped_unselected: AtomicU64,
     /// Gaps detected.
     pub gaps_detected: AtomicU64,
     /// Gaps whose event arrived late and was applied.
@@ -51,6 +54,7 @@ impl CursorCounters {
         self.skipped_unknown_replicable.load(Ordering::Relaxed)
             + self.skipped_malformed.load(Ordering::Relaxed)
             + self.skipped_disabled.load(Ordering::Relaxed)
+            + self.skipped_unselected.load(Ordering::Relaxed)
     }
 }
 
@@ -61,7 +65,7 @@ pub struct CursorPass {
     pub read: usize,
     /// Events applied.
     pub applied: usize,
-    /// Events skipped (unknown replicable, malformed, flag off).
+    /// Events skipped (unknown replicable, malformed, flag off, outside the selective sync).
     pub skipped: usize,
     /// Of which: unknown replicable name.
     pub skipped_unknown_replicable: u64,
@@ -69,6 +73,8 @@ pub struct CursorPass {
     pub skipped_malformed: u64,
     /// Of which: the type's replication flag is off.
     pub skipped_disabled: u64,
+    /// Of which: the record is outside the selective sync.
+    pub skipped_unselected: u64,
     /// Late events applied from gaps.
     pub gaps_filled: usize,
     /// New gaps recorded.
@@ -148,6 +154,9 @@ pub struct LogCursor {
     pub gap_timeout: Duration,
     /// Counters since creation.
     pub counters: CursorCounters,
+    /// The secondary's selective sync: events of records outside it are skipped and counted
+    /// ([`geo_core::Selection::admits_event`]; default: everything).
+    pub selection: geo_core::Selection,
 }
 
 impl Default for LogCursor {
@@ -156,6 +165,7 @@ impl Default for LogCursor {
             batch_size: 1000,
             gap_timeout: Duration::hours(1),
             counters: CursorCounters::default(),
+            selection: geo_core::Selection::all(),
         }
     }
 }
@@ -399,6 +409,8 @@ impl LogCursor {
             .fetch_add(pass.skipped_malformed, Ordering::Relaxed);
         c.skipped_disabled
             .fetch_add(pass.skipped_disabled, Ordering::Relaxed);
+        c.skipped_unselected
+            .fetch_add(pass.skipped_unselected, Ordering::Relaxed);
         c.gaps_detected
             .fetch_add(pass.gaps_detected as u64, Ordering::Relaxed);
         c.gaps_filled
@@ -439,6 +451,20 @@ impl LogCursor {
                     event_id = e.id,
                     replicable = d.name,
                     "skipping an event: replication disabled by feature flag"
+                );
+                continue;
+            }
+            if !self
+                .selection
+                .admits_event(d, parsed.name, parsed.partition)
+            {
+                pass.skipped_unselected += 1;
+                pass.skipped += 1;
+                tracing::debug!(
+                    event_id = e.id,
+                    replicable = d.name,
+                    id = parsed.model_record_id,
+                    "skipping an event: the record is outside the selective sync"
                 );
                 continue;
             }

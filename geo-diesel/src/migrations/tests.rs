@@ -112,6 +112,7 @@ static TRIGGERED: ReplicableDescriptor = ReplicableDescriptor {
         registry: "widget_registry",
         registry_model_id: "widget_id",
         verification: None,
+        partition: None,
     },
     migrations: geo_core::MigrationSet {
         sqlite_primary: geo_core::Migration { up: "", down: "" },

@@ -12,12 +12,14 @@ use crate::schema::geo_feature_flags;
 use crate::sql::{IdRow, Sql};
 use crate::types::UtcDateTime;
 
+pub mod partition;
 pub mod prune;
 pub mod records;
 pub mod sites;
 pub mod triggers;
 pub mod verification;
 
+pub use partition::model_ids_in_partitions;
 pub use records::{
     PrimaryChecksum, all_ids, blob_path_in_use, blob_paths, count_records, max_model_id, model_ids,
     primary_checksums,
@@ -179,12 +181,17 @@ where
         );
         return Ok(None);
     }
-    let payload = match kind {
+    let mut payload = match kind {
         EventKind::Deleted => {
             serde_json::json!({"model_record_id": id, "blob_path": replicator.blob_path()})
         }
         _ => serde_json::json!({"model_record_id": id}),
     };
+    // The partition key (`null` when the field is `None`), so selective sync can skip the
+    // event: the same key the triggers write.
+    if d.tables.partition.is_some() {
+        payload["partition"] = serde_json::json!(replicator.partition());
+    }
     let Some(event_id) = insert_event_if_enabled(conn, d, kind, id, &payload, now)? else {
         tracing::debug!(
             replicable = d.name,

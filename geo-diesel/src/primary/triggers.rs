@@ -16,7 +16,7 @@
 //!
 //! The rows are the ones [`publish_created`](super::publish_created) and friends write: the
 //! same columns, the same payloads (`{"model_record_id": …}`, plus `"blob_path"` for
-//! `deleted`), `created_at` from the column default (`strftime('%Y-%m-%dT%H:%M:%fZ','now')` on
+//! `deleted` and `"partition"` for a type with `#[replicable(partition)]`), `created_at` from the column default (`strftime('%Y-%m-%dT%H:%M:%fZ','now')` on
 //! SQLite — the text form of [`UtcDateTime`](crate::UtcDateTime) — and `now()` on PostgreSQL).
 //! "Pending" is [`geo_core::transitions::verification::pending`] rendered by
 //! [`Table`] with the trigger's `NEW."<id>"` as the key, the same rule
@@ -122,8 +122,15 @@ fn insert_event(
     }
     sql.bind(Datum::Text("model_record_id".into()))
         .push(", ")
-        .row_ref(row(t.model_id))
-        .push("))");
+        .row_ref(row(t.model_id));
+    // The partition key of a type with `#[replicable(partition)]`, as `publish_*` writes it.
+    if let Some(partition) = t.partition {
+        sql.push(", ")
+            .bind(Datum::Text("partition".into()))
+            .push(", ")
+            .row_ref(row(partition));
+    }
+    sql.push("))");
     sql
 }
 

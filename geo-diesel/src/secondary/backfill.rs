@@ -62,7 +62,7 @@ impl Secondary {
             return Ok((0, r, true));
         };
         let to = from.saturating_add(self.config.backfill_batch.max(1) - 1);
-        let source_ids = self.source.model_ids(d.name, from..=to)?;
+        let source_ids = self.listed_ids(d, from..=to)?;
         let tracked = registry::Registry::of(d).tracked_ids(&mut conn, from, to)?;
         let (missing, orphans) = diff_sorted(&source_ids, &tracked);
         // Missing rows are created at once; orphans are only collected, and removed when the
@@ -114,7 +114,7 @@ impl Secondary {
         let mut orphans = sweep.orphans;
         let mut back = Vec::new();
         for run in runs(&orphans, self.config.backfill_batch.max(1)) {
-            back.extend(self.source.model_ids(d.name, run)?);
+            back.extend(self.listed_ids(d, run)?);
         }
         orphans.retain(|id| back.binary_search(id).is_err());
         let mut conn = self.tracking.get()?;

@@ -31,6 +31,7 @@ mod membership;
 mod pruned;
 mod record;
 mod safety;
+mod selective;
 mod sync;
 mod timeouts;
 mod verification;
@@ -92,6 +93,10 @@ pub struct SecondaryConfig {
     pub max_removal_share: f64,
     /// Remove even when the share is exceeded (the operator's `backfill --allow-mass-removal`).
     pub allow_mass_removal: bool,
+    /// Selective sync (`--selective-sync 3,7,12`): only records whose
+    /// `#[replicable(partition)]` key is selected are replicated, for types with such a field;
+    /// default everything. See [`geo_core::selective`].
+    pub selective_sync: geo_core::Selection,
 }
 
 crate::config_setters!(SecondaryConfig {
@@ -110,6 +115,7 @@ crate::config_setters!(SecondaryConfig {
     lease_period: Duration,
     max_removal_share: f64,
     allow_mass_removal: bool,
+    selective_sync: geo_core::Selection,
 });
 
 impl Default for SecondaryConfig {
@@ -130,6 +136,7 @@ impl Default for SecondaryConfig {
             lease_period: membership::default_lease_period(),
             max_removal_share: geo_core::safety::DEFAULT_MAX_REMOVAL_SHARE,
             allow_mass_removal: false,
+            selective_sync: geo_core::Selection::all(),
         }
     }
 }
@@ -223,6 +230,7 @@ impl Secondary {
         let cursor = LogCursor {
             batch_size: config.cursor_batch,
             gap_timeout: config.gap_timeout,
+            selection: config.selective_sync.clone(),
             ..LogCursor::default()
         };
         Secondary {

@@ -38,6 +38,13 @@ fn descriptor(model: &Model) -> TokenStream {
         Some((table, key)) => quote!(::core::option::Option::Some((#table, #key))),
         None => quote!(::core::option::Option::None),
     };
+    let partition = match &model.partition {
+        Some(p) => {
+            let column = &p.column;
+            quote!(::core::option::Option::Some(#column))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     quote! {
         &#core::ReplicableDescriptor {
             name: #name,
@@ -54,6 +61,7 @@ fn descriptor(model: &Model) -> TokenStream {
                 registry: #registry,
                 registry_model_id: #fk,
                 verification: #verification_table,
+                partition: #partition,
             },
             migrations: Self::MIGRATIONS,
         }
@@ -73,6 +81,19 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
     let descriptor = descriptor(model);
     let migrations = migration::migration_set(model);
     let debug_name = replicator.unraw().to_string();
+    let partition_fn = model.partition.as_ref().map(|p| {
+        let field = &p.field;
+        let value = if p.optional {
+            quote!(::core::option::Option::map(self.model_record.#field, ::core::convert::From::from))
+        } else {
+            quote!(::core::option::Option::Some(::core::convert::From::from(self.model_record.#field)))
+        };
+        quote! {
+            fn partition(&self) -> ::core::option::Option<::core::primitive::i64> {
+                #value
+            }
+        }
+    });
 
     let doc_struct = format!(
         "The replicator of a [`{ident}`] record (replicable `{name}`, strategy `{}`): borrows the \
@@ -149,6 +170,8 @@ pub(crate) fn expand(model: &Model) -> TokenStream {
             fn model_record_id(&self) -> ::core::primitive::i64 {
                 ::core::convert::From::from(self.model_record.#id_field)
             }
+
+            #partition_fn
         }
 
         #[automatically_derived]

@@ -9,7 +9,7 @@
 //! | `GET /api/geo/events?ids=1,2,3` | [`EventsResponse`]: those of the events that exist (gap filling) |
 //! | `GET /api/geo/events/last` | [`LastEventResponse`] |
 //! | `GET /api/geo/identity` | [`IdentityResponse`]: the primary database's identity and event-id high-water mark |
-//! | `GET /api/geo/ids/{replicable}?from=A&to=B` | [`IdsResponse`]: ids in `A..=B` and the highest id |
+//! | `GET /api/geo/ids/{replicable}?from=A&to=B[&partitions=3,7,12]` | [`IdsResponse`]: ids in `A..=B` (of those partitions only: selective sync) and the highest id |
 //! | `GET /api/geo/checksums/{replicable}?ids=1,2,3` | [`ChecksumsResponse`] (each verified checksum with its MAC) |
 //! | `GET /api/geo/retrieve_batch/{replicable}?ids=1,2,3` | the paths of those records and the bytes of their small blobs with their checksums and MACs, in the binary framing of [`batch`] |
 //! | `GET /api/geo/status` | [`NodeStatus`]: the site's status (GitLab's field names) |

@@ -40,6 +40,7 @@ mod keys;
 mod link;
 mod prune;
 mod secret;
+mod selective;
 mod serve;
 mod status;
 mod tunables;
@@ -48,6 +49,7 @@ pub use keys::{KeysAction, load_keys};
 pub use link::{ClientTlsArgs, LinkArgs};
 pub use prune::{Bound, PruneTunables};
 pub use secret::{DatabaseUrl, SecretArg};
+pub use selective::SelectiveArgs;
 pub use serve::ServerArgs;
 pub use status::{StatusArgs, render_status};
 pub use tunables::{PrimaryTunables, SecondaryTunables, ServerTunables, Span};
@@ -180,6 +182,9 @@ pub struct SecondaryArgs {
     /// The workers' capacities, batch sizes and timeouts.
     #[command(flatten, next_help_heading = "Tunables")]
     pub tuning: SecondaryTunables,
+    /// Which partitions to replicate.
+    #[command(flatten)]
+    pub selective: SelectiveArgs,
 }
 
 /// Installs a `tracing` subscriber writing to stderr, filtered by `RUST_LOG` (default `info`).
@@ -321,7 +326,9 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     let store = args.link.store()?;
     let source = Arc::new(args.link.source(creds.clone())?);
     let link = source.stats();
-    let config = args.tuning.apply(SecondaryConfig::default());
+    let config = args
+        .selective
+        .apply(args.tuning.apply(SecondaryConfig::default()));
     let secondary = Arc::new(Secondary::new(
         tracking,
         source.clone(),

@@ -217,6 +217,30 @@ impl HttpSource {
             .failed(&SourceError::other(what.to_owned(), e.clone()));
     }
 
+    /// `GET /api/geo/ids/{name}?from=…&to=…{filter}` over `range`, in windows of
+    /// [`api::MAX_ID_RANGE`].
+    fn ids_in(
+        &self,
+        name: &str,
+        range: RangeInclusive<i64>,
+        filter: &str,
+    ) -> Result<Vec<i64>, SourceError> {
+        let mut out = Vec::new();
+        let (mut from, end) = (*range.start(), *range.end());
+        while from <= end {
+            let to = from.saturating_add(api::MAX_ID_RANGE - 1).min(end);
+            let r: api::IdsResponse = self
+                .client
+                .get_json(&format!("/api/geo/ids/{name}?from={from}&to={to}{filter}"))?;
+            out.extend(r.ids);
+            if to == i64::MAX {
+                break;
+            }
+            from = to + 1;
+        }
+        Ok(out)
+    }
+
     fn seg(s: &str) -> Result<&str, SourceError> {
         if api::valid_replicable_name(s) {
             Ok(s)
@@ -302,20 +326,24 @@ impl PrimarySource for HttpSource {
         replicable: &str,
         range: RangeInclusive<i64>,
     ) -> Result<Vec<i64>, SourceError> {
+        self.ids_in(Self::seg(replicable)?, range, "")
+    }
+
+    fn model_ids_in_partitions(
+        &self,
+        replicable: &str,
+        range: RangeInclusive<i64>,
+        partitions: &std::collections::BTreeSet<i64>,
+    ) -> Result<Vec<i64>, SourceError> {
         let name = Self::seg(replicable)?;
+        let keys: Vec<i64> = partitions.iter().copied().collect();
         let mut out = Vec::new();
-        let (mut from, end) = (*range.start(), *range.end());
-        while from <= end {
-            let to = from.saturating_add(api::MAX_ID_RANGE - 1).min(end);
-            let r: api::IdsResponse = self
-                .client
-                .get_json(&format!("/api/geo/ids/{name}?from={from}&to={to}"))?;
-            out.extend(r.ids);
-            if to == i64::MAX {
-                break;
-            }
-            from = to + 1;
+        for chunk in keys.chunks(api::MAX_IDS) {
+            let filter = format!("&partitions={}", api::join_ids(chunk));
+            out.extend(self.ids_in(name, range.clone(), &filter)?);
         }
+        out.sort_unstable();
+        out.dedup();
         Ok(out)
     }
 

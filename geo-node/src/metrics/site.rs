@@ -264,6 +264,7 @@ fn secondary(out: &mut Out<'_>, s: &SecondaryService, st: &SecondaryStatus) -> f
             ("unknown_replicable", load(&cc.skipped_unknown_replicable)),
             ("malformed", load(&cc.skipped_malformed)),
             ("disabled", load(&cc.skipped_disabled)),
+            ("unselected", load(&cc.skipped_unselected)),
         ],
     )?;
     out.counter(

@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 
-use crate::cli::{LinkArgs, SecondaryTunables};
+use crate::cli::{LinkArgs, SecondaryTunables, SelectiveArgs};
 
 /// `backfill`.
 #[derive(Debug, Clone, clap::Args)]
@@ -31,6 +31,10 @@ pub struct BackfillArgs {
     /// Batch sizes and the share the guard allows (as `secondary`).
     #[command(flatten, next_help_heading = "Tunables")]
     pub tuning: SecondaryTunables,
+    /// The selection to sweep for (as `secondary`): a sweep under a changed selection removes
+    /// the deselected records, and `--allow-mass-removal` confirms that.
+    #[command(flatten)]
+    pub selective: SelectiveArgs,
 }
 
 /// Runs `backfill`.
@@ -39,8 +43,8 @@ pub fn run_backfill(args: BackfillArgs) -> Result<ExitCode> {
     let tracking = args.link.tracking(4)?;
     let store = args.link.store()?;
     let config = args
-        .tuning
-        .apply(SecondaryConfig::default())
+        .selective
+        .apply(args.tuning.apply(SecondaryConfig::default()))
         .allow_mass_removal(args.allow_mass_removal);
     let secondary = Secondary::new(
         tracking,

@@ -30,6 +30,7 @@ mod pruning;
 mod range;
 mod records;
 mod retrieve;
+mod selective;
 mod serve;
 mod state;
 mod status;

@@ -27,9 +27,12 @@ pub(super) async fn blob_path(
 pub(super) struct IdsQuery {
     from: Option<i64>,
     to: Option<i64>,
+    /// Selective sync: only records whose partition key is in this list (`3,7,12`).
+    partitions: Option<String>,
 }
 
-/// `GET /api/geo/ids/{replicable}[?from=A&to=B]`: ids in `A..=B` and the highest id.
+/// `GET /api/geo/ids/{replicable}[?from=A&to=B[&partitions=3,7,12]]`: ids in `A..=B` (of the
+/// listed partitions only, for a type with `#[replicable(partition)]`) and the highest id.
 pub(super) async fn ids(
     _: Authorized,
     Params(q): Params<IdsQuery>,
@@ -46,11 +49,13 @@ pub(super) async fn ids(
             )));
         }
     };
+    let partitions = super::selective::partitions(q.partitions.as_deref())?;
     let source = service.source;
     blocking(move || {
-        let ids = match range {
-            Some(r) => source.model_ids(name, r)?,
-            None => Vec::new(),
+        let ids = match (range, partitions) {
+            (Some(r), None) => source.model_ids(name, r)?,
+            (Some(r), Some(keys)) => source.model_ids_in_partitions(name, r, &keys)?,
+            (None, _) => Vec::new(),
         };
         let max_id = source.max_model_id(name)?;
         Ok(Json(IdsResponse { ids, max_id }))

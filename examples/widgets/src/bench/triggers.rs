@@ -31,6 +31,7 @@ diesel::table! {
         id -> BigInt,
         file_path -> Text,
         name -> Text,
+        tenant_id -> BigInt,
     }
 }
 
@@ -48,11 +49,11 @@ fn plain_table_sql(backend: Backend) -> &'static str {
     match backend {
         Backend::Sqlite => {
             "CREATE TABLE IF NOT EXISTS bench_plain_widgets (id INTEGER PRIMARY KEY AUTOINCREMENT \
-             NOT NULL, file_path TEXT NOT NULL, name TEXT NOT NULL)"
+             NOT NULL, file_path TEXT NOT NULL, name TEXT NOT NULL, tenant_id INTEGER NOT NULL DEFAULT 0)"
         }
         Backend::Postgres => {
             "CREATE TABLE IF NOT EXISTS bench_plain_widgets (id BIGSERIAL PRIMARY KEY, \
-             file_path TEXT NOT NULL, name TEXT NOT NULL)"
+             file_path TEXT NOT NULL, name TEXT NOT NULL, tenant_id BIGINT NOT NULL DEFAULT 0)"
         }
     }
 }
@@ -89,7 +90,7 @@ fn insert_run(pool: &DbPool, way: Way, n: usize) -> Result<f64> {
                                     .values((w::file_path.eq(&path), w::name.eq("bench")))
                                     .returning(w::id)
                                     .get_result(c)?;
-                                let payload = serde_json::json!({"model_record_id": id});
+                                let payload = serde_json::json!({"model_record_id": id, "partition": 0});
                                 insert_event_if_enabled(
                                     c,
                                     d,

@@ -23,6 +23,7 @@ const fn widget(verification: VerificationMode, events: EventCapture) -> Replica
                 VerificationMode::Inline => Some(("widgets", "id")),
                 VerificationMode::None => None,
             },
+            partition: None,
         },
         migrations: MigrationSet {
             sqlite_primary: NO_SQL,
@@ -153,4 +154,48 @@ fn a_manual_type_gets_no_triggers_and_long_names_stay_within_63_bytes() {
     assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
     assert_ne!(a, b);
     assert_eq!(object_name(&SEPARATE, "created"), "geo_widget_created");
+}
+
+#[test]
+fn a_partitioned_type_writes_its_partition_key_in_every_payload() {
+    static PARTITIONED: ReplicableDescriptor = ReplicableDescriptor {
+        tables: Tables {
+            partition: Some("tenant_id"),
+            ..SEPARATE.tables
+        },
+        ..widget(VerificationMode::Separate, EventCapture::Triggers)
+    };
+    let sqlite = event_triggers(&PARTITIONED, Backend::Sqlite)
+        .expect("triggers")
+        .up;
+    assert_eq!(
+        sqlite
+            .matches(r#"json_object('model_record_id', NEW."id", 'partition', NEW."tenant_id")"#)
+            .count(),
+        3,
+        "created, updated, created after an id change: {sqlite}"
+    );
+    assert_eq!(
+        sqlite
+            .matches(
+                r#"json_object('blob_path', OLD."file_path", 'model_record_id', OLD."id", 'partition', OLD."tenant_id")"#
+            )
+            .count(),
+        2,
+        "deleted, deleted before an id change: {sqlite}"
+    );
+    let pg = event_triggers(&PARTITIONED, Backend::Postgres)
+        .expect("triggers")
+        .up;
+    assert!(
+        pg.contains(
+            r#"jsonb_build_object('model_record_id', NEW."id", 'partition', NEW."tenant_id")"#
+        ),
+        "{pg}"
+    );
+    // Without a partition field, no key.
+    let plain = event_triggers(&SEPARATE, Backend::Sqlite)
+        .expect("triggers")
+        .up;
+    assert!(!plain.contains("partition"), "{plain}");
 }
