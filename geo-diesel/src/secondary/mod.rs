@@ -28,6 +28,7 @@ use crate::registry;
 mod backfill;
 pub mod files;
 mod membership;
+mod object_storage;
 mod record;
 mod safety;
 mod sync;
@@ -90,6 +91,11 @@ pub struct SecondaryConfig {
     pub max_removal_share: f64,
     /// Remove even when the share is exceeded (the operator's `backfill --allow-mass-removal`).
     pub allow_mass_removal: bool,
+    /// Download into a store that is object storage (GitLab's `sync_object_storage`, default
+    /// off). Off, a secondary whose store [is object storage](BlobStore::is_object_storage)
+    /// leaves the copying to the storage provider: it only tracks and verifies
+    /// (`object_storage.rs`). A local store always downloads.
+    pub sync_object_storage: bool,
 }
 
 crate::config_setters!(SecondaryConfig {
@@ -108,6 +114,7 @@ crate::config_setters!(SecondaryConfig {
     lease_period: Duration,
     max_removal_share: f64,
     allow_mass_removal: bool,
+    sync_object_storage: bool,
 });
 
 impl Default for SecondaryConfig {
@@ -128,6 +135,7 @@ impl Default for SecondaryConfig {
             lease_period: membership::default_lease_period(),
             max_removal_share: geo_core::safety::DEFAULT_MAX_REMOVAL_SHARE,
             allow_mass_removal: false,
+            sync_object_storage: false,
         }
     }
 }

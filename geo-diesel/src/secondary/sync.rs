@@ -158,6 +158,9 @@ impl Secondary {
             Ok(p) => p,
             Err(e) => return failed(format!("Error downloading file: {e}"), false),
         };
+        if self.tracks_only() {
+            return self.verify_in_place(d, id, path, primary);
+        }
         let started = std::time::Instant::now();
         let progress = self.in_flight.start(d.name, id, self.now());
         let tracker = Tracker {
