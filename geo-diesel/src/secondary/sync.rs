@@ -393,6 +393,11 @@ impl Secondary {
         // Blob paths, one query per type (`None`: the lookup failed; each download retries it).
         let mut paths: BTreeMap<&'static str, Option<BTreeMap<i64, String>>> = BTreeMap::new();
         for (d, ids) in by_type.values() {
+            if self.tracks_only() {
+                // The batch lookup brings small blobs' bytes along: look paths up one by one.
+                paths.insert(d.name, None);
+                continue;
+            }
             let found = self.source.blob_paths(d.name, ids);
             if let Err(e) = &found {
                 tracing::warn!(replicable = d.name, error = %e, "could not read blob paths in a batch; looking them up one by one");

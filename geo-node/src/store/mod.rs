@@ -13,7 +13,7 @@ use geo_diesel::geo_core::blob_store::{BlobStore, LocalBlobStore};
 
 mod s3;
 
-pub use s3::{S3BlobStore, S3Error, S3Options};
+pub use s3::{MIN_PART_SIZE, S3BlobStore, S3Error, S3Options};
 
 /// A blob store as the command line names it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,6 +15,7 @@
 //! - **Reads** stream the `GET` body; `open_at` is a ranged `GET`. `size` and `exists` are a
 //!   `HEAD`; `checksum` hashes the streamed body.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::io::{self, Read};
 use std::path::PathBuf;
@@ -27,7 +28,11 @@ use geo_diesel::geo_core::blob_store::{BlobError, BlobPath, BlobReader, BlobStor
 use geo_diesel::geo_core::checksum::{Checksum, ChecksumWriter};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::task::JoinHandle;
+
+/// The smallest part S3 accepts in a multipart upload (all but the last part).
+pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
 
 /// Tunables of an [`S3BlobStore`].
 #[derive(Debug, Clone, Copy)]
@@ -50,9 +55,10 @@ impl Default for S3Options {
 }
 
 impl S3Options {
-    /// Sets [`part_size`](S3Options::part_size) (at least 5 MiB for real S3).
+    /// Sets [`part_size`](S3Options::part_size); at least [`MIN_PART_SIZE`], the smallest part
+    /// S3 accepts.
     pub fn part_size(mut self, bytes: usize) -> Self {
-        self.part_size = bytes.max(1);
+        self.part_size = bytes.max(MIN_PART_SIZE);
         self
     }
 }
@@ -235,7 +241,10 @@ impl S3BlobStore {
         }
     }
 
-    /// The multipart upload of a blob whose first part, `first`, is already read.
+    /// The multipart upload of a blob whose first part, `first`, is already read: each part is
+    /// sent by a task of the runtime while the next is read, at most `parts_in_flight` at once;
+    /// the upload is completed only when every part is in and the whole checksum matched, and
+    /// aborted on any failure.
     fn write_multipart(
         &self,
         path: &BlobPath,
@@ -246,58 +255,75 @@ impl S3BlobStore {
         hasher: &mut ChecksumWriter<io::Sink>,
     ) -> Result<Written, BlobError> {
         let rt = self.rt();
-        // `WriteMultipart` spawns each part on the current runtime.
-        let _entered = rt.enter();
-        let upload = rt
+        let mut upload = rt
             .block_on(self.client.put_multipart(key))
             .map_err(|e| self.err(path, "start multipart upload", e))?;
-        let mut parts = WriteMultipart::new_with_chunk_size(upload, self.options.part_size);
-        let abort = |parts: WriteMultipart, error: BlobError| -> BlobError {
-            if let Err(e) = rt.block_on(parts.abort()) {
+        let mut parts: VecDeque<JoinHandle<object_store::Result<()>>> = VecDeque::new();
+        let result = (|| {
+            let mut next = first;
+            while !next.is_empty() {
+                while parts.len() >= self.options.parts_in_flight.max(1) {
+                    let part = parts.pop_front().expect("not empty");
+                    self.part_done(path, rt.block_on(part))?;
+                }
+                let full = next.len() == self.options.part_size;
+                parts.push_back(rt.spawn(upload.put_part(PutPayload::from(next))));
+                if !full {
+                    break;
+                }
+                next = Self::fill(reader, self.options.part_size, path, hasher.bytes_written())?;
+                hash(hasher, &next);
+            }
+            let written = Written {
+                bytes: hasher.bytes_written(),
+                checksum: hasher.checksum(),
+            };
+            if let Some(expected) = expected
+                && *expected != written.checksum
+            {
+                return Err(Self::mismatch(path, expected, &written));
+            }
+            while let Some(part) = parts.pop_front() {
+                self.part_done(path, rt.block_on(part))?;
+            }
+            Ok(written)
+        })();
+        let completed = match result {
+            Ok(written) => rt
+                .block_on(upload.complete())
+                .map(|_| written)
+                .map_err(|e| self.err(path, "complete multipart upload", e)),
+            Err(e) => Err(e),
+        };
+        if completed.is_err() {
+            for part in &parts {
+                part.abort();
+            }
+            for part in parts {
+                let _ = rt.block_on(part);
+            }
+            if let Err(e) = rt.block_on(upload.abort()) {
                 tracing::warn!(path = %path, store = %self.url(), error = %e, "could not abort a multipart upload");
             }
-            error
-        };
-        let mut next = first;
-        loop {
-            if next.is_empty() {
-                break;
-            }
-            let full = next.len() == self.options.part_size;
-            if let Err(e) = rt.block_on(parts.wait_for_capacity(self.options.parts_in_flight)) {
-                return Err(abort(parts, self.err(path, "upload part", e)));
-            }
-            parts.put(Bytes::from(next));
-            if !full {
-                break;
-            }
-            next = match Self::fill(
-                reader,
-                self.options.part_size,
-                path,
-                hasher.bytes_written(),
-            ) {
-                Ok(buf) => buf,
-                Err(e) => return Err(abort(parts, e)),
-            };
-            hash(hasher, &next);
         }
-        let written = Written {
-            bytes: hasher.bytes_written(),
-            checksum: hasher.checksum(),
-        };
-        if let Some(expected) = expected
-            && *expected != written.checksum
-        {
-            return Err(abort(parts, Self::mismatch(path, expected, &written)));
+        completed
+    }
+
+    fn part_done(
+        &self,
+        path: &BlobPath,
+        joined: Result<object_store::Result<()>, tokio::task::JoinError>,
+    ) -> Result<(), BlobError> {
+        match joined {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(self.err(path, "upload part", e)),
+            Err(e) => Err(BlobError::Remote {
+                path: path.to_string(),
+                store: self.url(),
+                op: "upload part",
+                source: Box::new(e),
+            }),
         }
-        if let Err(e) = rt.block_on(parts.wait_for_capacity(0)) {
-            return Err(abort(parts, self.err(path, "upload part", e)));
-        }
-        // Completing aborts the upload itself when it fails.
-        rt.block_on(parts.finish())
-            .map_err(|e| self.err(path, "complete multipart upload", e))?;
-        Ok(written)
     }
 }
 
