@@ -55,14 +55,26 @@ fn write_read_range_exists_delete_against_the_server() {
     assert_eq!(store.size(&path).unwrap(), None);
 
     let w = store.write(&path, &mut &body[..], None).unwrap();
-    assert_eq!((w.bytes, w.checksum), (body.len() as u64, checksum_bytes(&body)));
+    assert_eq!(
+        (w.bytes, w.checksum),
+        (body.len() as u64, checksum_bytes(&body))
+    );
     assert!(store.is_object_storage());
-    assert_eq!(read_all(&store, &path, 0), (body.clone(), body.len() as u64));
+    assert_eq!(
+        read_all(&store, &path, 0),
+        (body.clone(), body.len() as u64)
+    );
     // A ranged GET: the rest after the offset, the whole size.
-    assert_eq!(read_all(&store, &path, 6), (body[6..].to_vec(), body.len() as u64));
+    assert_eq!(
+        read_all(&store, &path, 6),
+        (body[6..].to_vec(), body.len() as u64)
+    );
     assert_eq!(read_all(&store, &path, 99), (Vec::new(), body.len() as u64));
     assert_eq!(store.size(&path).unwrap(), Some(body.len() as u64));
-    assert_eq!(store.checksum(&path).unwrap(), (checksum_bytes(&body), body.len() as u64));
+    assert_eq!(
+        store.checksum(&path).unwrap(),
+        (checksum_bytes(&body), body.len() as u64)
+    );
     // The object is under the prefix, on the server's disk.
     assert_eq!(
         std::fs::read(server.root.join("geo/site/files/docs/a.txt")).unwrap(),
@@ -87,10 +99,15 @@ fn wrong_credentials_fail_naming_the_blob() {
     let server = S3Server::start(&["geo"]);
     let builder = server.builder().with_secret_access_key("not-the-secret");
     let store = S3BlobStore::with_builder(builder, "geo", "", S3Options::default()).unwrap();
-    let e = store.write(&p("x/y.bin"), &mut &b"data"[..], None).unwrap_err();
+    let e = store
+        .write(&p("x/y.bin"), &mut &b"data"[..], None)
+        .unwrap_err();
     assert!(matches!(e, BlobError::Remote { .. }), "{e:?}");
     let text = e.to_string();
-    assert!(text.contains("x/y.bin") && text.contains("s3://geo"), "{text}");
+    assert!(
+        text.contains("x/y.bin") && text.contains("s3://geo"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -106,15 +123,28 @@ fn a_checksum_mismatch_stores_nothing_and_keeps_the_old_object() {
         let wrong = checksum_bytes(b"something else");
         let e = store.write(&path, &mut &new[..], Some(&wrong)).unwrap_err();
         match &e {
-            BlobError::ChecksumMismatch { path: at, actual, bytes, .. } => {
+            BlobError::ChecksumMismatch {
+                path: at,
+                actual,
+                bytes,
+                ..
+            } => {
                 assert_eq!(at, name);
                 assert_eq!(*actual, checksum_bytes(&new));
                 assert_eq!(*bytes, len as u64);
             }
             other => panic!("{name}: {other:?}"),
         }
-        assert_eq!(read_all(&store, &path, 0).0, old, "{name}: the old object changed");
-        assert_eq!(server.pending_parts(), Vec::<String>::new(), "{name}: upload not aborted");
+        assert_eq!(
+            read_all(&store, &path, 0).0,
+            old,
+            "{name}: the old object changed"
+        );
+        assert_eq!(
+            server.pending_parts(),
+            Vec::<String>::new(),
+            "{name}: upload not aborted"
+        );
     }
     assert_eq!(store.list().unwrap(), ["large.bin", "small.bin"]);
 }
@@ -128,7 +158,10 @@ struct FailingReader {
 impl Read for FailingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if self.at == self.ok.len() {
-            return Err(io::Error::new(io::ErrorKind::ConnectionReset, "the primary went away"));
+            return Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                "the primary went away",
+            ));
         }
         let n = buf.len().min(self.ok.len() - self.at).min(10_000);
         buf[..n].copy_from_slice(&self.ok[self.at..self.at + n]);
@@ -141,8 +174,14 @@ impl Read for FailingReader {
 fn a_reader_failing_mid_stream_leaves_nothing_at_the_key() {
     let server = S3Server::start(&["geo"]);
     let store = server.store("geo", "p", small_parts());
-    for (name, ok) in [("in-first-part.bin", PART / 2), ("after-3-parts.bin", PART * 3 + 10)] {
-        let mut reader = FailingReader { ok: data(3, ok), at: 0 };
+    for (name, ok) in [
+        ("in-first-part.bin", PART / 2),
+        ("after-3-parts.bin", PART * 3 + 10),
+    ] {
+        let mut reader = FailingReader {
+            ok: data(3, ok),
+            at: 0,
+        };
         let e = store.write(&p(name), &mut reader, None).unwrap_err();
         match &e {
             BlobError::Source { path, bytes, .. } => {
@@ -150,14 +189,24 @@ fn a_reader_failing_mid_stream_leaves_nothing_at_the_key() {
             }
             other => panic!("{name}: {other:?}"),
         }
-        assert!(!store.exists(&p(name)).unwrap(), "{name}: a partial object is visible");
-        assert_eq!(server.pending_parts(), Vec::<String>::new(), "{name}: dangling upload");
+        assert!(
+            !store.exists(&p(name)).unwrap(),
+            "{name}: a partial object is visible"
+        );
+        assert_eq!(
+            server.pending_parts(),
+            Vec::<String>::new(),
+            "{name}: dangling upload"
+        );
     }
     assert_eq!(store.list().unwrap(), Vec::<String>::new());
     // Over an existing object: the old one stays.
     let old = data(4, 100);
     store.write(&p("kept.bin"), &mut &old[..], None).unwrap();
-    let mut reader = FailingReader { ok: data(5, PART * 2), at: 0 };
+    let mut reader = FailingReader {
+        ok: data(5, PART * 2),
+        at: 0,
+    };
     store.write(&p("kept.bin"), &mut reader, None).unwrap_err();
     assert_eq!(read_all(&store, &p("kept.bin"), 0).0, old);
 }
@@ -169,16 +218,34 @@ fn a_blob_over_the_multipart_threshold_round_trips_in_parts() {
     let store = server.store("geo", "big", S3Options::default());
     let body = data(6, 20 << 20);
     let sum = checksum_bytes(&body);
-    let w = store.write(&p("blob.bin"), &mut &body[..], Some(&sum)).unwrap();
+    let w = store
+        .write(&p("blob.bin"), &mut &body[..], Some(&sum))
+        .unwrap();
     assert_eq!((w.bytes, w.checksum), (body.len() as u64, sum));
-    assert_eq!(store.checksum(&p("blob.bin")).unwrap(), (sum, body.len() as u64));
+    assert_eq!(
+        store.checksum(&p("blob.bin")).unwrap(),
+        (sum, body.len() as u64)
+    );
     let (tail, size) = read_all(&store, &p("blob.bin"), (17 << 20) + 3);
-    assert_eq!((tail.as_slice(), size), (&body[(17 << 20) + 3..], body.len() as u64));
+    assert_eq!(
+        (tail.as_slice(), size),
+        (&body[(17 << 20) + 3..], body.len() as u64)
+    );
     // Uploaded as a multipart upload: S3's ETag of one ends in `-<parts>`.
     let client = server.builder().with_bucket_name("geo").build().unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let meta = rt.block_on(client.head(&"big/blob.bin".into())).unwrap();
-    assert!(meta.e_tag.as_deref().unwrap_or("").trim_matches('"').ends_with("-3"), "{meta:?}");
+    assert!(
+        meta.e_tag
+            .as_deref()
+            .unwrap_or("")
+            .trim_matches('"')
+            .ends_with("-3"),
+        "{meta:?}"
+    );
     assert_eq!(server.pending_parts(), Vec::<String>::new());
 }
 
@@ -210,7 +277,13 @@ fn s3_primary(dir: &std::path::Path, server: &S3Server) -> S3Primary {
         PrimaryService::direct(db.clone(), store.clone(), Some(verifier.clone())),
     );
     let server = ServerHandle::start("127.0.0.1:0", Arc::new(state), 2).unwrap();
-    S3Primary { db, store, verifier, server, creds }
+    S3Primary {
+        db,
+        store,
+        verifier,
+        server,
+        creds,
+    }
 }
 
 fn s3_secondary(
@@ -228,7 +301,13 @@ fn s3_secondary(
     let config = SecondaryConfig::default()
         .idle_sleep(Duration::from_millis(20))
         .sync_object_storage(sync_object_storage);
-    Arc::new(Secondary::new(tracking, Arc::new(HttpSource::new(http)), store, env, config))
+    Arc::new(Secondary::new(
+        tracking,
+        Arc::new(HttpSource::new(http)),
+        store,
+        env,
+        config,
+    ))
 }
 
 /// What the primary served: retrieve and retrieve_batch answers, and blob bytes.
@@ -251,7 +330,9 @@ fn served(primary: &S3Primary) -> (u64, u64) {
 
 fn counts(sec: &Secondary) -> geo_diesel::registry::RegistryCounts {
     let mut conn = sec.tracking().get().unwrap();
-    Registry::of(<Doc as Replicable>::DESCRIPTOR).counts(&mut conn).unwrap()
+    Registry::of(<Doc as Replicable>::DESCRIPTOR)
+        .counts(&mut conn)
+        .unwrap()
 }
 
 #[test]
@@ -261,7 +342,12 @@ fn primary_on_s3_to_secondary_on_s3_replicates_and_verifies_over_http() {
     let primary = s3_primary(tmp.path(), &server);
     let sizes = [10, 70_000, PART * 3 + 1];
     for (i, len) in sizes.iter().enumerate() {
-        create_doc(&primary.db, primary.store.as_ref(), &format!("d/{i}.bin"), &data(i as u64, *len));
+        create_doc(
+            &primary.db,
+            primary.store.as_ref(),
+            &format!("d/{i}.bin"),
+            &data(i as u64, *len),
+        );
     }
     primary.verifier.run_until_idle(50).unwrap();
     let store = Arc::new(server.store("secondary", "replica", small_parts()));
@@ -275,7 +361,10 @@ fn primary_on_s3_to_secondary_on_s3_replicates_and_verifies_over_http() {
     }
     assert_eq!(store.list().unwrap(), ["d/0.bin", "d/1.bin", "d/2.bin"]);
     let (retrieves, bytes) = served(&primary);
-    assert!(retrieves >= 1 && bytes >= sizes.iter().sum::<usize>() as u64, "{retrieves} {bytes}");
+    assert!(
+        retrieves >= 1 && bytes >= sizes.iter().sum::<usize>() as u64,
+        "{retrieves} {bytes}"
+    );
     assert_eq!(server.pending_parts(), Vec::<String>::new());
 }
 
@@ -298,42 +387,77 @@ fn sync_object_storage_off_downloads_nothing_and_only_tracks_and_verifies() {
     let primary = s3_primary(tmp.path(), &server);
     let mut ids = Vec::new();
     for i in 0..3u64 {
-        ids.push(create_doc(&primary.db, primary.store.as_ref(), &format!("d/{i}.bin"), &data(i, 5000)).id);
+        ids.push(
+            create_doc(
+                &primary.db,
+                primary.store.as_ref(),
+                &format!("d/{i}.bin"),
+                &data(i, 5000),
+            )
+            .id,
+        );
     }
     primary.verifier.run_until_idle(50).unwrap();
     // The storage provider replicated doc 0 rightly and doc 1 wrongly; doc 2 not yet.
     let store = Arc::new(server.store("secondary", "replica", small_parts()));
-    store.write(&p("d/0.bin"), &mut &data(0, 5000)[..], None).unwrap();
-    store.write(&p("d/1.bin"), &mut &b"stale bytes"[..], None).unwrap();
+    store
+        .write(&p("d/0.bin"), &mut &data(0, 5000)[..], None)
+        .unwrap();
+    store
+        .write(&p("d/1.bin"), &mut &b"stale bytes"[..], None)
+        .unwrap();
     let start = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
     let (env, clock) = Env::manual(start, 0);
     let sec = s3_secondary(tmp.path(), &primary, store.clone(), env, false);
     sec.run_until_idle(100).unwrap();
 
-    assert_eq!(served(&primary), (0, 0), "the secondary downloaded from the primary");
-    assert_eq!(store.list().unwrap(), ["d/0.bin", "d/1.bin"], "the secondary wrote objects");
+    assert_eq!(
+        served(&primary),
+        (0, 0),
+        "the secondary downloaded from the primary"
+    );
+    assert_eq!(
+        store.list().unwrap(),
+        ["d/0.bin", "d/1.bin"],
+        "the secondary wrote objects"
+    );
     let rows: Vec<Row> = {
         use diesel::RunQueryDsl;
         let mut conn = sec.tracking().get().unwrap();
-        diesel::sql_query("SELECT doc_id, state, last_sync_failure, retry_at FROM doc_registry ORDER BY doc_id")
-            .load(sqlite(&mut conn))
-            .unwrap()
+        diesel::sql_query(
+            "SELECT doc_id, state, last_sync_failure, retry_at FROM doc_registry ORDER BY doc_id",
+        )
+        .load(sqlite(&mut conn))
+        .unwrap()
     };
     let synced = geo_diesel::geo_core::ReplicationState::Synced as i16;
     let failed = geo_diesel::geo_core::ReplicationState::Failed as i16;
     assert_eq!(rows.iter().map(|r| r.doc_id).collect::<Vec<_>>(), ids);
     assert_eq!(rows[0].state, synced, "{rows:?}");
     let fail1 = rows[1].last_sync_failure.as_deref().unwrap_or("");
-    assert!(rows[1].state == failed && fail1.contains("checksum mismatch"), "{rows:?}");
+    assert!(
+        rows[1].state == failed && fail1.contains("checksum mismatch"),
+        "{rows:?}"
+    );
     let fail2 = rows[2].last_sync_failure.as_deref().unwrap_or("");
-    assert!(rows[2].state == failed && fail2.contains("not in this site's object storage"), "{rows:?}");
-    assert!(rows[1].retry_at.is_some() && rows[2].retry_at.is_some(), "{rows:?}");
+    assert!(
+        rows[2].state == failed && fail2.contains("not in this site's object storage"),
+        "{rows:?}"
+    );
+    assert!(
+        rows[1].retry_at.is_some() && rows[2].retry_at.is_some(),
+        "{rows:?}"
+    );
     let c = counts(&sec);
     assert_eq!((c.synced, c.verified, c.failed), (1, 1, 2), "{c:?}");
 
     // The provider catches up: at the retry, both verify without a download.
-    store.write(&p("d/1.bin"), &mut &data(1, 5000)[..], None).unwrap();
-    store.write(&p("d/2.bin"), &mut &data(2, 5000)[..], None).unwrap();
+    store
+        .write(&p("d/1.bin"), &mut &data(1, 5000)[..], None)
+        .unwrap();
+    store
+        .write(&p("d/2.bin"), &mut &data(2, 5000)[..], None)
+        .unwrap();
     clock.advance(chrono::TimeDelta::hours(2));
     sec.run_until_idle(100).unwrap();
     let c = counts(&sec);

@@ -53,7 +53,9 @@ mod tests {
 
     #[test]
     fn one_of_the_two_flags() {
-        let s3 = Cmd::try_parse_from(["x", "--blob-store", "s3://b/p"]).unwrap().s;
+        let s3 = Cmd::try_parse_from(["x", "--blob-store", "s3://b/p"])
+            .unwrap()
+            .s;
         assert_eq!(
             s3.spec(),
             BlobStoreSpec::S3 {
@@ -65,6 +67,9 @@ mod tests {
         assert_eq!(dir.spec(), BlobStoreSpec::Local("files".into()));
         assert!(Cmd::try_parse_from(["x", "--blob-dir", "a", "--blob-store", "s3://b"]).is_err());
         let e = Cmd::try_parse_from(["x", "--blob-store", "gs://b"]).unwrap_err();
-        assert!(e.to_string().contains("unsupported blob store scheme"), "{e}");
+        assert!(
+            e.to_string().contains("unsupported blob store scheme"),
+            "{e}"
+        );
     }
 }

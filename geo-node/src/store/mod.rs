@@ -146,14 +146,29 @@ mod tests {
             BlobStoreSpec::Local("/srv/files".into())
         );
         assert_eq!(p("files").unwrap(), BlobStoreSpec::Local("files".into()));
-        assert_eq!(p("s3://b/geo/files").unwrap().to_string(), "s3://b/geo/files");
+        assert_eq!(
+            p("s3://b/geo/files").unwrap().to_string(),
+            "s3://b/geo/files"
+        );
     }
 
     #[test]
     fn refuses_what_it_cannot_open() {
-        for bad in ["s3://", "s3:///x", "s3://b/a//c", "s3://b/../x", "gs://b/x", "file://", ""] {
+        for bad in [
+            "s3://",
+            "s3:///x",
+            "s3://b/a//c",
+            "s3://b/../x",
+            "gs://b/x",
+            "file://",
+            "",
+        ] {
             assert!(p(bad).is_err(), "{bad:?} accepted");
         }
-        assert!(p("gs://b").unwrap_err().contains("unsupported blob store scheme"));
+        assert!(
+            p("gs://b")
+                .unwrap_err()
+                .contains("unsupported blob store scheme")
+        );
     }
 }

@@ -43,7 +43,12 @@ pub fn binary() -> PathBuf {
         out.status
     );
     let path = String::from_utf8(out.stdout).unwrap();
-    PathBuf::from(path.lines().last().expect("the script printed a path").trim())
+    PathBuf::from(
+        path.lines()
+            .last()
+            .expect("the script printed a path")
+            .trim(),
+    )
 }
 
 impl S3Server {
@@ -53,6 +58,7 @@ impl S3Server {
         let bin = binary();
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("s3");
+        std::fs::create_dir_all(&root).unwrap();
         for b in buckets {
             // s3s-fs keeps a bucket as a directory of its root.
             std::fs::create_dir_all(root.join(b)).unwrap();
