@@ -5,8 +5,8 @@
 //! - ours: a primary whose store is bucket `primary` serves over loopback HTTP; a fresh
 //!   secondary with `sync_object_storage` on downloads every blob over the Geo API (the primary
 //!   streams it from S3) and uploads it to bucket `secondary` (multipart, 8 MiB parts, hashed
-//!   while streaming), then verifies each object by reading it back from S3 — until every row is
-//!   synced and verified.
+//!   while streaming) — until every row is synced and verified (as with a local store, a blob
+//!   whose streamed hash matched the primary's checksum is verified at once).
 //! - `aws s3 sync` through a client: download the primary's objects to a local directory, then
 //!   upload them to another bucket (every byte through the client twice, as ours; no
 //!   verification).
