@@ -19,12 +19,20 @@
 //! ```text
 //! cargo run --release -p geo-node --example http_bench -- [--quick] [--repeat N] [--dir DIR]
 //! cargo run --release -p geo-node --example http_bench -- latency [--samples N] [--quiet-secs S]
+//! cargo run --release -p geo-node --example http_bench -- s3 [--quick] [--repeat N] [--dir DIR]
 //! ```
+//!
+//! `s3`: B3 with both sites' stores on a real S3-compatible server, beside the AWS CLI
+//! (`http_bench/s3.rs`).
 
 #![allow(missing_docs)]
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "http_bench/s3.rs"]
+mod s3;
+#[path = "../tests/common/s3_server.rs"]
+mod s3_server;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -53,6 +61,14 @@ fn main() {
         return;
     }
     let quick = args.iter().any(|a| a == "--quick");
+    if args.get(1).map(String::as_str) == Some("s3") {
+        let repeat =
+            flag(&args, "--repeat").map_or(if quick { 1 } else { 3 }, |v| v.parse().unwrap());
+        let parent = flag(&args, "--dir").map_or_else(bench_parent, PathBuf::from);
+        doc_name();
+        s3::run(&parent, if quick { 10 } else { 100 }, 10 << 20, repeat);
+        return;
+    }
     let repeat = flag(&args, "--repeat").map_or(if quick { 1 } else { 3 }, |v| v.parse().unwrap());
     let parent = flag(&args, "--dir").map_or_else(bench_parent, PathBuf::from);
     doc_name();

@@ -4,7 +4,8 @@
 //! ([`server`]), authentication between sites as GitLab Geo does it ([`auth`]), the HTTP
 //! [`PrimarySource`](geo_diesel::geo_core::source::PrimarySource) a secondary replicates
 //! through ([`client::HttpSource`]), status and Prometheus metrics ([`metrics`]), and the
-//! HTTPS on the server side ([`tls`]), the
+//! HTTPS on the server side ([`tls`]), the blob stores a site names on its command line, a
+//! directory or an S3-compatible bucket ([`store`]), the
 //! `primary` / `secondary` / `status` / `keys` commands an application mounts in its own CLI
 //! ([`cli`]), and the operator's `resync` / `reverify` / `flags` ([`ops`]).
 
@@ -17,6 +18,7 @@ pub mod graphql;
 pub mod metrics;
 pub mod ops;
 pub mod server;
+pub mod store;
 pub mod tls;
 
 pub use auth::{AccessKey, Credentials, KeyRing, Secret};

@@ -82,6 +82,29 @@ pub enum BlobError {
         #[source]
         source: io::Error,
     },
+    /// A request to a remote store (object storage) failed.
+    #[error("{op} failed for blob {path:?} in {store}: {source}")]
+    Remote {
+        /// The blob path.
+        path: String,
+        /// Where the blob lives (`s3://bucket/prefix`).
+        store: String,
+        /// What was being done: "get", "head", "put", "multipart upload", "delete", ...
+        op: &'static str,
+        /// The underlying error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync + 'static>,
+    },
+    /// The store cannot do this for any blob (a local file path of an object in S3, say).
+    #[error("{op} is not possible for blob {path:?}: {why}")]
+    Unsupported {
+        /// The blob path.
+        path: String,
+        /// What was asked.
+        op: &'static str,
+        /// Why the store cannot.
+        why: &'static str,
+    },
     /// A file system operation failed.
     #[error("{op} failed for blob {path:?}: {source}")]
     Io {
@@ -201,6 +224,13 @@ pub trait BlobStore: Send + Sync {
             op: "read",
             source: e,
         })
+    }
+
+    /// Whether the store is object storage (S3 and the like) rather than a local directory: a
+    /// secondary whose store is and whose `sync_object_storage` is off leaves the copying to
+    /// the storage provider and only tracks and verifies.
+    fn is_object_storage(&self) -> bool {
+        false
     }
 
     /// The absolute file-system path of a blob, when the store is a local directory.

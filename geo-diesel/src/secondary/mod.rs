@@ -28,6 +28,7 @@ use crate::registry;
 mod backfill;
 pub mod files;
 mod membership;
+mod object_storage;
 mod pruned;
 mod record;
 mod safety;
@@ -97,6 +98,11 @@ pub struct SecondaryConfig {
     /// `#[replicable(partition)]` key is selected are replicated, for types with such a field;
     /// default everything. See [`geo_core::selective`].
     pub selective_sync: geo_core::Selection,
+    /// Download into a store that is object storage (GitLab's `sync_object_storage`, default
+    /// off). Off, a secondary whose store [is object storage](BlobStore::is_object_storage)
+    /// leaves the copying to the storage provider: it only tracks and verifies
+    /// (`object_storage.rs`). A local store always downloads.
+    pub sync_object_storage: bool,
 }
 
 crate::config_setters!(SecondaryConfig {
@@ -116,6 +122,7 @@ crate::config_setters!(SecondaryConfig {
     max_removal_share: f64,
     allow_mass_removal: bool,
     selective_sync: geo_core::Selection,
+    sync_object_storage: bool,
 });
 
 impl Default for SecondaryConfig {
@@ -137,6 +144,7 @@ impl Default for SecondaryConfig {
             max_removal_share: geo_core::safety::DEFAULT_MAX_REMOVAL_SHARE,
             allow_mass_removal: false,
             selective_sync: geo_core::Selection::all(),
+            sync_object_storage: false,
         }
     }
 }

@@ -158,6 +158,9 @@ impl Secondary {
             Ok(p) => p,
             Err(e) => return failed(format!("Error downloading file: {e}"), false),
         };
+        if self.tracks_only() {
+            return self.verify_in_place(d, id, path, primary);
+        }
         let started = std::time::Instant::now();
         let progress = self.in_flight.start(d.name, id, self.now());
         let tracker = Tracker {
@@ -390,6 +393,11 @@ impl Secondary {
         // Blob paths, one query per type (`None`: the lookup failed; each download retries it).
         let mut paths: BTreeMap<&'static str, Option<BTreeMap<i64, String>>> = BTreeMap::new();
         for (d, ids) in by_type.values() {
+            if self.tracks_only() {
+                // The batch lookup brings small blobs' bytes along: look paths up one by one.
+                paths.insert(d.name, None);
+                continue;
+            }
             let found = self.source.blob_paths(d.name, ids);
             if let Err(e) = &found {
                 tracing::warn!(replicable = d.name, error = %e, "could not read blob paths in a batch; looking them up one by one");

@@ -3,14 +3,12 @@
 //! flags of every command that reaches another site (`status` too).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use geo_diesel::db::DbPool;
-use geo_diesel::geo_core::blob_store::LocalBlobStore;
 
-use super::{DatabaseUrl, SecretArg};
+use super::{DatabaseUrl, SecretArg, StoreArgs};
 use crate::auth::Credentials;
 use crate::client::{HttpConfig, HttpSource};
 
@@ -49,9 +47,9 @@ pub struct LinkArgs {
     /// The tracking database (SQLite path or postgres://…).
     #[arg(long, env = "GEO_TRACKING_DATABASE_URL")]
     pub database_url: DatabaseUrl,
-    /// The secondary's blob store directory.
-    #[arg(long, env = "GEO_BLOB_DIR")]
-    pub blob_dir: PathBuf,
+    /// The secondary's blob store (`--blob-store` or `--blob-dir`).
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// This secondary's access key.
     #[arg(long, env = "GEO_ACCESS_KEY")]
     pub access_key: String,
@@ -102,9 +100,7 @@ impl LinkArgs {
     }
 
     /// The blob store.
-    pub fn store(&self) -> Result<Arc<LocalBlobStore>> {
-        Ok(Arc::new(LocalBlobStore::new(&self.blob_dir).with_context(
-            || format!("opening the blob store {}", self.blob_dir.display()),
-        )?))
+    pub fn store(&self) -> Result<crate::store::SiteStore> {
+        self.store.open()
     }
 }

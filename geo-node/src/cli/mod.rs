@@ -29,7 +29,6 @@ use geo_diesel::MigrationReport;
 use geo_diesel::admin::BulkWorker;
 use geo_diesel::db::{DbPool, PooledConn};
 use geo_diesel::geo_core::Role;
-use geo_diesel::geo_core::blob_store::LocalBlobStore;
 use geo_diesel::geo_core::clock::Env;
 use geo_diesel::secondary::{Secondary, SecondaryConfig};
 use geo_diesel::verifier::{PrimaryConfig, PrimaryVerifier};
@@ -43,6 +42,7 @@ mod secret;
 mod selective;
 mod serve;
 mod status;
+mod store;
 mod tunables;
 
 pub use keys::{KeysAction, load_keys};
@@ -52,6 +52,7 @@ pub use secret::{DatabaseUrl, SecretArg};
 pub use selective::SelectiveArgs;
 pub use serve::ServerArgs;
 pub use status::{StatusArgs, render_status};
+pub use store::StoreArgs;
 pub use tunables::{PrimaryTunables, SecondaryTunables, ServerTunables, Span};
 
 /// How often the bulk worker looks for a queued bulk update when it has none.
@@ -115,9 +116,9 @@ pub struct PrimaryArgs {
     /// The application's database (SQLite path or postgres://…).
     #[arg(long, env = "GEO_DATABASE_URL")]
     pub database_url: DatabaseUrl,
-    /// The primary's blob store directory.
-    #[arg(long, env = "GEO_BLOB_DIR")]
-    pub blob_dir: PathBuf,
+    /// The primary's blob store (`--blob-store` or `--blob-dir`).
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// File of accepted keys: a secondary's `ACCESS_KEY SECRET [name]` per line, and operators'
     /// `admin SCOPE SHA256 [name]` (see `keys generate`).
     #[arg(long, env = "GEO_KEYS_FILE")]
@@ -176,6 +177,13 @@ pub struct SecondaryArgs {
     /// checksums, and run a full backfill (under the mass-removal guard). The way out of a halt.
     #[arg(long)]
     pub reconcile: bool,
+    /// Download blobs into this site's object storage (GitLab's `sync_object_storage`). Off
+    /// (the default), a secondary whose `--blob-store` is object storage leaves the copying to
+    /// the storage provider's own replication: it only tracks each blob and verifies the
+    /// object already in its store against the primary's checksum (a missing object is a
+    /// failure, retried with backoff). A local store always downloads.
+    #[arg(long, env = "GEO_SYNC_OBJECT_STORAGE")]
+    pub sync_object_storage: bool,
     /// HTTPS, the metrics listener and the limits of the secondary's own server.
     #[command(flatten, next_help_heading = "Server")]
     pub server: ServerArgs,
@@ -277,10 +285,7 @@ fn run_primary(args: PrimaryArgs, app: &App) -> Result<ExitCode> {
     }
     let options = args.server.serve_options(args.http_threads)?;
     let db = open_primary_db(&args.database_url, args.db_pool, app)?;
-    let store = Arc::new(
-        LocalBlobStore::new(&args.blob_dir)
-            .with_context(|| format!("opening the blob store {}", args.blob_dir.display()))?,
-    );
+    let store = args.store.open()?.shared();
     let verifier = Arc::new(PrimaryVerifier::new(
         db.clone(),
         store.clone(),
@@ -328,11 +333,12 @@ fn run_secondary(args: SecondaryArgs) -> Result<ExitCode> {
     let link = source.stats();
     let config = args
         .selective
-        .apply(args.tuning.apply(SecondaryConfig::default()));
+        .apply(args.tuning.apply(SecondaryConfig::default()))
+        .sync_object_storage(args.sync_object_storage);
     let secondary = Arc::new(Secondary::new(
         tracking,
         source.clone(),
-        store.clone(),
+        store.shared(),
         Env::system(),
         config,
     ));

@@ -49,7 +49,7 @@ pub fn run_backfill(args: BackfillArgs) -> Result<ExitCode> {
     let secondary = Secondary::new(
         tracking,
         Arc::new(args.link.source(creds)?),
-        store,
+        store.shared(),
         Env::system(),
         config,
     );
