@@ -26,6 +26,7 @@ use crate::db::DbPool;
 use crate::registry;
 
 mod backfill;
+mod fetch;
 pub mod files;
 mod membership;
 mod object_storage;
@@ -210,7 +211,7 @@ pub struct Secondary {
     counters: SecondaryCounters,
     observer: std::sync::OnceLock<Arc<dyn geo_core::observe::SyncObserver>>,
     /// Downloads in flight here and when each last received bytes (the no-progress timeout).
-    in_flight: sync::InFlight,
+    in_flight: fetch::InFlight,
     /// The last recovery from a pruned event log.
     pruned: Mutex<Option<PrunedRecovery>>,
 }
@@ -253,7 +254,7 @@ impl Secondary {
             safety: safety::SafetyState::default(),
             counters: SecondaryCounters::default(),
             observer: std::sync::OnceLock::new(),
-            in_flight: sync::InFlight::default(),
+            in_flight: fetch::InFlight::default(),
             pruned: Mutex::new(None),
         }
     }

@@ -1,0 +1,262 @@
+//! One download: [`Secondary::fetch`] streams a blob from the primary into the store, resuming
+//! what an earlier attempt left, and the bookkeeping every download shares — the downloads in
+//! flight and their last progress ([`InFlight`], read by the no-progress timeout) and the
+//! reader that records it ([`Tracker`]).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, Utc};
+use geo_core::ReplicableDescriptor;
+use geo_core::blob_store::{BlobError, BlobPath, ResumeKey, Written};
+use geo_core::checksum::Checksum;
+use geo_core::clock::Clock;
+use geo_core::source::SourceError;
+
+use super::Secondary;
+use super::sync::RESUMABLE_FROM;
+
+impl Secondary {
+    /// Fetches the blob of `d` `id` into `path`, resuming what an earlier attempt left when the
+    /// checksum to reach is known: the resumable temporary file of (record, checksum) is
+    /// re-hashed, the source is asked for the rest from its length, and the whole is renamed
+    /// into place only when it has that checksum. A source that starts over (no range support)
+    /// restarts the file from 0; a resumed download whose result mismatches is tried once more
+    /// from 0 at once (the prefix may have been of other content). Blobs of at least
+    /// [`RESUMABLE_FROM`] bytes are written resumably from their first attempt; smaller ones
+    /// with the store's plain atomic write. `wrap` wraps every reader (progress, bytes).
+    /// Returns what was stored and the checksum it was compared with.
+    pub(super) fn fetch(
+        &self,
+        d: &'static ReplicableDescriptor,
+        id: i64,
+        path: &BlobPath,
+        primary: Option<Checksum>,
+        tracker: &Tracker<'_>,
+    ) -> Result<(Written, Option<Checksum>), Fetch> {
+        let resume = |sum: &Checksum, create: bool| match self.store.resume(
+            path,
+            &ResumeKey::new(d.name, id, sum),
+            create,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(replicable = d.name, id, path = %path, error = %e, "cannot write resumably; downloading whole");
+                None
+            }
+        };
+        let mut partial = primary.as_ref().and_then(|sum| resume(sum, false));
+        if let (Some(p), Some(sum)) = (&partial, &primary)
+            && p.offset() > 0
+            && p.held_checksum() == *sum
+        {
+            // An earlier attempt received everything and stopped before the rename.
+            let p = partial.take().expect("checked above");
+            let held = p.offset();
+            return Ok((p.finish(&mut std::io::empty(), held, sum)?, primary));
+        }
+        let offset = partial.as_ref().map_or(0, |p| p.offset());
+        let mut blob = self
+            .source
+            .open_blob_from(d.name, id, path, offset)
+            .inspect_err(|e| {
+                if matches!(e, SourceError::RecordNotFound { .. })
+                    && let Some(p) = partial.take()
+                {
+                    p.discard();
+                }
+            })?;
+        let mut expected = blob.stream.checksum.or(primary);
+        if let (Some(header), Some(sum)) = (blob.stream.checksum, primary)
+            && header != sum
+        {
+            // The primary's content changed since the pass read its checksum: what we hold is
+            // of the old content.
+            tracing::info!(
+                replicable = d.name,
+                id,
+                "the primary's checksum changed; starting over"
+            );
+            if let Some(p) = partial.take() {
+                p.discard();
+            }
+            if blob.start != 0 {
+                blob = self.source.open_blob_from(d.name, id, path, 0)?;
+                expected = blob.stream.checksum.or(Some(header));
+            }
+        }
+        if blob.start > 0 {
+            tracing::info!(
+                replicable = d.name,
+                id,
+                offset = blob.start,
+                "resuming a download"
+            );
+        }
+        let large = blob
+            .stream
+            .size
+            .is_none_or(|n| n.saturating_add(blob.start) >= RESUMABLE_FROM);
+        if partial.is_none()
+            && large
+            && let Some(sum) = &expected
+        {
+            partial = resume(sum, true);
+            if blob.start != 0 && partial.as_ref().is_none_or(|p| p.offset() != blob.start) {
+                // Not the prefix asked for: fetch it whole.
+                blob = self.source.open_blob_from(d.name, id, path, 0)?;
+            }
+        }
+        let resumed_from = blob.start;
+        let written = match (partial, &expected) {
+            (Some(p), Some(sum)) => {
+                p.finish(&mut tracker.wrap(&mut blob.stream.reader), blob.start, sum)
+            }
+            _ => self.store.write(
+                path,
+                &mut tracker.wrap(&mut blob.stream.reader),
+                expected.as_ref(),
+            ),
+        };
+        match written {
+            Err(BlobError::ChecksumMismatch { .. }) if resumed_from > 0 => {
+                tracing::info!(
+                    replicable = d.name,
+                    id,
+                    offset = resumed_from,
+                    "a resumed download did not match; starting over"
+                );
+                let mut blob = self.source.open_blob_from(d.name, id, path, 0)?;
+                let expected = blob.stream.checksum.or(primary);
+                let written = match expected.as_ref().and_then(|sum| resume(sum, true)) {
+                    Some(p) => p.finish(
+                        &mut tracker.wrap(&mut blob.stream.reader),
+                        0,
+                        expected.as_ref().expect("resumable only with a checksum"),
+                    ),
+                    None => self.store.write(
+                        path,
+                        &mut tracker.wrap(&mut blob.stream.reader),
+                        expected.as_ref(),
+                    ),
+                };
+                Ok((written?, expected))
+            }
+            other => Ok((other?, expected)),
+        }
+    }
+}
+
+/// Why [`Secondary::fetch`] failed: the source or the store.
+#[derive(Debug)]
+pub(super) enum Fetch {
+    Source(SourceError),
+    Store(BlobError),
+}
+
+impl From<SourceError> for Fetch {
+    fn from(e: SourceError) -> Self {
+        Fetch::Source(e)
+    }
+}
+
+impl From<BlobError> for Fetch {
+    fn from(e: BlobError) -> Self {
+        Fetch::Store(e)
+    }
+}
+
+/// The downloads in flight in this process, each with the time (milliseconds since the epoch,
+/// on the secondary's clock) it last received bytes: what the no-progress timeout reads
+/// ([`Secondary::timeouts_pass`]).
+#[derive(Debug, Default)]
+pub(super) struct InFlight(Mutex<HashMap<(&'static str, i64), Arc<AtomicI64>>>);
+
+/// A download registered in [`InFlight`]; dropping it removes the entry.
+pub(super) struct InFlightEntry<'a> {
+    of: &'a InFlight,
+    key: (&'static str, i64),
+    /// When it last received bytes.
+    pub(super) mark: Arc<AtomicI64>,
+}
+
+impl Drop for InFlightEntry<'_> {
+    fn drop(&mut self) {
+        let mut map = self.of.lock();
+        if map
+            .get(&self.key)
+            .is_some_and(|m| Arc::ptr_eq(m, &self.mark))
+        {
+            map.remove(&self.key);
+        }
+    }
+}
+
+impl InFlight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(&'static str, i64), Arc<AtomicI64>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers the download of `name` `id`, started at `now`.
+    pub(super) fn start(
+        &self,
+        name: &'static str,
+        id: i64,
+        now: DateTime<Utc>,
+    ) -> InFlightEntry<'_> {
+        let mark = Arc::new(AtomicI64::new(now.timestamp_millis()));
+        self.lock().insert((name, id), Arc::clone(&mark));
+        InFlightEntry {
+            of: self,
+            key: (name, id),
+            mark,
+        }
+    }
+
+    /// When the download of `name` `id` in this process last received bytes (or started);
+    /// `None` when it is not downloading here.
+    pub(super) fn last_progress(&self, name: &str, id: i64) -> Option<DateTime<Utc>> {
+        let map = self.lock();
+        let mark = map.iter().find(|((n, i), _)| *n == name && *i == id)?.1;
+        DateTime::from_timestamp_millis(mark.load(Ordering::Relaxed))
+    }
+}
+
+/// What a download's readers report to: its [`InFlight`] mark and its byte count.
+#[derive(Clone, Copy)]
+pub(super) struct Tracker<'a> {
+    pub(super) mark: &'a AtomicI64,
+    pub(super) clock: &'a dyn Clock,
+    pub(super) received: &'a std::cell::Cell<u64>,
+}
+
+impl<'a> Tracker<'a> {
+    /// `inner`, reporting here.
+    fn wrap<'r>(&self, inner: &'r mut Box<dyn Read + Send>) -> ProgressReader<'r, 'a> {
+        ProgressReader {
+            inner: &mut **inner,
+            tracker: *self,
+        }
+    }
+}
+
+/// A source's reader that records progress in a [`Tracker`].
+pub(super) struct ProgressReader<'r, 'a> {
+    inner: &'r mut dyn Read,
+    tracker: Tracker<'a>,
+}
+
+impl Read for ProgressReader<'_, '_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n > 0 {
+            let t = self.tracker;
+            t.mark
+                .store(t.clock.now().timestamp_millis(), Ordering::Relaxed);
+            t.received.set(t.received.get() + n as u64);
+        }
+        Ok(n)
+    }
+}
