@@ -25,6 +25,7 @@
 //! [`PrimarySource`]: geo_diesel::geo_core::source::PrimarySource
 //! [`BlobStream::reader`]: geo_diesel::geo_core::source::BlobStream::reader
 
+mod retrieve;
 mod source;
 mod transport;
 

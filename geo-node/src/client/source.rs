@@ -6,11 +6,10 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::transport::{MAX_JSON, body_reader};
+use super::transport::MAX_JSON;
 use super::{ClientError, HttpConfig, LinkStats, NodeClient};
 use crate::api;
-use crate::auth::RequestData;
-use crate::auth::mac::{ChecksumMac, MacError, UnauthenticChecksum};
+use crate::auth::mac::{ChecksumMac, UnauthenticChecksum};
 use bytes::{Buf, Bytes};
 use geo_diesel::geo_core::blob_store::BlobPath;
 use geo_diesel::geo_core::checksum::{Checksum, checksum_bytes};
@@ -19,7 +18,6 @@ use geo_diesel::geo_core::source::{
     BlobStream, EventFeed, PrimaryChecksum, PrimaryIdentity, PrimarySource, RangedBlobStream,
     SourceError,
 };
-use reqwest::header;
 
 /// How long a blob path learned from a checksums answer is used instead of asking again.
 const PATH_CACHE_TTL: Duration = Duration::from_secs(10);
@@ -116,7 +114,7 @@ impl Prefetch {
 /// Every checksum is checked against its MAC with this secondary's secret before it is used
 /// (see [`crate::auth::mac`]): a blob whose checksum is not authentic is never handed out.
 pub struct HttpSource {
-    client: NodeClient,
+    pub(super) client: NodeClient,
     /// What the log cursor last noted it consumed (`i64::MIN`: nothing yet), sent as
     /// `consumed=` with every `events?after=` request.
     consumed: std::sync::atomic::AtomicI64,
@@ -197,7 +195,7 @@ impl HttpSource {
 
     /// Checks a received checksum's MAC with this secondary's secret; a refusal is logged and
     /// shows as the link's last error.
-    fn authentic(
+    pub(super) fn authentic(
         &self,
         what: &str,
         mac: Option<&str>,
@@ -210,7 +208,7 @@ impl HttpSource {
             .inspect_err(|e| self.refused(what, e))
     }
 
-    fn refused(&self, what: &str, e: &UnauthenticChecksum) {
+    pub(super) fn refused(&self, what: &str, e: &UnauthenticChecksum) {
         tracing::warn!(replicable = %e.replicable, id = e.id, request = what, error = %e, "refused a checksum from the primary");
         self.client
             .stats()
@@ -520,81 +518,5 @@ impl PrimarySource for HttpSource {
             Some(r) => r,
             None => self.retrieve(name, id),
         }
-    }
-}
-
-impl HttpSource {
-    /// `GET /api/geo/retrieve/{name}/{id}`, streamed. The answer must carry the checksum and
-    /// its MAC: the blob store compares the bytes with that checksum before renaming, so a
-    /// checksum the secondary could not authenticate would let anyone on the path choose them.
-    fn retrieve(&self, name: &str, id: i64) -> Result<BlobStream, SourceError> {
-        Ok(self.retrieve_from(name, id, 0)?.stream)
-    }
-
-    /// `GET /api/geo/retrieve/{name}/{id}` with `Range: bytes=<offset>-` (none for 0),
-    /// streamed: a `206` answer starts at `offset` (its `Content-Range` must say so); a `200`
-    /// (a primary without range support) at 0; a `416` (the blob is no longer than `offset`:
-    /// its content changed) is asked again whole.
-    fn retrieve_from(
-        &self,
-        name: &str,
-        id: i64,
-        offset: u64,
-    ) -> Result<RangedBlobStream, SourceError> {
-        let path = format!("/api/geo/retrieve/{name}/{id}");
-        let what = format!("GET {path}");
-        let resp = self
-            .client
-            .get_from(&path, &RequestData::blob(name, id), offset)?;
-        let start = match resp.status() {
-            reqwest::StatusCode::RANGE_NOT_SATISFIABLE => {
-                return self.retrieve_from(name, id, 0);
-            }
-            reqwest::StatusCode::PARTIAL_CONTENT => {
-                let start = resp
-                    .headers()
-                    .get(header::CONTENT_RANGE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.strip_prefix("bytes "))
-                    .and_then(|v| v.split_once('-'))
-                    .and_then(|(s, _)| s.trim().parse::<u64>().ok());
-                if start != Some(offset) {
-                    return Err(SourceError::other(
-                        what,
-                        format!("asked for bytes from {offset}, got Content-Range {start:?}"),
-                    ));
-                }
-                offset
-            }
-            _ => 0,
-        };
-        let header = |h: &str| resp.headers().get(h).and_then(|v| v.to_str().ok());
-        let checksum = match resp.headers().get(api::CHECKSUM_HEADER) {
-            None => {
-                let e = UnauthenticChecksum {
-                    replicable: name.to_owned(),
-                    id,
-                    reason: MacError::Missing,
-                };
-                self.refused(&what, &e);
-                return Err(SourceError::other(what, e));
-            }
-            Some(v) => v
-                .to_str()
-                .ok()
-                .and_then(|s| Checksum::from_hex(s).ok())
-                .ok_or_else(|| SourceError::other(what.clone(), "bad X-Geo-Checksum header"))?,
-        };
-        self.authentic(&what, header(api::CHECKSUM_MAC_HEADER), name, id, &checksum)
-            .map_err(|e| SourceError::other(what.clone(), e))?;
-        let size = resp.content_length();
-        Ok(RangedBlobStream {
-            stream: BlobStream {
-                reader: Box::new(body_reader(resp)),
-                size,
-                checksum: Some(checksum),
-            },
-            start,
-        })
     }
 }
