@@ -27,15 +27,15 @@ impl DbConn<'_> {
         with_conn!(self, c => c.batch_execute(sql))
     }
 
-    /// Runs `f` in a transaction on this connection: committed when `f` returns `Ok`, rolled
-    /// back otherwise (nested calls use savepoints, as Diesel does).
+    /// Runs `f` in a write transaction on this connection ([`WriteTransaction`]: `BEGIN
+    /// IMMEDIATE` on SQLite): committed when `f` returns `Ok`, rolled back otherwise (nested
+    /// calls use savepoints, as Diesel does).
     pub fn transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
     where
         F: FnOnce(&mut DbConn<'_>) -> Result<T, E>,
         E: From<diesel::result::Error>,
     {
-        use diesel::Connection;
-        with_conn!(self, c => c.transaction(|c| f(&mut AsDbConn::db(c))))
+        with_conn!(self, c => c.write_transaction(|c| f(&mut AsDbConn::db(c))))
     }
 
     /// The backend of this connection.
@@ -45,6 +45,59 @@ impl DbConn<'_> {
             #[cfg(feature = "postgres")]
             DbConn::Pg(_) => Backend::Postgres,
         }
+    }
+}
+
+/// The one way Geo opens a transaction that writes, on either backend.
+///
+/// SQLite runs a plain `BEGIN` as *deferred*: it takes the write lock at the first write, and a
+/// transaction that read before that write fails at once with `SQLITE_BUSY` ("database is
+/// locked") when another connection committed in between. The busy timeout does not help,
+/// because waiting cannot make the snapshot it read current again. `BEGIN IMMEDIATE` takes the
+/// write lock first, waiting up to the busy timeout for another writer, so every statement in
+/// the transaction then sees the latest data and no write can fail that way. Inside an open
+/// transaction the call nests as a savepoint. PostgreSQL: Diesel's transaction.
+///
+/// Use it for every transaction that writes, the application's included: an event published
+/// with `publish_*` reads the feature flags before it inserts.
+pub trait WriteTransaction: diesel::Connection {
+    /// Runs `f` in a write transaction: committed when `f` returns `Ok`, rolled back otherwise.
+    fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<diesel::result::Error>;
+}
+
+impl WriteTransaction for SqliteConnection {
+    fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<diesel::result::Error>,
+    {
+        use diesel::Connection;
+        use diesel::connection::{AnsiTransactionManager, TransactionManager};
+        let open =
+            <AnsiTransactionManager as TransactionManager<Self>>::transaction_manager_status_mut(
+                self,
+            )
+            .transaction_depth()?
+            .is_some();
+        if open {
+            self.transaction(f)
+        } else {
+            self.immediate_transaction(f)
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+impl WriteTransaction for PgConnection {
+    fn write_transaction<T, E, F>(&mut self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut Self) -> Result<T, E>,
+        E: From<diesel::result::Error>,
+    {
+        diesel::Connection::transaction(self, f)
     }
 }
 

@@ -221,6 +221,7 @@ impl PrimarySource for DirectSource {
     fn event_feed(&self, after_id: i64, limit: usize) -> Result<EventFeed, SourceError> {
         let mut conn = self.conn()?;
         let (rows, primary, pruned) =
+            // Read only: a deferred transaction, one snapshot for the three reads.
             with_conn!(&mut conn, c => c.transaction::<_, diesel::result::Error, _>(|c| {
                 let rows = event_rows(c, after_id, limit)?;
                 let primary = primary_identity(c)?;

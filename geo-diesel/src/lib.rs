@@ -39,7 +39,7 @@ pub mod sql;
 pub mod types;
 pub mod verifier;
 
-pub use db::{AsDbConn, DbConn, DbPool, PooledConn};
+pub use db::{AsDbConn, DbConn, DbPool, PooledConn, WriteTransaction};
 pub use geo_core;
 pub use geo_macros::replicable;
 pub use json::{GeoJson, JsonValue};

@@ -656,6 +656,57 @@ fn establish_sets_the_worker_pragmas() {
     assert_eq!(num(&mut conn, "synchronous", "synchronous"), 1);
 }
 
+/// A write transaction that reads before it writes, raced by another connection's write
+/// between the two: on SQLite a deferred `BEGIN` fails its write at once with "database is
+/// locked" (the snapshot it read is stale, so the busy timeout cannot help);
+/// [`WriteTransaction`] takes the write lock first, the racing writer waits, and both land.
+#[test]
+fn a_write_transaction_that_reads_first_is_not_refused_by_a_racing_writer() {
+    use diesel::connection::SimpleConnection;
+    use geo_diesel::WriteTransaction;
+    #[derive(QueryableByName)]
+    struct Num {
+        #[diesel(sql_type = diesel::sql_types::BigInt)]
+        v: i64,
+    }
+    let read = |c: &mut SqliteConnection| -> QueryResult<i64> {
+        diesel::sql_query("SELECT n AS v FROM counter WHERE id = 1")
+            .get_result::<Num>(c)
+            .map(|r| r.v)
+    };
+    let db = TestDatabase::fresh(Backend::Sqlite, "write_tx");
+    let open =
+        |url: &str| geo_diesel::connection::sqlite::establish(url).expect("open SQLite file");
+    let mut a = open(db.url());
+    a.batch_execute(
+        "CREATE TABLE counter (id INTEGER PRIMARY KEY, n BIGINT NOT NULL);
+         INSERT INTO counter VALUES (1, 0);",
+    )
+    .unwrap();
+    let (read_done, wait_read) = std::sync::mpsc::channel();
+    let mut b = open(db.url());
+    let racer = std::thread::spawn(move || {
+        wait_read.recv().unwrap();
+        diesel::sql_query("UPDATE counter SET n = n + 10 WHERE id = 1").execute(&mut b)
+    });
+    let outcome = a.write_transaction(|c| -> QueryResult<()> {
+        let n = read(c)?;
+        read_done.send(()).unwrap();
+        // Time for the racer to try its write inside this transaction.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        // Nested: a savepoint, not a second BEGIN.
+        c.write_transaction(|c| {
+            diesel::sql_query(format!("UPDATE counter SET n = {} WHERE id = 1", n + 1))
+                .execute(c)
+                .map(drop)
+        })
+    });
+    assert!(outcome.is_ok(), "the reading writer failed: {outcome:?}");
+    assert_eq!(racer.join().unwrap(), Ok(1), "the racer waited, then wrote");
+    // Read 0 and wrote 1, then the racer added 10: neither write was lost.
+    assert_eq!(read(&mut a), Ok(11));
+}
+
 /// Timestamps are instants: a session in another time zone neither shifts what it writes nor
 /// what it reads.
 #[cfg(feature = "pg-suite")]

@@ -5,13 +5,17 @@
 //!
 //! This application runs on SQLite and PostgreSQL alike, so it dispatches its own Diesel code on
 //! the connection's backend (`on_backend!` below); an application on one backend passes its own
-//! `SqliteConnection` or `PgConnection` to `publish_*` directly.
+//! `SqliteConnection` or `PgConnection` to `publish_*` directly. Every transaction that writes
+//! is a [`WriteTransaction`] (`BEGIN IMMEDIATE` on SQLite: a `publish_*` reads the feature flags
+//! before it inserts, and a deferred transaction that reads first can fail on a busy database).
 
 use diesel::prelude::*;
 use geo_diesel::geo_core::Backend;
 use geo_diesel::geo_core::blob_store::{BlobPath, BlobStore};
 use geo_diesel::primary::blob_path_in_use;
-use geo_diesel::{AsDbConn, DbConn, publish_created, publish_deleted, publish_updated};
+use geo_diesel::{
+    AsDbConn, DbConn, WriteTransaction, publish_created, publish_deleted, publish_updated,
+};
 
 /// Runs `$body` with `$c` bound to the concrete connection behind `$conn` (an [`AsDbConn`]), so
 /// the application's Diesel code type-checks once per backend.
@@ -116,7 +120,7 @@ pub fn update_widget(
     data: &[u8],
 ) -> Result<(), AppError> {
     store.write(&path(&w.file_path)?, &mut &data[..], None)?;
-    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    on_backend!(conn, c => c.write_transaction::<_, AppError, _>(|c| {
         publish_updated(c, w)?;
         Ok(())
     }))
@@ -129,7 +133,7 @@ pub fn delete_widget(
     store: &dyn BlobStore,
     w: &Widget,
 ) -> Result<(), AppError> {
-    let shared = on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    let shared = on_backend!(conn, c => c.write_transaction::<_, AppError, _>(|c| {
         diesel::delete(widgets::table.find(w.id)).execute(c)?;
         Ok(blob_path_in_use(c, &w.file_path, None)?)
     }))?;
@@ -149,7 +153,7 @@ pub fn create_gadget(
     data: &[u8],
 ) -> Result<Gadget, AppError> {
     store.write(&path(blob_key)?, &mut &data[..], None)?;
-    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    on_backend!(conn, c => c.write_transaction::<_, AppError, _>(|c| {
         let g: Gadget = diesel::insert_into(gadgets::table)
             .values((gadgets::blob_key.eq(blob_key), gadgets::label.eq(label)))
             .returning(Gadget::as_returning())
@@ -167,7 +171,7 @@ pub fn update_gadget(
     data: &[u8],
 ) -> Result<(), AppError> {
     store.write(&path(&g.blob_key)?, &mut &data[..], None)?;
-    on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    on_backend!(conn, c => c.write_transaction::<_, AppError, _>(|c| {
         publish_updated(c, g)?;
         Ok(())
     }))
@@ -180,7 +184,7 @@ pub fn delete_gadget(
     store: &dyn BlobStore,
     g: &Gadget,
 ) -> Result<(), AppError> {
-    let shared = on_backend!(conn, c => c.transaction::<_, AppError, _>(|c| {
+    let shared = on_backend!(conn, c => c.write_transaction::<_, AppError, _>(|c| {
         diesel::delete(gadgets::table.find(g.id)).execute(c)?;
         publish_deleted(c, g)?;
         Ok(blob_path_in_use(c, &g.blob_key, None)?)

@@ -126,7 +126,7 @@ pub fn accept_primary(
 ) -> QueryResult<()> {
     let mark = seen.map_or(0, |s| s.high_water_mark);
     let identity = seen.map(|s| s.identity.as_str());
-    with_conn!(conn, c => c.transaction::<(), diesel::result::Error, _>(|c| {
+    with_conn!(conn, c => crate::db::WriteTransaction::write_transaction::<(), diesel::result::Error, _>(c, |c| {
         store(c, identity, None, now)?;
         diesel::delete(gaps::table).execute(c)?;
         diesel::insert_into(states::table)

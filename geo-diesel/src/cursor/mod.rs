@@ -318,7 +318,7 @@ impl LogCursor {
 
         let expire_before = now - self.gap_timeout;
         let raced = std::cell::Cell::new(false);
-        let result = with_conn!(&mut conn, c => c.transaction::<usize, diesel::result::Error, _>(|c| {
+        let result = with_conn!(&mut conn, c => crate::db::WriteTransaction::write_transaction::<usize, diesel::result::Error, _>(c, |c| {
             // Compare-and-set on the cursor: lock its row (a write first, so SQLite takes the
             // write lock; FOR UPDATE on PostgreSQL), re-read position and gaps, and give up if
             // another cursor moved them since this pass read its events.

@@ -125,7 +125,7 @@ struct Batch {
 /// reads the oldest `batch` events, deletes those due by id (at most `batch`) and raises the
 /// mark.
 fn batch(conn: &mut impl AsDbConn, config: &PruneConfig, now: DateTime<Utc>) -> QueryResult<Batch> {
-    with_conn!(conn, c => c.transaction::<Batch, diesel::result::Error, _>(|c| {
+    with_conn!(conn, c => crate::db::WriteTransaction::write_transaction::<Batch, diesel::result::Error, _>(c, |c| {
         diesel::insert_into(mark::table)
             .values((mark::id.eq(0i16), mark::pruned_through.eq(0i64), mark::pruned_at.eq(UtcDateTime(now))))
             .on_conflict(mark::id)

@@ -90,7 +90,7 @@ pub fn record_verification_success(
     let change = rules::succeeded(claim.started_at, checksum, now);
     let payload =
         serde_json::json!({"model_record_id": claim.id, "checksum": hex::encode(checksum)});
-    let published = with_conn!(conn, c => diesel::Connection::transaction::<_, PrimaryError, _>(c, |c| {
+    let published = with_conn!(conn, c => crate::db::WriteTransaction::write_transaction::<_, PrimaryError, _>(c, |c| {
         let done = t
             .apply(c, &change, Some(&[claim.id]), &|_, _| now)
             .map_err(q(change.name, d))?;

@@ -119,7 +119,7 @@ impl Secondary {
         orphans.retain(|id| back.binary_search(id).is_err());
         let mut conn = self.tracking.get()?;
         let mut files = Vec::new();
-        let r = crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<usize, SecondaryError, _>(c, |c| {
+        let r = crate::db::with_conn!(&mut conn, c => crate::db::WriteTransaction::write_transaction::<usize, SecondaryError, _>(c, |c| {
             files = registry::Registry::of(d).blob_paths(c, &orphans)?;
             Ok(registry::Registry::of(d).delete_rows(c, &orphans)?)
         }))?;

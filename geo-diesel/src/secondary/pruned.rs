@@ -168,7 +168,7 @@ fn restart_cursor(
     mark: i64,
     now: DateTime<Utc>,
 ) -> Result<(), SecondaryError> {
-    with_conn!(conn, c => c.transaction::<(), diesel::result::Error, _>(|c| {
+    with_conn!(conn, c => crate::db::WriteTransaction::write_transaction::<(), diesel::result::Error, _>(c, |c| {
         diesel::insert_into(states::table)
             .values((states::id.eq(0i16), states::event_id.eq(0i64), states::updated_at.eq(UtcDateTime(now))))
             .on_conflict(states::id)

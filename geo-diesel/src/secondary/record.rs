@@ -25,7 +25,7 @@ impl Secondary {
         let retry_at = self.retry_at(now);
         let mut stale_files: Vec<FileRemoval> = Vec::new();
         let mut conn = self.tracking.get()?;
-        let recorded = crate::db::with_conn!(&mut conn, c => diesel::Connection::transaction::<(), SecondaryError, _>(c, |c| {
+        let recorded = crate::db::with_conn!(&mut conn, c => crate::db::WriteTransaction::write_transaction::<(), SecondaryError, _>(c, |c| {
             stale_files.clear();
             // Successful downloads first, set-based per type; rows the batch did not record (a
             // newer event moved their token, or they were deleted) go through the per-row path.

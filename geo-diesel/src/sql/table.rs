@@ -271,10 +271,8 @@ impl Table {
             }
             return Ok(out);
         };
-        // Write first (SQLite: a deferred transaction that reads before it writes can fail with
-        // SQLITE_BUSY_SNAPSHOT instead of waiting): bump the count, then set the retry times
-        // from it.
-        crate::db::with_conn!(conn, c => diesel::Connection::transaction(c, |c| {
+        // Bump the count, then set the retry times from it.
+        crate::db::with_conn!(conn, c => crate::db::WriteTransaction::write_transaction(c, |c| {
             let rows: Vec<IdCountRow> = self.update_sql(change, ids).load(c)?;
             for row in &rows {
                 let when = retry_at(row.n, *cap);
