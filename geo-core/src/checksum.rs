@@ -317,14 +317,16 @@ thread_local! {
     static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with this thread's reusable [`READ_BUFFER`]-byte buffer: allocated and zeroed once
-/// per thread, not once per file (zeroing 1 MiB per small file dominated small-file syncs).
+/// Runs `f` with this thread's reusable [`READ_BUFFER`]-byte buffer: allocated once per
+/// thread, not once per file (zeroing 1 MiB per small file dominated small-file syncs), and
+/// with `calloc` (fresh pages the kernel zeroes when first touched), so a thread that only
+/// ever reads small files never writes the rest of it: download threads live for one batch.
 /// A nested call (not expected) gets a fresh buffer.
 pub fn with_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
     BUFFER.with(|cell| match cell.try_borrow_mut() {
         Ok(mut buf) => {
             if buf.len() < READ_BUFFER {
-                buf.resize(READ_BUFFER, 0);
+                *buf = vec![0u8; READ_BUFFER];
             }
             f(&mut buf[..READ_BUFFER])
         }

@@ -301,6 +301,15 @@ pub trait PrimarySource: Send + Sync {
     /// gone and [`SourceError::MissingOnPrimary`] when the record exists but its file does not.
     fn open_blob(&self, replicable: &str, id: i64) -> Result<BlobStream, SourceError>;
 
+    /// The size of the record's blob when the source already holds it (a blob that came with
+    /// a [`blob_paths`](PrimarySource::blob_paths) answer), without asking the primary; `None`
+    /// otherwise (the default). A download of a blob known to be small skips the look for a
+    /// resumable temporary file, which only large downloads leave.
+    fn held_size(&self, replicable: &str, id: i64) -> Option<u64> {
+        let _ = (replicable, id);
+        None
+    }
+
     /// The blob paths of many records at once, keyed by id; records that do not exist are
     /// absent. The default asks [`blob_path`](PrimarySource::blob_path) once per id.
     fn blob_paths(

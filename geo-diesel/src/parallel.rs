@@ -36,12 +36,17 @@ pub fn parallel_map<T: Sync, R: Send>(
         .collect()
 }
 
+/// Results per thread that [`parallel_stream`] holds for its sink while the sink works.
+pub const STREAM_BUFFER_PER_THREAD: usize = 4;
+
 /// Applies `f` to every item on at most `threads` scoped threads, as [`parallel_map`] does, and
 /// hands the results to `sink` on the calling thread as they finish: each call gets every
 /// result waiting (at least one), so the caller can record them in groups while the threads
-/// keep working. A thread with a result waits for the sink before it takes the next item, so
-/// at most `2 × threads` results are ever finished but not yet through the sink (the group in
-/// the sink and one waiting per thread). Returns how many items it processed.
+/// keep working. Up to [`STREAM_BUFFER_PER_THREAD`] `× threads` results wait for the sink while
+/// it works, so short items (small downloads) never stall behind the sink's last group; a
+/// thread blocks only when that buffer is full. At most `(STREAM_BUFFER_PER_THREAD + 1) ×
+/// threads` results are finished but not yet through the sink (the buffer, the group in the
+/// sink and one waiting per thread). Returns how many items it processed.
 pub fn parallel_stream<T: Sync, R: Send>(
     items: &[T],
     threads: usize,
@@ -49,7 +54,7 @@ pub fn parallel_stream<T: Sync, R: Send>(
     mut sink: impl FnMut(Vec<R>),
 ) -> usize {
     let next = AtomicUsize::new(0);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<R>(0);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<R>(threads.max(1) * STREAM_BUFFER_PER_THREAD);
     let mut processed = 0;
     thread::scope(|s| {
         for _ in 0..threads.max(1).min(items.len()) {
@@ -94,6 +99,33 @@ mod tests {
         assert_eq!(out, (0..50).map(|x| x * 2).collect::<Vec<_>>());
         assert!(peak.load(Ordering::SeqCst) <= 3);
         assert!(parallel_map(&[] as &[u8], 4, |x| *x).is_empty());
+    }
+
+    #[test]
+    fn threads_keep_working_while_the_sink_records_a_group() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let finished = AtomicUsize::new(0);
+        let mut during_first_sink = None;
+        super::parallel_stream(
+            &(0..200).collect::<Vec<u64>>(),
+            2,
+            |_| {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+                finished.fetch_add(1, Ordering::SeqCst);
+            },
+            |_| {
+                if during_first_sink.is_none() {
+                    let before = finished.load(Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_millis(60));
+                    during_first_sink = Some(finished.load(Ordering::SeqCst) - before);
+                }
+            },
+        );
+        // A rendezvous hand-over lets each thread finish one item and then wait: 2 at most.
+        // The buffer lets them fill it (2 × STREAM_BUFFER_PER_THREAD) and one more each.
+        let n = during_first_sink.unwrap();
+        assert!(n > 4, "only {n} items finished while the sink worked");
+        assert!(n <= 2 * (super::STREAM_BUFFER_PER_THREAD + 1), "{n}");
     }
 
     #[test]

@@ -18,6 +18,14 @@
 //!
 //! ```text
 //! cargo run --release -p geo-node --example http_bench -- [--quick] [--repeat N] [--dir DIR]
+//!     [--only B2,B3,RSS,latency]
+//! ```
+//!
+//! Each run of ours prints its phases and the CPU both sites used (user + system, this
+//! process). `GEO_BENCH_OURS_ONLY=1` skips the direct and rsync runs, for profiling ours alone
+//! (`perf record`).
+//!
+//! ```text
 //! cargo run --release -p geo-node --example http_bench -- latency [--samples N] [--quiet-secs S]
 //! cargo run --release -p geo-node --example http_bench -- s3 [--quick] [--repeat N] [--dir DIR]
 //! ```
@@ -84,14 +92,28 @@ fn main() {
     } else {
         (10_000, 100, 1 << 30)
     };
-    run_sync_bench("B2", &parent, b2, 4096, repeat, rsync.is_some());
-    run_sync_bench("B3", &parent, b3, 10 << 20, repeat, rsync.is_some());
-    run_rss_bench(&parent, big);
-    run_latency_bench(
-        &parent,
-        if quick { 50 } else { 200 },
-        Duration::from_secs(10),
-    );
+    // `--only B2,B3,RSS,latency`: a subset (all by default).
+    let only = flag(&args, "--only").map(|v| v.to_ascii_lowercase());
+    let runs = |what: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|w| w.trim() == what))
+    };
+    if runs("b2") {
+        run_sync_bench("B2", &parent, b2, 4096, repeat, rsync.is_some());
+    }
+    if runs("b3") {
+        run_sync_bench("B3", &parent, b3, 10 << 20, repeat, rsync.is_some());
+    }
+    if runs("rss") {
+        run_rss_bench(&parent, big);
+    }
+    if runs("latency") {
+        run_latency_bench(
+            &parent,
+            if quick { 50 } else { 200 },
+            Duration::from_secs(10),
+        );
+    }
 }
 
 /// Where bench data goes by default: `/dev/shm` when there is one.
@@ -207,11 +229,13 @@ fn run_sync_bench(
         let dir = tmp.path().join(format!("sec-{run}"));
         std::fs::create_dir_all(&dir).unwrap();
         let t = Instant::now();
+        let cpu = cpu_seconds("self");
         let (sec, store) = secondary(&dir, &primary.url(), &primary.creds, Env::system());
         let phases = converge(&sec);
         let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds("self") - cpu;
         println!(
-            "  run {run}: ours {secs:.3}s (cursor {:.3}, backfill {:.3}, sync {:.3}, verify {:.3}, rest {:.3})",
+            "  run {run}: ours {secs:.3}s (cursor {:.3}, backfill {:.3}, sync {:.3}, verify {:.3}, rest {:.3}; CPU of both sites {cpu:.2}s)",
             phases[0], phases[1], phases[2], phases[3], phases[4]
         );
         let s = &sec.status().unwrap()[0].1;
@@ -224,6 +248,10 @@ fn run_sync_bench(
         ours.push(secs);
         drop(sec);
         std::fs::remove_dir_all(&dir).unwrap();
+        if std::env::var_os("GEO_BENCH_OURS_ONLY").is_some() {
+            // For profiling (`perf record -D …`): only our HTTP runs.
+            continue;
+        }
         // Reference: the same runtime reading the primary directly (no HTTP).
         std::fs::create_dir_all(&dir).unwrap();
         let t = Instant::now();
@@ -261,12 +289,14 @@ fn run_sync_bench(
         bytes / 1048576.0 / o,
         files as f64 / o
     );
-    let d = median(direct.clone());
-    println!(
-        "  direct mode (no HTTP):          median {d:.3}s {:.1} MiB/s {:.0} files/s",
-        bytes / 1048576.0 / d,
-        files as f64 / d
-    );
+    if !direct.is_empty() {
+        let d = median(direct.clone());
+        println!(
+            "  direct mode (no HTTP):          median {d:.3}s {:.1} MiB/s {:.0} files/s",
+            bytes / 1048576.0 / d,
+            files as f64 / d
+        );
+    }
     if !peer.is_empty() {
         let p = median(peer.clone());
         println!(

@@ -186,7 +186,8 @@ fn check_no_partial_file(
     (bad, temps)
 }
 
-/// Creates `n` records with files of 256 KiB to 3 MiB and rewrites one existing file,
+/// Creates `n` records with files of 256 KiB to 6 MiB (some past `RESUMABLE_FROM`, written
+/// resumably) and rewrites one existing file,
 /// remembering every version of every path.
 fn add(
     primary: &Primary,
@@ -197,7 +198,7 @@ fn add(
 ) {
     for _ in 0..n {
         let i = docs.len() as u64;
-        let bytes = data(i, rng.random_range(256 << 10..3 << 20));
+        let bytes = data(i, rng.random_range(256 << 10..6 << 20));
         let path = format!("k/{:02}/{i}.bin", i % 13);
         versions
             .entry(path.clone())
@@ -255,7 +256,7 @@ fn secondary_killed_mid_sync_and_restarted_converges_without_partial_files() {
         if temps > 0 {
             with_temps += 1;
         }
-        add(&primary, &mut rng, &mut docs, &mut versions, 6);
+        add(&primary, &mut rng, &mut docs, &mut versions, 10);
     }
     eprintln!(
         "{kills} kills, {with_temps} of them mid-download, in {:?}",

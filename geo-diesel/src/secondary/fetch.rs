@@ -47,7 +47,15 @@ impl Secondary {
                 None
             }
         };
-        let mut partial = primary.as_ref().and_then(|sum| resume(sum, false));
+        // Only a download of at least RESUMABLE_FROM bytes leaves a resumable file to look for.
+        let small = self
+            .source
+            .held_size(d.name, id)
+            .is_some_and(|n| n < RESUMABLE_FROM);
+        let mut partial = primary
+            .as_ref()
+            .filter(|_| !small)
+            .and_then(|sum| resume(sum, false));
         if let (Some(p), Some(sum)) = (&partial, &primary)
             && p.offset() > 0
             && p.held_checksum() == *sum

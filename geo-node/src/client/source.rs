@@ -478,6 +478,18 @@ impl PrimarySource for HttpSource {
         Ok(out)
     }
 
+    fn held_size(&self, replicable: &str, id: i64) -> Option<u64> {
+        match &self
+            .prefetch_lock()
+            .entries
+            .get(&(replicable.to_owned(), id))?
+            .what
+        {
+            Prefetched::Blob { data, .. } => Some(data.len() as u64),
+            Prefetched::Missing | Prefetched::Refused { .. } => None,
+        }
+    }
+
     fn open_blob_at(
         &self,
         replicable: &str,
