@@ -463,4 +463,21 @@ fn sync_object_storage_off_downloads_nothing_and_only_tracks_and_verifies() {
     let c = counts(&sec);
     assert_eq!((c.synced, c.verified, c.failed), (3, 3, 0), "{c:?}");
     assert_eq!(served(&primary), (0, 0));
+
+    // A record deleted on the primary leaves the registry; its object is the provider's and
+    // stays (in a bucket shared with the primary, it is the primary's own object).
+    {
+        use diesel::RunQueryDsl;
+        let mut conn = primary.db.get().unwrap();
+        diesel::sql_query(format!("DELETE FROM docs WHERE id = {}", ids[0]))
+            .execute(sqlite(&mut conn))
+            .unwrap();
+    }
+    sec.run_until_idle(100).unwrap();
+    assert_eq!(counts(&sec).registry, 2);
+    assert_eq!(
+        store.list().unwrap(),
+        ["d/0.bin", "d/1.bin", "d/2.bin"],
+        "the secondary deleted an object it does not manage"
+    );
 }

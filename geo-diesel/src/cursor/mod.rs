@@ -191,12 +191,14 @@ impl LogCursor {
     /// ([`PrimarySource::event_feed`]; a halt — another identity, ids gone backwards, or one
     /// recorded before — applies nothing, see [`identity`]), re-checks open gaps against
     /// `source` ([`PrimarySource::events_by_ids`]), applies the events and advances the cursor
-    /// in one transaction. `flag` says whether a type's replication is on.
+    /// in one transaction. `flag` says whether a type's replication is on. The files of deleted
+    /// records are removed from `store` (`None`: this site leaves its files to the storage
+    /// provider, and removes none).
     pub fn pass(
         &self,
         tracking: &DbPool,
         source: &dyn PrimarySource,
-        store: &dyn BlobStore,
+        store: Option<&dyn BlobStore>,
         flag: &dyn Fn(&'static ReplicableDescriptor) -> bool,
         now: DateTime<Utc>,
     ) -> Result<CursorPass, CursorError> {
@@ -219,7 +221,7 @@ impl LogCursor {
         &self,
         tracking: &DbPool,
         source: &dyn PrimarySource,
-        store: &dyn BlobStore,
+        store: Option<&dyn BlobStore>,
         flag: &dyn Fn(&'static ReplicableDescriptor) -> bool,
         now: &dyn Fn() -> DateTime<Utc>,
         wait: std::time::Duration,

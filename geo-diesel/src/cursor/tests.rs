@@ -102,7 +102,7 @@ fn pass(site: &Site, source: &dyn PrimarySource) -> Result<super::CursorPass, Cu
     LogCursor::default().pass(
         &site.tracking,
         source,
-        &site.store,
+        Some(&site.store),
         &|_| true,
         Utc.with_ymd_and_hms(2024, 1, 1, 0, 1, 0).unwrap(),
     )

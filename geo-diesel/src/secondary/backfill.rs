@@ -133,12 +133,7 @@ impl Secondary {
                 })
             })
             .collect();
-        remove_unshared_files(
-            &mut conn,
-            self.store.as_ref(),
-            &removals,
-            "orphan (backfill)",
-        );
+        remove_unshared_files(&mut conn, self.file_store(), &removals, "orphan (backfill)");
         tracing::info!(replicable = d.name, removed = r, "backfill removed orphans");
         self.counters
             .backfill_removed

@@ -78,15 +78,27 @@ pub fn paths_in_use(
 /// Deletes the files of `removals` from `store`, except those whose path another registry row
 /// (of any type) still records. Failures are logged, not returned: the record is gone either
 /// way, and a file left behind is only space. Returns how many files were deleted.
+///
+/// `store` is `None` when this site does not manage its files: object storage with
+/// `sync_object_storage` off, whose objects the storage provider copies (and may share with the
+/// primary). Then nothing is deleted.
 pub fn remove_unshared_files(
     conn: &mut impl AsDbConn,
-    store: &dyn BlobStore,
+    store: Option<&dyn BlobStore>,
     removals: &[FileRemoval],
     why: &'static str,
 ) -> usize {
     if removals.is_empty() {
         return 0;
     }
+    let Some(store) = store else {
+        tracing::debug!(
+            files = removals.len(),
+            why,
+            "files left to the storage provider (sync_object_storage off)"
+        );
+        return 0;
+    };
     let except: BTreeSet<(&'static str, i64)> =
         removals.iter().map(|r| (r.descriptor.name, r.id)).collect();
     let mut by_path: BTreeMap<String, &FileRemoval> = BTreeMap::new();

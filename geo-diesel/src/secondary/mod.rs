@@ -310,7 +310,7 @@ impl Secondary {
         let result = self.cursor.pass(
             &self.tracking,
             self.source.as_ref(),
-            self.store.as_ref(),
+            self.file_store(),
             &|d| flags.contains(d.name),
             self.now(),
         );

@@ -28,6 +28,12 @@ impl Secondary {
         !self.config.sync_object_storage && self.store.is_object_storage()
     }
 
+    /// The store removals delete files from: none when [`tracks_only`](Self::tracks_only)
+    /// (the objects are the storage provider's, and it may share them with the primary).
+    pub(crate) fn file_store(&self) -> Option<&dyn geo_core::blob_store::BlobStore> {
+        (!self.tracks_only()).then_some(self.store.as_ref())
+    }
+
     /// The sync of `d` `id` when [`tracks_only`](Self::tracks_only): hashes the object at
     /// `path` in this site's store and compares it with `primary`.
     pub(super) fn verify_in_place(

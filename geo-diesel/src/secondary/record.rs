@@ -86,7 +86,7 @@ impl Secondary {
         // Files no other registry row (of any type) records: two records may share one file.
         remove_unshared_files(
             &mut conn,
-            self.store.as_ref(),
+            self.file_store(),
             &stale_files,
             "record deleted on the primary during its download",
         );

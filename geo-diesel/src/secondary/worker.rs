@@ -185,7 +185,7 @@ impl Secondary {
         let result = self.cursor.pass_waiting(
             &self.tracking,
             self.source.as_ref(),
-            self.store.as_ref(),
+            self.file_store(),
             &|d| flags.contains(d.name),
             &|| self.now(),
             wait,
