@@ -710,17 +710,21 @@ fn who_may_do_what() {
     let addr = s.addr();
     let q = "{ geoNode { name docRegistries { count } } }";
     let m = "mutation { geoRegistriesBulkUpdate(input: {registryClass: DOC_REGISTRY, action: REVERIFY_ALL}) { errors } }";
-    // No credential: 401. A bad token: 401. A site key: 403.
-    assert_eq!(post(&addr, &[], q, json!({})).0, 401);
-    assert_eq!(
-        post(
-            &addr,
-            &[("Authorization", "Bearer geoadm_nope")],
-            q,
-            json!({})
-        )
-        .0,
-        401
+    // No credential, a bad token, another scheme, an ended session: 401, one body for all
+    // (no oracle). A site key: 403.
+    let refused: Vec<(u16, Value)> = [
+        vec![],
+        vec![("Authorization", "Bearer geoadm_nope")],
+        vec![("Authorization", "Basic Zm9vOmJhcg==")],
+        vec![("Cookie", "geo_session=0123456789abcdef")],
+    ]
+    .iter()
+    .map(|headers| post(&addr, headers, q, json!({})))
+    .collect();
+    assert_eq!(refused[0].0, 401, "{:?}", refused[0]);
+    assert!(
+        refused.iter().all(|r| r == &refused[0]),
+        "the 401s differ: {refused:#?}"
     );
     let site = s.site_creds.authorization(
         &geo_node::auth::RequestData::get("/api/graphql"),

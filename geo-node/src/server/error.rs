@@ -12,6 +12,11 @@ use crate::api::{ErrorBody, geo_code};
 /// learns nothing from it (the reason is counted and logged on the server).
 pub const UNAUTHORIZED_MESSAGE: &str = "the request's GL-Geo token was refused";
 
+/// The one message of every refused operator's request (see [`ApiError::admin_unauthorized`]).
+pub const ADMIN_UNAUTHORIZED_MESSAGE: &str = "an admin token is needed: send `Authorization: Bearer \
+     <admin token>`, or sign in on the admin page (a missing, unknown or ended token or session \
+     is refused alike)";
+
 /// An error answer: a status and a JSON [`ErrorBody`] (`{"geo_code": …, "message": …}`).
 #[derive(Debug)]
 pub struct ApiError {
@@ -85,9 +90,15 @@ impl ApiError {
         e
     }
 
-    /// `401 UNAUTHORIZED` for an operator's request: no admin token or session, or a refused one.
-    pub(crate) fn admin_unauthorized(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::UNAUTHORIZED, geo_code::UNAUTHORIZED, message)
+    /// `401 UNAUTHORIZED` for an operator's request, one body for every reason (no token or
+    /// session, a malformed header, an unknown token, an ended session): the answer says what
+    /// to send, not which check failed.
+    pub(crate) fn admin_unauthorized() -> Self {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            geo_code::UNAUTHORIZED,
+            ADMIN_UNAUTHORIZED_MESSAGE,
+        )
     }
 
     /// `403 FORBIDDEN`: authenticated, but not allowed (a read-only token writing, a site key on

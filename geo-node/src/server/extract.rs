@@ -204,6 +204,11 @@ impl FromRequestParts<Arc<NodeState>> for AdminCaller {
 }
 
 fn admin_caller(parts: &Parts, state: &NodeState) -> Result<AdminCaller, ApiError> {
+    // The answer is the same for every reason; the log says which.
+    let refuse = |reason: &'static str| {
+        tracing::debug!(reason, "refused an operator's request");
+        ApiError::admin_unauthorized()
+    };
     if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
         let value = value.to_str().unwrap_or("");
         if value.starts_with(crate::auth::SCHEME) {
@@ -211,24 +216,23 @@ fn admin_caller(parts: &Parts, state: &NodeState) -> Result<AdminCaller, ApiErro
                 "site keys cannot use the operator's API: use an admin token",
             ));
         }
-        let token = value.strip_prefix("Bearer ").ok_or_else(|| {
-            ApiError::admin_unauthorized("expected `Authorization: Bearer <admin token>`")
-        })?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .ok_or_else(|| refuse("not a Bearer token"))?;
         let scope = state
             .admin_tokens()
             .verify(token.trim())
-            .ok_or_else(|| ApiError::admin_unauthorized("unknown admin token"))?;
+            .ok_or_else(|| refuse("unknown admin token"))?;
         return Ok(AdminCaller {
             scope,
             session: None,
         });
     }
-    let id = session_cookie(parts)
-        .ok_or_else(|| ApiError::admin_unauthorized("sign in with an admin token"))?;
+    let id = session_cookie(parts).ok_or_else(|| refuse("no token and no session"))?;
     let session = state
         .sessions()
         .get(id)
-        .ok_or_else(|| ApiError::admin_unauthorized("the session has ended: sign in again"))?;
+        .ok_or_else(|| refuse("the session has ended"))?;
     let safe = matches!(parts.method, Method::GET | Method::HEAD);
     if !safe {
         let sent = parts
