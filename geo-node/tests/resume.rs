@@ -833,6 +833,23 @@ fn direct_secondary(
     ManualClock,
     Arc<CutDirect>,
 ) {
+    let config = SecondaryConfig::default().idle_sleep(Duration::from_millis(10));
+    direct_secondary_with(dir, primary, cuts, gate, config)
+}
+
+/// [`direct_secondary`] with `config`.
+fn direct_secondary_with(
+    dir: &Path,
+    primary: &Primary,
+    cuts: Vec<u64>,
+    gate: Option<mpsc::Receiver<bool>>,
+    config: SecondaryConfig,
+) -> (
+    Arc<Secondary>,
+    Arc<LocalBlobStore>,
+    ManualClock,
+    Arc<CutDirect>,
+) {
     let tracking = geo_node::cli::open_secondary_db(
         &dir.join("tracking-direct.sqlite3").display().to_string(),
         4,
@@ -847,7 +864,6 @@ fn direct_secondary(
         opened_at: Arc::new(Mutex::new(Vec::new())),
     });
     let (env, clock) = Env::manual(Utc::now(), 0);
-    let config = SecondaryConfig::default().idle_sleep(Duration::from_millis(10));
     let sec = Arc::new(Secondary::new(
         tracking,
         source.clone(),
@@ -935,4 +951,53 @@ fn only_a_download_without_progress_times_out() {
     assert_eq!(counts(&sec).0, Some(0));
     assert!(!store.root().join(&doc.path).exists());
     let _ = (ReplicationState::Failed, VerificationState::Pending);
+}
+
+/// A row a pass claimed, waiting behind a long download that keeps receiving bytes, is not
+/// timed out: it is judged by its pass's progress, not by its claim time. When the pass goes
+/// silent, the queued row fails with the download.
+#[test]
+fn a_row_queued_behind_a_progressing_download_is_not_timed_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    let primary = Primary::direct(tmp.path());
+    for i in 0..2 {
+        create_doc(
+            &primary.db,
+            primary.store.as_ref(),
+            &format!("q/{i}.bin"),
+            &data(i, 2 * MIB as usize),
+        );
+    }
+    primary.verify_all();
+    let (permit, gate) = mpsc::channel();
+    let config = SecondaryConfig::default()
+        .idle_sleep(Duration::from_millis(10))
+        .sync_capacity(1);
+    let (sec, _store, clock, source) =
+        direct_secondary_with(tmp.path(), &primary, vec![], Some(gate), config);
+    sec.cursor_pass().unwrap();
+    let syncing = {
+        let sec = sec.clone();
+        std::thread::spawn(move || sec.sync_pass().unwrap())
+    };
+    let step = |minutes: i64| {
+        let before = source.yielded.load(Ordering::SeqCst);
+        permit.send(true).unwrap();
+        wait_for("a read", Duration::from_secs(10), || {
+            source.yielded.load(Ordering::SeqCst) > before
+        });
+        clock.advance(TimeDelta::minutes(minutes));
+    };
+    // One download at a time: the first receives bytes every 4 minutes for 20 minutes while
+    // the second waits, claimed 20 minutes ago.
+    for _ in 0..5 {
+        step(4);
+        assert_eq!(sec.timeouts_pass().unwrap(), 0, "a queued row timed out");
+    }
+    // Then silence for 6 minutes: the download and the row queued behind it fail.
+    clock.advance(TimeDelta::minutes(6));
+    assert_eq!(sec.timeouts_pass().unwrap(), 2);
+    drop(permit);
+    syncing.join().unwrap();
+    assert_eq!(counts(&sec).0, Some(0));
 }

@@ -178,7 +178,9 @@ impl From<BlobError> for Fetch {
 
 /// The downloads in flight in this process, each with the time (milliseconds since the epoch,
 /// on the secondary's clock) it last received bytes: what the no-progress timeout reads
-/// ([`Secondary::timeouts_pass`]).
+/// ([`Secondary::timeouts_pass`]). The rows a sync pass claimed and has not started yet are
+/// here too ([`InFlight::queue`]), with one mark for the pass: when any of its downloads last
+/// received bytes. A row queued behind long downloads is not stalled while they progress.
 #[derive(Debug, Default)]
 pub(super) struct InFlight(Mutex<HashMap<(&'static str, i64), Arc<AtomicI64>>>);
 
@@ -188,6 +190,27 @@ pub(super) struct InFlightEntry<'a> {
     key: (&'static str, i64),
     /// When it last received bytes.
     pub(super) mark: Arc<AtomicI64>,
+    /// The mark of the pass that queued it, if one did.
+    pub(super) pass: Option<Arc<AtomicI64>>,
+}
+
+/// The rows of one sync pass registered in [`InFlight`] as queued; dropping it removes those
+/// not started.
+pub(super) struct Queued<'a> {
+    of: &'a InFlight,
+    keys: Vec<(&'static str, i64)>,
+    mark: Arc<AtomicI64>,
+}
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        let mut map = self.of.lock();
+        for key in &self.keys {
+            if map.get(key).is_some_and(|m| Arc::ptr_eq(m, &self.mark)) {
+                map.remove(key);
+            }
+        }
+    }
 }
 
 impl Drop for InFlightEntry<'_> {
@@ -215,10 +238,37 @@ impl InFlight {
         now: DateTime<Utc>,
     ) -> InFlightEntry<'_> {
         let mark = Arc::new(AtomicI64::new(now.timestamp_millis()));
-        self.lock().insert((name, id), Arc::clone(&mark));
+        // Queued by a pass: the entry held the pass's mark, which this download moves too.
+        let pass = self.lock().insert((name, id), Arc::clone(&mark));
         InFlightEntry {
             of: self,
             key: (name, id),
+            mark,
+            pass,
+        }
+    }
+
+    /// Registers the rows a sync pass claimed at `now` as queued, under one mark that every
+    /// download of the pass moves when it receives bytes.
+    pub(super) fn queue(
+        &self,
+        rows: &[(&'static ReplicableDescriptor, i64)],
+        now: DateTime<Utc>,
+    ) -> Queued<'_> {
+        let mark = Arc::new(AtomicI64::new(now.timestamp_millis()));
+        let mut map = self.lock();
+        let mut keys = Vec::with_capacity(rows.len());
+        for (d, id) in rows {
+            let key = (d.name, *id);
+            map.entry(key).or_insert_with(|| {
+                keys.push(key);
+                Arc::clone(&mark)
+            });
+        }
+        drop(map);
+        Queued {
+            of: self,
+            keys,
             mark,
         }
     }
@@ -236,6 +286,8 @@ impl InFlight {
 #[derive(Clone, Copy)]
 pub(super) struct Tracker<'a> {
     pub(super) mark: &'a AtomicI64,
+    /// The mark of the pass that queued the download, moved with `mark`.
+    pub(super) pass: Option<&'a AtomicI64>,
     pub(super) clock: &'a dyn Clock,
     pub(super) received: &'a std::cell::Cell<u64>,
 }
@@ -261,8 +313,11 @@ impl Read for ProgressReader<'_, '_> {
         let n = self.inner.read(buf)?;
         if n > 0 {
             let t = self.tracker;
-            t.mark
-                .store(t.clock.now().timestamp_millis(), Ordering::Relaxed);
+            let now = t.clock.now().timestamp_millis();
+            t.mark.store(now, Ordering::Relaxed);
+            if let Some(pass) = t.pass {
+                pass.store(now, Ordering::Relaxed);
+            }
             t.received.set(t.received.get() + n as u64);
         }
         Ok(n)

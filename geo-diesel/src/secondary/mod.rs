@@ -52,7 +52,10 @@ pub struct SecondaryConfig {
     /// Downloads in flight at once, across all types, whether the sync was triggered by an event
     /// or by the backfill (GitLab `files_max_capacity`: 10).
     pub sync_capacity: usize,
-    /// Rows claimed per scheduler pass (at least `sync_capacity`).
+    /// Rows claimed per scheduler pass (at least `sync_capacity`). The default, 1000, is one
+    /// `retrieve_batch` request per type per pass: per-pass costs (the claim, the primary's
+    /// identity, the batch lookups) weigh little on small files. Rows waiting behind the pass's
+    /// downloads are timed out by the pass's progress, not by their claim time.
     pub sync_batch: usize,
     /// Rows verified per verification pass.
     pub verification_batch: usize,
@@ -130,7 +133,7 @@ impl Default for SecondaryConfig {
     fn default() -> Self {
         SecondaryConfig {
             sync_capacity: 10,
-            sync_batch: 200,
+            sync_batch: 1000,
             verification_batch: 100,
             verification_threads: 2,
             backfill_batch: 10_000,

@@ -163,6 +163,7 @@ impl Secondary {
         let progress = self.in_flight.start(d.name, id, self.now());
         let tracker = Tracker {
             mark: &progress.mark,
+            pass: progress.pass.as_deref(),
             clock: &*self.env.clock,
             received: written,
         };
@@ -290,6 +291,9 @@ impl Secondary {
                 }
             }
         }
+        // Until its download starts, a claimed row waits in the pass's queue; the no-progress
+        // timeout judges it by the pass's progress.
+        let _queued = self.in_flight.queue(&claimed, self.now());
         let download = |&(d, id): &(&'static ReplicableDescriptor, i64)| {
             let known = paths
                 .get(d.name)

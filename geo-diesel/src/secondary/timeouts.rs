@@ -3,7 +3,9 @@
 //!
 //! A sync has no total time limit (a large blob over a slow link may take a day); it fails when
 //! it received no bytes for [`SecondaryConfig::sync_timeout`](super::SecondaryConfig::sync_timeout)
-//! (the no-progress timeout, 5 min by default). A process knows the progress of its own
+//! (the no-progress timeout, 5 min by default); a row its pass claimed and has not started
+//! yet, queued behind the pass's other downloads, by the last bytes any of them received. A
+//! process knows the progress of its own
 //! downloads only: each one judges the rows it claimed (and rows nobody claims), and leaves the
 //! rows of other live processes to them (a process that stops heartbeating loses its claims
 //! after the lease period, see `membership.rs`).
