@@ -296,9 +296,9 @@ impl S3BlobStore {
             Err(e) => Err(e),
         };
         if completed.is_err() {
-            for part in &parts {
-                part.abort();
-            }
+            // Let the parts in flight finish rather than cancel them: a request cancelled
+            // mid-body may still be stored by the server after the abort below, and stay
+            // behind as an orphan part. Finished first, every part goes with the abort.
             for part in parts {
                 let _ = rt.block_on(part);
             }
