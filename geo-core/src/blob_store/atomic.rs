@@ -35,6 +35,11 @@ pub(super) fn write_atomically(
     };
     if let Err(PersistError { file, error }) = tmp.persist(full) {
         discard(file);
+        if std::fs::symlink_metadata(full).is_ok_and(|m| m.is_dir()) {
+            return Err(BlobError::NotAFile {
+                path: path.to_string(),
+            });
+        }
         return Err(BlobError::io(path, "rename", error));
     }
     sync_dir(dir).map_err(|e| BlobError::io(path, "fsync directory", e))?;

@@ -41,37 +41,53 @@ impl LocalBlobStore {
     /// symbolic link on the way is refused too, since creating directories through it could
     /// write outside the root.
     fn resolve(&self, path: &BlobPath, follow_final: bool) -> Result<PathBuf, BlobError> {
+        Ok(self.resolve_seeing_parent(path, follow_final)?.0)
+    }
+
+    /// [`resolve`](Self::resolve), and whether the walk saw the file's directory exist as a
+    /// directory (`false` when it did not look or it is missing), so a write need not ask again.
+    fn resolve_seeing_parent(
+        &self,
+        path: &BlobPath,
+        follow_final: bool,
+    ) -> Result<(PathBuf, bool), BlobError> {
         let full = self.root.join(path.as_path());
-        if self.no_link_below_root(&full, follow_final) {
-            return Ok(full);
+        if let Some(parent_is_dir) = self.no_link_below_root(&full, follow_final) {
+            return Ok((full, parent_is_dir));
         }
-        self.resolve_links(path, full, follow_final)
+        Ok((self.resolve_links(path, full, follow_final)?, false))
     }
 
     /// The common case, cheaply: one `lstat` per component below the (canonical) root, none of
     /// them a symbolic link (up to the first that does not exist: nothing below it does
     /// either). Then the path is under the root as written, and `realpath`, which reads every
     /// component from `/` as a link, is not needed. Anything else (a link, an error) answers
-    /// `false` and goes the careful way.
-    fn no_link_below_root(&self, full: &Path, follow_final: bool) -> bool {
-        let Ok(below) = full.strip_prefix(&self.root) else {
-            return false;
-        };
+    /// `None` and goes the careful way. `Some(parent_is_dir)`: whether the last directory
+    /// component (the root for a top-level file) was seen to be a directory.
+    fn no_link_below_root(&self, full: &Path, follow_final: bool) -> Option<bool> {
+        let below = full.strip_prefix(&self.root).ok()?;
         let mut at = self.root.clone();
         let mut components = below.components().peekable();
+        // The root exists and is a directory (`new` made it and canonicalized it).
+        let mut parent_is_dir = true;
         while let Some(c) = components.next() {
-            if components.peek().is_none() && !follow_final {
-                return true;
+            let last = components.peek().is_none();
+            if last && !follow_final {
+                return Some(parent_is_dir);
             }
             at.push(c);
             match fs::symlink_metadata(&at) {
-                Ok(m) if m.file_type().is_symlink() => return false,
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return true,
-                Err(_) => return false,
+                Ok(m) if m.file_type().is_symlink() => return None,
+                Ok(m) => {
+                    if !last {
+                        parent_is_dir = m.is_dir();
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Some(false),
+                Err(_) => return None,
             }
         }
-        true
+        Some(parent_is_dir)
     }
 
     /// [`resolve`](Self::resolve) when a symbolic link (or an error) is on the way: the nearest
@@ -202,26 +218,22 @@ impl LocalBlobStore {
     }
 
     /// The resolved destination of a write to `path` and its directory, created (durably) when
-    /// missing and checked again once it exists.
+    /// missing and checked again once it exists. A destination that is a directory is refused
+    /// when the rename onto it fails ([`write_atomically`]), not asked for first.
     fn prepare_write(&self, path: &BlobPath) -> Result<(PathBuf, PathBuf), BlobError> {
-        let full = self.resolve(path, false)?;
+        let (full, parent_is_dir) = self.resolve_seeing_parent(path, false)?;
         let dir = full
             .parent()
             .ok_or_else(|| BlobError::Escapes {
                 path: path.to_string(),
             })?
             .to_path_buf();
-        if !dir.is_dir() {
+        if !parent_is_dir && !dir.is_dir() {
             let created = create_dir_all_synced(&dir)
                 .map_err(|e| BlobError::io(path, "create directory", e))?;
             tracing::trace!(path = %path, created = created.len(), "created and fsynced directories");
             // The directories now exist: check again with every link resolved.
             self.resolve(path, false)?;
-        }
-        if fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
-            return Err(BlobError::NotAFile {
-                path: path.to_string(),
-            });
         }
         Ok((full, dir))
     }
@@ -266,7 +278,13 @@ impl BlobStore for LocalBlobStore {
         create: bool,
     ) -> Result<Option<Box<dyn PartialWrite + '_>>, BlobError> {
         let (full, dir) = if create {
-            self.prepare_write(path)?
+            let (full, dir) = self.prepare_write(path)?;
+            if fs::symlink_metadata(&full).is_ok_and(|m| m.is_dir()) {
+                return Err(BlobError::NotAFile {
+                    path: path.to_string(),
+                });
+            }
+            (full, dir)
         } else {
             let full = self.resolve(path, false)?;
             match full.parent() {
