@@ -283,27 +283,22 @@ fn run_sync_bench(
             std::fs::remove_dir_all(&dst).unwrap();
         }
     }
-    let o = median(ours.clone());
-    println!(
-        "  ours (HTTP, synced + verified): median {o:.3}s {:.1} MiB/s {:.0} files/s  runs {ours:.3?}",
-        bytes / 1048576.0 / o,
-        files as f64 / o
-    );
-    if !direct.is_empty() {
-        let d = median(direct.clone());
+    // One line per contestant: the median, its rates and every run.
+    let report = |label: &str, runs: &[f64]| {
+        let m = median(runs.to_vec());
         println!(
-            "  direct mode (no HTTP):          median {d:.3}s {:.1} MiB/s {:.0} files/s",
-            bytes / 1048576.0 / d,
-            files as f64 / d
+            "  {label:<32}median {m:.3}s {:.1} MiB/s {:.0} files/s  runs {runs:.3?}",
+            bytes / 1048576.0 / m,
+            files as f64 / m
         );
+        m
+    };
+    let o = report("ours (HTTP, synced + verified):", &ours);
+    if !direct.is_empty() {
+        report("direct mode (no HTTP):", &direct);
     }
     if !peer.is_empty() {
-        let p = median(peer.clone());
-        println!(
-            "  rsync daemon -a:                median {p:.3}s {:.1} MiB/s {:.0} files/s  runs {peer:.3?}",
-            bytes / 1048576.0 / p,
-            files as f64 / p
-        );
+        let p = report("rsync daemon -a:", &peer);
         println!("  ratio ours/rsync: {:.2}", o / p);
     } else {
         println!("  rsync: missing (apt-get install -y rsync)");

@@ -903,6 +903,29 @@ fn the_direct_source_resumes_by_seeking() {
     assert!(temp_files(store.root()).is_empty());
 }
 
+/// Starts a sync pass on a thread of its own over a gated [`CutDirect`], and returns it with a
+/// `step(minutes)` that lets one read through the gate, waits for it, then moves the clock.
+fn gated_pass<'a>(
+    sec: &Arc<Secondary>,
+    source: &'a CutDirect,
+    permit: &'a mpsc::Sender<bool>,
+    clock: &'a ManualClock,
+) -> (std::thread::JoinHandle<usize>, impl Fn(i64) + 'a) {
+    let syncing = {
+        let sec = sec.clone();
+        std::thread::spawn(move || sec.sync_pass().unwrap())
+    };
+    let step = move |minutes: i64| {
+        let before = source.yielded.load(Ordering::SeqCst);
+        permit.send(true).unwrap();
+        wait_for("a read", Duration::from_secs(10), || {
+            source.yielded.load(Ordering::SeqCst) > before
+        });
+        clock.advance(TimeDelta::minutes(minutes));
+    };
+    (syncing, step)
+}
+
 /// A sync that keeps receiving bytes is never timed out, however long it has been running; one
 /// that receives nothing for the no-progress timeout (5 min by default) fails.
 #[test]
@@ -916,21 +939,10 @@ fn only_a_download_without_progress_times_out() {
     let (sec, store, clock, source) = direct_secondary(tmp.path(), &primary, vec![], Some(gate));
     assert_eq!(sec.config().sync_timeout, TimeDelta::minutes(5));
     sec.cursor_pass().unwrap();
-    let syncing = {
-        let sec = sec.clone();
-        std::thread::spawn(move || sec.sync_pass().unwrap())
-    };
+    let (syncing, step) = gated_pass(&sec, &source, &permit, &clock);
     let started = |sec: &Secondary| {
         let status = sec.status().unwrap();
         status[0].1.synced_count == Some(0) && status[0].1.failed_count == Some(0)
-    };
-    let step = |minutes: i64| {
-        let before = source.yielded.load(Ordering::SeqCst);
-        permit.send(true).unwrap();
-        wait_for("a read", Duration::from_secs(10), || {
-            source.yielded.load(Ordering::SeqCst) > before
-        });
-        clock.advance(TimeDelta::minutes(minutes));
     };
     // Bytes keep coming every 4 minutes for 20 minutes: never timed out.
     for _ in 0..5 {
@@ -946,6 +958,7 @@ fn only_a_download_without_progress_times_out() {
     assert_eq!(status[0].1.failed_count, Some(1));
     // The stalled read ends (the link is dropped); nothing is stored as synced.
     permit.send(false).unwrap();
+    drop(step);
     drop(permit);
     syncing.join().unwrap();
     assert_eq!(counts(&sec).0, Some(0));
@@ -976,18 +989,7 @@ fn a_row_queued_behind_a_progressing_download_is_not_timed_out() {
     let (sec, _store, clock, source) =
         direct_secondary_with(tmp.path(), &primary, vec![], Some(gate), config);
     sec.cursor_pass().unwrap();
-    let syncing = {
-        let sec = sec.clone();
-        std::thread::spawn(move || sec.sync_pass().unwrap())
-    };
-    let step = |minutes: i64| {
-        let before = source.yielded.load(Ordering::SeqCst);
-        permit.send(true).unwrap();
-        wait_for("a read", Duration::from_secs(10), || {
-            source.yielded.load(Ordering::SeqCst) > before
-        });
-        clock.advance(TimeDelta::minutes(minutes));
-    };
+    let (syncing, step) = gated_pass(&sec, &source, &permit, &clock);
     // One download at a time: the first receives bytes every 4 minutes for 20 minutes while
     // the second waits, claimed 20 minutes ago.
     for _ in 0..5 {
@@ -997,6 +999,7 @@ fn a_row_queued_behind_a_progressing_download_is_not_timed_out() {
     // Then silence for 6 minutes: the download and the row queued behind it fail.
     clock.advance(TimeDelta::minutes(6));
     assert_eq!(sec.timeouts_pass().unwrap(), 2);
+    drop(step);
     drop(permit);
     syncing.join().unwrap();
     assert_eq!(counts(&sec).0, Some(0));

@@ -52,10 +52,11 @@ pub struct SecondaryConfig {
     /// Downloads in flight at once, across all types, whether the sync was triggered by an event
     /// or by the backfill (GitLab `files_max_capacity`: 10).
     pub sync_capacity: usize,
-    /// Rows claimed per scheduler pass (at least `sync_capacity`). The default, 1000, is one
-    /// `retrieve_batch` request per type per pass: per-pass costs (the claim, the primary's
-    /// identity, the batch lookups) weigh little on small files. Rows waiting behind the pass's
-    /// downloads are timed out by the pass's progress, not by their claim time.
+    /// Rows claimed per scheduler pass (at least `sync_capacity`). Rows waiting behind the
+    /// pass's downloads are timed out by the pass's progress, not by their claim time. Larger
+    /// batches cost less per small file (1000: B2 over HTTP 0.62 -> 0.50 s) but hold claims
+    /// other processes sharing the tracking database could work on; the default, 200, keeps
+    /// scale-out even.
     pub sync_batch: usize,
     /// Rows verified per verification pass.
     pub verification_batch: usize,
@@ -133,7 +134,7 @@ impl Default for SecondaryConfig {
     fn default() -> Self {
         SecondaryConfig {
             sync_capacity: 10,
-            sync_batch: 1000,
+            sync_batch: 200,
             verification_batch: 100,
             verification_threads: 2,
             backfill_batch: 10_000,
