@@ -25,6 +25,7 @@
 //! [`PrimarySource`]: geo_diesel::geo_core::source::PrimarySource
 //! [`BlobStream::reader`]: geo_diesel::geo_core::source::BlobStream::reader
 
+mod prefetch;
 mod retrieve;
 mod source;
 mod transport;
@@ -40,7 +41,8 @@ use geo_diesel::geo_core::source::SourceError;
 use crate::api::LinkStatus;
 use crate::auth::Credentials;
 
-pub use source::{HttpSource, PREFETCH_LIMIT, PREFETCH_TTL};
+pub use prefetch::{PREFETCH_LIMIT, PREFETCH_TTL};
+pub use source::HttpSource;
 pub use transport::NodeClient;
 
 /// How to reach a primary.

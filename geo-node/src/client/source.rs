@@ -6,11 +6,12 @@ use std::ops::RangeInclusive;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::prefetch::{PREFETCH_TTL, Prefetch, PrefetchEntry, Prefetched};
 use super::transport::MAX_JSON;
 use super::{ClientError, HttpConfig, LinkStats, NodeClient};
 use crate::api;
 use crate::auth::mac::{ChecksumMac, UnauthenticChecksum};
-use bytes::{Buf, Bytes};
+use bytes::Buf;
 use geo_diesel::geo_core::blob_store::BlobPath;
 use geo_diesel::geo_core::checksum::{Checksum, checksum_bytes};
 use geo_diesel::geo_core::event::Event;
@@ -22,90 +23,14 @@ use geo_diesel::geo_core::source::{
 /// How long a blob path learned from a checksums answer is used instead of asking again.
 const PATH_CACHE_TTL: Duration = Duration::from_secs(10);
 
-/// Most bytes of prefetched blobs held in memory (a batch beyond it leaves the rest to
-/// `retrieve`).
-pub const PREFETCH_LIMIT: usize = 32 * 1024 * 1024;
-
-/// How long a prefetched blob waits for the sync pass that asked for it; after that it is
-/// dropped and the blob is fetched again.
-pub const PREFETCH_TTL: Duration = Duration::from_secs(10);
-
 /// Largest `retrieve_batch` answer accepted.
 const MAX_BATCH_ANSWER: usize = MAX_JSON + api::MAX_BATCH_BYTES as usize;
-
-/// What a `retrieve_batch` answer said about one record, kept until its download.
-enum Prefetched {
-    /// The bytes and the checksum they must have.
-    Blob { checksum: Checksum, data: Bytes },
-    /// The file is missing on the primary.
-    Missing,
-    /// The entry's checksum came without a valid MAC: the download fails.
-    Refused {
-        /// The request that brought it.
-        what: String,
-        /// Why the checksum is refused.
-        why: UnauthenticChecksum,
-    },
-}
-
-struct PrefetchEntry {
-    path: String,
-    at: Instant,
-    what: Prefetched,
-}
-
-impl PrefetchEntry {
-    fn bytes(&self) -> usize {
-        match &self.what {
-            Prefetched::Blob { data, .. } => data.len(),
-            Prefetched::Missing | Prefetched::Refused { .. } => 0,
-        }
-    }
-}
-
-/// Small blobs fetched in a batch, keyed by (replicable, id), bounded by [`PREFETCH_LIMIT`].
-#[derive(Default)]
-struct Prefetch {
-    entries: HashMap<(String, i64), PrefetchEntry>,
-    bytes: usize,
-}
-
-impl Prefetch {
-    fn retain(&mut self, mut keep: impl FnMut(&(String, i64), &PrefetchEntry) -> bool) {
-        let mut freed = 0;
-        self.entries.retain(|k, e| {
-            let kept = keep(k, e);
-            if !kept {
-                freed += e.bytes();
-            }
-            kept
-        });
-        self.bytes -= freed;
-    }
-
-    fn insert(&mut self, name: &str, id: i64, entry: PrefetchEntry) {
-        if self.bytes + entry.bytes() > PREFETCH_LIMIT {
-            return;
-        }
-        self.bytes += entry.bytes();
-        if let Some(old) = self.entries.insert((name.to_owned(), id), entry) {
-            self.bytes -= old.bytes();
-        }
-    }
-
-    /// Takes the entry of (name, id) when it is fresh and, if `path` is given, for that path.
-    fn take(&mut self, name: &str, id: i64, path: Option<&str>) -> Option<PrefetchEntry> {
-        let e = self.entries.remove(&(name.to_owned(), id))?;
-        self.bytes -= e.bytes();
-        (e.at.elapsed() < PREFETCH_TTL && path.is_none_or(|p| p == e.path)).then_some(e)
-    }
-}
 
 /// A [`PrimarySource`] over the primary's HTTP API.
 ///
 /// [`blob_paths`](PrimarySource::blob_paths) (one call per type per sync pass) asks
 /// `retrieve_batch` once per [`api::MAX_IDS`] ids: the answer carries the paths and the bytes
-/// of the small blobs, which wait in memory (at most [`PREFETCH_LIMIT`] bytes, at most
+/// of the small blobs, which wait in memory (at most [`PREFETCH_LIMIT`](super::PREFETCH_LIMIT) bytes, at most
 /// [`PREFETCH_TTL`]) for [`open_blob_at`](PrimarySource::open_blob_at) to hand them out once,
 /// with their checksum so the blob store still verifies before renaming. A new `blob_paths`
 /// call for a type drops what an earlier pass left of it. Anything else is fetched with
