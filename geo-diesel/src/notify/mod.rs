@@ -46,11 +46,15 @@
 //! new pending row is picked up at once.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::db::DbPool;
+
+mod signal;
+use signal::lock;
+pub use signal::{Signal, events_committed, events_signal, registry_changed, registry_signal};
 
 /// The PostgreSQL channel the `geo_events` trigger notifies.
 pub const CHANNEL: &str = "geo_events";
@@ -65,108 +69,6 @@ pub const LINGER: Duration = Duration::from_secs(10);
 /// How long a waiting feed trusts the signal before it reads again anyway: a safety net, never
 /// the way changes are normally seen.
 pub const RECHECK: Duration = Duration::from_secs(5);
-
-/// A change counter that blocking threads and async tasks can wait on.
-#[derive(Debug)]
-pub struct Signal {
-    generation: Mutex<u64>,
-    changed: Condvar,
-    notify: tokio::sync::Notify,
-}
-
-impl Default for Signal {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-impl Signal {
-    /// A signal at generation 0.
-    pub const fn new() -> Self {
-        Signal {
-            generation: Mutex::new(0),
-            changed: Condvar::new(),
-            notify: tokio::sync::Notify::const_new(),
-        }
-    }
-
-    /// The current generation: read it before looking for work, then wait for it to change.
-    pub fn generation(&self) -> u64 {
-        *lock(&self.generation)
-    }
-
-    /// Bumps the generation and wakes every waiter.
-    pub fn notify(&self) {
-        *lock(&self.generation) += 1;
-        self.changed.notify_all();
-        self.notify.notify_waiters();
-    }
-
-    /// Blocks until the generation differs from `seen` or `deadline` passes; returns whether
-    /// it changed.
-    pub fn wait_until(&self, seen: u64, deadline: Instant) -> bool {
-        let mut g = lock(&self.generation);
-        loop {
-            if *g != seen {
-                return true;
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return false;
-            }
-            g = self
-                .changed
-                .wait_timeout(g, deadline - now)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
-    }
-
-    /// Resolves once the generation differs from `seen` (wrap it in a timeout).
-    pub async fn changed(&self, seen: u64) {
-        loop {
-            let notified = self.notify.notified();
-            let mut notified = std::pin::pin!(notified);
-            // Registered before the check, so a bump between the check and the await is seen.
-            notified.as_mut().enable();
-            if self.generation() != seen {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
-
-static EVENTS: Signal = Signal::new();
-static REGISTRY: Signal = Signal::new();
-
-/// The process-wide "events changed" signal (see the module docs).
-pub fn events_signal() -> &'static Signal {
-    &EVENTS
-}
-
-/// Says that events were committed to a primary database in this process: wakes every waiting
-/// feed at once. Call it only after the commit (a waiter woken earlier reads nothing and waits
-/// for the database's own signal).
-pub fn events_committed() {
-    EVENTS.notify();
-}
-
-/// The process-wide "registry work" signal (see the module docs).
-pub fn registry_signal() -> &'static Signal {
-    &REGISTRY
-}
-
-/// Says that registry rows may have become due (pending rows created, claims released, an
-/// operator's resync): wakes the sync and verification workers of every secondary in this
-/// process.
-pub fn registry_changed() {
-    REGISTRY.notify();
-}
 
 /// Watches one primary database for committed events while someone waits (see the module
 /// docs). Cheap to clone; the watching thread ends when the last clone is dropped.
@@ -252,7 +154,7 @@ impl EventWatch {
         }
         Listening {
             shared: Arc::clone(shared),
-            seen: EVENTS.generation(),
+            seen: events_signal().generation(),
         }
     }
 
@@ -279,19 +181,19 @@ impl std::fmt::Debug for Listening {
 impl Listening {
     /// Remembers the signal's current generation: call it right before each read of the feed.
     pub fn rearm(&mut self) {
-        self.seen = EVENTS.generation();
+        self.seen = events_signal().generation();
     }
 
     /// Blocks until something changed since the last [`rearm`](Listening::rearm) (or
     /// [`EventWatch::listen`]) or `deadline` passes; returns whether it changed.
     pub fn wait_until(&self, deadline: Instant) -> bool {
-        EVENTS.wait_until(self.seen, deadline)
+        events_signal().wait_until(self.seen, deadline)
     }
 
     /// Resolves once something changed since the last [`rearm`](Listening::rearm) (wrap it in
     /// a timeout). Holds no thread while pending.
     pub async fn changed(&self) {
-        EVENTS.changed(self.seen).await
+        events_signal().changed(self.seen).await
     }
 }
 
@@ -465,7 +367,7 @@ fn watch_thread(shared: &Shared) {
                     failures = 0;
                     watcher = Some(w);
                     // Anything committed before the watch looked is read by the next query.
-                    EVENTS.notify();
+                    events_committed();
                     POLL_INTERVAL
                 }
                 Err(WatchError::NoFile) => {
@@ -483,7 +385,7 @@ fn watch_thread(shared: &Shared) {
             Some(w) => match w.check() {
                 Ok(changed) => {
                     if changed {
-                        EVENTS.notify();
+                        events_committed();
                     }
                     POLL_INTERVAL
                 }
