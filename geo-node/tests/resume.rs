@@ -685,9 +685,22 @@ fn a_secondary_killed_mid_transfer_resumes_after_a_restart() {
     assert!(partials[0].contains(TEMP_PREFIX));
 
     let mut second = start_secondary_process(&args, &secret);
-    wait_for("the resumed download", Duration::from_secs(60), || {
-        local.metadata().is_ok_and(|m| m.len() == size)
-    });
+    let tracking = geo_node::cli::open_secondary_db(
+        &tmp.path().join("tracking.sqlite3").display().to_string(),
+        2,
+    )
+    .unwrap();
+    let synced_and_verified = || {
+        let status = geo_diesel::secondary::secondary_status(&mut tracking.get().unwrap()).unwrap();
+        let s = &status[0].1;
+        (s.synced_count, s.verified_count)
+    };
+    // The file is renamed into place a moment before its row records it: wait for the row.
+    wait_for(
+        "the resumed download recorded",
+        Duration::from_secs(60),
+        || synced_and_verified() == (Some(1), Some(1)),
+    );
     second.kill().unwrap();
     second.wait().unwrap();
     let moved = proxy.moved();
@@ -700,14 +713,7 @@ fn a_secondary_killed_mid_transfer_resumes_after_a_restart() {
         "{moved} bytes moved for a {size}-byte blob"
     );
     assert_eq!(checksum_file(&local).unwrap(), (sum, size));
-    let tracking = geo_node::cli::open_secondary_db(
-        &tmp.path().join("tracking.sqlite3").display().to_string(),
-        2,
-    )
-    .unwrap();
-    let status = geo_diesel::secondary::secondary_status(&mut tracking.get().unwrap()).unwrap();
-    let s = &status[0].1;
-    assert_eq!((s.synced_count, s.verified_count), (Some(1), Some(1)));
+    assert_eq!(synced_and_verified(), (Some(1), Some(1)));
 }
 
 // ---------------------------------------------------------------------------------------------
