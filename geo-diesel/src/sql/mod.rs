@@ -122,23 +122,12 @@ enum Piece {
 #[derive(Debug, Clone, Default)]
 pub struct Sql {
     pieces: Vec<Piece>,
-    /// Whether the connection may keep the statement prepared ([`Sql::cacheable`]).
-    cache: bool,
 }
 
 impl Sql {
     /// An empty statement.
     pub fn new() -> Self {
         Sql::default()
-    }
-
-    /// Lets the connection keep this statement prepared, keyed by its text, instead of
-    /// preparing it at every run. Only for statements whose text comes from a small, bounded
-    /// set (a fixed shape and a chunk size from a few fixed sizes, every value bound): Diesel's
-    /// statement cache keeps every distinct text it is given for the life of the connection.
-    pub fn cacheable(&mut self) -> &mut Self {
-        self.cache = true;
-        self
     }
 
     /// Appends SQL text (only `'static` text written in this crate).
@@ -333,9 +322,7 @@ where
     crate::json::JsonValue: ToSql<crate::json::GeoJson, DB>,
 {
     fn walk_ast<'b>(&'b self, mut out: AstPass<'_, 'b, DB>) -> QueryResult<()> {
-        if !self.0.cache {
-            out.unsafe_to_cache_prepared();
-        }
+        out.unsafe_to_cache_prepared();
         for piece in &self.0.pieces {
             match piece {
                 Piece::Sql(s) => out.push_sql(s),

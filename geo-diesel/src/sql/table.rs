@@ -352,10 +352,6 @@ impl Table {
 
     /// Applies `change` to many rows with per-row values ([`Value::PerRow`]): one
     /// `UPDATE … FROM (VALUES …)` per [`BATCH_CHUNK`] rows. Returns the keys changed.
-    ///
-    /// The statement is kept prepared ([`Sql::cacheable`]): its `VALUES` list is padded to a
-    /// power of two rows by repeating the last row (a target row joined twice to the same values
-    /// is updated, and returned, once), so a change has at most nine texts (1 to 256 rows).
     pub fn apply_batch(
         &self,
         conn: &mut impl AsDbConn,
@@ -365,11 +361,6 @@ impl Table {
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(BATCH_CHUNK) {
             let width = chunk.first().map_or(0, |(_, v)| v.len());
-            let padded = chunk.len().next_power_of_two();
-            let last = chunk.last().expect("chunks are never empty");
-            let chunk = chunk
-                .iter()
-                .chain(std::iter::repeat_n(last, padded - chunk.len()));
             let mut sql = Sql::new();
             sql.push("UPDATE ").ident(self.name);
             self.set(&mut sql, change);
@@ -381,7 +372,7 @@ impl Table {
                     .push(name);
             }
             sql.push(" FROM (VALUES ");
-            for (i, (id, values)) in chunk.enumerate() {
+            for (i, (id, values)) in chunk.iter().enumerate() {
                 sql.push(if i > 0 { ", (" } else { "(" }).bind_i64(*id);
                 for v in values {
                     sql.push(", ").bind(v.clone());
@@ -393,7 +384,7 @@ impl Table {
                 .push(" = v.id");
             self.guard(&mut sql, change);
             self.returning(&mut sql, change);
-            let done: Vec<IdRow> = sql.cacheable().load(conn)?;
+            let done: Vec<IdRow> = sql.load(conn)?;
             out.extend(done.into_iter().map(|r| r.id));
         }
         Ok(out)
