@@ -332,6 +332,10 @@ fn blobs_get_the_mode_of_any_new_file() {
     fs::write(&plain, b"x").unwrap();
     let mode = |path: &Path| fs::metadata(path).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&store.root().join("m/blob")), mode(&plain));
+    // Into a directory that exists (the write that opens it and works inside it): the same.
+    store.write(&p("m/again"), &mut &b"x"[..], None).unwrap();
+    assert_eq!(mode(&store.root().join("m/again")), mode(&plain));
+    assert!(temp_files(store.root()).is_empty());
 }
 
 #[cfg(unix)]

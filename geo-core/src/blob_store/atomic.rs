@@ -13,7 +13,7 @@ use super::{BlobError, BlobPath, TEMP_PREFIX, Written};
 use crate::checksum::{self, Checksum, ChecksumWriter};
 
 /// Random characters after [`TEMP_PREFIX`] in a temporary file's name.
-const TEMP_RANDOM_CHARS: usize = 16;
+pub(super) const TEMP_RANDOM_CHARS: usize = 16;
 
 /// Stores everything `reader` yields at `full` (the resolved path of `path`, in the existing
 /// directory `dir`), atomically: on success the whole new content is at `full`, on any error the
@@ -26,7 +26,7 @@ pub(super) fn write_atomically(
     expected: Option<&Checksum>,
 ) -> Result<Written, BlobError> {
     let tmp = temp_file_in(dir).map_err(|e| BlobError::io(path, "create temporary file", e))?;
-    let written = match fill(&tmp, path, reader, expected) {
+    let written = match fill(tmp.as_file(), path, reader, expected) {
         Ok(written) => written,
         Err(e) => {
             discard(tmp);
@@ -63,13 +63,13 @@ fn temp_file_in(dir: &Path) -> io::Result<NamedTempFile> {
 
 /// Streams `reader` into `tmp` while hashing, fsyncs it, and compares the checksum with
 /// `expected`.
-fn fill(
-    tmp: &NamedTempFile,
+pub(super) fn fill(
+    tmp: &std::fs::File,
     path: &BlobPath,
     reader: &mut dyn Read,
     expected: Option<&Checksum>,
 ) -> Result<Written, BlobError> {
-    let mut writer = ChecksumWriter::new(tmp.as_file());
+    let mut writer = ChecksumWriter::new(tmp);
     checksum::with_buffer(|buf| {
         loop {
             let n = match reader.read(buf) {

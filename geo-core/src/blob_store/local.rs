@@ -18,6 +18,9 @@ use crate::checksum::{Checksum, checksum_file};
 #[derive(Debug, Clone)]
 pub struct LocalBlobStore {
     root: PathBuf,
+    /// The root held open for the `openat2` fast path (`None` where it is not available).
+    #[cfg(target_os = "linux")]
+    beneath: Option<std::sync::Arc<super::beneath::Root>>,
 }
 
 impl LocalBlobStore {
@@ -26,8 +29,11 @@ impl LocalBlobStore {
     pub fn new(root: impl AsRef<Path>) -> io::Result<Self> {
         let root = root.as_ref();
         fs::create_dir_all(root)?;
+        let root = fs::canonicalize(root)?;
         Ok(LocalBlobStore {
-            root: fs::canonicalize(root)?,
+            #[cfg(target_os = "linux")]
+            beneath: super::beneath::Root::open(&root).map(std::sync::Arc::new),
+            root,
         })
     }
 
@@ -204,8 +210,20 @@ impl LocalBlobStore {
 impl LocalBlobStore {
     /// The regular file at `path`, opened, and its size.
     fn open_file(&self, path: &BlobPath) -> Result<(File, u64), BlobError> {
-        let full = self.resolve(path, true)?;
-        let file = File::open(&full).map_err(|e| BlobError::io(path, "open", e))?;
+        #[cfg(target_os = "linux")]
+        let fast = self
+            .beneath
+            .as_ref()
+            .and_then(|r| r.open_file(path.as_path()));
+        #[cfg(not(target_os = "linux"))]
+        let fast = None;
+        let file = match fast {
+            Some(file) => file,
+            None => {
+                let full = self.resolve(path, true)?;
+                File::open(&full).map_err(|e| BlobError::io(path, "open", e))?
+            }
+        };
         let meta = file
             .metadata()
             .map_err(|e| BlobError::io(path, "metadata", e))?;
@@ -254,6 +272,13 @@ impl BlobStore for LocalBlobStore {
         reader: &mut dyn Read,
         expected: Option<&Checksum>,
     ) -> Result<Written, BlobError> {
+        #[cfg(target_os = "linux")]
+        if let Some(beneath) = &self.beneath
+            && let Some(name) = path.as_path().file_name()
+            && let Some(dir) = beneath.open_dir(path.as_path().parent().unwrap_or(Path::new("")))
+        {
+            return super::beneath::write_in_dir(&dir, name, path, reader, expected);
+        }
         let (full, dir) = self.prepare_write(path)?;
         write_atomically(&dir, &full, path, reader, expected)
     }

@@ -15,6 +15,8 @@ use std::path::PathBuf;
 use crate::checksum::Checksum;
 
 mod atomic;
+#[cfg(target_os = "linux")]
+mod beneath;
 mod local;
 mod path;
 mod resume;
