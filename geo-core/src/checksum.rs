@@ -313,25 +313,28 @@ pub fn checksum_reader(mut reader: impl Read) -> io::Result<(Checksum, u64)> {
     Ok((hasher.finalize().into(), total))
 }
 
-thread_local! {
-    static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
-}
+/// Read buffers [`with_buffer`] hands out, kept for the next call (at most [`POOLED_BUFFERS`]).
+static BUFFERS: std::sync::Mutex<Vec<Box<[u8]>>> = std::sync::Mutex::new(Vec::new());
 
-/// Runs `f` with this thread's reusable [`READ_BUFFER`]-byte buffer: allocated once per
-/// thread, not once per file (zeroing 1 MiB per small file dominated small-file syncs), and
-/// with `calloc` (fresh pages the kernel zeroes when first touched), so a thread that only
-/// ever reads small files never writes the rest of it: download threads live for one batch.
-/// A nested call (not expected) gets a fresh buffer.
+/// Most buffers [`with_buffer`] keeps between calls: enough for every download and hashing
+/// thread of a busy secondary (`sync_capacity` 10, a few verification threads).
+pub const POOLED_BUFFERS: usize = 16;
+
+/// Runs `f` with a [`READ_BUFFER`]-byte buffer from a process-wide pool: allocated (and
+/// zeroed) once, not once per file or per thread. Download threads live for one sync pass,
+/// and zeroing a fresh 1 MiB for each of them dominated small-file syncs. Concurrent and
+/// nested calls each get a buffer of their own.
 pub fn with_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    BUFFER.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut buf) => {
-            if buf.len() < READ_BUFFER {
-                *buf = vec![0u8; READ_BUFFER];
-            }
-            f(&mut buf[..READ_BUFFER])
-        }
-        Err(_) => f(&mut vec![0u8; READ_BUFFER]),
-    })
+    let pool = || BUFFERS.lock().unwrap_or_else(|p| p.into_inner());
+    let mut buf = pool()
+        .pop()
+        .unwrap_or_else(|| vec![0u8; READ_BUFFER].into_boxed_slice());
+    let r = f(&mut buf);
+    let mut kept = pool();
+    if kept.len() < POOLED_BUFFERS {
+        kept.push(buf);
+    }
+    r
 }
 
 /// Hashes a file. Files of [`PARALLEL_THRESHOLD`] bytes or more are memory-mapped and hashed on
