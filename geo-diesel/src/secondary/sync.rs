@@ -275,6 +275,9 @@ impl Secondary {
             paths.insert(d.name, found.ok());
         }
         for (d, ids) in by_type.values() {
+            if !d.verifies() {
+                continue;
+            }
             // A blob the lookup brought along carries the checksum it must have (MAC'd):
             // only the others need the primary's.
             let ids: Vec<i64> = ids
@@ -282,7 +285,7 @@ impl Secondary {
                 .copied()
                 .filter(|&id| self.source.held_size(d.name, id).is_none())
                 .collect();
-            if !d.verifies() || ids.is_empty() {
+            if ids.is_empty() {
                 continue;
             }
             match self.source.primary_checksums(d.name, &ids) {
