@@ -78,12 +78,8 @@ impl PrimaryService {
         };
         let budget = AtomicU64::new(api::MAX_BATCH_BYTES);
         let entries = geo_diesel::parallel::parallel_map(ids, BATCH_READ_THREADS, |&id| {
-            let checksum_of = |data: &[u8]| {
-                sums.get(&id)
-                    .and_then(|c| c.verified_checksum().copied())
-                    .unwrap_or_else(|| checksum_bytes(data))
-            };
-            self.batch_entry(name, id, paths.get(&id), &budget, &checksum_of, mac)
+            let verified = sums.get(&id).and_then(|c| c.verified_checksum().copied());
+            self.batch_entry(name, id, paths.get(&id), &budget, verified, mac)
         });
         let mut enc = Encoder::new();
         let (mut blobs, mut bytes) = (0usize, 0u64);
@@ -99,14 +95,15 @@ impl PrimaryService {
     }
 
     /// The entry of one record: its bytes when they fit what is left of `budget` (taken from
-    /// it), else what `retrieve` should be asked.
+    /// it), with the primary's `verified` checksum (the blake3 of the bytes without one), else
+    /// what `retrieve` should be asked.
     fn batch_entry(
         &self,
         name: &'static str,
         id: i64,
         path: Option<&String>,
         budget: &AtomicU64,
-        checksum_of: &dyn Fn(&[u8]) -> Checksum,
+        verified: Option<Checksum>,
         mac: &(dyn Fn(i64, &Checksum) -> Result<ChecksumMac, ApiError> + Sync),
     ) -> Result<BatchEntry, ApiError> {
         let Some(path) = path else {
@@ -143,7 +140,7 @@ impl PrimaryService {
                                     })
                                     .is_ok() =>
                         {
-                            let checksum = checksum_of(&data);
+                            let checksum = verified.unwrap_or_else(|| checksum_bytes(&data));
                             BatchEntry::Blob {
                                 id,
                                 path: path.clone(),
