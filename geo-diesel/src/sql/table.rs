@@ -338,16 +338,20 @@ impl Table {
         claims: &[Claim],
         limit: i64,
     ) -> QueryResult<Vec<i64>> {
-        let mut out: Vec<i64> = Vec::new();
-        for claim in claims {
-            let remaining = limit - out.len() as i64;
-            if remaining <= 0 {
-                break;
+        // One write transaction for all the claim's statements (on SQLite it also queues at
+        // the process's write gate rather than in the busy handler).
+        crate::db::with_conn!(conn, c => crate::db::WriteTransaction::write_transaction(c, |c| {
+            let mut out: Vec<i64> = Vec::new();
+            for claim in claims {
+                let remaining = limit - out.len() as i64;
+                if remaining <= 0 {
+                    break;
+                }
+                let rows: Vec<IdRow> = self.claim_sql(claim, remaining).load(c)?;
+                out.extend(rows.into_iter().map(|r| r.id));
             }
-            let rows: Vec<IdRow> = self.claim_sql(claim, remaining).load(conn)?;
-            out.extend(rows.into_iter().map(|r| r.id));
-        }
-        Ok(out)
+            Ok(out)
+        }))
     }
 
     /// Applies `change` to many rows with per-row values ([`Value::PerRow`]): one
