@@ -916,7 +916,7 @@ fn verification_outcomes_on_the_registry() {
         &env,
     );
     let mut again = r.clone();
-    apply(&mut again, &reg::reverify_after_event(), &[], &env);
+    apply(&mut again, &reg::reverify_after_event(t0()), &[], &env);
     assert_eq!(again.verification.state, V::Pending.as_i16());
 
     let mut r = row.clone();
@@ -927,6 +927,18 @@ fn verification_outcomes_on_the_registry() {
         &env,
     );
     assert_eq!(r.verification.state, V::Succeeded.as_i16());
+    // A checksum_succeeded the primary wrote before this site verified (a backlog caught up)
+    // re-verifies nothing; one written after (the primary re-verified) re-hashes the copy.
+    refused(&r, &reg::reverify_after_event(t0() - secs(1)), &[], &env);
+    refused(&r, &reg::reverify_after_event(t0()), &[], &env);
+    let mut later = r.clone();
+    apply(
+        &mut later,
+        &reg::reverify_after_event(t0() + secs(1)),
+        &[],
+        &env,
+    );
+    assert_eq!(later.verification.state, V::Pending.as_i16());
 
     let mut r = row.clone();
     let error = VerificationFailure::Error("No such file".into());
@@ -1195,7 +1207,7 @@ fn registry_rules(now: DateTime<Utc>, at: DateTime<Utc>, sum: &[u8]) -> Vec<(Cha
         (reg::sync_timed_out(cutoff, "Sync timed out", now), vec![]),
         (reg::reclaim_syncs(), vec![]),
         (reg::verified_by_event(now), per_sum.clone()),
-        (reg::reverify_after_event(), vec![]),
+        (reg::reverify_after_event(now), vec![]),
         (reg::reverify(), vec![]),
         (reg::verification_succeeded(sum, now), vec![]),
         (reg::verification_disabled(), vec![]),
@@ -1669,8 +1681,9 @@ proptest! {
         prop_assert_eq!(reg::verified_by_event(now).apply(&mut after, &per_row, &env), synced && uncompared && equal);
 
         let mut after = row.clone();
-        prop_assert_eq!(reg::reverify_after_event().apply(&mut after, &[], &env), synced);
-        if synced {
+        let before_event = row.verification.verified_at.is_none_or(|t| t < now);
+        prop_assert_eq!(reg::reverify_after_event(now).apply(&mut after, &[], &env), synced && before_event);
+        if synced && before_event {
             let v = VerificationFields { state: V::Pending.as_i16(), ..row.verification.clone() };
             prop_assert_eq!(after, RegistryFields { verification: v.clone(), ..row.clone() });
         }

@@ -4,7 +4,7 @@
 use heck::ToSnakeCase;
 
 /// The longest identifier PostgreSQL keeps (`NAMEDATALEN - 1`).
-pub(crate) const MAX_IDENT_LEN: usize = 63;
+pub(crate) use geo_schema::index::MAX_IDENT_LEN;
 
 /// The replicable name derived from a struct name: `PackageFile` → `package_file`.
 pub(crate) fn snake_name(struct_name: &str) -> String {
@@ -79,31 +79,9 @@ pub(crate) fn sql_identifier_problem(ident: &str) -> Option<String> {
     }
 }
 
-/// A stable 32-bit FNV-1a hash (the same on every platform and compiler version).
-fn fnv1a(text: &str) -> u32 {
-    let mut hash: u32 = 0x811c_9dc5;
-    for b in text.bytes() {
-        hash ^= u32::from(b);
-        hash = hash.wrapping_mul(0x0100_0193);
-    }
-    hash
-}
-
-/// An index name `index_<table>_<suffix>`, cut to 63 bytes with a stable 8-hex-digit hash of the
-/// full name appended when it is longer.
-pub(crate) fn index_name(table: &str, suffix: &str) -> String {
-    let full = format!("index_{table}_{suffix}");
-    if full.len() <= MAX_IDENT_LEN {
-        return full;
-    }
-    let hash = format!("{:08x}", fnv1a(&full));
-    // Identifiers are validated ASCII, so any byte offset is a char boundary; stay safe anyway.
-    let mut cut = MAX_IDENT_LEN - hash.len() - 1;
-    while !full.is_char_boundary(cut) {
-        cut -= 1;
-    }
-    format!("{}_{hash}", &full[..cut])
-}
+/// An index name `index_<table>_<suffix>`, cut to 63 bytes with a stable hash
+/// ([`geo_schema::index::name`]: geo-diesel names the same indexes).
+pub(crate) use geo_schema::index::name as index_name;
 
 /// The closest of `candidates` to `input`, if it is close enough to be a likely typo. Distance
 /// is the optimal string alignment distance: an insertion, deletion, substitution or swap of two
@@ -156,22 +134,6 @@ mod tests {
         assert!(sql_identifier_problem("").is_some());
         assert!(sql_identifier_problem(&"a".repeat(64)).is_some());
         assert_eq!(sql_identifier_problem(&"a".repeat(63)), None);
-    }
-
-    #[test]
-    fn index_names_are_cut_stably() {
-        assert_eq!(
-            index_name("widget_registry", "on_state"),
-            "index_widget_registry_on_state"
-        );
-        let long = "a".repeat(60);
-        let cut = index_name(&long, "pending_verification");
-        assert_eq!(cut.len(), 63);
-        assert!(cut.starts_with("index_aaaa"));
-        assert_eq!(cut, index_name(&long, "pending_verification"));
-        assert_ne!(cut, index_name(&long, "failed_verification"));
-        assert_eq!(fnv1a(""), 0x811c_9dc5);
-        assert_eq!(fnv1a("a"), 0xe40c_292c);
     }
 
     #[test]

@@ -1043,7 +1043,12 @@ fn verified_by_event() {
 #[test]
 fn reverify_after_event() {
     registry_rule("reverify_after_event", |g, case| {
-        Op::Apply(reg::reverify_after_event(), Some(some_ids(g, case)))
+        // The event's time: before, at or after the rows' verification times.
+        let primary_at = g.some_time(case.now);
+        Op::Apply(
+            reg::reverify_after_event(primary_at),
+            Some(some_ids(g, case)),
+        )
     });
 }
 

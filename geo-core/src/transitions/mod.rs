@@ -127,6 +127,11 @@ pub struct Claim {
     pub change: Change,
     /// The order candidates are taken in.
     pub order: Vec<Order>,
+    /// The suffix of the partial index that holds exactly this claim's candidates
+    /// ([`crate::schema::index`]), when the table has one. SQLite is told to read it (`INDEXED
+    /// BY`): without statistics its planner prefers a plain index on one guard column and reads
+    /// every row in that state (every row not yet synced, for a registry's verification claim).
+    pub index: Option<&'static str>,
 }
 
 /// Why a sync failed, for [`registry::sync_failed`].

@@ -101,6 +101,7 @@ pub fn claims(now: DateTime<Utc>) -> [Claim; 2] {
         Claim {
             change: Change::new("claiming rows to sync", guard(&[PENDING]), start(now)),
             order: vec![Order::Key],
+            index: None,
         },
         Claim {
             change: Change::new(
@@ -112,6 +113,7 @@ pub fn claims(now: DateTime<Utc>) -> [Claim; 2] {
                 start(now),
             ),
             order: vec![Order::NullsFirst(RetryAt), Order::Key],
+            index: None,
         },
     ]
 }
@@ -330,12 +332,20 @@ pub fn verified_by_event(now: DateTime<Utc>) -> Change {
     )
 }
 
-/// The primary's `checksum_succeeded` for every other synced row (including `succeeded` ones:
-/// the primary re-verified, so the secondary re-hashes its copy and catches bit rot).
-pub fn reverify_after_event() -> Change {
+/// The primary's `checksum_succeeded`, written at `primary_at`, for every other synced row
+/// this site last verified before then, or never (including `succeeded` ones: the primary
+/// re-verified, so the secondary re-hashes its copy and catches bit rot). A row verified at or
+/// after `primary_at` was compared with the primary's checksum of then, which is at least as new
+/// as the event's: a secondary catching up a backlog reads each file once, not twice (GitLab
+/// re-verifies on every such event). For a batch of events, `primary_at` is the latest of
+/// their times, so a row is never skipped that one of them should re-verify.
+pub fn reverify_after_event(primary_at: DateTime<Utc>) -> Change {
     Change::new(
         "marking verification pending",
-        guard(&[SYNCED]),
+        Guard {
+            states: vec![SYNCED],
+            conditions: vec![Condition::NullOrBefore(VerifiedAt, primary_at)],
+        },
         vec![(VerificationState, Value::verification(V::Pending))],
     )
 }
@@ -357,6 +367,10 @@ pub fn verification_claims(now: DateTime<Utc>) -> [Claim; 2] {
         &[SYNCED],
         VerifiedAt,
         ["claiming rows to verify", "claiming rows to re-verify"],
+        [
+            Some(crate::schema::index::PENDING_VERIFICATION),
+            Some(crate::schema::index::FAILED_VERIFICATION),
+        ],
         now,
     )
 }

@@ -50,17 +50,20 @@ pub fn claims(now: DateTime<Utc>) -> [Claim; 2] {
             "claiming a verification batch",
             "claiming verification retries",
         ],
+        [None, None],
         now,
     )
 }
 
 /// Verification claims on rows also in `states` (a registry's: synced): `pending` first, never
 /// verified first, then `failed` with a due retry ordered by `failed_by`, nulls first. Shared by
-/// the primary's verifier and a secondary's verification pass.
+/// the primary's verifier and a secondary's verification pass; `indexes` name the partial
+/// indexes that hold each claim's candidates ([`Claim::index`]).
 pub(super) fn claims_where(
     states: &[States],
     failed_by: Column,
     names: [&'static str; 2],
+    indexes: [Option<&'static str>; 2],
     now: DateTime<Utc>,
 ) -> [Claim; 2] {
     let start = || {
@@ -77,6 +80,7 @@ pub(super) fn claims_where(
         Claim {
             change: Change::new(names[0], guard(V_PENDING, Vec::new()), start()),
             order: vec![Order::NullsFirst(VerifiedAt), Order::Key],
+            index: indexes[0],
         },
         Claim {
             change: Change::new(
@@ -88,6 +92,7 @@ pub(super) fn claims_where(
                 start(),
             ),
             order: vec![Order::NullsFirst(failed_by), Order::Key],
+            index: indexes[1],
         },
     ]
 }
@@ -162,6 +167,7 @@ pub fn reverify_due(cutoff: DateTime<Utc>) -> Claim {
             vec![(VerificationState, Value::verification(V::Pending))],
         ),
         order: vec![Order::Asc(VerifiedAt), Order::Key],
+        index: None,
     }
 }
 

@@ -107,7 +107,8 @@ struct Effects {
     /// `updated`: the row is (re)set to pending, so the next sync starts after the change.
     pending: BTreeMap<&'static str, BTreeSet<i64>>,
     deleted: BTreeMap<&'static str, BTreeMap<i64, Option<BlobPath>>>,
-    checksum: BTreeMap<&'static str, BTreeMap<i64, Option<Vec<u8>>>>,
+    /// `checksum_succeeded`: the checksum and when the primary wrote the event.
+    checksum: BTreeMap<&'static str, BTreeMap<i64, (Option<Vec<u8>>, DateTime<Utc>)>>,
 }
 
 /// The log cursor of one secondary.
@@ -318,8 +319,9 @@ impl LogCursor {
             }
             for (name, rows) in &effects.checksum {
                 let d = find_replicable(name).expect("planned only for registered replicables");
-                let rows: Vec<(i64, Option<Vec<u8>>)> = rows.iter().map(|(id, s)| (*id, s.clone())).collect();
-                crate::registry::Registry::of(d).on_checksum_succeeded_batch(c, &rows, now)?;
+                let latest = rows.values().map(|(_, at)| *at).max().unwrap_or(now);
+                let rows: Vec<(i64, Option<Vec<u8>>)> = rows.iter().map(|(id, (s, _))| (*id, s.clone())).collect();
+                crate::registry::Registry::of(d).on_checksum_succeeded_batch(c, &rows, latest, now)?;
             }
             for chunk in filled.chunks(crate::sql::CHUNK) {
                 diesel::delete(gaps::table.filter(gaps::event_id.eq_any(chunk))).execute(c)?;
@@ -472,7 +474,7 @@ impl LogCursor {
                         fx.checksum
                             .entry(d.name)
                             .or_default()
-                            .insert(id, p.checksum.map(|c| c.to_vec()));
+                            .insert(id, (p.checksum.map(|c| c.to_vec()), p.created_at));
                     }
                 }
             }

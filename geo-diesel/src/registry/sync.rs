@@ -96,6 +96,30 @@ impl Registry {
             .map_err(self.err(what))
     }
 
+    /// The backend's plans of the statements [`Registry::claim`] runs for `work`, one per claim
+    /// in order ([`crate::sql::Sql::explain`]), to check that they read the indexes meant for
+    /// them.
+    pub fn explain_claims(
+        &self,
+        conn: &mut impl AsDbConn,
+        work: Work,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Vec<String>>, RegistryError> {
+        let claims = match work {
+            Work::Sync => rules::claims(now),
+            Work::Verification => rules::verification_claims(now),
+        };
+        claims
+            .iter()
+            .map(|c| {
+                self.table
+                    .claim_sql(c, 100)
+                    .explain(conn)
+                    .map_err(self.err("explaining a claim"))
+            })
+            .collect()
+    }
+
     /// [`Registry::claim`] by the secondary process `owner` (its `geo_secondary_workers` id):
     /// the claimed rows record `claimed_by = owner` ([`rules::owned_by`]), so they return to
     /// `pending` when the process stops ([`Registry::release_owned`]).

@@ -4,25 +4,34 @@
 use super::*;
 
 impl Registry {
-    /// After a primary `checksum_succeeded`: see [`Registry::on_checksum_succeeded_batch`].
+    /// After a primary `checksum_succeeded` written at `primary_at`: see
+    /// [`Registry::on_checksum_succeeded_batch`].
     pub fn on_checksum_succeeded(
         &self,
         conn: &mut impl AsDbConn,
         id: i64,
         checksum: Option<&[u8]>,
+        primary_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(usize, usize), RegistryError> {
-        self.on_checksum_succeeded_batch(conn, &[(id, checksum.map(<[u8]>::to_vec))], now)
+        self.on_checksum_succeeded_batch(
+            conn,
+            &[(id, checksum.map(<[u8]>::to_vec))],
+            primary_at,
+            now,
+        )
     }
 
-    /// The primary's `checksum_succeeded` for many records: rows whose stored checksum equals the
-    /// primary's are verified at once ([`rules::verified_by_event`]); every other synced row
-    /// becomes verification `pending` ([`rules::reverify_after_event`]). Returns
-    /// (verified, pending).
+    /// The primary's `checksum_succeeded` for many records, the latest written at `primary_at`:
+    /// rows whose stored checksum equals the primary's are verified at once
+    /// ([`rules::verified_by_event`]); every other synced row this site last verified before
+    /// `primary_at` (or never) becomes verification `pending`
+    /// ([`rules::reverify_after_event`]). Returns (verified, pending).
     pub fn on_checksum_succeeded_batch(
         &self,
         conn: &mut impl AsDbConn,
         rows: &[(i64, Option<Vec<u8>>)],
+        primary_at: DateTime<Utc>,
         now: DateTime<Utc>,
     ) -> Result<(usize, usize), RegistryError> {
         let with_sum: Vec<(i64, Vec<Datum>)> = rows
@@ -44,7 +53,7 @@ impl Registry {
         let pending = if rest.is_empty() {
             0
         } else {
-            self.apply(conn, &rules::reverify_after_event(), Some(&rest))?
+            self.apply(conn, &rules::reverify_after_event(primary_at), Some(&rest))?
                 .len()
         };
         Ok((verified.len(), pending))

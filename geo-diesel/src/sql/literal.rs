@@ -88,6 +88,12 @@ impl Sql {
                     quote_ident(&mut out, r.column);
                 }
                 Piece::Lock(lock) => out.push_str(lock_clause(backend, *lock)),
+                Piece::SqliteIndexedBy(index) => {
+                    if backend == Sqlite {
+                        out.push_str(" INDEXED BY ");
+                        quote_ident(&mut out, index);
+                    }
+                }
                 Piece::IdSet(set) => match backend {
                     Sqlite => {
                         out.push_str("SELECT value FROM json_each(");

@@ -303,8 +303,11 @@ impl Table {
             .push(" IN (SELECT ")
             .qualified(self.name, self.row_key)
             .push(" FROM ")
-            .ident(self.name)
-            .push(" WHERE 1 = 1");
+            .ident(self.name);
+        if let Some(suffix) = claim.index {
+            sql.sqlite_indexed_by(geo_core::schema::index::name(self.name, suffix));
+        }
+        sql.push(" WHERE 1 = 1");
         self.guard(&mut sql, change);
         sql.push(" ORDER BY ");
         for (i, o) in claim.order.iter().enumerate() {

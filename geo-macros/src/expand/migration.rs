@@ -195,13 +195,13 @@ fn verification_indexes() -> [Index<'static>; 3] {
     use Column::*;
     [
         Index::partial(
-            "pending_verification",
+            geo_schema::index::PENDING_VERIFICATION,
             VerifiedAt,
             true,
             &[(VerificationState, &[VERIFICATION_PENDING])],
         ),
         Index::partial(
-            "failed_verification",
+            geo_schema::index::FAILED_VERIFICATION,
             VerificationRetryAt,
             true,
             &[(VerificationState, &[VERIFICATION_FAILED])],
@@ -227,7 +227,7 @@ fn registry_indexes(fk: &str) -> [Index<'_>; 8] {
         Index::on_pair(State.name(), "id"),
         Index::on_pair(VerificationState.name(), "id"),
         Index::partial(
-            "failed_verification",
+            geo_schema::index::FAILED_VERIFICATION,
             VerificationRetryAt,
             true,
             &[
@@ -236,7 +236,7 @@ fn registry_indexes(fk: &str) -> [Index<'_>; 8] {
             ],
         ),
         Index::partial(
-            "needs_verification",
+            geo_schema::index::NEEDS_VERIFICATION,
             VerificationState,
             false,
             &[
@@ -248,7 +248,7 @@ fn registry_indexes(fk: &str) -> [Index<'_>; 8] {
             ],
         ),
         Index::partial(
-            "pending_verification",
+            geo_schema::index::PENDING_VERIFICATION,
             VerifiedAt,
             true,
             &[
