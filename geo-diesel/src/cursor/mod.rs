@@ -108,8 +108,11 @@ struct Effects {
     pending: BTreeMap<&'static str, BTreeSet<i64>>,
     deleted: BTreeMap<&'static str, BTreeMap<i64, Option<BlobPath>>>,
     /// `checksum_succeeded`: the checksum and when the primary wrote the event.
-    checksum: BTreeMap<&'static str, BTreeMap<i64, (Option<Vec<u8>>, DateTime<Utc>)>>,
+    checksum: BTreeMap<&'static str, BTreeMap<i64, ChecksumEvent>>,
 }
+
+/// A `checksum_succeeded` to apply: the primary's checksum, and when it wrote the event.
+type ChecksumEvent = (Option<Vec<u8>>, DateTime<Utc>);
 
 /// The log cursor of one secondary.
 pub struct LogCursor {
