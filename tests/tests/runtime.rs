@@ -49,6 +49,7 @@ geo_tests::backend_tests! {
     backfill_creates_rows_for_records_without_events_and_removes_orphans,
     one_sync_pass_claims_fairly_from_both_types,
     concurrent_downloads_never_exceed_sync_capacity,
+    sync_workers_share_sync_capacity,
     replication_flag_off_skips_events_and_syncs_and_publishes_nothing,
     primary_verification_checksums_fails_with_backoff_reverifies_and_respects_updates,
     primary_verification_timeouts_and_state_backfill,
@@ -1096,6 +1097,54 @@ fn concurrent_downloads_never_exceed_sync_capacity(backend: Backend) {
                 .unwrap()
                 .synced,
         18
+    );
+    s.assert_files_identical();
+}
+
+/// The spawned scheduler runs `sync_workers` passes at once, and their downloads share
+/// `sync_capacity`: with passes of 2 rows and 3 workers, three passes (6 downloads) are ready
+/// together and still at most 2 downloads are open.
+fn sync_workers_share_sync_capacity(backend: Backend) {
+    let state = Arc::new((Mutex::new((0usize, 0usize)), Condvar::new()));
+    let st = Arc::clone(&state);
+    let config = SecondaryConfig::default()
+        .sync_capacity(2)
+        .sync_batch(2)
+        .sync_workers(3)
+        .idle_sleep(StdDuration::from_millis(10));
+    let s = Sites::open_with(backend, config, 0, move |inner| {
+        Intercepted::new(inner, CountingDownloads { gauge: st })
+    });
+    for i in 0..9 {
+        s.widget(i, 30_000);
+        s.gadget(i, 30_000);
+    }
+    let synced = || {
+        registry::Registry::of(wd())
+            .counts(&mut s.t())
+            .unwrap()
+            .synced
+            + registry::Registry::of(gd())
+                .counts(&mut s.t())
+                .unwrap()
+                .synced
+    };
+    let handle = s.secondary.spawn().unwrap();
+    let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
+    while synced() < 18 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} of 18 synced",
+            synced()
+        );
+        std::thread::sleep(StdDuration::from_millis(20));
+    }
+    handle.stop();
+    let (open, peak) = *state.0.lock().unwrap();
+    assert_eq!(open, 0);
+    assert_eq!(
+        peak, 2,
+        "at most sync_capacity = 2 downloads across the workers"
     );
     s.assert_files_identical();
 }

@@ -1,12 +1,12 @@
 //! One download: [`Secondary::fetch`] streams a blob from the primary into the store, resuming
 //! what an earlier attempt left, and the bookkeeping every download shares — the downloads in
-//! flight and their last progress ([`InFlight`], read by the no-progress timeout) and the
-//! reader that records it ([`Tracker`]).
+//! flight and their last progress ([`InFlight`], read by the no-progress timeout), the reader
+//! that records it ([`Tracker`]) and the download slots every scheduler pass shares ([`Slots`]).
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use chrono::{DateTime, Utc};
 use geo_core::ReplicableDescriptor;
@@ -273,12 +273,73 @@ impl InFlight {
         }
     }
 
+    /// The latest progress of any download in flight here (the newest mark).
+    fn newest_mark(&self) -> Option<i64> {
+        self.lock()
+            .values()
+            .map(|m| m.load(Ordering::Relaxed))
+            .max()
+    }
+
     /// When the download of `name` `id` in this process last received bytes (or started);
     /// `None` when it is not downloading here.
     pub(super) fn last_progress(&self, name: &str, id: i64) -> Option<DateTime<Utc>> {
         let map = self.lock();
         let mark = map.iter().find(|((n, i), _)| *n == name && *i == id)?.1;
         DateTime::from_timestamp_millis(mark.load(Ordering::Relaxed))
+    }
+}
+
+impl Queued<'_> {
+    /// Moves the pass's mark up to the newest progress of any download in this process: its
+    /// rows wait for slots that other passes' downloads hold, and are judged by those.
+    pub(super) fn behind_others(&self) {
+        if let Some(newest) = self.of.newest_mark() {
+            self.mark.fetch_max(newest, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The download slots of one secondary: `sync_capacity` downloads at once across every
+/// scheduler pass. A download waits for a slot before it starts.
+pub(super) struct Slots {
+    free: Mutex<usize>,
+    freed: Condvar,
+}
+
+/// A slot taken from [`Slots`]; dropping it gives it back.
+pub(super) struct Slot<'a>(&'a Slots);
+
+impl Slots {
+    pub(super) fn new(capacity: usize) -> Self {
+        Slots {
+            free: Mutex::new(capacity.max(1)),
+            freed: Condvar::new(),
+        }
+    }
+
+    /// Takes a slot, waiting for one; `waiting` runs about every second while it waits.
+    pub(super) fn take(&self, mut waiting: impl FnMut()) -> Slot<'_> {
+        let mut free = self.free.lock().unwrap_or_else(|p| p.into_inner());
+        while *free == 0 {
+            let (guard, _) = self
+                .freed
+                .wait_timeout(free, std::time::Duration::from_secs(1))
+                .unwrap_or_else(|p| p.into_inner());
+            free = guard;
+            if *free == 0 {
+                waiting();
+            }
+        }
+        *free -= 1;
+        Slot(self)
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        *self.0.free.lock().unwrap_or_else(|p| p.into_inner()) += 1;
+        self.0.freed.notify_one();
     }
 }
 

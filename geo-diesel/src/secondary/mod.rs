@@ -49,9 +49,14 @@ pub(crate) use worker::{Stop, drain, worker_loop};
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct SecondaryConfig {
-    /// Downloads in flight at once, across all types, whether the sync was triggered by an event
-    /// or by the backfill (GitLab `files_max_capacity`: 10).
+    /// Downloads in flight at once, across all types and scheduler passes, whether the sync was
+    /// triggered by an event or by the backfill (GitLab `files_max_capacity`: 10).
     pub sync_capacity: usize,
+    /// Scheduler passes that run at once ([`Secondary::spawn`]; at least 1, default 2): while
+    /// one pass downloads, the next claims its rows and asks the primary about them, so the
+    /// round trips before a pass's downloads (the identity check, the batch lookup) overlap the
+    /// last pass's downloads instead of following them. Their downloads share `sync_capacity`.
+    pub sync_workers: usize,
     /// Rows claimed per scheduler pass (at least `sync_capacity`). Rows waiting behind the
     /// pass's downloads are timed out by the pass's progress, not by their claim time. Larger
     /// batches cost less per small file (1000: B2 over HTTP 0.62 -> 0.50 s) but hold claims
@@ -112,6 +117,7 @@ pub struct SecondaryConfig {
 
 crate::config_setters!(SecondaryConfig {
     sync_capacity: usize,
+    sync_workers: usize,
     sync_batch: usize,
     verification_batch: usize,
     verification_threads: usize,
@@ -134,6 +140,7 @@ impl Default for SecondaryConfig {
     fn default() -> Self {
         SecondaryConfig {
             sync_capacity: 10,
+            sync_workers: 2,
             sync_batch: 200,
             verification_batch: 100,
             verification_threads: 2,
@@ -216,6 +223,8 @@ pub struct Secondary {
     observer: std::sync::OnceLock<Arc<dyn geo_core::observe::SyncObserver>>,
     /// Downloads in flight here and when each last received bytes (the no-progress timeout).
     in_flight: fetch::InFlight,
+    /// The `sync_capacity` download slots every scheduler pass takes its downloads from.
+    download_slots: fetch::Slots,
     /// The last recovery from a pruned event log.
     pruned: Mutex<Option<PrunedRecovery>>,
 }
@@ -246,6 +255,7 @@ impl Secondary {
             selection: config.selective_sync.clone(),
             ..LogCursor::default()
         };
+        let download_slots = fetch::Slots::new(config.sync_capacity);
         Secondary {
             tracking,
             source,
@@ -259,6 +269,7 @@ impl Secondary {
             counters: SecondaryCounters::default(),
             observer: std::sync::OnceLock::new(),
             in_flight: fetch::InFlight::default(),
+            download_slots,
             pruned: Mutex::new(None),
         }
     }

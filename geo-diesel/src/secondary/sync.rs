@@ -303,8 +303,11 @@ impl Secondary {
         }
         // Until its download starts, a claimed row waits in the pass's queue; the no-progress
         // timeout judges it by the pass's progress.
-        let _queued = self.in_flight.queue(&claimed, self.now());
+        let queued = self.in_flight.queue(&claimed, self.now());
         let download = |&(d, id): &(&'static ReplicableDescriptor, i64)| {
+            // Every pass's downloads share `sync_capacity` slots; a row waiting for one is
+            // judged by the progress of the downloads holding them.
+            let _slot = self.download_slots.take(|| queued.behind_others());
             let known = paths
                 .get(d.name)
                 .and_then(Option::as_ref)

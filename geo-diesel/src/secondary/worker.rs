@@ -37,8 +37,8 @@ impl Secondary {
         Ok(max_rounds)
     }
 
-    /// Starts the workers on background threads: the heartbeat, the log cursor, the scheduler,
-    /// verification, the backfill and the timeouts. They stop when the handle is stopped or
+    /// Starts the workers on background threads: the heartbeat, the log cursor, the scheduler
+    /// (`sync_workers` passes at once), verification, the backfill and the timeouts. They stop when the handle is stopped or
     /// dropped; a clean stop then gives this process's claims and leases back
     /// ([`Secondary::release_own`]).
     ///
@@ -60,9 +60,9 @@ impl Secondary {
         type Pass = fn(&Secondary) -> Result<Next, SecondaryError>;
         let work = Some(crate::notify::registry_signal());
         // (name, pass, idle timer, the signal that ends the idle wait early)
-        let loops: [(&str, Pass, std::time::Duration, Option<&'static Signal>); 6] = [
+        let mut loops: Vec<(String, Pass, std::time::Duration, Option<&'static Signal>)> = vec![
             (
-                "geo-heartbeat",
+                "geo-heartbeat".to_owned(),
                 // Never "busy": it runs every third of the lease period. Claims it takes back
                 // from a silent process are new work for the sync workers.
                 |s| {
@@ -76,7 +76,7 @@ impl Secondary {
                 None,
             ),
             (
-                "geo-log-cursor",
+                "geo-log-cursor".to_owned(),
                 // A long poll when the primary can wait: an answer that came back empty after
                 // waiting is asked again at once; one that came back empty at once (a source
                 // that cannot wait, a halt) sleeps `idle_sleep`.
@@ -101,19 +101,13 @@ impl Secondary {
                 None,
             ),
             (
-                "geo-sync",
-                |s| busy(s.sync_pass()),
-                self.config.idle_sleep,
-                work,
-            ),
-            (
-                "geo-verify",
+                "geo-verify".to_owned(),
                 |s| busy(s.verification_pass()),
                 self.config.idle_sleep,
                 work,
             ),
             (
-                "geo-backfill",
+                "geo-backfill".to_owned(),
                 |s| {
                     if !s.holds(crate::lease::BACKFILL_LEASE)? {
                         return Ok(Next::Idle);
@@ -134,7 +128,7 @@ impl Secondary {
                 None,
             ),
             (
-                "geo-timeouts",
+                "geo-timeouts".to_owned(),
                 |s| busy(s.timeouts_pass()),
                 // Every minute (GitLab: every 10), sooner when the timeouts are short.
                 std::time::Duration::from_secs(60)
@@ -151,13 +145,23 @@ impl Secondary {
                 None,
             ),
         ];
+        // The scheduler: `sync_workers` passes at once (geo-sync, geo-sync-1, …), their
+        // downloads sharing `sync_capacity`.
+        for n in 0..self.config.sync_workers.max(1) {
+            let name = match n {
+                0 => "geo-sync".to_owned(),
+                n => format!("geo-sync-{n}"),
+            };
+            let pass: Pass = |s| busy(s.sync_pass());
+            loops.push((name, pass, self.config.idle_sleep, work));
+        }
         for (name, pass, idle, wake) in loops {
             let me = Arc::clone(self);
             let stop = Arc::clone(&stop);
             threads.push(
                 thread::Builder::new()
-                    .name(name.to_string())
-                    .spawn(move || run_loop(name, &stop, idle, wake, || pass(&me)))
+                    .name(name.clone())
+                    .spawn(move || run_loop(&name, &stop, idle, wake, || pass(&me)))
                     .map_err(|e| {
                         SecondaryError::Source(SourceError::other("starting a worker thread", e))
                     })?,

@@ -134,6 +134,11 @@ pub struct SecondaryTunables {
     #[arg(long, env = "GEO_SYNC_CAPACITY", default_value_t = secondary().sync_capacity,
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
     pub sync_capacity: usize,
+    /// Scheduler passes at once: the next claims and looks up its rows while the last one
+    /// downloads (their downloads share the sync capacity).
+    #[arg(long, env = "GEO_SYNC_WORKERS", default_value_t = secondary().sync_workers,
+          value_parser = clap::value_parser!(u32).range(1..=16).map(|v| v as usize))]
+    pub sync_workers: usize,
     /// Registry rows claimed per scheduler pass (at least the sync capacity).
     #[arg(long, env = "GEO_SYNC_BATCH", default_value_t = secondary().sync_batch,
           value_parser = clap::value_parser!(u32).range(1..).map(|v| v as usize))]
@@ -197,6 +202,7 @@ impl SecondaryTunables {
     pub fn apply(&self, config: SecondaryConfig) -> SecondaryConfig {
         config
             .sync_capacity(self.sync_capacity)
+            .sync_workers(self.sync_workers)
             .sync_batch(self.sync_batch.max(self.sync_capacity))
             .verification_batch(self.verification_batch)
             .verification_threads(self.verification_threads)
@@ -332,6 +338,7 @@ mod tests {
         let c = Sec::try_parse_from([
             "x",
             "--sync-capacity=3",
+            "--sync-workers=3",
             "--sync-batch=7",
             "--verification-batch=9",
             "--verification-threads=4",
@@ -357,6 +364,7 @@ mod tests {
             ),
             (3, 7, 9, 4)
         );
+        assert_eq!(c.sync_workers, 3);
         assert_eq!((c.backfill_batch, c.cursor_batch), (500, 50));
         assert_eq!(c.sync_timeout, chrono::TimeDelta::hours(2));
         assert_eq!(c.verification_timeout, chrono::TimeDelta::minutes(90));

@@ -341,9 +341,15 @@ impl PrimarySource for HttpSource {
         ids: &[i64],
     ) -> Result<BTreeMap<i64, String>, SourceError> {
         let name = Self::seg(replicable)?;
-        // A new pass over this type: whatever an earlier one left is not used.
-        self.prefetch_lock()
-            .retain(|(n, _), e| n != name && e.at.elapsed() < PREFETCH_TTL);
+        // A new lookup of these rows: what an earlier one left for them is not used. The rows of
+        // other passes (`sync_workers` run at once), still to download, are kept; leftovers of
+        // a pass that ended go with `PREFETCH_TTL` and the `PREFETCH_LIMIT` bound.
+        {
+            let asked: std::collections::HashSet<i64> = ids.iter().copied().collect();
+            self.prefetch_lock().retain(|(n, id), e| {
+                !(n == name && asked.contains(id)) && e.at.elapsed() < PREFETCH_TTL
+            });
+        }
         let mut out = BTreeMap::new();
         for chunk in ids.chunks(api::MAX_IDS) {
             let path = format!(
