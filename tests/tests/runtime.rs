@@ -809,17 +809,7 @@ fn workers_crashed_mid_sync_and_restarted_converge_without_partial_files(backend
         total_panics += panics.load(Ordering::SeqCst);
         assert_no_partial_file_at_a_final_path(&s);
         // Rows of the interrupted batch are left `started`, as after a real crash.
-        assert!(
-            registry::Registry::of(wd())
-                .counts(&mut s.t())
-                .unwrap()
-                .started
-                + registry::Registry::of(gd())
-                    .counts(&mut s.t())
-                    .unwrap()
-                    .started
-                > 0
-        );
+        assert!(both_types(&s, |c| c.started) > 0);
     }
     assert!(total_panics >= 3);
 
@@ -1033,6 +1023,14 @@ fn one_sync_pass_claims_fairly_from_both_types(backend: Backend) {
     );
 }
 
+/// A registry count of the widget and gadget types together.
+fn both_types(s: &Sites, count: impl Fn(&registry::RegistryCounts) -> i64) -> i64 {
+    [wd(), gd()]
+        .into_iter()
+        .map(|d| count(&registry::Registry::of(d).counts(&mut s.t()).unwrap()))
+        .sum()
+}
+
 /// (open, peak) readers, and a condition variable signalled on every change.
 type Gauge = Arc<(Mutex<(usize, usize)>, Condvar)>;
 
@@ -1087,17 +1085,7 @@ fn concurrent_downloads_never_exceed_sync_capacity(backend: Backend) {
         peak, 2,
         "at most sync_capacity = 2 downloads at once, and the limit is used"
     );
-    assert_eq!(
-        registry::Registry::of(wd())
-            .counts(&mut s.t())
-            .unwrap()
-            .synced
-            + registry::Registry::of(gd())
-                .counts(&mut s.t())
-                .unwrap()
-                .synced,
-        18
-    );
+    assert_eq!(both_types(&s, |c| c.synced), 18);
     s.assert_files_identical();
 }
 
@@ -1119,16 +1107,7 @@ fn sync_workers_share_sync_capacity(backend: Backend) {
         s.widget(i, 30_000);
         s.gadget(i, 30_000);
     }
-    let synced = || {
-        registry::Registry::of(wd())
-            .counts(&mut s.t())
-            .unwrap()
-            .synced
-            + registry::Registry::of(gd())
-                .counts(&mut s.t())
-                .unwrap()
-                .synced
-    };
+    let synced = || both_types(&s, |c| c.synced);
     let handle = s.secondary.spawn().unwrap();
     let deadline = std::time::Instant::now() + StdDuration::from_secs(60);
     while synced() < 18 {
