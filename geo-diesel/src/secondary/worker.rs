@@ -38,9 +38,9 @@ impl Secondary {
     }
 
     /// Starts the workers on background threads: the heartbeat, the log cursor, the scheduler
-    /// (`sync_workers` passes at once), verification, the backfill and the timeouts. They stop when the handle is stopped or
-    /// dropped; a clean stop then gives this process's claims and leases back
-    /// ([`Secondary::release_own`]).
+    /// (`sync_workers` passes at once), verification, the backfill and the timeouts. They stop
+    /// when the handle is stopped or dropped; a clean stop then gives this process's claims and
+    /// leases back ([`Secondary::release_own`]).
     ///
     /// Several processes may run this on one tracking database: each registers and heartbeats
     /// ([`Secondary::heartbeat_pass`]); the log cursor and the backfill run only in the process
