@@ -87,10 +87,7 @@ impl Registry {
         limit: i64,
         now: DateTime<Utc>,
     ) -> Result<Vec<i64>, RegistryError> {
-        let (claims, what) = match work {
-            Work::Sync => (rules::claims(now), "claiming rows to sync"),
-            Work::Verification => (rules::verification_claims(now), "claiming rows to verify"),
-        };
+        let (claims, what) = claims_for(work, now);
         self.table
             .claim(conn, &claims, limit)
             .map_err(self.err(what))
@@ -105,11 +102,8 @@ impl Registry {
         work: Work,
         now: DateTime<Utc>,
     ) -> Result<Vec<Vec<String>>, RegistryError> {
-        let claims = match work {
-            Work::Sync => rules::claims(now),
-            Work::Verification => rules::verification_claims(now),
-        };
-        claims
+        claims_for(work, now)
+            .0
             .iter()
             .map(|c| {
                 self.table
@@ -131,15 +125,9 @@ impl Registry {
         now: DateTime<Utc>,
         owner: &str,
     ) -> Result<Vec<i64>, RegistryError> {
-        let (claims, what) = match work {
-            Work::Sync => (rules::sync_claims(now, owner), "claiming rows to sync"),
-            Work::Verification => (
-                rules::verification_claims_by(now, owner),
-                "claiming rows to verify",
-            ),
-        };
+        let (claims, what) = claims_for(work, now);
         self.table
-            .claim(conn, &claims, limit)
+            .claim(conn, &rules::owned_by(claims, owner), limit)
             .map_err(self.err(what))
     }
 
@@ -341,5 +329,14 @@ impl Registry {
         Ok(self
             .apply(conn, &rules::set_blob_path(path), Some(&[id]))?
             .len())
+    }
+}
+
+/// The claims of `work` ([`rules::claims`], [`rules::verification_claims`]) and what they do,
+/// for errors.
+fn claims_for(work: Work, now: DateTime<Utc>) -> ([geo_core::transitions::Claim; 2], &'static str) {
+    match work {
+        Work::Sync => (rules::claims(now), "claiming rows to sync"),
+        Work::Verification => (rules::verification_claims(now), "claiming rows to verify"),
     }
 }

@@ -1,6 +1,6 @@
 //! The rules of a secondary's registry row: replication (`pending 0 → started 1 → synced 2 |
-//! failed 3`) and the registry's verification columns (GitLab's `replicable_registry.rb` and
-//! `verifiable_registry.rb`). Each function returns the [`Change`] geo-diesel runs as one
+//! failed 3`) here, and the registry's verification columns in `verification.rs`, re-exported
+//! (GitLab's `replicable_registry.rb` and `verifiable_registry.rb`). Each function returns the [`Change`] geo-diesel runs as one
 //! conditional statement; none reads the row first.
 
 use chrono::{DateTime, Utc};
