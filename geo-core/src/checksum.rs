@@ -16,6 +16,8 @@ use std::io::{self, Read, Write};
 use std::path::Path;
 use std::str::FromStr;
 
+use crate::buffer::BufferPool;
+
 /// Length of a blake3 checksum in bytes.
 pub const CHECKSUM_LEN: usize = 32;
 
@@ -314,27 +316,18 @@ pub fn checksum_reader(mut reader: impl Read) -> io::Result<(Checksum, u64)> {
 }
 
 /// Read buffers [`with_buffer`] hands out, kept for the next call (at most [`POOLED_BUFFERS`]).
-static BUFFERS: std::sync::Mutex<Vec<Box<[u8]>>> = std::sync::Mutex::new(Vec::new());
+static BUFFERS: BufferPool = BufferPool::new(READ_BUFFER, POOLED_BUFFERS);
 
 /// Most buffers [`with_buffer`] keeps between calls: enough for every download and hashing
 /// thread of a busy secondary (`sync_capacity` 10, a few verification threads).
 pub const POOLED_BUFFERS: usize = 16;
 
-/// Runs `f` with a [`READ_BUFFER`]-byte buffer from a process-wide pool: allocated (and
-/// zeroed) once, not once per file or per thread. Download threads live for one sync pass,
+/// Runs `f` with a [`READ_BUFFER`]-byte buffer from a process-wide [`BufferPool`]: allocated
+/// (and zeroed) once, not once per file or per thread. Download threads live for one sync pass,
 /// and zeroing a fresh 1 MiB for each of them dominated small-file syncs. Concurrent and
 /// nested calls each get a buffer of their own.
 pub fn with_buffer<R>(f: impl FnOnce(&mut [u8]) -> R) -> R {
-    let pool = || BUFFERS.lock().unwrap_or_else(|p| p.into_inner());
-    let mut buf = pool()
-        .pop()
-        .unwrap_or_else(|| vec![0u8; READ_BUFFER].into_boxed_slice());
-    let r = f(&mut buf);
-    let mut kept = pool();
-    if kept.len() < POOLED_BUFFERS {
-        kept.push(buf);
-    }
-    r
+    f(&mut BUFFERS.take())
 }
 
 /// Hashes a file. Files of [`PARALLEL_THRESHOLD`] bytes or more are memory-mapped and hashed on

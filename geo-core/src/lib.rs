@@ -13,6 +13,7 @@ pub mod verification;
 
 pub mod backoff;
 pub mod blob_store;
+pub mod buffer;
 pub mod checksum;
 pub mod clock;
 pub mod event;

@@ -10,7 +10,7 @@ use std::path::Path;
 use tempfile::{NamedTempFile, PersistError};
 
 use super::{BlobError, BlobPath, TEMP_PREFIX, Written};
-use crate::checksum::{self, Checksum, ChecksumWriter};
+use crate::checksum::{self, Checksum};
 
 /// Random characters after [`TEMP_PREFIX`] in a temporary file's name.
 pub(super) const TEMP_RANDOM_CHARS: usize = 16;
@@ -69,29 +69,11 @@ pub(super) fn fill(
     reader: &mut dyn Read,
     expected: Option<&Checksum>,
 ) -> Result<Written, BlobError> {
-    let mut writer = ChecksumWriter::new(tmp);
-    checksum::with_buffer(|buf| {
-        loop {
-            let n = match reader.read(buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(BlobError::Source {
-                        path: path.to_string(),
-                        bytes: writer.bytes_written(),
-                        source: e,
-                    });
-                }
-            };
-            writer
-                .write_all(&buf[..n])
-                .map_err(|e| BlobError::io(path, "write", e))?;
-        }
-        Ok(())
-    })?;
-    let (file, checksum, bytes) = writer.finish();
-    file.sync_all()
+    let mut hasher = blake3::Hasher::new();
+    let mut bytes = 0;
+    pump(reader, tmp, &mut hasher, &mut bytes, path)?;
+    let checksum: Checksum = hasher.finalize().into();
+    tmp.sync_all()
         .map_err(|e| BlobError::io(path, "fsync", e))?;
     if let Some(expected) = expected
         && *expected != checksum
@@ -104,6 +86,54 @@ pub(super) fn fill(
         });
     }
     Ok(Written { bytes, checksum })
+}
+
+/// Appends everything `reader` yields to `file` (at its position), hashing it into `hasher` and
+/// counting it in `written`: the one copy loop of every store write.
+///
+/// Each write is a whole [`READ_BUFFER`](checksum::READ_BUFFER) filled by as many reads as it
+/// takes, so a large blob costs one `write` and one hash update per MiB however the source
+/// splits it (an HTTP body arrives in pieces of tens of KiB). On a read error, what was read
+/// before it is written and hashed first, so a resumable write keeps it; the error is
+/// [`BlobError::Source`] with the bytes written so far.
+pub(super) fn pump(
+    reader: &mut dyn Read,
+    mut file: &std::fs::File,
+    hasher: &mut blake3::Hasher,
+    written: &mut u64,
+    path: &BlobPath,
+) -> Result<(), BlobError> {
+    checksum::with_buffer(|buf| {
+        loop {
+            let mut filled = 0;
+            let mut failed = None;
+            while filled < buf.len() {
+                match reader.read(&mut buf[filled..]) {
+                    Ok(0) => break,
+                    Ok(n) => filled += n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            file.write_all(&buf[..filled])
+                .map_err(|e| BlobError::io(path, "write", e))?;
+            hasher.update(&buf[..filled]);
+            *written += filled as u64;
+            if let Some(source) = failed {
+                return Err(BlobError::Source {
+                    path: path.to_string(),
+                    bytes: *written,
+                    source,
+                });
+            }
+            if filled < buf.len() {
+                return Ok(());
+            }
+        }
+    })
 }
 
 /// Removes a temporary file after a failed write, logging (not returning) a failure to remove

@@ -11,10 +11,10 @@
 //! attempt starts from byte 0.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use super::atomic::sync_dir;
+use super::atomic::{pump, sync_dir};
 use super::{BlobError, BlobPath, Written};
 use crate::checksum::{self, Checksum};
 
@@ -242,30 +242,14 @@ impl LocalPartial {
         self.file
             .seek(SeekFrom::Start(self.held))
             .map_err(|e| BlobError::io(&self.path, "seek", e))?;
-        let path = &self.path;
-        let (file, hasher, held) = (&mut self.file, &mut self.hasher, &mut self.held);
-        checksum::with_buffer(|buf| {
-            loop {
-                let n = match reader.read(buf) {
-                    Ok(0) => return Ok(()),
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        // What arrived stays for the next attempt.
-                        let _ = file.flush();
-                        return Err(BlobError::Source {
-                            path: path.to_string(),
-                            bytes: *held,
-                            source: e,
-                        });
-                    }
-                };
-                file.write_all(&buf[..n])
-                    .map_err(|e| BlobError::io(path, "write", e))?;
-                hasher.update(&buf[..n]);
-                *held += n as u64;
-            }
-        })
+        // What arrives before a read error stays for the next attempt.
+        pump(
+            reader,
+            &self.file,
+            &mut self.hasher,
+            &mut self.held,
+            &self.path,
+        )
     }
 }
 

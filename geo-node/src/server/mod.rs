@@ -2,8 +2,8 @@
 //!
 //! A primary serves everything an HTTP secondary's [`PrimarySource`] needs, read through any
 //! [`PrimarySource`] on its side (in production geo-diesel's `DirectSource` over its database
-//! and blob store). Blobs are streamed in [`CHUNK`]-sized pieces through a bounded channel from
-//! a blocking reader, so a 5 GiB blob costs the same memory as a 5 KiB one. A secondary serves
+//! and blob store). Blobs are streamed in [`CHUNK`]-sized pieces, each read by a short blocking task
+//! when the client has taken the one before, so a 5 GiB blob costs the same memory as a 5 KiB one. A secondary serves
 //! its own status and metrics. Every `/api/geo/` endpoint is authenticated
 //! ([`crate::auth`]); `/metrics` is open, as Prometheus scrapes it, on its own listener
 //! (`--metrics-listen`) or on a loopback main listener ([`ServeOptions`]).
