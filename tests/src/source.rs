@@ -23,6 +23,14 @@ pub trait Interceptor: Send + Sync {
         inner.events_after(after_id, limit)
     }
 
+    /// [`PrimarySource::primary_identity`] (also what the default `event_feed` carries).
+    fn primary_identity(
+        &self,
+        inner: &dyn PrimarySource,
+    ) -> Result<Option<geo_diesel::geo_core::source::PrimaryIdentity>, SourceError> {
+        inner.primary_identity()
+    }
+
     /// [`PrimarySource::open_blob`] (also reached through the default `open_blob_at`).
     fn open_blob(&self, inner: &dyn PrimarySource, replicable: &str, id: i64) -> Opened {
         inner.open_blob(replicable, id)
@@ -62,7 +70,7 @@ impl<I: Interceptor> PrimarySource for Intercepted<I> {
     fn primary_identity(
         &self,
     ) -> Result<Option<geo_diesel::geo_core::source::PrimaryIdentity>, SourceError> {
-        self.inner.primary_identity()
+        self.interceptor.primary_identity(self.inner.as_ref())
     }
     // `event_feed` is the trait's default: the events through the interceptor's
     // `events_after`, then the inner source's identity.

@@ -6,11 +6,15 @@
 
 mod sites;
 
+use std::sync::Arc;
+
 use chrono::Duration;
 use geo_diesel::geo_core::Role;
 use geo_diesel::geo_core::safety::{RemovalKind, SafetyHalt};
+use geo_diesel::geo_core::source::{PrimaryIdentity, PrimarySource, SourceError};
 use geo_diesel::registry::{self, Action};
 use geo_diesel::secondary::SecondaryConfig;
+use geo_tests::source::{Intercepted, Interceptor};
 use geo_tests::{Backend, checksum, data};
 use sites::state::*;
 use sites::{Sites, exec, gd, wd};
@@ -24,6 +28,7 @@ geo_tests::backend_tests! {
     primary_identity_is_created_once_per_database,
     another_primary_identity_halts_the_cursor_syncs_and_removals,
     event_ids_going_backwards_halt,
+    a_cursor_that_moved_on_during_the_identity_check_is_no_halt,
     reconcile_follows_the_new_primary_and_reverifies_every_synced_file,
     a_file_another_record_uses_is_kept,
 }
@@ -281,6 +286,93 @@ fn event_ids_going_backwards_halt(backend: Backend) {
     s.set_next_event_id(cursor + 10);
     s.widget(71, 100);
     assert!(s.secondary.cursor_pass().unwrap().halted.is_some());
+}
+
+/// A one-shot gate: `primary_identity` reads the real answer, says so, and holds it until
+/// told to go (at most 10 s).
+#[derive(Default)]
+struct HeldIdentity {
+    armed: std::sync::atomic::AtomicBool,
+    state: std::sync::Mutex<(bool, bool)>,
+    changed: std::sync::Condvar,
+}
+
+impl HeldIdentity {
+    fn wait_for(&self, which: impl Fn(&(bool, bool)) -> bool) {
+        let guard = self.state.lock().unwrap();
+        let (guard, timeout) = self
+            .changed
+            .wait_timeout_while(guard, std::time::Duration::from_secs(10), |s| !which(s))
+            .unwrap();
+        assert!(!timeout.timed_out(), "gate never reached: {:?}", *guard);
+    }
+
+    fn set(&self, f: impl FnOnce(&mut (bool, bool))) {
+        f(&mut self.state.lock().unwrap());
+        self.changed.notify_all();
+    }
+}
+
+/// The interceptor sharing a [`HeldIdentity`] with the test.
+struct Held(Arc<HeldIdentity>);
+
+impl Interceptor for Held {
+    fn primary_identity(
+        &self,
+        inner: &dyn PrimarySource,
+    ) -> Result<Option<PrimaryIdentity>, SourceError> {
+        let answer = inner.primary_identity();
+        if self
+            .0
+            .armed
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            self.0.set(|s| s.0 = true);
+            self.0.wait_for(|s| s.1);
+        }
+        answer
+    }
+}
+
+/// The sync scheduler asks the primary for its identity before it downloads; meanwhile the log
+/// cursor (here another worker's) applies newer events, so by the time the answer is compared
+/// the cursor is past the answer's high-water mark. That answer is merely older than the
+/// position, not a primary whose ids went backwards: no halt, and the rows sync.
+fn a_cursor_that_moved_on_during_the_identity_check_is_no_halt(backend: Backend) {
+    let (s, _) = converged(backend, 3, SecondaryConfig::default());
+    let gate = Arc::new(HeldIdentity::default());
+    let scheduler = s.new_secondary(
+        Intercepted::new(s.direct(), Held(Arc::clone(&gate))),
+        SecondaryConfig::default(),
+    );
+    let (pending, bytes) = s.widget(40, 200);
+    assert!(s.secondary.cursor_pass().unwrap().applied > 0);
+    gate.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+    let pass = {
+        let scheduler = Arc::clone(&scheduler);
+        std::thread::spawn(move || scheduler.sync_pass())
+    };
+    gate.wait_for(|s| s.0);
+    // The answer is read; two more events, and the cursor applies them.
+    let (later, _) = s.widget(41, 200);
+    s.widget(42, 200);
+    let moved = s.secondary.cursor_pass().unwrap();
+    assert!(moved.applied >= 2 && moved.halted.is_none(), "{moved:?}");
+    gate.set(|s| s.1 = true);
+    let synced = pass.join().unwrap().unwrap();
+
+    assert_eq!(
+        s.secondary.halt().unwrap(),
+        None,
+        "a healthy secondary was halted"
+    );
+    assert_eq!(synced, 1);
+    assert_eq!(s.reg(wd(), pending.id).unwrap().state, SYNCED);
+    assert_eq!(s.secondary_bytes(&pending.file_path), Some(bytes));
+    // And the cursor keeps going.
+    assert!(s.reg(wd(), later.id).is_some());
+    s.widget(43, 200);
+    assert!(s.secondary.cursor_pass().unwrap().halted.is_none());
 }
 
 fn reconcile_follows_the_new_primary_and_reverifies_every_synced_file(backend: Backend) {

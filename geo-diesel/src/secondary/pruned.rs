@@ -113,10 +113,12 @@ impl Secondary {
         pruned_through: i64,
         consumed: i64,
     ) -> Result<Result<PrunedRecovery, geo_core::safety::SafetyHalt>, SecondaryError> {
+        // The position before the primary's answer (see `check_primary_now`): a cursor that
+        // moves on meanwhile never puts it past the answer's mark.
+        let state = load_state(&mut self.tracking.get()?)?;
         let seen = self.source.primary_identity()?;
         let at = self.now();
         let mut conn = self.tracking.get()?;
-        let state = load_state(&mut conn)?;
         if let Some(halt) = identity::check_feed(&mut conn, seen.as_ref(), state.last_event_id, at)?
         {
             return Ok(Err(halt));

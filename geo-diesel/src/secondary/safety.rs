@@ -123,10 +123,16 @@ impl Secondary {
 
     /// Asks the primary for its identity now and checks it (recording a halt, or adopting the
     /// identity on first contact). Destructive steps call it right before they act.
+    ///
+    /// The cursor position is read *before* the primary is asked: every event the cursor passed
+    /// by then was committed before the primary's answer, so an honest high-water mark is never
+    /// below it. Read after, a log cursor (this process's or another's) that applied newer
+    /// events meanwhile put the position past the answer's mark, and the check halted a healthy
+    /// secondary with "event ids went backwards" until an operator reconciled.
     pub(super) fn check_primary_now(&self) -> Result<Option<SafetyHalt>, SecondaryError> {
+        let cursor = crate::cursor::load_state(&mut self.tracking.get()?)?.last_event_id;
         let seen = self.source.primary_identity()?;
         let mut conn = self.tracking.get()?;
-        let cursor = crate::cursor::load_state(&mut conn)?.last_event_id;
         Ok(identity::check_feed(
             &mut conn,
             seen.as_ref(),
